@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` and `make test`. Both install first (idempotent).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export HF_HOME ?= $(CURDIR)/.cache/huggingface
+export HF_HUB_OFFLINE ?= 1
+export RAY_TMPDIR ?= /tmp/ray-jat
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, from the local CPU wheel (any other torch pulls GBs of CUDA)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	# sample-factory pins numpy<2, gymnasium<1, huggingface_hub<1: install it alone, no deps;
+	# experts/sample_factory applies its numpy>=2.4 fix at import time.
+	$(PIP) install -q --no-deps sample-factory==2.1.1
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/pipeline demo --out outputs/demo --overwrite
+
+test: install
+	$(VENV)/bin/ruff check pipeline experts tests benchmarks
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check pipeline experts tests benchmarks
+	$(VENV)/bin/ruff format --check pipeline experts tests benchmarks
+
+bench: install
+	$(PY) benchmarks/rollout_throughput.py
+
+clean:
+	rm -rf outputs .cache .pytest_cache

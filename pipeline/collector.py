@@ -1,0 +1,173 @@
+"""The rollout worker: owns its env(s), its policy and its shard writer.
+
+One worker records work units (batches of planned episodes of one config and split) into
+shards. It runs in-process (serial mode) or as a Ray actor (`pipeline.executor`); either way
+the episodes never travel to the driver, only the shard records do.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.envs import make_env
+from pipeline.plan import PlannedEpisode, WorkUnit
+from pipeline.policies import EpisodeFailed, Policy, make_policy
+from pipeline.registry import TaskSpec, get_task
+from pipeline.schema import SHARD_RECORD_DIR
+from pipeline.shards import DEFAULT_MAX_SHARD_BYTES, Episode, ShardRecord, ShardWriter, encode_frame
+from pipeline.storage import open_location
+
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every worker of a run shares."""
+
+    out: str
+    policies: dict[str, str]  # config -> policy kind
+    experts_dir: str | None = None
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    max_episode_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    config: str
+    episodes: int
+    steps: int
+
+
+@dataclass
+class UnitResult:
+    """The outcome of one unit: its shard (if any episode was kept), drops and unplayed leftovers."""
+
+    unit: WorkUnit
+    shard: ShardRecord | None
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    leftover: tuple[PlannedEpisode, ...] = ()
+    steps: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
+    if spec.suite == "babyai":
+        return bool(terminated and reward > 0)
+    if "success" in info:
+        return bool(info["success"])
+    return None
+
+
+def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpisode) -> Episode | str:
+    """Play one planned episode; return it in stored form, or the reason it was dropped."""
+    observation, info = env.reset(seed=planned.seed)
+    policy.reset(env, planned.seed)
+    episode = Episode(planned.episode_id, planned.seed)
+    continuous = spec.action.type == "continuous"
+    low, high = spec.action.low, spec.action.high
+    success: bool | None = None
+    while True:
+        try:
+            action = policy.act(observation, info)
+        except EpisodeFailed as exc:
+            return str(exc)
+        if continuous:
+            action = np.clip(np.asarray(action, dtype=np.float32), low, high)
+        if spec.suite == "atari":
+            episode.observations.append(encode_frame(observation))
+        elif spec.suite == "babyai":
+            episode.texts.append(observation["text_observations"])
+            episode.observations.append(observation["discrete_observations"])
+        else:
+            episode.observations.append(observation)
+        observation, reward, terminated, truncated, info = env.step(action)
+        episode.actions.append(action)
+        episode.rewards.append(float(reward))
+        step_success = _success(spec, terminated, float(reward), info)
+        if step_success is not None:
+            success = bool(success) or step_success
+        if terminated or truncated:
+            break
+    episode.success = success
+    if spec.rollout.get("drop_unfinished", False) and not terminated:
+        return "unfinished: the episode hit the step limit"
+    return episode
+
+
+class RolloutWorker:
+    """Records work units into shards. Envs and policies are built once per config and kept."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        self.settings = settings
+        self.location = open_location(settings.out)
+        self._envs: dict[str, tuple[Any, Policy]] = {}
+
+    def _env_and_policy(self, spec: TaskSpec) -> tuple[Any, Policy]:
+        if spec.config not in self._envs:
+            env = make_env(spec, max_episode_steps=self.settings.max_episode_steps)
+            kind = self.settings.policies[spec.config]
+            self._envs[spec.config] = (env, make_policy(kind, spec, env, self.settings.experts_dir))
+        return self._envs[spec.config]
+
+    def run_unit(self, unit: WorkUnit) -> Iterator[Progress | UnitResult]:
+        """Record a unit; yields progress now and then, and the `UnitResult` last."""
+        spec = get_task(unit.config)
+        env, policy = self._env_and_policy(spec)
+        writer = ShardWriter(
+            self.location,
+            unit.config,
+            spec.suite,
+            unit.split,
+            unit.shard_index,
+            max_bytes=self.settings.max_shard_bytes,
+        )
+        dropped: list[dict[str, Any]] = []
+        steps = done = reported_steps = reported_done = 0
+        last = time.monotonic()
+        leftover: tuple[PlannedEpisode, ...] = ()
+        try:
+            for position, planned in enumerate(unit.episodes):
+                if writer.full and writer.num_episodes:
+                    leftover = unit.episodes[position:]
+                    break
+                result = record_episode(env, policy, spec, planned)
+                if isinstance(result, str):
+                    dropped.append({"episode_id": planned.episode_id, "seed": planned.seed, "reason": result})
+                else:
+                    writer.add(result)
+                    steps += result.length
+                done += 1
+                if time.monotonic() - last >= PROGRESS_EVERY_S:
+                    yield Progress(unit.config, done - reported_done, steps - reported_steps)
+                    reported_done, reported_steps, last = done, steps, time.monotonic()
+            shard = writer.close() if writer.num_episodes else None
+            if shard is None:
+                writer.abort()
+        except BaseException:
+            writer.abort()
+            raise
+        yield Progress(unit.config, done - reported_done, steps - reported_steps)
+        result = UnitResult(unit, shard, dropped, leftover, steps, policy.provenance())
+        self._write_unit_record(result)
+        yield result
+
+    def _write_unit_record(self, result: UnitResult) -> None:
+        """The unit's sidecar, written after its shard: a shard without one is an orphan."""
+        unit = result.unit
+        name = f"{SHARD_RECORD_DIR.format(config=unit.config)}/{unit.split}-{unit.shard_index:05d}.json"
+        self.location.write_json(
+            name,
+            {
+                "shard": result.shard.to_dict() if result.shard else None,
+                "dropped": result.dropped,
+                "leftover": [e.episode_id for e in result.leftover],
+                "provenance": result.provenance,
+            },
+        )

@@ -1,0 +1,151 @@
+"""Environment construction, one function for every stage.
+
+Expert training, rollout and model evaluation all build their envs here, so the observations
+an expert learns from are the observations stored and the ones the model is scored on.
+Every env returns observations already in JAT's stored form:
+
+- Atari: uint8 (84, 84, 4), the 4 most recent grey frames after skip-4 + max-pool, oldest first;
+- BabyAI: {"text_observations": mission, "discrete_observations": int64[148]};
+- Meta-World / MuJoCo: float32 vectors (Meta-World with the goal zeroed, as in JAT's data).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.registry import TaskSpec
+
+_REGISTERED: set[str] = set()
+
+
+def _register(suite: str) -> None:
+    """Import the package that registers a suite's env ids, once per process."""
+    if suite in _REGISTERED:
+        return
+    if suite == "atari":
+        import ale_py
+
+        gym.register_envs(ale_py)
+    elif suite == "babyai":
+        import minigrid
+
+        gym.register_envs(minigrid)
+    elif suite == "metaworld":
+        import metaworld
+
+        gym.register_envs(metaworld)
+    _REGISTERED.add(suite)
+
+
+class ChannelsLastFrames(gym.ObservationWrapper):
+    """(stack, 84, 84) -> (84, 84, stack): JAT stores the frame stack as image channels."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        n, h, w = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 255, (h, w, n), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.moveaxis(np.asarray(observation), 0, -1))
+
+
+class BabyAIObservation(gym.ObservationWrapper):
+    """Mission text + 148 ints ([direction] + flattened 7x7x3 view), JAT's BabyAI observation."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "text_observations": gym.spaces.Text(max_length=512),
+                "discrete_observations": gym.spaces.Box(0, 255, (148,), np.int64),
+            }
+        )
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        ints = np.empty(148, dtype=np.int64)
+        ints[0] = observation["direction"]
+        ints[1:] = observation["image"].reshape(-1)
+        return {"text_observations": observation["mission"], "discrete_observations": ints}
+
+
+class GoalHiddenObservation(gym.Wrapper):
+    """Zero Meta-World's goal (obs[36:39]) in what is stored, as JAT's v2 fork did.
+
+    Scripted experts need the goal to act, so the full observation is passed on in
+    `info["full_observation"]`; only the stored copy hides it.
+    """
+
+    GOAL = slice(36, 39)
+
+    def __init__(self, env: gym.Env, hide_goal: bool) -> None:
+        super().__init__(env)
+        self.hide_goal = hide_goal
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)
+
+    def _split(self, obs: np.ndarray, info: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        info = dict(info)
+        info["full_observation"] = obs
+        stored = np.asarray(obs, dtype=np.float32).copy()
+        if self.hide_goal:
+            stored[self.GOAL] = 0.0
+        return stored, info
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return self._split(obs, info)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        stored, info = self._split(obs, info)
+        return stored, reward, terminated, truncated, info
+
+
+def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env:
+    """Build the env of a task with the observations JAT stored.
+
+    `max_episode_steps` overrides the registry's horizon (Meta-World: 100 by default, JAT's).
+    """
+    _register(spec.suite)
+    warnings.filterwarnings("ignore", module="gymnasium.utils.passive_env_checker")
+    try:
+        if spec.suite == "atari":
+            from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+            w = spec.env.get("wrappers", {})
+            env = gym.make(spec.env_id, **spec.make_kwargs)
+            env = AtariPreprocessing(
+                env,
+                noop_max=w.get("noop_max", 30),
+                frame_skip=w.get("frame_skip", 4),
+                screen_size=w.get("screen_size", 84),
+                terminal_on_life_loss=w.get("terminal_on_life_loss", False),
+                grayscale_obs=True,
+                scale_obs=False,
+            )
+            env = FrameStackObservation(env, w.get("frame_stack", 4))
+            return ChannelsLastFrames(env)
+        if spec.suite == "babyai":
+            return BabyAIObservation(gym.make(spec.env_id, **spec.make_kwargs))
+        if spec.suite == "metaworld":
+            horizon = max_episode_steps or spec.max_episode_steps or 100
+            env = gym.make(spec.env_id, env_name=spec.env_name, max_episode_steps=horizon, **spec.make_kwargs)
+            return GoalHiddenObservation(env, hide_goal=spec.env.get("goal_hidden", True))
+        kwargs = dict(spec.make_kwargs)
+        if max_episode_steps:
+            kwargs["max_episode_steps"] = max_episode_steps
+        env = gym.make(spec.env_id, **kwargs)
+        return gym.wrappers.TransformObservation(
+            env,
+            lambda o: np.asarray(o, dtype=np.float32),
+            gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float32),
+        )
+    except gym.error.Error as exc:
+        raise PipelineError(
+            f"cannot build env {spec.env_id!r} for {spec.config}: {exc} "
+            "(check the installed gymnasium/ale-py/minigrid/metaworld versions: `make install`)"
+        ) from exc

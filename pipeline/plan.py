@@ -1,0 +1,84 @@
+"""Episode planning: every episode's id, seed and split are fixed before any env steps.
+
+Planning up front is what makes a run reproducible and re-doable: episode `i` of a config
+always gets the same seed and split for a given `--seed`, whichever worker records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from pipeline.schema import SPLITS
+
+
+@dataclass(frozen=True)
+class PlannedEpisode:
+    episode_id: int
+    seed: int
+    split: str
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A batch of same-split episodes of one config that one worker records into one shard."""
+
+    config: str
+    split: str
+    shard_index: int
+    episodes: tuple[PlannedEpisode, ...]
+
+
+def episode_seed(seed: int, config: str, episode_id: int) -> int:
+    """A stable 31-bit seed per (run seed, config, episode id), independent of scheduling."""
+    digest = hashlib.sha256(f"{seed}:{config}:{episode_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def is_test(episode_id: int, test_fraction: float) -> bool:
+    """Evenly spaced test episodes: every prefix of the plan holds `test_fraction` of them.
+
+    Seeds are already random, so spacing the test ids evenly gives a random split whose
+    proportion also holds for step budgets, where the episode count is not known up front.
+    """
+    f = test_fraction
+    return math.floor((episode_id + 1) * f + 0.5) > math.floor(episode_id * f + 0.5)
+
+
+def plan_episodes(
+    config: str, first_id: int, count: int, seed: int, test_fraction: float, *, ensure_test: bool
+) -> list[PlannedEpisode]:
+    """Plan `count` episodes starting at `first_id`.
+
+    With `ensure_test`, a plan of two or more episodes always has at least one test episode
+    (its last one), so both splits exist even for tiny runs.
+    """
+    ids = range(first_id, first_id + count)
+    splits = ["test" if is_test(i, test_fraction) else "train" for i in ids]
+    if ensure_test and count >= 2 and test_fraction > 0 and "test" not in splits:
+        splits[-1] = "test"
+    return [PlannedEpisode(i, episode_seed(seed, config, i), s) for i, s in zip(ids, splits, strict=True)]
+
+
+def make_units(
+    config: str,
+    episodes: list[PlannedEpisode],
+    max_per_unit: int,
+    workers: int,
+    next_index: dict[str, int],
+) -> list[WorkUnit]:
+    """Group planned episodes into split-homogeneous units, enough of them to keep workers busy.
+
+    `next_index` holds the next free shard index per split and is advanced in place.
+    """
+    units = []
+    for split in SPLITS:
+        chosen = [e for e in episodes if e.split == split]
+        if not chosen:
+            continue
+        per_unit = max(1, min(max_per_unit, math.ceil(len(chosen) / max(1, workers))))
+        for start in range(0, len(chosen), per_unit):
+            units.append(WorkUnit(config, split, next_index[split], tuple(chosen[start : start + per_unit])))
+            next_index[split] += 1
+    return units

@@ -1,0 +1,138 @@
+"""The policy interface rollout and evaluation use, and the policies that need no training.
+
+A policy is anything with `reset(env, seed)` and `act(observation, info)`; it never sees
+storage (the recorder owns that, as in Minari). Trained experts from `experts/` implement the
+same interface, so rollout does not care where actions come from.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import version
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.registry import TaskSpec
+
+POLICY_KINDS = ("expert", "scripted", "random")
+
+
+class EpisodeFailed(Exception):
+    """The policy gave up on this episode (e.g. the BabyAI bot found no plan); it is dropped."""
+
+
+class Policy(Protocol):
+    """What rollout needs from a policy."""
+
+    name: str
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        """Start an episode; `env` is the env being recorded, already reset."""
+
+    def act(self, observation: Any, info: dict[str, Any]) -> Any:
+        """The action for the observation the env just returned."""
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced the actions: recorded in the manifest and the dataset card."""
+
+
+class RandomPolicy:
+    """Uniform random actions, seeded per episode so an episode replays identically."""
+
+    name = "random"
+
+    def __init__(self, action_space: gym.Space) -> None:
+        self.action_space = action_space
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        self.action_space.seed(seed)
+
+    def act(self, observation: Any, info: dict[str, Any]) -> Any:
+        return self.action_space.sample()
+
+    def provenance(self) -> dict[str, Any]:
+        return {"policy": self.name}
+
+
+class BabyAIBotPolicy:
+    """minigrid's BabyAI bot, the expert JAT recorded BabyAI with; it plans from the env state."""
+
+    name = "babyai-bot"
+
+    def __init__(self) -> None:
+        from minigrid.utils.baby_ai_bot import BabyAIBot
+
+        self._bot_class = BabyAIBot
+        self._bot: Any = None
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        self._bot = self._bot_class(env.unwrapped)
+
+    def act(self, observation: Any, info: dict[str, Any]) -> int:
+        try:
+            return int(self._bot.replan())
+        except (AssertionError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise EpisodeFailed(f"bot error: {exc}") from exc
+
+    def provenance(self) -> dict[str, Any]:
+        return {"policy": self.name, "minigrid": version("minigrid")}
+
+
+class MetaWorldScriptedPolicy:
+    """Meta-World's hand-written policy for the task; it reads the goal from the full observation."""
+
+    name = "metaworld-scripted"
+
+    def __init__(self, env_name: str) -> None:
+        from metaworld.policies import ENV_POLICY_MAP
+
+        if env_name not in ENV_POLICY_MAP:
+            raise PipelineError(f"Meta-World ships no scripted policy for {env_name!r}")
+        self.env_name = env_name
+        self._policy = ENV_POLICY_MAP[env_name]()
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        pass
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._policy.get_action(info["full_observation"])
+
+    def provenance(self) -> dict[str, Any]:
+        return {"policy": self.name, "env_name": self.env_name, "metaworld": version("metaworld")}
+
+
+def scripted_available(spec: TaskSpec) -> bool:
+    return spec.suite in ("babyai", "metaworld")
+
+
+def check_policy(kind: str, spec: TaskSpec, experts_dir: str | None) -> None:
+    """Fail before any work when `kind` cannot act in `spec`'s env."""
+    if kind not in POLICY_KINDS:
+        raise PipelineError(f"unknown policy {kind!r}; choose one of {', '.join(POLICY_KINDS)}")
+    if kind == "scripted" and not scripted_available(spec):
+        raise PipelineError(
+            f"no scripted policy for {spec.config}: scripted experts exist for BabyAI (bot) and "
+            "Meta-World only; use --policy random, or --policy expert with a trained expert"
+        )
+    if kind == "expert" and not scripted_available(spec):
+        raise PipelineError(
+            f"no trained expert for {spec.config}"
+            + (f" in {experts_dir}" if experts_dir else "")
+            + ": train one with `pipeline train-experts`, or use --policy random"
+        )
+
+
+def make_policy(kind: str, spec: TaskSpec, env: gym.Env, experts_dir: str | None = None) -> Policy:
+    """Build the policy `kind` for a task (checked first by `check_policy`)."""
+    check_policy(kind, spec, experts_dir)
+    if kind == "random":
+        return RandomPolicy(env.action_space)
+    # "expert" falls back to the suite's non-trained expert (BabyAI bot, Meta-World scripted).
+    if spec.suite == "babyai":
+        return BabyAIBotPolicy()
+    return MetaWorldScriptedPolicy(spec.env_name or "")

@@ -1,0 +1,211 @@
+"""The task registry: all 157 JAT tasks, loaded from the YAML files in `env_configs/`.
+
+One YAML per suite holds suite defaults (env, rollout, expert sections) and per-task entries
+(env id, make kwargs, spaces, reference scores). This module turns them into frozen, typed
+specs and rejects unknown keys by name, so a typo in a config fails at load time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+SUITES: tuple[str, ...] = ("atari", "babyai", "metaworld", "mujoco")
+
+_TASK_KEYS = {
+    "env_id",
+    "jat_env_id",
+    "env_name",
+    "make_kwargs",
+    "observation",
+    "action",
+    "has_fire",
+    "sample_factory_env",
+    "max_episode_steps",
+    "jat_obs_dim",
+    "scores",
+    "expert_source",
+    "notes",
+}
+_SUITE_KEYS = {"suite", "defaults", "tasks"}
+_DEFAULT_SECTIONS = {"env", "rollout", "expert"}
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """An observation or action space as stored in the dataset."""
+
+    type: str  # image | discrete | continuous
+    shape: tuple[int, ...] = ()
+    n: int | None = None
+    low: float = -math.inf
+    high: float = math.inf
+    text: bool = False  # BabyAI: a mission string accompanies every step
+
+    @property
+    def dim(self) -> int:
+        return int(math.prod(self.shape)) if self.shape else 1
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Reference episode returns from JAT (expert = JAT dataset, random, human for Atari)."""
+
+    expert_mean: float
+    random_mean: float
+    expert_std: float | None = None
+    random_std: float | None = None
+    human_mean: float | None = None
+
+    def normalise(self, score: float) -> float:
+        """(score - random) / (expert - random), JAT's expert-normalised score."""
+        return (score - self.random_mean) / (self.expert_mean - self.random_mean)
+
+    def human_normalise(self, score: float) -> float | None:
+        if self.human_mean is None:
+            return None
+        return (score - self.random_mean) / (self.human_mean - self.random_mean)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One JAT task: its config name, how to build its env, and what its data must look like."""
+
+    config: str  # JAT config name, e.g. "atari-pong"
+    suite: str
+    task: str  # short name, e.g. "pong"
+    env_id: str
+    jat_env_id: str
+    make_kwargs: dict[str, Any]
+    observation: SpaceSpec
+    action: SpaceSpec
+    scores: Scores
+    env: dict[str, Any] = field(default_factory=dict)  # suite env section (wrappers, horizon…)
+    rollout: dict[str, Any] = field(default_factory=dict)  # suite rollout section
+    expert: dict[str, Any] = field(default_factory=dict)  # suite expert section
+    max_episode_steps: int | None = None
+    env_name: str | None = None  # Meta-World task name (e.g. "assembly-v3")
+    jat_obs_dim: int | None = None  # set when JAT's stored size differs from ours
+    has_fire: bool = False
+    sample_factory_env: str | None = None
+    expert_source: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+
+
+def _space(data: dict[str, Any]) -> SpaceSpec:
+    return SpaceSpec(
+        type=data["type"],
+        shape=tuple(data.get("shape", ())),
+        n=data.get("n"),
+        low=float(data.get("low", "-inf")),
+        high=float(data.get("high", "inf")),
+        text=bool(data.get("text", False)),
+    )
+
+
+def _scores(data: dict[str, Any]) -> Scores:
+    return Scores(
+        expert_mean=data["expert"]["mean"],
+        expert_std=data["expert"].get("std"),
+        random_mean=data["random"]["mean"],
+        random_std=data["random"].get("std"),
+        human_mean=data.get("human", {}).get("mean"),
+    )
+
+
+def _load_suite(suite: str) -> dict[str, TaskSpec]:
+    text = resources.files("env_configs").joinpath(f"{suite}.yaml").read_text()
+    data = yaml.safe_load(text)
+    where = f"env_configs/{suite}.yaml"
+    _check_keys(where, data, _SUITE_KEYS)
+    defaults = data.get("defaults", {})
+    _check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
+    specs = {}
+    for short, entry in data["tasks"].items():
+        _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
+        make_kwargs = {**defaults.get("env", {}).get("make_kwargs", {}), **entry.get("make_kwargs", {})}
+        env_section = {k: v for k, v in defaults.get("env", {}).items() if k != "make_kwargs"}
+        specs[f"{suite}-{short}"] = TaskSpec(
+            config=f"{suite}-{short}",
+            suite=suite,
+            task=short,
+            env_id=entry["env_id"],
+            jat_env_id=entry["jat_env_id"],
+            make_kwargs=make_kwargs,
+            observation=_space(entry["observation"]),
+            action=_space(entry["action"]),
+            scores=_scores(entry["scores"]),
+            env=env_section,
+            rollout=dict(defaults.get("rollout", {})),
+            expert=dict(defaults.get("expert", {})),
+            max_episode_steps=entry.get("max_episode_steps", env_section.get("max_episode_steps")),
+            env_name=entry.get("env_name"),
+            jat_obs_dim=entry.get("jat_obs_dim"),
+            has_fire=bool(entry.get("has_fire", False)),
+            sample_factory_env=entry.get("sample_factory_env"),
+            expert_source=entry.get("expert_source", ""),
+            notes=tuple(entry.get("notes", ())),
+        )
+    return specs
+
+
+@cache
+def all_tasks() -> dict[str, TaskSpec]:
+    """Every registered task, keyed by JAT config name, in suite order."""
+    tasks: dict[str, TaskSpec] = {}
+    for suite in SUITES:
+        tasks.update(_load_suite(suite))
+    return tasks
+
+
+def suite_tasks(suite: str) -> list[TaskSpec]:
+    if suite not in SUITES:
+        raise PipelineError(_unknown("suite", suite, list(SUITES)))
+    return [t for t in all_tasks().values() if t.suite == suite]
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (`pipeline tasks` lists them all)"
+
+
+def get_task(name: str, suite: str | None = None) -> TaskSpec:
+    """Look a task up by config name ("babyai-go-to") or, within a suite, by short name ("go-to")."""
+    tasks = all_tasks()
+    if name in tasks:
+        spec = tasks[name]
+        if suite is not None and spec.suite != suite:
+            raise PipelineError(f"task {name!r} belongs to suite {spec.suite!r}, not {suite!r}")
+        return spec
+    if suite is not None and f"{suite}-{name}" in tasks:
+        return tasks[f"{suite}-{name}"]
+    valid = [t.task for t in suite_tasks(suite)] if suite else list(tasks)
+    raise PipelineError(_unknown("task", name, valid))
+
+
+def resolve_tasks(suite: str | None, names: list[str] | None) -> list[TaskSpec]:
+    """The tasks a command works on: named ones (checked up front), else the whole suite."""
+    if not names:
+        if suite is None:
+            raise PipelineError("name a --suite or some --tasks (`pipeline tasks` lists them)")
+        return suite_tasks(suite)
+    if suite is not None:
+        suite_tasks(suite)  # validates the suite name
+    specs = [get_task(n, suite) for n in names]
+    seen: set[str] = set()
+    return [s for s in specs if not (s.config in seen or seen.add(s.config))]

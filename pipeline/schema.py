@@ -1,0 +1,83 @@
+"""The dataset schema, declared once: JAT's features per domain, and everything derived from them.
+
+Writer, validator, publisher and model loader all import this module. The Arrow schema used to
+write shards is derived from the `datasets.Features` below, never written by hand, and the
+features metadata embedded in every shard uses the `Sequence` spelling so that `datasets` 2.x
+(which JAT pins) can still read the files while current `datasets` reads them too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+from datasets import Features, Image, List, Value
+
+FORMAT_VERSION = 1
+
+# Per-step columns of every domain, exactly JAT's names and types: one row per episode.
+FEATURES: dict[str, Features] = {
+    "atari": Features(
+        {
+            "image_observations": List(Image()),
+            "discrete_actions": List(Value("int64")),
+            "rewards": List(Value("float32")),
+        }
+    ),
+    "babyai": Features(
+        {
+            "text_observations": List(Value("string")),
+            "discrete_observations": List(List(Value("int64"))),
+            "discrete_actions": List(Value("int64")),
+            "rewards": List(Value("float32")),
+        }
+    ),
+    "metaworld": Features(
+        {
+            "continuous_observations": List(List(Value("float32"))),
+            "continuous_actions": List(List(Value("float32"))),
+            "rewards": List(Value("float32")),
+        }
+    ),
+}
+FEATURES["mujoco"] = FEATURES["metaworld"]
+
+# Path templates, relative to the dataset root (local folder, S3 prefix or Hub repo).
+DATA_DIR = "data/{config}"
+SHARD_NAME = "{split}-{index:05d}.parquet"
+SHARD_GLOB = "data/{config}/{split}-*.parquet"
+MANIFEST_PATH = "meta/{config}/manifest.json"
+SHARD_RECORD_DIR = "meta/{config}/shards"
+TMP_DIR = ".tmp"
+INFO_PATH = "meta/info.json"
+SPLITS = ("train", "test")
+
+# Per-episode metadata lives in the manifest sidecar, never in the Parquet files: JAT's
+# processor pads every column it is given, so an extra column would silently reach the model.
+EPISODE_METADATA = ("episode_id", "seed", "length", "return", "success", "policy")
+
+
+def _sequence_spelling(node: Any) -> Any:
+    """Rewrite `List` feature dicts as `Sequence`, which every `datasets` release can parse."""
+    if isinstance(node, dict):
+        out = {k: _sequence_spelling(v) for k, v in node.items()}
+        if out.get("_type") == "List":
+            out["_type"] = "Sequence"
+        return out
+    return node
+
+
+def features_for(domain: str) -> Features:
+    return FEATURES[domain]
+
+
+def arrow_schema(domain: str) -> pa.Schema:
+    """The Arrow schema shards are written with, derived from the features."""
+    features = FEATURES[domain]
+    metadata = {"info": {"features": _sequence_spelling(features.to_dict())}}
+    return features.arrow_schema.with_metadata({"huggingface": json.dumps(metadata)})
+
+
+def step_columns(domain: str) -> list[str]:
+    return list(FEATURES[domain])

@@ -1,0 +1,225 @@
+"""Parquet shards: episodes in, size-capped zstd files out, each committed only when complete.
+
+A writer owns one shard (`data/<config>/<split>-NNNNN.parquet`). It buffers at most one row
+group of episodes, writes row groups as they fill, and on `close()` moves the finished file
+into place and returns its record (sha256, episodes, steps) for the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline.schema import DATA_DIR, SHARD_NAME, arrow_schema
+from pipeline.storage import Location
+
+DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
+ROW_GROUP_EPISODES = 8
+
+
+def encode_frame(frames: np.ndarray) -> bytes:
+    """One (84, 84, 4) uint8 frame stack as a 4-channel (RGBA-mode) PNG, as JAT stored it."""
+    buffer = io.BytesIO()
+    Image.fromarray(frames, mode="RGBA").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+@dataclass
+class Episode:
+    """One recorded episode in stored form (Atari frames already PNG-encoded)."""
+
+    episode_id: int
+    seed: int
+    observations: list[Any] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    actions: list[Any] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    success: bool | None = None
+
+    @property
+    def length(self) -> int:
+        return len(self.rewards)
+
+    @property
+    def episode_return(self) -> float:
+        return float(np.sum(np.asarray(self.rewards, dtype=np.float32), dtype=np.float64))
+
+    def nbytes(self) -> int:
+        first = self.observations[0] if self.observations else b""
+        per_obs = len(first) if isinstance(first, bytes) else np.asarray(first).nbytes
+        per_action = np.asarray(self.actions[0]).nbytes if self.actions else 0
+        return self.length * (per_obs + per_action + 4 + (len(self.texts[0]) if self.texts else 0))
+
+
+@dataclass
+class EpisodeRecord:
+    """What the manifest keeps per episode (metadata never stored as Parquet columns)."""
+
+    episode_id: int
+    seed: int
+    length: int
+    episode_return: float
+    success: bool | None
+
+
+@dataclass
+class ShardRecord:
+    """A committed shard: where it is, its checksum, and the episodes it holds in row order."""
+
+    path: str
+    split: str
+    index: int
+    sha256: str
+    num_bytes: int
+    episodes: list[EpisodeRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
+        episodes = [EpisodeRecord(**e) for e in data["episodes"]]
+        return cls(**{**data, "episodes": episodes})
+
+
+def _flat_list(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    """list<value> from one 1-D array per episode."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int32, count=len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = pa.array(np.concatenate(arrays) if arrays else [], type=value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _nested_list(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    """list<list<value>> from one (steps, dim) array per episode."""
+    steps = [np.asarray(a).reshape(len(a), -1) for a in arrays]
+    outer = np.concatenate([[0], np.cumsum([len(s) for s in steps])]).astype(np.int32)
+    dims = np.concatenate([np.full(len(s), s.shape[1], dtype=np.int64) for s in steps])
+    inner = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
+    values = pa.array(np.concatenate([s.reshape(-1) for s in steps]), type=value_type)
+    return pa.ListArray.from_arrays(pa.array(outer), pa.ListArray.from_arrays(pa.array(inner), values))
+
+
+def episodes_to_table(domain: str, episodes: list[Episode]) -> pa.Table:
+    """Build one row per episode with exactly the schema declared in `pipeline.schema`."""
+    schema = arrow_schema(domain)
+    actions_np = [np.asarray(e.actions) for e in episodes]
+    columns: dict[str, pa.Array] = {}
+    if domain == "atari":
+        frames = [f for e in episodes for f in e.observations]
+        struct = pa.StructArray.from_arrays(
+            [pa.array(frames, type=pa.binary()), pa.nulls(len(frames), pa.string())],
+            names=["bytes", "path"],
+        )
+        offsets = np.concatenate([[0], np.cumsum([e.length for e in episodes])]).astype(np.int32)
+        columns["image_observations"] = pa.ListArray.from_arrays(pa.array(offsets), struct)
+    elif domain == "babyai":
+        texts = pa.array([t for e in episodes for t in e.texts], type=pa.string())
+        offsets = np.concatenate([[0], np.cumsum([e.length for e in episodes])]).astype(np.int32)
+        columns["text_observations"] = pa.ListArray.from_arrays(pa.array(offsets), texts)
+        obs = [np.asarray(e.observations, dtype=np.int64) for e in episodes]
+        columns["discrete_observations"] = _nested_list(obs, pa.int64())
+    else:
+        obs = [np.asarray(e.observations, dtype=np.float32) for e in episodes]
+        columns["continuous_observations"] = _nested_list(obs, pa.float32())
+    if domain in ("atari", "babyai"):
+        columns["discrete_actions"] = _flat_list([a.astype(np.int64) for a in actions_np], pa.int64())
+    else:
+        columns["continuous_actions"] = _nested_list([a.astype(np.float32) for a in actions_np], pa.float32())
+    rewards = [np.asarray(e.rewards, dtype=np.float32) for e in episodes]
+    columns["rewards"] = _flat_list(rewards, pa.float32())
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+class ShardWriter:
+    """Writes one shard; buffers at most one row group; commits by rename on `close()`."""
+
+    def __init__(
+        self,
+        location: Location,
+        config: str,
+        domain: str,
+        split: str,
+        index: int,
+        *,
+        max_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+        row_group_episodes: int = ROW_GROUP_EPISODES,
+    ) -> None:
+        self.location = location
+        self.domain = domain
+        self.split = split
+        self.index = index
+        self.relative = f"{DATA_DIR.format(config=config)}/{SHARD_NAME.format(split=split, index=index)}"
+        self.max_bytes = max_bytes
+        self.row_group_episodes = row_group_episodes
+        self.row_group_bytes = max(1, min(64 << 20, max_bytes // 4))
+        self._pending: list[Episode] = []
+        self._pending_bytes = 0
+        self._records: list[EpisodeRecord] = []
+        location.fs.create_dir(location.path(".tmp"), recursive=True)
+        self._tmp = location.tmp_path(self.relative)
+        self._sink = location.fs.open_output_stream(self._tmp)
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            arrow_schema(domain),
+            compression="zstd",
+            compression_level=3,
+            use_dictionary=False,
+            write_statistics=False,
+        )
+        self._closed = False
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._records) + len(self._pending)
+
+    @property
+    def full(self) -> bool:
+        """True when one more row group could push the file past `max_bytes`."""
+        return self._sink.tell() + self._pending_bytes + self.row_group_bytes >= self.max_bytes
+
+    def add(self, episode: Episode) -> None:
+        self._pending.append(episode)
+        self._pending_bytes += episode.nbytes()
+        if len(self._pending) >= self.row_group_episodes or self._pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = episodes_to_table(self.domain, self._pending)
+        self._writer.write_table(table, row_group_size=len(self._pending))
+        self._records += [
+            EpisodeRecord(e.episode_id, e.seed, e.length, e.episode_return, e.success) for e in self._pending
+        ]
+        self._pending, self._pending_bytes = [], 0
+
+    def close(self) -> ShardRecord:
+        """Finish the file, move it into place, and return its manifest record."""
+        if self._closed:
+            raise RuntimeError(f"shard {self.relative} already closed")
+        self._flush()
+        self._writer.close()
+        self._sink.close()
+        self._closed = True
+        digest = self.location.sha256(self._tmp)
+        size = self.location.fs.get_file_info(self._tmp).size
+        self.location.commit(self._tmp, self.relative)
+        return ShardRecord(self.relative, self.split, self.index, digest, size, self._records)
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing under `data/` is touched. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+            self._sink.close()
+        finally:
+            self.location.fs.delete_file(self._tmp)

@@ -1,0 +1,124 @@
+"""Where datasets live: a local folder or any URI `pyarrow.fs` understands (s3://…).
+
+Everything written goes to a temporary name under `.tmp/` first and is moved into place
+only when complete, so a crash never leaves a half-written file under `data/` or `meta/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from pipeline.errors import PipelineError
+from pipeline.schema import TMP_DIR
+
+
+@dataclass(frozen=True)
+class Location:
+    """A dataset root: a filesystem and a base path inside it."""
+
+    fs: pafs.FileSystem
+    root: str
+    uri: str
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def path(self, relative: str) -> str:
+        return f"{self.root.rstrip('/')}/{relative}" if relative else self.root
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+
+    def is_empty(self) -> bool:
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.NotFound:
+            return True
+        if info.type == pafs.FileType.File:
+            raise PipelineError(f"output {self.uri} is a file, not a folder: choose another --out")
+        selector = pafs.FileSelector(self.root, recursive=False)
+        return not self.fs.get_file_info(selector)
+
+    def list(self, relative: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(self.path(relative), recursive=recursive, allow_not_found=True)
+        return sorted(self.fs.get_file_info(selector), key=lambda i: i.path)
+
+    def relative(self, path: str) -> str:
+        return path[len(self.root.rstrip("/")) + 1 :]
+
+    def tmp_path(self, name: str) -> str:
+        return self.path(f"{TMP_DIR}/{uuid.uuid4().hex[:12]}-{name.replace('/', '_')}")
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(self.path(relative)) as f:
+            return f.read()
+
+    def read_json(self, relative: str) -> Any:
+        return json.loads(self.read_bytes(relative))
+
+    def commit(self, tmp: str, relative: str) -> None:
+        """Move a finished temporary file into place (a rename locally, copy+delete on S3)."""
+        final = self.path(relative)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        self.fs.move(tmp, final)
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write a whole file atomically: temporary name, then move."""
+        self.fs.create_dir(self.path(TMP_DIR), recursive=True)
+        tmp = self.tmp_path(relative)
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.commit(tmp, relative)
+
+    def write_json(self, relative: str, data: Any) -> None:
+        self.write_bytes(relative, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
+
+    def delete(self, relative: str) -> None:
+        path = self.path(relative)
+        info = self.fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+    def sha256(self, path: str, chunk: int = 8 << 20) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(path) as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+def open_location(uri: str) -> Location:
+    """Resolve `--out`/`DIR`: a local path (relative ones made absolute) or a filesystem URI."""
+    if "://" not in uri:
+        path = os.path.abspath(os.path.expanduser(uri))
+        return Location(pafs.LocalFileSystem(), path, path)
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, ValueError, OSError) as exc:
+        raise PipelineError(f"cannot open {uri}: {exc} (use a local path or s3://bucket/prefix)") from exc
+    return Location(fs, root.rstrip("/"), uri)
+
+
+def check_writable(location: Location) -> None:
+    """Fail before any work when the output cannot be written (permissions, missing bucket)."""
+    probe = f"{TMP_DIR}/.write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        location.fs.create_dir(location.path(TMP_DIR), recursive=True)
+        with location.fs.open_output_stream(location.path(probe)) as f:
+            f.write(b"ok")
+        location.fs.delete_file(location.path(probe))
+    except (OSError, pa.ArrowException) as exc:
+        raise PipelineError(
+            f"cannot write to {location.uri}: {exc} "
+            "(choose a writable --out, or fix its permissions/credentials)"
+        ) from exc

@@ -1,0 +1,260 @@
+"""`pipeline validate`: check a dataset against the schema, the registry and its manifests.
+
+Each check targets a mistake that JAT's own pipeline lets through silently: float64 rewards,
+a wrong observation size, per-step columns of different lengths, extra columns, NaN/inf,
+missing splits, and files that differ from what the manifest recorded (flipped bytes,
+truncation, duplicates). Every failure names the config, the shard and the row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError
+from pipeline.manifest import Manifest, dataset_configs, read_manifest
+from pipeline.registry import TaskSpec, get_task
+from pipeline.schema import DATA_DIR, SPLITS, arrow_schema
+from pipeline.storage import Location, open_location
+
+log = logging.getLogger(__name__)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class ConfigReport:
+    config: str
+    episodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    steps: int = 0
+    shards: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class ValidationReport:
+    uri: str
+    configs: list[ConfigReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.configs)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for c in self.configs for e in c.errors]
+
+
+class _RowError(Exception):
+    def __init__(self, row: int, message: str) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+def _lengths(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False)
+
+
+def _check_inner(column: pa.ChunkedArray, name: str, dim: int, outer: np.ndarray) -> pa.Array:
+    """Every step of a list<list<x>> column has `dim` values; returns the flat values."""
+    steps = pc.list_flatten(column)
+    inner = pc.list_value_length(steps).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(inner != dim)
+    if bad.size:
+        raise _RowError(
+            _row_of_step(int(bad[0]), outer),
+            f"{name} step has {inner[bad[0]]} values, the task expects {dim}",
+        )
+    return pc.list_flatten(steps)
+
+
+def _row_of_step(step: int, lengths: np.ndarray) -> int:
+    """The episode (row) a flat step index belongs to."""
+    return int(np.searchsorted(np.cumsum(lengths), step, side="right"))
+
+
+def _check_values(
+    values: np.ndarray, name: str, low: float, high: float, lengths: np.ndarray, per_step: int
+) -> None:
+    """No NaN/inf, every value within [low, high]; `per_step` values make one step."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise _RowError(_row_of_step(bad // per_step, lengths), f"{name} holds NaN or inf")
+    outside = (values < low) | (values > high)
+    if outside.any():
+        bad = int(np.flatnonzero(outside)[0])
+        raise _RowError(
+            _row_of_step(bad // per_step, lengths), f"{name} value {values[bad]} outside [{low}, {high}]"
+        )
+
+
+def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int], returns: list[float]) -> None:
+    """Row-level checks of one shard against the registry and its manifest records."""
+    columns = list(table.column_names)
+    lengths = _lengths(table.column(columns[0]))
+    for name in columns[1:]:
+        other = _lengths(table.column(name))
+        if (other != lengths).any():
+            row = int(np.flatnonzero(other != lengths)[0])
+            raise _RowError(row, f"{name} has {other[row]} steps but {columns[0]} has {lengths[row]}")
+    if (lengths == 0).any():
+        raise _RowError(int(np.flatnonzero(lengths == 0)[0]), "empty episode")
+    if list(lengths) != expected_lengths:
+        row = next(i for i, (a, b) in enumerate(zip(lengths, expected_lengths, strict=False)) if a != b)
+        raise _RowError(row, f"episode has {lengths[row]} steps, the manifest says {expected_lengths[row]}")
+    obs, act = spec.observation, spec.action
+    if spec.suite == "atari":
+        images = pc.list_flatten(table.column("image_observations"))
+        data = pc.struct_field(images, "bytes").to_pylist()
+        for step, png in enumerate(data):
+            # PNG header: signature, IHDR width/height, bit depth 8, colour type 6 (RGBA = 4 frames)
+            if (
+                png is None
+                or png[:8] != PNG_SIGNATURE
+                or int.from_bytes(png[16:20], "big") != obs.shape[1]
+                or int.from_bytes(png[20:24], "big") != obs.shape[0]
+                or png[24] != 8
+                or png[25] != 6
+            ):
+                raise _RowError(
+                    _row_of_step(step, lengths), "image is not an 84x84 4-channel (RGBA) PNG frame stack"
+                )
+    elif spec.suite == "babyai":
+        values = _check_inner(
+            table.column("discrete_observations"), "discrete_observations", obs.dim, lengths
+        )
+        _check_values(values.to_numpy(), "discrete_observations", obs.low, obs.high, lengths, obs.dim)
+        texts = pc.list_flatten(table.column("text_observations"))
+        if texts.null_count or (pc.utf8_length(texts).to_numpy() == 0).any():
+            raise _RowError(0, "text_observations holds an empty mission")
+    else:
+        values = _check_inner(
+            table.column("continuous_observations"), "continuous_observations", obs.dim, lengths
+        )
+        _check_values(values.to_numpy(), "continuous_observations", -np.inf, np.inf, lengths, obs.dim)
+    if act.type == "discrete":
+        actions = pc.list_flatten(table.column("discrete_actions")).to_numpy()
+        _check_values(actions, "discrete_actions", 0, act.n - 1, lengths, 1)
+    else:
+        values = _check_inner(table.column("continuous_actions"), "continuous_actions", act.dim, lengths)
+        _check_values(values.to_numpy(), "continuous_actions", act.low, act.high, lengths, act.dim)
+    rewards = pc.list_flatten(table.column("rewards")).to_numpy()
+    _check_values(rewards, "rewards", -np.inf, np.inf, lengths, 1)
+    sums = np.add.reduceat(rewards.astype(np.float64), np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+    mismatch = ~np.isclose(sums, np.asarray(returns), rtol=1e-4, atol=1e-3)
+    if mismatch.any():
+        row = int(np.flatnonzero(mismatch)[0])
+        raise _RowError(
+            row, f"rewards sum to {sums[row]:.4f}, the manifest records return {returns[row]:.4f}"
+        )
+
+
+def _check_schema(schema: pa.Schema, domain: str) -> str | None:
+    expected = arrow_schema(domain)
+    if schema.names != expected.names:
+        return f"columns {schema.names} differ from JAT's {expected.names}"
+    for name in expected.names:
+        if not schema.field(name).type.equals(expected.field(name).type):
+            return (
+                f"column {name} is {schema.field(name).type}, JAT's schema says {expected.field(name).type}"
+            )
+    meta = (schema.metadata or {}).get(b"huggingface")
+    if meta is None or json.loads(meta) != json.loads(expected.metadata[b"huggingface"]):
+        return "the embedded `datasets` features metadata differs from the schema module's"
+    return None
+
+
+def validate_config(location: Location, config: str) -> ConfigReport:
+    """Check one config; collects every shard-level failure rather than stopping at the first."""
+    report = ConfigReport(config)
+    try:
+        spec = get_task(config)
+        manifest: Manifest = read_manifest(location, config)
+    except PipelineError as exc:
+        report.errors.append(f"{config}: {exc}")
+        return report
+    listed = {s.path for s in manifest.shards}
+    on_disk = {location.relative(i.path) for i in location.list(DATA_DIR.format(config=config))}
+    for extra in sorted(on_disk - listed):
+        report.errors.append(f"{config}: {extra} is not in the manifest (stray or partial file): delete it")
+    seen: dict[int, str] = {}
+    for shard in manifest.shards:
+        where = f"{config}: {shard.path}"
+        if shard.path not in on_disk:
+            report.errors.append(f"{where}: missing (listed in the manifest)")
+            continue
+        path = location.path(shard.path)
+        size = location.fs.get_file_info(path).size
+        if size != shard.num_bytes:
+            report.errors.append(
+                f"{where}: {size} bytes, the manifest says {shard.num_bytes} (truncated or replaced)"
+            )
+            continue
+        if location.sha256(path) != shard.sha256:
+            report.errors.append(f"{where}: sha256 differs from the manifest (corrupted)")
+            continue
+        try:
+            with location.fs.open_input_file(path) as f:
+                table = pq.read_table(f)
+        except (pa.ArrowException, OSError) as exc:
+            report.errors.append(f"{where}: unreadable Parquet ({exc})")
+            continue
+        problem = _check_schema(table.schema, spec.suite)
+        if problem:
+            report.errors.append(f"{where}: {problem}")
+            continue
+        if table.num_rows != len(shard.episodes):
+            report.errors.append(
+                f"{where}: {table.num_rows} rows, the manifest lists {len(shard.episodes)} episodes"
+            )
+            continue
+        try:
+            _check_table(
+                table, spec, [e.length for e in shard.episodes], [e.episode_return for e in shard.episodes]
+            )
+        except _RowError as exc:
+            episode = shard.episodes[exc.row].episode_id
+            report.errors.append(f"{where} row {exc.row} (episode {episode}): {exc}")
+        for row, record in enumerate(shard.episodes):
+            if record.episode_id in seen:
+                report.errors.append(
+                    f"{where} row {row}: episode id {record.episode_id} also in {seen[record.episode_id]}"
+                )
+            seen[record.episode_id] = shard.path
+        report.shards += 1
+        report.episodes[shard.split] += table.num_rows
+        report.steps += sum(e.length for e in shard.episodes)
+    dropped = {d["episode_id"] for d in manifest.dropped}
+    missing = set(range(manifest.planned_episodes)) - set(seen) - dropped
+    if missing:
+        report.errors.append(
+            f"{config}: planned episodes missing (neither stored nor dropped): {sorted(missing)[:10]}"
+        )
+    for split in SPLITS:
+        if not any(s.split == split for s in manifest.shards):
+            report.errors.append(
+                f"{config}: no {split} split (re-run with more episodes or a test fraction > 0)"
+            )
+    return report
+
+
+def validate(uri: str, configs: list[str] | None = None) -> ValidationReport:
+    """Validate the named configs (default: every config with a manifest) of the dataset at `uri`."""
+    location = open_location(uri)
+    if not location.exists(""):
+        raise PipelineError(f"{uri} does not exist: give the folder or URI a rollout wrote")
+    names = list(configs) if configs else dataset_configs(location)
+    if not names:
+        raise PipelineError(f"{uri} holds no config with a manifest: is it a jat-pipeline dataset?")
+    for name in names:
+        get_task(name)  # unknown names fail at once, with the closest valid ones
+    return ValidationReport(location.uri, [validate_config(location, name) for name in names])
