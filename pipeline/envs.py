@@ -96,6 +96,10 @@ class GoalHiddenObservation(gym.Wrapper):
         return stored, info
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        if kwargs.get("seed") is not None:
+            # MT1 draws the episode's task (goal) *before* reset reseeds the env, from the env's
+            # previous random state: seed it first, so an episode depends on its seed alone.
+            self.env.unwrapped.np_random = gym.utils.seeding.np_random(kwargs["seed"])[0]
         obs, info = self.env.reset(**kwargs)
         return self._split(obs, info)
 
@@ -130,7 +134,8 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
             env = FrameStackObservation(env, w.get("frame_stack", 4))
             return ChannelsLastFrames(env)
         if spec.suite == "babyai":
-            return BabyAIObservation(gym.make(spec.env_id, **spec.make_kwargs))
+            kwargs = {**spec.make_kwargs, **({"max_steps": max_episode_steps} if max_episode_steps else {})}
+            return BabyAIObservation(gym.make(spec.env_id, **kwargs))
         if spec.suite == "metaworld":
             horizon = max_episode_steps or spec.max_episode_steps or 100
             env = gym.make(spec.env_id, env_name=spec.env_name, max_episode_steps=horizon, **spec.make_kwargs)

@@ -1,0 +1,133 @@
+"""`pipeline rollout` on a real local Ray cluster, real envs, then validate and load_dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import load_dataset
+
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.validate import validate
+
+
+def _episodes(dataset, config):
+    manifest = json.loads((dataset / "meta" / config / "manifest.json").read_text())
+    return sorted(
+        (e["episode_id"], e["seed"], e["length"], round(e["episode_return"], 4), s["split"])
+        for s in manifest["shards"]
+        for e in s["episodes"]
+    )
+
+
+@pytest.mark.ray
+def test_ray_rollout_validates_loads_and_matches_serial(ray_cluster, tmp_path, sample_dataset, rollout):
+    out = tmp_path / "ray"
+    rollout(out, ("babyai-go-to", "metaworld-reach"), None, episodes=5, workers=2)
+    rollout(out, ("mujoco-hopper", "atari-breakout"), "random", episodes=5, workers=2)
+    report = validate(str(out))
+    assert report.ok, report.errors
+    for config in ("babyai-go-to", "metaworld-reach", "mujoco-hopper", "atari-breakout"):
+        # Same seed, same episodes, whichever worker recorded them (Ray here, in-process there).
+        assert _episodes(out, config) == _episodes(sample_dataset, config)
+        train = load_dataset(str(out), config, split="train")
+        test = load_dataset(str(out), config, split="test")
+        assert train.num_rows + test.num_rows == 5 and test.num_rows >= 1
+    assert list(load_dataset(str(out), "babyai-go-to", split="train").features) == [
+        "text_observations",
+        "discrete_observations",
+        "discrete_actions",
+        "rewards",
+    ]
+
+
+def test_step_budget_records_whole_episodes(tmp_path):
+    out = tmp_path / "steps"
+    summary = run_rollout(
+        RolloutConfig(
+            out=str(out), tasks=("mujoco-hopper",), steps=300, workers=0, policy="random", progress=False
+        )
+    )
+    steps = summary.configs["mujoco-hopper"]["steps"]
+    assert 300 <= steps < 300 + 1000
+    assert validate(str(out)).ok
+
+
+def test_size_cap_splits_into_more_shards(tmp_path):
+    out = tmp_path / "capped"
+    run_rollout(
+        RolloutConfig(
+            out=str(out),
+            tasks=("metaworld-reach",),
+            episodes=12,
+            workers=0,
+            max_shard_bytes=48 * 1024,
+            episodes_per_shard=100,
+            progress=False,
+        )
+    )
+    manifest = json.loads((out / "meta/metaworld-reach/manifest.json").read_text())
+    assert len([s for s in manifest["shards"] if s["split"] == "train"]) >= 2
+    assert all(s["num_bytes"] <= 48 * 1024 for s in manifest["shards"])
+    assert validate(str(out)).ok
+
+
+def test_unfinished_bot_episodes_are_dropped_and_counted(tmp_path):
+    out = tmp_path / "drops"
+    summary = run_rollout(
+        RolloutConfig(
+            out=str(out),
+            tasks=("babyai-go-to",),
+            episodes=12,
+            workers=0,
+            max_episode_steps=30,
+            test_fraction=0.5,
+            progress=False,
+        )
+    )
+    manifest = json.loads((out / "meta/babyai-go-to/manifest.json").read_text())
+    assert summary.configs["babyai-go-to"]["dropped"] == len(manifest["dropped"]) > 0
+    assert all(d["reason"].startswith("unfinished") for d in manifest["dropped"])
+    kept = sum(len(s["episodes"]) for s in manifest["shards"])
+    assert kept + len(manifest["dropped"]) == 12
+    assert all(e["length"] <= 30 and e["success"] for s in manifest["shards"] for e in s["episodes"])
+
+
+def test_bad_input_fails_before_any_work(tmp_path, sample_dataset):
+    with pytest.raises(PipelineError, match="positive integer"):
+        RolloutConfig(out=str(tmp_path / "a"), tasks=("mujoco-hopper",), episodes=0)
+    with pytest.raises(PipelineError, match="no scripted policy"):
+        run_rollout(
+            RolloutConfig(out=str(tmp_path / "b"), tasks=("mujoco-hopper",), episodes=2, policy="scripted")
+        )
+    with pytest.raises(PipelineError, match="did you mean"):
+        run_rollout(RolloutConfig(out=str(tmp_path / "c"), suite="babyai", tasks=("goto",), episodes=2))
+    assert not any((tmp_path / name).exists() for name in "abc")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="not a jat-pipeline dataset"):
+        run_rollout(RolloutConfig(out=str(foreign), tasks=("mujoco-hopper",), episodes=2, policy="random"))
+    before = _episodes(sample_dataset, "mujoco-hopper")
+    with pytest.raises(PipelineError, match="--overwrite"):
+        run_rollout(
+            RolloutConfig(out=str(sample_dataset), tasks=("mujoco-hopper",), episodes=2, policy="random")
+        )
+    assert _episodes(sample_dataset, "mujoco-hopper") == before and validate(str(sample_dataset)).ok
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    for command in ("tasks", "rollout", "validate", "demo"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+    assert (
+        main(["rollout", "--suite", "atari", "--tasks", "pongg", "--episodes", "2", "--out", str(tmp_path)])
+        == 2
+    )
+    assert "did you mean pong" in capsys.readouterr().err
+    assert main(["tasks", "--suite", "mujoco", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 11 and rows[0]["config"] == "mujoco-ant"
