@@ -93,6 +93,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes-per-shard", type=int, help="default per suite")
     p.add_argument("--max-episode-steps", type=int, help="horizon override (Meta-World default 100)")
     p.add_argument("--overwrite", action="store_true", help="replace these configs if present")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same command")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("--experts-dir", help="experts trained by train-experts")
     p.add_argument("--no-progress", action="store_true")
@@ -118,6 +119,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         episodes_per_shard=args.episodes_per_shard,
         max_episode_steps=args.max_episode_steps,
         overwrite=args.overwrite,
+        resume=args.resume,
         address=args.address,
         experts_dir=args.experts_dir,
         progress=not args.no_progress,
@@ -190,6 +192,71 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+# --- publish -----------------------------------------------------------------------------------
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="push validated configs to a Hub dataset repo (or a folder) with a dataset card",
+        description="Validate, then upload configs in bounded commits with a generated card; re-running "
+        "resumes and uploads only what is missing. Hub endpoint: HF_ENDPOINT; token: HF_TOKEN "
+        "or `hf auth login`. Without --repo-id, writes the same layout to --to-folder.",
+    )
+    p.add_argument("dir", help="dataset folder or URI written by `pipeline rollout`")
+    p.add_argument("--repo-id", help="Hub dataset repo ORG/NAME")
+    p.add_argument(
+        "--configs", type=_csv, help="comma-separated configs (default: all); others on the target are kept"
+    )
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to commit to (created from main if missing)")
+    p.add_argument(
+        "--to-folder", help="write the publishable layout here (default without --repo-id: DIR-publish)"
+    )
+    p.add_argument("--max-commit-files", type=int, default=100, help="files per commit (default 100)")
+    p.add_argument(
+        "--max-commit-mb", type=int, default=1024, help="MB of new files per commit (default 1024)"
+    )
+    p.add_argument("--no-xet", action="store_true", help="plain LFS upload (servers without Xet storage)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_publish)
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pipeline.publish import PublishConfig, publish
+
+    if args.max_commit_mb < 1:
+        raise PipelineError(f"--max-commit-mb must be at least 1, got {args.max_commit_mb}")
+    summary = publish(
+        PublishConfig(
+            data_dir=args.dir,
+            repo_id=args.repo_id,
+            configs=tuple(args.configs or ()),
+            private=args.private,
+            revision=args.revision,
+            to_folder=args.to_folder,
+            max_commit_files=args.max_commit_files,
+            max_commit_bytes=args.max_commit_mb * 1024 * 1024,
+            xet=not args.no_xet,
+            progress=not args.no_progress,
+        )
+    )
+    table = Table(title=f"publish → {summary.target} ({summary.seconds:.1f} s)")
+    for column in ("configs published", "files uploaded", "MB", "MB/s", "unchanged", "deleted", "commits"):
+        table.add_column(column)
+    table.add_row(
+        ", ".join(summary.configs),
+        str(summary.uploaded_files),
+        f"{summary.uploaded_bytes / 1e6:.1f}",
+        f"{summary.throughput_mb_s:.1f}",
+        str(summary.unchanged_files),
+        str(summary.deleted_files),
+        str(summary.commits),
+    )
+    out = Console(soft_wrap=True)
+    out.print(table)
+    out.print(f"the card lists {len(summary.card_configs)} config(s): {', '.join(summary.card_configs)}")
+    return 0
+
+
 # --- main --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -197,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_tasks, _add_rollout, _add_validate, _add_demo):
+    for add in (_add_tasks, _add_rollout, _add_validate, _add_demo, _add_publish):
         add(sub)
     return parser
 

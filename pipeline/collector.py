@@ -39,7 +39,9 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class Progress:
-    config: str
+    """Episodes and steps recorded since the unit's previous report."""
+
+    unit: WorkUnit
     episodes: int
     steps: int
 
@@ -54,6 +56,43 @@ class UnitResult:
     leftover: tuple[PlannedEpisode, ...] = ()
     steps: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record_path(self) -> str:
+        return unit_record_path(self.unit.config, self.unit.split, self.unit.shard_index)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": {
+                "config": self.unit.config,
+                "split": self.unit.split,
+                "shard_index": self.unit.shard_index,
+                "episodes": [[e.episode_id, e.seed] for e in self.unit.episodes],
+            },
+            "shard": self.shard.to_dict() if self.shard else None,
+            "dropped": self.dropped,
+            "leftover": [[e.episode_id, e.seed] for e in self.leftover],
+            "steps": self.steps,
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UnitResult:
+        u = data["unit"]
+        episodes = tuple(PlannedEpisode(i, seed, u["split"]) for i, seed in u["episodes"])
+        return cls(
+            unit=WorkUnit(u["config"], u["split"], u["shard_index"], episodes),
+            shard=ShardRecord.from_dict(data["shard"]) if data["shard"] else None,
+            dropped=data["dropped"],
+            leftover=tuple(PlannedEpisode(i, seed, u["split"]) for i, seed in data["leftover"]),
+            steps=data["steps"],
+            provenance=data["provenance"],
+        )
+
+
+def unit_record_path(config: str, split: str, index: int) -> str:
+    """The unit's sidecar; written after its shard is committed, so a shard without one is an orphan."""
+    return f"{SHARD_RECORD_DIR.format(config=config)}/{split}-{index:05d}.json"
 
 
 def _success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
@@ -145,7 +184,7 @@ class RolloutWorker:
                     steps += result.length
                 done += 1
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
-                    yield Progress(unit.config, done - reported_done, steps - reported_steps)
+                    yield Progress(unit, done - reported_done, steps - reported_steps)
                     reported_done, reported_steps, last = done, steps, time.monotonic()
             shard = writer.close() if writer.num_episodes else None
             if shard is None:
@@ -153,21 +192,10 @@ class RolloutWorker:
         except BaseException:
             writer.abort()
             raise
-        yield Progress(unit.config, done - reported_done, steps - reported_steps)
+        yield Progress(unit, done - reported_done, steps - reported_steps)
         result = UnitResult(unit, shard, dropped, leftover, steps, policy.provenance())
         self._write_unit_record(result)
         yield result
 
     def _write_unit_record(self, result: UnitResult) -> None:
-        """The unit's sidecar, written after its shard: a shard without one is an orphan."""
-        unit = result.unit
-        name = f"{SHARD_RECORD_DIR.format(config=unit.config)}/{unit.split}-{unit.shard_index:05d}.json"
-        self.location.write_json(
-            name,
-            {
-                "shard": result.shard.to_dict() if result.shard else None,
-                "dropped": result.dropped,
-                "leftover": [e.episode_id for e in result.leftover],
-                "provenance": result.provenance,
-            },
-        )
+        self.location.write_json(result.record_path, result.to_dict())

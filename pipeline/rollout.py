@@ -9,21 +9,21 @@ envs, policies and shard writers, so episodes never pass through the driver.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
 from pipeline.errors import PipelineError
 from pipeline.executor import run_streaming
 from pipeline.layout import write_readme
-from pipeline.manifest import Manifest, dataset_configs, write_info, write_manifest
-from pipeline.plan import WorkUnit, make_units, plan_episodes
+from pipeline.manifest import Manifest, write_info, write_manifest
+from pipeline.plan import WorkUnit
 from pipeline.policies import check_policy
-from pipeline.registry import TaskSpec, resolve_tasks
-from pipeline.schema import DATA_DIR, TMP_DIR
+from pipeline.registry import resolve_tasks
+from pipeline.run_state import PLAN_PATH, ConfigRun
+from pipeline.schema import DATA_DIR, INFO_PATH, TMP_DIR
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
 
@@ -60,6 +60,8 @@ class RolloutConfig:
     """Horizon override (Meta-World: 100 by default, JAT's); None keeps the registry's."""
     overwrite: bool = False
     """Replace configs that already exist in `out` (only those; other configs are kept)."""
+    resume: bool = False
+    """Finish an interrupted run of the same command: record only what is missing."""
     address: str | None = None
     """Ray cluster address; default RAY_ADDRESS, else a local cluster."""
     experts_dir: str | None = None
@@ -73,41 +75,12 @@ class RolloutConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.overwrite and self.resume:
+            raise PipelineError("--overwrite and --resume exclude each other: pick one")
         if self.workers < 0:
             raise PipelineError(f"--workers must be 0 (in-process) or more, got {self.workers}")
         if self.test_fraction is not None and not 0 <= self.test_fraction < 1:
             raise PipelineError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
-
-
-@dataclass
-class ConfigRun:
-    """Driver-side state of one config during a run."""
-
-    spec: TaskSpec
-    policy: str
-    test_fraction: float
-    per_unit: int
-    budget: dict[str, int]
-    next_id: int = 0
-    next_index: dict[str, int] = field(default_factory=lambda: {"train": 0, "test": 0})
-    outstanding: int = 0
-    episodes: int = 0
-    steps: int = 0
-    results: list[UnitResult] = field(default_factory=list)
-
-    def plan(self, count: int, seed: int, workers: int) -> list[WorkUnit]:
-        planned = plan_episodes(
-            self.spec.config,
-            self.next_id,
-            count,
-            seed,
-            self.test_fraction,
-            ensure_test="episodes" in self.budget,
-        )
-        self.next_id += count
-        units = make_units(self.spec.config, planned, self.per_unit, workers, self.next_index)
-        self.outstanding += len(units)
-        return units
 
 
 @dataclass
@@ -121,32 +94,38 @@ class RolloutSummary:
         return sum(c["steps"] for c in self.configs.values())
 
 
-def _prepare_output(location: Location, configs: list[str], overwrite: bool) -> None:
-    """Refuse to mix runs silently: existing configs need --overwrite; foreign folders are refused."""
+def _prepare_output(location: Location, configs: list[str], overwrite: bool, resume: bool) -> set[str]:
+    """Refuse to mix runs silently; return the configs to resume (they have a plan on disk).
+
+    Existing configs need --overwrite (start again) or --resume (finish an interrupted run);
+    folders that are not jat-pipeline datasets are refused either way.
+    """
     if location.is_empty():
-        return
-    existing = dataset_configs(location)
-    if not existing and not location.exists("meta/info.json"):
+        return set()
+    if not location.exists(INFO_PATH):
         raise PipelineError(
             f"output {location.uri} is not empty and is not a jat-pipeline dataset: choose an empty --out"
         )
-    clash = sorted(c for c in configs if c in existing or location.exists(DATA_DIR.format(config=c)))
-    if clash and not overwrite:
+    present = sorted(
+        c for c in configs if location.exists(f"meta/{c}") or location.exists(DATA_DIR.format(config=c))
+    )
+    if present and not (overwrite or resume):
         raise PipelineError(
-            f"output {location.uri} already holds {', '.join(clash)} (finished or interrupted): "
-            "pass --overwrite to replace them, or choose another --out"
+            f"output {location.uri} already holds {', '.join(present)} (finished or interrupted): "
+            "pass --resume to finish an interrupted run, --overwrite to replace them, or choose another --out"
         )
-    for name in clash:
+    if resume:
+        return {c for c in present if location.exists(PLAN_PATH.format(config=c))}
+    for name in present:
         location.delete(DATA_DIR.format(config=name))
         location.delete(f"meta/{name}")
-    location.delete(TMP_DIR)
+    return set()
 
 
-def run_rollout(config: RolloutConfig) -> RolloutSummary:
-    """Record the configured tasks into `config.out`; returns per-config counts."""
-    specs = resolve_tasks(config.suite, list(config.tasks) or None)
+def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
+    """Resolve tasks and policies, all checked before any work starts."""
     runs: dict[str, ConfigRun] = {}
-    for spec in specs:
+    for spec in resolve_tasks(config.suite, list(config.tasks) or None):
         kind = config.policy or spec.rollout.get("policy", "random")
         check_policy(kind, spec, config.experts_dir)
         budget = (
@@ -156,68 +135,82 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
             if config.steps
             else dict(spec.rollout["budget"])
         )
-        runs[spec.config] = ConfigRun(
-            spec,
-            kind,
-            config.test_fraction
-            if config.test_fraction is not None
-            else spec.rollout.get("test_fraction", 0.1),
-            config.episodes_per_shard or spec.rollout.get("episodes_per_shard", 100),
-            budget,
-        )
+        fraction = config.test_fraction
+        settings = {
+            "seed": config.seed,
+            "budget": budget,
+            "test_fraction": fraction if fraction is not None else spec.rollout.get("test_fraction", 0.1),
+            "policy": kind,
+            "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
+        }
+        per_unit = config.episodes_per_shard or spec.rollout.get("episodes_per_shard", 100)
+        runs[spec.config] = ConfigRun(spec, settings, per_unit)
+    return runs
+
+
+def run_rollout(config: RolloutConfig) -> RolloutSummary:
+    """Record the configured tasks into `config.out`; returns per-config counts."""
+    runs = _config_runs(config)
     location = open_location(config.out)
-    _prepare_output(location, list(runs), config.overwrite)
+    to_resume = _prepare_output(location, list(runs), config.overwrite, config.resume)
     check_writable(location)
+    location.delete(TMP_DIR)  # temporary files of an interrupted run are never resumed
+    write_info(location)
 
     workers = config.workers
-    first_round = max(2 * max(workers, 1), 4)
     units: list[WorkUnit] = []
-    for run in runs.values():
-        count = run.budget.get("episodes") or first_round
-        units += run.plan(count, config.seed, workers)
+    for name, run in runs.items():
+        if name in to_resume:
+            units += run.resume(location, workers)
+            if run.needs_more_steps:
+                units += run.next_round(location, workers)
+        else:
+            units += run.plan(location, run.budget.get("episodes") or max(2 * max(workers, 1), 4), workers)
 
     display = _Display(runs, config.progress)
     started = time.monotonic()
+    unit_progress: dict[tuple[str, str, int], list[int]] = {}
 
     def on_item(item: Progress | UnitResult) -> Iterable[WorkUnit]:
+        unit = item.unit
+        run = runs[unit.config]
         if isinstance(item, Progress):
-            runs[item.config].episodes += item.episodes
-            runs[item.config].steps += item.steps
+            counted = unit_progress.setdefault((unit.config, unit.split, unit.shard_index), [0, 0])
+            counted[0] += item.episodes
+            counted[1] += item.steps
+            run.episodes += item.episodes
+            run.steps += item.steps
             display.update(runs)
             return []
-        run = runs[item.unit.config]
         run.results.append(item)
         run.outstanding -= 1
-        follow: list[WorkUnit] = []
         if item.leftover:  # the shard filled up: the unplayed episodes get a shard of their own
-            index = run.next_index[item.unit.split]
-            run.next_index[item.unit.split] += 1
-            follow.append(WorkUnit(item.unit.config, item.unit.split, index, item.leftover))
-            run.outstanding += 1
-        elif "steps" in run.budget and run.outstanding == 0 and run.steps < run.budget["steps"]:
-            kept = [e for r in run.results if r.shard for e in r.shard.episodes]
-            mean_length = (sum(e.length for e in kept) / len(kept)) if kept else 1.0
-            count = max(1, math.ceil((run.budget["steps"] - run.steps) / max(mean_length, 1.0)))
-            follow += run.plan(count, config.seed, workers)
-        return follow
+            return run.units_for(list(item.leftover), 1)
+        return run.next_round(location, workers) if run.needs_more_steps else []
+
+    def on_retry(unit: WorkUnit) -> None:
+        """A worker died mid-unit: forget what that attempt reported; the unit runs again."""
+        episodes, steps = unit_progress.pop((unit.config, unit.split, unit.shard_index), [0, 0])
+        runs[unit.config].episodes -= episodes
+        runs[unit.config].steps -= steps
 
     settings = WorkerSettings(
         out=location.uri,
-        policies={c: r.policy for c, r in runs.items()},
+        policies={c: r.settings["policy"] for c, r in runs.items()},
         experts_dir=config.experts_dir,
         max_shard_bytes=config.max_shard_bytes,
         max_episode_steps=config.max_episode_steps,
     )
     try:
-        run_streaming(partial(RolloutWorker, settings), "run_unit", units, on_item, workers, config.address)
+        run_streaming(
+            partial(RolloutWorker, settings), "run_unit", units, on_item, workers, config.address, on_retry
+        )
     finally:
         display.close()
-    return _finish(location, runs, config, time.monotonic() - started)
+    return _finish(location, runs, time.monotonic() - started)
 
 
-def _finish(
-    location: Location, runs: dict[str, ConfigRun], config: RolloutConfig, seconds: float
-) -> RolloutSummary:
+def _finish(location: Location, runs: dict[str, ConfigRun], seconds: float) -> RolloutSummary:
     """Merge unit results into manifests (written last, after every shard), then the README."""
     summary: dict[str, dict[str, int]] = {}
     for name, run in runs.items():
@@ -227,14 +220,7 @@ def _finish(
             suite=run.spec.suite,
             env_id=run.spec.env_id,
             make_kwargs=run.spec.make_kwargs,
-            plan={
-                "seed": config.seed,
-                "budget": run.budget,
-                "test_fraction": run.test_fraction,
-                "policy": run.policy,
-                "planned_episodes": run.next_id,
-                "max_episode_steps": config.max_episode_steps or run.spec.max_episode_steps,
-            },
+            plan={**run.settings, "planned_episodes": run.next_id},
             provenance=provenance,
             shards=[r.shard for r in run.results if r.shard],
             dropped=[d for r in run.results for d in r.dropped],

@@ -7,6 +7,7 @@ into place and returns its record (sha256, episodes, steps) for the manifest.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,6 +51,17 @@ class Episode:
     def episode_return(self) -> float:
         return float(np.sum(np.asarray(self.rewards, dtype=np.float32), dtype=np.float64))
 
+    def digest(self) -> str:
+        """A checksum of the stored content, so two runs can be compared episode by episode."""
+        h = hashlib.blake2b(digest_size=16)
+        for item in self.observations:
+            h.update(item if isinstance(item, bytes) else np.ascontiguousarray(item).tobytes())
+        for text in self.texts:
+            h.update(text.encode())
+        h.update(np.asarray(self.actions).tobytes())
+        h.update(np.asarray(self.rewards, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
     def nbytes(self) -> int:
         first = self.observations[0] if self.observations else b""
         per_obs = len(first) if isinstance(first, bytes) else np.asarray(first).nbytes
@@ -66,6 +78,7 @@ class EpisodeRecord:
     length: int
     episode_return: float
     success: bool | None
+    digest: str = ""
 
 
 @dataclass
@@ -196,7 +209,8 @@ class ShardWriter:
         table = episodes_to_table(self.domain, self._pending)
         self._writer.write_table(table, row_group_size=len(self._pending))
         self._records += [
-            EpisodeRecord(e.episode_id, e.seed, e.length, e.episode_return, e.success) for e in self._pending
+            EpisodeRecord(e.episode_id, e.seed, e.length, e.episode_return, e.success, e.digest())
+            for e in self._pending
         ]
         self._pending, self._pending_bytes = [], 0
 

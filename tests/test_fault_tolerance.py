@@ -1,0 +1,148 @@
+"""Exactly-once episodes when a Ray worker or the driver itself is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from datasets import load_dataset
+
+from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.validate import validate
+
+CONFIG = "metaworld-reach"
+ARGS = ["--tasks", CONFIG, "--episodes", "24", "--episodes-per-shard", "3", "--seed", "7"]
+
+
+def _episodes(dataset: Path) -> list[tuple]:
+    manifest = json.loads((dataset / "meta" / CONFIG / "manifest.json").read_text())
+    return sorted(
+        (e["episode_id"], e["digest"], s["split"]) for s in manifest["shards"] for e in s["episodes"]
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[tuple]:
+    """The same run, uninterrupted and in-process."""
+    out = tmp_path_factory.mktemp("reference") / "ds"
+    run_rollout(
+        RolloutConfig(
+            out=str(out),
+            tasks=(CONFIG,),
+            episodes=24,
+            episodes_per_shard=3,
+            seed=7,
+            workers=0,
+            progress=False,
+        )
+    )
+    return _episodes(out)
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "rollout",
+        *ARGS,
+        "--workers",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def _wait_for_records(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    records = out / "meta" / CONFIG / "shards"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if records.exists() and len(list(records.glob("*.json"))) >= count:
+            return
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError("the rollout recorded nothing in time")
+
+
+@pytest.mark.ray
+def test_killed_worker_is_replaced_and_every_episode_lands_once(tmp_path, reference):
+    out = tmp_path / "ds"
+    process = _start(out)
+    _wait_for_records(out, 1, process)
+    actors = [
+        p
+        for p in psutil.Process(process.pid).children(recursive=True)
+        if "ray::_Remote" in " ".join(p.cmdline())
+    ]
+    assert actors, "no Ray rollout actor found"
+    actors[0].send_signal(signal.SIGKILL)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "worker died" in output
+    assert validate(str(out)).ok
+    assert _episodes(out) == reference  # exactly once: no duplicates, no gaps, same content
+
+
+@pytest.mark.ray
+def test_killed_driver_resumes_to_the_same_dataset(tmp_path, reference):
+    out = tmp_path / "ds"
+    process = _start(out)
+    _wait_for_records(out, 2, process)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    process.wait()
+    assert not (out / "meta" / CONFIG / "manifest.json").exists()
+    # What a crash can leave: a truncated temporary shard, and a shard committed without its record.
+    (out / ".tmp").mkdir(exist_ok=True)
+    (out / ".tmp" / "dead-train-00009.parquet").write_bytes(b"PAR1 trunc")
+    orphan = out / "data" / CONFIG / "train-00042.parquet"
+    orphan.write_bytes(b"PAR1 committed but unrecorded")
+
+    refused = _start(out)  # without --resume the run refuses to touch the folder
+    output, _ = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and "--resume" in output
+
+    resumed = _start(out, "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert not orphan.exists() and not (out / ".tmp").exists()
+    assert validate(str(out)).ok
+    assert _episodes(out) == reference
+    loaded = load_dataset(str(out), CONFIG)
+    assert loaded["train"].num_rows + loaded["test"].num_rows == 24
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "ds"
+    run_rollout(
+        RolloutConfig(
+            out=str(out), tasks=("mujoco-hopper",), episodes=3, policy="random", workers=0, progress=False
+        )
+    )
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="seed: was 0, now 1"):
+        run_rollout(
+            RolloutConfig(
+                out=str(out),
+                tasks=("mujoco-hopper",),
+                episodes=3,
+                policy="random",
+                seed=1,
+                workers=0,
+                resume=True,
+                progress=False,
+            )
+        )
+    assert validate(str(out)).ok
