@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.manifest import dataset_configs, read_manifest
 from pipeline.schema import SHARD_GLOB, SPLITS
-from pipeline.storage import Location
+from pipeline.storage import Location, open_location
 
 
 def configs_header(location: Location, configs: list[str]) -> dict:
@@ -45,3 +45,23 @@ def write_readme(location: Location) -> None:
             f"| {config} | {t['train']['episodes']} | {t['test']['episodes']} | {t['train']['steps']} |"
         )
     location.write_bytes("README.md", ("\n".join(lines) + "\n").encode())
+
+
+def load_config(uri: str, config: str, split: str | None = None):
+    """`datasets.load_dataset` for a dataset anywhere: local folder, Hub repo or object store.
+
+    Local folders and Hub repos load through their README's `configs:` (plain
+    `load_dataset(uri, config)`); object stores (s3://…) through fsspec with the same files.
+    """
+    from datasets import load_dataset
+
+    if "://" not in uri:
+        return load_dataset(uri, config, split=split)
+    location = open_location(uri)
+    totals = read_manifest(location, config).totals()
+    data_files = {
+        s: f"{uri.rstrip('/')}/{SHARD_GLOB.format(config=config, split=s)}"
+        for s in SPLITS
+        if totals[s]["episodes"]
+    }
+    return load_dataset("parquet", data_files=data_files, split=split)

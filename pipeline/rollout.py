@@ -234,6 +234,15 @@ def _finish(location: Location, runs: dict[str, ConfigRun], seconds: float) -> R
             "dropped": len(manifest.dropped),
         }
         log.info("%s: %s", name, summary[name])
+        for split, counts in totals.items():
+            if not counts["episodes"]:
+                log.warning(
+                    "%s has no %s episode (%d dropped as unfinished): record more episodes, or use a "
+                    "policy that finishes them",
+                    name,
+                    split,
+                    len(manifest.dropped),
+                )
     write_info(location)
     write_readme(location)
     location.delete(TMP_DIR)
