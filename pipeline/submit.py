@@ -1,0 +1,106 @@
+"""`pipeline submit`: run any stage as a Ray cluster batch job (Ray Jobs API).
+
+The job's entrypoint is the same `pipeline ...` command a user runs locally; inside the
+job, `RAY_ADDRESS` is set, so stages join the cluster instead of starting a local one.
+Arguments are parsed here first, so a typo fails before anything reaches the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from dataclasses import dataclass
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_WAIT_S = 120
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    command: tuple[str, ...]
+    """The pipeline subcommand and its arguments, e.g. ("rollout", "--suite", "atari", ...)."""
+    address: str | None = None
+    """Ray dashboard (job server) address; default RAY_ADDRESS if it is http(s), else localhost:8265."""
+    env: tuple[str, ...] = ()
+    """Names of environment variables to forward to the job (e.g. AWS_*, HF_TOKEN); values never logged."""
+    wait: bool = True
+    """Follow the job's logs until it ends; the exit code then reflects its status."""
+    job_id: str | None = None
+    """A submission id of your choosing (default: Ray picks one)."""
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise PipelineError(
+                "name the stage to submit, e.g. `pipeline submit -- rollout --suite atari ...`"
+            )
+        if self.command[0] in ("submit", "demo"):
+            raise PipelineError(
+                f"`{self.command[0]}` cannot be submitted as a job; submit a stage such as rollout"
+            )
+        missing = [name for name in self.env if name not in os.environ]
+        if missing:
+            raise PipelineError(f"--env names unset variable(s) {missing}: export them first")
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job_id: str
+    status: str
+
+
+def _dashboard(address: str | None) -> str:
+    address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_DASHBOARD
+    if not address.startswith(("http://", "https://")):
+        raise PipelineError(
+            f"job submission needs the dashboard address (http://HEAD:8265), got {address!r}: pass --address"
+        )
+    return address
+
+
+def submit(config: SubmitConfig) -> SubmitResult:
+    """Submit the command as a Ray job; with `wait`, stream its logs and return its final status."""
+    from pipeline.cli import build_parser
+
+    build_parser().parse_args(list(config.command))  # fail here, not on the cluster
+    from ray.job_submission import JobSubmissionClient
+
+    address = _dashboard(config.address)
+    try:
+        client = JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise PipelineError(
+            f"cannot reach the Ray job server at {address}: {exc} (is the cluster up?)"
+        ) from exc
+    entrypoint = shlex.join(["pipeline", *config.command])
+    runtime_env = {"env_vars": {name: os.environ[name] for name in config.env}} if config.env else None
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=entrypoint, submission_id=config.job_id, runtime_env=runtime_env
+            )
+            break
+        except RuntimeError as exc:
+            # A head that has just started answers before its job agent is up: wait for it.
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise PipelineError(f"the Ray job server at {address} refused the job: {exc}") from exc
+            time.sleep(2.0)
+    log.info("submitted %s as job %s to %s", entrypoint, job_id, address)
+    if not config.wait:
+        return SubmitResult(job_id, str(client.get_job_status(job_id)))
+    printed = 0
+    while True:
+        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+        logs = client.get_job_logs(job_id)
+        if len(logs) > printed:
+            print(logs[printed:], end="", flush=True)
+            printed = len(logs)
+        if status in FINAL:
+            return SubmitResult(job_id, status)
+        time.sleep(1.0)
