@@ -115,7 +115,13 @@ def _prepare_output(location: Location, configs: list[str], overwrite: bool, res
             "pass --resume to finish an interrupted run, --overwrite to replace them, or choose another --out"
         )
     if resume:
-        return {c for c in present if location.exists(PLAN_PATH.format(config=c))}
+        unplanned = [c for c in present if not location.exists(PLAN_PATH.format(config=c))]
+        if unplanned:
+            raise PipelineError(
+                f"cannot resume {', '.join(unplanned)} in {location.uri}: no plan.json (not written by a "
+                "rollout of this version); use --overwrite to record them again"
+            )
+        return set(present)
     for name in present:
         location.delete(DATA_DIR.format(config=name))
         location.delete(f"meta/{name}")
