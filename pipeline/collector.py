@@ -35,6 +35,7 @@ class WorkerSettings:
     experts_dir: str | None = None
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     max_episode_steps: int | None = None
+    min_return_fraction: float | None = None  # drop episodes below this expert-normalised score
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,8 @@ class RolloutWorker:
                     leftover = unit.episodes[position:]
                     break
                 result = record_episode(env, policy, spec, planned)
+                if not isinstance(result, str):
+                    result = self._filter(spec, result)
                 if isinstance(result, str):
                     dropped.append({"episode_id": planned.episode_id, "seed": planned.seed, "reason": result})
                 else:
@@ -196,6 +199,16 @@ class RolloutWorker:
         result = UnitResult(unit, shard, dropped, leftover, steps, policy.provenance())
         self._write_unit_record(result)
         yield result
+
+    def _filter(self, spec: TaskSpec, episode: Episode) -> Episode | str:
+        """Gato's filter: keep episodes scoring at least `min_return_fraction` (expert-normalised)."""
+        threshold = self.settings.min_return_fraction
+        if threshold is None:
+            return episode
+        score = spec.scores.normalise(episode.episode_return)
+        return (
+            episode if score >= threshold else f"below min return: normalised score {score:.3f} < {threshold}"
+        )
 
     def _write_unit_record(self, result: UnitResult) -> None:
         self.location.write_json(result.record_path, result.to_dict())

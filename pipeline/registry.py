@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -34,6 +35,7 @@ _TASK_KEYS = {
     "scores",
     "expert_source",
     "notes",
+    "expert",
 }
 _SUITE_KEYS = {"suite", "defaults", "tasks"}
 _DEFAULT_SECTIONS = {"env", "rollout", "expert"}
@@ -98,6 +100,7 @@ class TaskSpec:
     sample_factory_env: str | None = None
     expert_source: str = ""
     notes: tuple[str, ...] = ()
+    variant: str | None = None  # "top80", "history": a dataset variant of the task (own config name)
 
 
 def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
@@ -127,6 +130,15 @@ def _scores(data: dict[str, Any]) -> Scores:
     )
 
 
+def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Per-task `expert:` over the suite's: sections (dicts) merge key by key, other values replace."""
+    merged = dict(defaults)
+    for key, value in override.items():
+        base = merged.get(key)
+        merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    return merged
+
+
 def _load_suite(suite: str) -> dict[str, TaskSpec]:
     text = resources.files("env_configs").joinpath(f"{suite}.yaml").read_text()
     data = yaml.safe_load(text)
@@ -151,7 +163,7 @@ def _load_suite(suite: str) -> dict[str, TaskSpec]:
             scores=_scores(entry["scores"]),
             env=env_section,
             rollout=dict(defaults.get("rollout", {})),
-            expert=dict(defaults.get("expert", {})),
+            expert=_merge_expert(defaults.get("expert", {}), entry.get("expert", {})),
             max_episode_steps=entry.get("max_episode_steps", env_section.get("max_episode_steps")),
             env_name=entry.get("env_name"),
             jat_obs_dim=entry.get("jat_obs_dim"),
@@ -184,9 +196,25 @@ def _unknown(kind: str, name: str, valid: list[str]) -> str:
     return f"unknown {kind} {name!r}{hint} (`pipeline tasks` lists them all)"
 
 
+# Dataset variants publish as configs of their own: "<config>-top80" keeps episodes scoring at
+# least 0.8 on the expert-normalised scale (Gato's filter); "<config>-history" holds an expert's
+# learning history (Algorithm Distillation).
+_VARIANT = re.compile(r"^(?P<base>.+)-(?P<variant>top(?:100|[1-9][0-9]?)|history)$")
+
+
+def variant_config(config: str, variant: str) -> str:
+    return f"{config}-{variant}"
+
+
 def get_task(name: str, suite: str | None = None) -> TaskSpec:
-    """Look a task up by config name ("babyai-go-to") or, within a suite, by short name ("go-to")."""
+    """Look a task up by config name ("babyai-go-to") or, within a suite, by short name ("go-to").
+
+    Variant configs ("mujoco-hopper-top80") resolve to their task, keeping their own config name.
+    """
     tasks = all_tasks()
+    match = _VARIANT.match(name)
+    if name not in tasks and match and match["base"] in tasks:
+        return replace(get_task(match["base"], suite), config=name, variant=match["variant"])
     if name in tasks:
         spec = tasks[name]
         if suite is not None and spec.suite != suite:

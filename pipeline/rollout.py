@@ -21,7 +21,8 @@ from pipeline.layout import write_readme
 from pipeline.manifest import Manifest, write_info, write_manifest
 from pipeline.plan import WorkUnit
 from pipeline.policies import check_policy
-from pipeline.registry import resolve_tasks
+from pipeline.registry import get_task, resolve_tasks, variant_config
+from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, ConfigRun
 from pipeline.schema import DATA_DIR, INFO_PATH, TMP_DIR
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
@@ -62,6 +63,12 @@ class RolloutConfig:
     """Replace configs that already exist in `out` (only those; other configs are kept)."""
     resume: bool = False
     """Finish an interrupted run of the same command: record only what is missing."""
+    min_return_fraction: float | None = None
+    """Keep only episodes scoring at least this on the expert-normalised scale, (R - random) /
+    (expert - random) against the JAT reference (Gato's 0.8 filter); stored as `<config>-topNN`."""
+    returns_to_go: bool = False
+    """Also write `meta/<config>/returns_to_go.parquet` (per-step undiscounted returns-to-go, for
+    Decision Transformer users), outside the data files so JAT's features stay exact."""
     address: str | None = None
     """Ray cluster address; default RAY_ADDRESS, else a local cluster."""
     experts_dir: str | None = None
@@ -75,6 +82,8 @@ class RolloutConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.min_return_fraction is not None and not 0 < self.min_return_fraction <= 1:
+            raise PipelineError(f"--min-return-fraction must be in (0, 1], got {self.min_return_fraction}")
         if self.overwrite and self.resume:
             raise PipelineError("--overwrite and --resume exclude each other: pick one")
         if self.workers < 0:
@@ -132,6 +141,8 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
     """Resolve tasks and policies, all checked before any work starts."""
     runs: dict[str, ConfigRun] = {}
     for spec in resolve_tasks(config.suite, list(config.tasks) or None):
+        if config.min_return_fraction is not None:
+            spec = get_task(variant_config(spec.config, f"top{round(config.min_return_fraction * 100)}"))
         kind = config.policy or spec.rollout.get("policy", "random")
         check_policy(kind, spec, config.experts_dir)
         budget = (
@@ -148,6 +159,7 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             "test_fraction": fraction if fraction is not None else spec.rollout.get("test_fraction", 0.1),
             "policy": kind,
             "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
+            "min_return_fraction": config.min_return_fraction,
         }
         per_unit = config.episodes_per_shard or spec.rollout.get("episodes_per_shard", 100)
         runs[spec.config] = ConfigRun(spec, settings, per_unit)
@@ -206,6 +218,7 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
         experts_dir=config.experts_dir,
         max_shard_bytes=config.max_shard_bytes,
         max_episode_steps=config.max_episode_steps,
+        min_return_fraction=config.min_return_fraction,
     )
     try:
         run_streaming(
@@ -213,7 +226,11 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
         )
     finally:
         display.close()
-    return _finish(location, runs, time.monotonic() - started)
+    summary = _finish(location, runs, time.monotonic() - started)
+    if config.returns_to_go:
+        for name in runs:
+            write_returns_to_go(location, name)
+    return summary
 
 
 def _finish(location: Location, runs: dict[str, ConfigRun], seconds: float) -> RolloutSummary:

@@ -24,7 +24,7 @@ from pipeline.storage import Location
 log = logging.getLogger(__name__)
 PLAN_PATH = "meta/{config}/plan.json"
 # Settings that change what an episode contains: a resume must use the same ones.
-FIXED_SETTINGS = ("seed", "budget", "test_fraction", "policy", "max_episode_steps")
+FIXED_SETTINGS = ("seed", "budget", "test_fraction", "policy", "max_episode_steps", "min_return_fraction")
 
 
 @dataclass
