@@ -131,3 +131,20 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert main(["tasks", "--suite", "mujoco", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 11 and rows[0]["config"] == "mujoco-ant"
+
+
+def test_a_config_with_every_episode_dropped_does_not_break_loading_the_others(tmp_path):
+    out = tmp_path / "ds"
+    run_rollout(
+        RolloutConfig(
+            out=str(out),
+            tasks=("mujoco-hopper", "babyai-go-to"),
+            episodes=4,
+            workers=0,
+            policy="random",
+            progress=False,
+        )
+    )  # a random policy never finishes BabyAI
+    assert json.loads((out / "meta/babyai-go-to/manifest.json").read_text())["shards"] == []
+    loaded = load_dataset(str(out), "mujoco-hopper")
+    assert loaded["train"].num_rows + loaded["test"].num_rows == 4

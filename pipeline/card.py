@@ -1,0 +1,215 @@
+"""The dataset card (README.md): YAML header with `configs:` for `datasets`, and a body for people.
+
+The card is rendered from Jinja2 templates in `dataset_card/` and from per-config statistics
+(`pipeline.stats`), never from the shards directly, so a card can cover configs published earlier
+whose data is not on this machine: their `stats.json` is enough. Configs known only from an
+existing card's YAML (no stats file) keep their `configs:` entry and are listed as such.
+
+`render_card(location, configs)` renders the card of a local (or S3) dataset folder from its
+manifests alone — cheap enough for the rollout to call when it rewrites the folder's README.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.manifest import read_manifest
+from pipeline.plots import RETURNS_PLOT, SUITE_PLOT
+from pipeline.registry import get_task
+from pipeline.schema import FEATURES
+from pipeline.stats import STATS_PATH, episode_stats
+from pipeline.storage import Location
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "dataset_card"
+LICENSE = "apache-2.0"
+TITLE = "JAT-format reinforcement-learning episodes"
+COLUMN_MEANING = {
+    "image_observations": "per step, the last 4 grey 84x84 frames as one RGBA PNG (JAT's frame stack)",
+    "text_observations": "per step, the BabyAI mission string",
+    "discrete_observations": "per step, the flattened 7x7x3 egocentric grid and the agent's direction",
+    "continuous_observations": "per step, the observation vector",
+    "discrete_actions": "per step, the action index",
+    "continuous_actions": "per step, the action vector (clipped to the action space)",
+    "rewards": "per step, the reward received after the action",
+}
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """One config as the card shows it: its statistics, or only the YAML entry of an earlier card."""
+
+    name: str
+    stats: dict[str, Any] | None = None
+    """Content of `meta/<config>/stats.json` (or `pipeline.stats.episode_stats`); None if unknown."""
+    yaml_entry: dict[str, Any] | None = None
+    """The `configs:` entry to keep when there are no statistics."""
+    returns_plot: str | None = None
+    """Repository-relative path of the config's return histogram, if one is published with the card."""
+    stats_file: bool = False
+    """True when `meta/<config>/stats.json` (with per-feature statistics) is published with the card."""
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s["steps"] for s in self.stats["splits"].values()) if self.stats else 0
+
+    def entry(self) -> dict[str, Any]:
+        """The `configs:` YAML entry mapping each split to its shard pattern."""
+        if self.stats is None:
+            if self.yaml_entry is None:
+                raise ValueError(f"config {self.name} has neither statistics nor a YAML entry")
+            return self.yaml_entry
+        files = [{"split": s, "path": p} for s, p in self.stats["data_files"].items()]
+        return {"config_name": self.name, "data_files": files}
+
+
+def _num(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4g}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    return env
+
+
+def _size_category(episodes: int) -> str:
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
+        if episodes < limit:
+            return label
+    return "10M<n<100M"
+
+
+def card_header(configs: list[CardConfig]) -> dict[str, Any]:
+    """The YAML metadata: configs with data files per split, license, task categories, tags."""
+    suites = sorted({c.stats["suite"] for c in configs if c.stats} | {c.name.split("-")[0] for c in configs})
+    episodes = sum(s["episodes"] for c in configs if c.stats for s in c.stats["splits"].values())
+    return {
+        "pretty_name": TITLE,
+        "license": LICENSE,
+        "task_categories": ["reinforcement-learning"],
+        "tags": [
+            "jat",
+            "reinforcement-learning",
+            "imitation-learning",
+            "offline-rl",
+            "decision-transformer",
+            *suites,
+        ],
+        "size_categories": [_size_category(episodes)],
+        # A config whose episodes were all dropped has no files: listing it would make
+        # `load_dataset` fail for every config of the dataset, so it is left out.
+        "configs": [e for c in sorted(configs, key=lambda c: c.name) if (e := c.entry())["data_files"]],
+    }
+
+
+def _schema(configs: list[CardConfig]) -> list[dict[str, Any]]:
+    out = []
+    for suite in ("atari", "babyai", "metaworld", "mujoco"):
+        names = [c.name for c in configs if c.stats and c.stats["suite"] == suite]
+        if not names:
+            continue
+        features = FEATURES[suite]
+        columns = [
+            {"name": name, "type": _feature_type(feature), "meaning": COLUMN_MEANING.get(name, "")}
+            for name, feature in features.items()
+        ]
+        out.append({"name": suite, "configs": names, "columns": columns})
+    return out
+
+
+def _feature_type(feature: Any) -> str:
+    """`List(List(Value("float32")))` → `list<list<float32>>`, `List(Image())` → `list<image (PNG)>`."""
+    inner = getattr(feature, "feature", None)
+    if inner is not None:
+        return f"list<{_feature_type(inner)}>"
+    dtype = getattr(feature, "dtype", None)
+    return "image (PNG)" if type(feature).__name__ == "Image" else str(dtype)
+
+
+def render_from_stats(
+    name: str, configs: list[CardConfig], suite_plots: list[str] = (), hub: bool = True
+) -> str:
+    """The card for dataset `name` (a Hub repo id, or a folder when `hub` is False) holding `configs`."""
+    if not configs:
+        raise PipelineError("a dataset card needs at least one config")
+    configs = sorted(configs, key=lambda c: c.name)
+    known = [c for c in configs if c.stats]
+    example = known[0] if known else configs[0]
+    header = yaml.safe_dump(card_header(configs), sort_keys=False, allow_unicode=True)
+    suite = example.stats["suite"] if example.stats else example.name.split("-")[0]
+    plots = [{"suite": p.rsplit("/", 1)[-1].removesuffix(".png"), "path": p} for p in sorted(suite_plots)]
+    return (
+        _environment()
+        .get_template("README.md.j2")
+        .render(
+            header_yaml=header,
+            title=TITLE,
+            name=name,
+            configs=configs,
+            license=LICENSE,
+            example_config=example.name,
+            example_columns=list(FEATURES.get(suite, {})),
+            schema=_schema(configs),
+            suite_plots=plots,
+            hub=hub,
+            stats_files=any(c.stats_file for c in configs),
+        )
+    )
+
+
+def card_configs(text: str) -> list[dict[str, Any]]:
+    """The `configs:` entries of an existing card (empty when it has no YAML header)."""
+    if not text.startswith("---"):
+        return []
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return []
+    entries = header.get("configs", []) if isinstance(header, dict) else []
+    return [e for e in entries if isinstance(e, dict) and "config_name" in e]
+
+
+def render_card(location: Location, configs: list[str]) -> str:
+    """The README of a dataset folder, from its manifests (plots linked only if they exist there)."""
+    cards = []
+    for config in configs:
+        stats = episode_stats(read_manifest(location, config), get_task(config))
+        plot = RETURNS_PLOT.format(config=config)
+        cards.append(
+            CardConfig(
+                config,
+                stats,
+                returns_plot=plot if location.exists(plot) else None,
+                stats_file=location.exists(STATS_PATH.format(config=config)),
+            )
+        )
+    suites = sorted({c.stats["suite"] for c in cards if c.stats})
+    plots = [SUITE_PLOT.format(suite=s) for s in suites if location.exists(SUITE_PLOT.format(suite=s))]
+    return render_from_stats(location.uri, cards, plots, hub=False)

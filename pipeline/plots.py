@@ -1,0 +1,89 @@
+"""Figures for the dataset card, drawn from `stats.json` content only (never from the shards).
+
+Because they need only the statistics, the figures of configs published earlier can be redrawn
+when a new config joins a suite, without downloading their data. Rendering uses matplotlib's
+object API with the Agg canvas (no pyplot state, no display) and PNG metadata without version
+or date, so the same statistics always give the same bytes — re-publishing uploads nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from pipeline.schema import SPLITS
+
+RETURNS_PLOT = "meta/{config}/returns.png"
+SUITE_PLOT = "meta/plots/{suite}.png"
+COLOURS = {"train": "#3b75af", "test": "#ef8636"}
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def returns_histogram(stats: dict[str, Any]) -> bytes:
+    """Episode returns per split, with JAT's random and expert reference returns marked."""
+    figure = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = figure.add_subplot()
+    edges = np.asarray(stats["histogram_edges"])
+    bottom = np.zeros(len(edges) - 1)
+    for split in SPLITS:
+        entry = stats["splits"].get(split)
+        if entry is None:
+            continue
+        counts = np.asarray(entry["histogram"], dtype=float)
+        ax.bar(
+            edges[:-1],
+            counts,
+            width=np.diff(edges),
+            bottom=bottom,
+            align="edge",
+            color=COLOURS[split],
+            edgecolor="white",
+            linewidth=0.5,
+            label=f"{split} ({entry['episodes']} episodes)",
+        )
+        bottom += counts
+    for name, style in (("random", ":"), ("expert", "--")):
+        value = stats["reference_scores"][name]
+        ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"JAT {name} ({value:.4g})")
+    ax.set_xlabel("episode return")
+    ax.set_ylabel("episodes")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{stats['config']}: episode returns", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return _png(figure)
+
+
+def suite_summary(suite: str, all_stats: list[dict[str, Any]]) -> bytes:
+    """JAT-normalised score (0 = random, 1 = JAT expert) of every config of a suite, train split."""
+    rows = sorted((s for s in all_stats if s["suite"] == suite), key=lambda s: s["config"])
+    height = 1.2 + 0.28 * max(len(rows), 1)
+    figure = Figure(figsize=(7, height), layout="constrained")
+    ax = figure.add_subplot()
+    names, means, stds = [], [], []
+    for s in rows:
+        entry = s["splits"].get("train") or next(iter(s["splits"].values()))
+        score = entry["normalised_score"]
+        names.append(s["config"].removeprefix(f"{suite}-"))
+        means.append(score["mean"] if score["mean"] is not None else np.nan)
+        stds.append(score["std"] if score["std"] is not None else 0.0)
+    y = np.arange(len(rows))
+    ax.barh(y, means, xerr=stds, color=COLOURS["train"], error_kw={"linewidth": 0.8})
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", linestyle=":", linewidth=1, label="JAT random")
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="JAT expert")
+    ax.set_xlabel("normalised score, train split (mean ± std over episodes)")
+    ax.set_title(f"{suite}: {len(rows)} config(s)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(figure)

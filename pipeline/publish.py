@@ -1,0 +1,356 @@
+"""`pipeline publish`: push validated configs to a Hub dataset repo (or a folder), resumably.
+
+Nothing is published from a dataset that fails `pipeline validate`. Files go up in a fixed
+order — per config its shards, then its manifest, statistics and figure (with the removal of
+its stale files); the dataset card, suite figures and info last — cut into commits only where a
+commit would exceed the file-count or byte limit. Each commit is atomic on the Hub, so the
+remote never advertises a config ahead of its data, and few commits are made (the Hub
+rate-limits them). A file already published with the same checksum is skipped — shard
+checksums come from the manifest, not from re-hashing — so a re-run after an interruption
+uploads only what is missing and a re-run after success makes no commit at all.
+
+Publishing some configs keeps the others: the card is rendered from the union of the configs
+published now and those already there (their `stats.json` read back from the target), and only
+the paths of the configs being published are ever replaced or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+from pipeline.card import CardConfig, card_configs, render_from_stats
+from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.manifest import Manifest, dataset_configs
+from pipeline.plots import RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
+from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target, check_branch, check_repo_id
+from pipeline.schema import DATA_DIR, FORMAT_VERSION, INFO_PATH, MANIFEST_PATH
+from pipeline.stats import STATS_PATH, StatsRequest, config_stats
+from pipeline.storage import Location, open_location
+from pipeline.validate import validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FOLDER_SUFFIX = "-publish"
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """What to publish, where, and in which commit sizes."""
+
+    data_dir: str
+    """The dataset to publish: a folder (or URI) written by `pipeline rollout`."""
+    repo_id: str | None = None
+    """Hub dataset repo ORG/NAME. Without it, the layout goes to `to_folder` (the embedded default)."""
+    configs: tuple[str, ...] = ()
+    """Configs to publish (default: every config of `data_dir`); the target's other configs are kept."""
+    private: bool = False
+    """Create the repo private (an existing repo keeps its visibility)."""
+    revision: str | None = None
+    """Branch to commit to (created from main if missing); default main."""
+    to_folder: str | None = None
+    """Write the publishable layout to this folder instead (default without repo id: `<data_dir>-publish`)."""
+    max_commit_files: int = 100
+    """At most this many files per commit: bounded commits keep every request small and retryable."""
+    max_commit_bytes: int = 1 << 30
+    """At most this many bytes of new files per commit (a single larger file still gets its own commit)."""
+    xet: bool = True
+    """Let huggingface_hub use Xet storage when installed; False forces the plain LFS upload (for servers
+    without Xet, such as the tests' local Hub). `HF_HUB_DISABLE_XET=1` does the same."""
+    progress: bool = True
+    """Show a progress bar of the bytes uploaded."""
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            raise PipelineError("give the dataset folder to publish (DATA_DIR)")
+        if self.repo_id is not None and self.to_folder is not None:
+            raise PipelineError(
+                "give --repo-id (publish to the Hub) or --to-folder (write a folder), not both"
+            )
+        if self.repo_id is not None:
+            check_repo_id(self.repo_id)
+        elif self.private or self.revision:
+            raise PipelineError("--private and --revision apply to the Hub: give --repo-id ORG/NAME as well")
+        if self.revision is not None:
+            check_branch(self.revision)
+        for name in ("max_commit_files", "max_commit_bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if len(set(self.configs)) != len(self.configs):
+            raise PipelineError(f"--configs lists a config twice: {', '.join(self.configs)}")
+
+    @property
+    def folder(self) -> str:
+        return self.to_folder or self.data_dir.rstrip("/") + DEFAULT_FOLDER_SUFFIX
+
+
+@dataclass
+class Group:
+    """A config's files in publishing order (shards, then manifest, statistics, figure), or the card's."""
+
+    label: str
+    files: list[PublishFile]
+    deletions: list[str] = field(default_factory=list)
+    """Stale paths of the config, removed in the commit holding the group's last file."""
+
+
+@dataclass
+class Commit:
+    """One bounded commit: consecutive files of the publishing order (possibly of several groups)."""
+
+    files: list[PublishFile] = field(default_factory=list)
+    deletions: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def add_label(self, label: str) -> None:
+        if label not in self.labels:
+            self.labels.append(label)
+
+
+@dataclass
+class PublishSummary:
+    target: str
+    configs: list[str]
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    unchanged_files: int = 0
+    deleted_files: int = 0
+    commits: int = 0
+    upload_seconds: float = 0.0
+    seconds: float = 0.0
+    head: str | None = None
+    card_configs: list[str] = field(default_factory=list)
+    commit_log: list[tuple[str, int, int, float]] = field(default_factory=list)
+    """Per commit: message, files, bytes, seconds (shard commits vs. metadata commits in benchmarks)."""
+
+    @property
+    def throughput_mb_s(self) -> float:
+        return self.uploaded_bytes / 1e6 / self.upload_seconds if self.upload_seconds > 0 else 0.0
+
+
+def _select(location: Location, requested: tuple[str, ...]) -> list[str]:
+    if not location.exists(""):
+        raise PipelineError(f"{location.uri} does not exist: give the folder a rollout wrote")
+    available = dataset_configs(location)
+    if not available:
+        raise PipelineError(f"{location.uri} holds no config with a manifest: is it a jat-pipeline dataset?")
+    missing = [c for c in requested if c not in available]
+    if missing:
+        raise PipelineError(
+            f"{location.uri} has no config {', '.join(missing)}; it holds {', '.join(available)} "
+            "(record it with `pipeline rollout` first, or fix --configs)"
+        )
+    return list(requested) or available
+
+
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def _plan(
+    location: Location, names: list[str], stats: dict[str, dict], target: Target, title: str, hub: bool
+) -> tuple[list[Group], list[str]]:
+    """File groups in publishing order, and the configs the resulting card lists."""
+    groups: list[Group] = []
+    for name in names:
+        manifest_bytes = location.read_bytes(MANIFEST_PATH.format(config=name))
+        manifest = Manifest.from_dict(json.loads(manifest_bytes))
+        shards = [PublishFile(s.path, s.num_bytes, s.sha256, source=s.path) for s in manifest.shards]
+        meta = [
+            PublishFile.generated(MANIFEST_PATH.format(config=name), manifest_bytes),
+            PublishFile.generated(STATS_PATH.format(config=name), _json_bytes(stats[name])),
+            PublishFile.generated(RETURNS_PLOT.format(config=name), returns_histogram(stats[name])),
+        ]
+        keep = {f.path for f in shards + meta}
+        stale = [
+            p
+            for prefix in (f"{DATA_DIR.format(config=name)}/", f"meta/{name}/")
+            for p in target.paths_under(prefix)
+            if p not in keep
+        ]
+        groups.append(Group(name, shards + meta, stale))
+
+    cards = {
+        n: CardConfig(n, stats[n], returns_plot=RETURNS_PLOT.format(config=n), stats_file=True) for n in names
+    }
+    readme = target.read("README.md")
+    for entry in card_configs(readme.decode()) if readme else []:
+        other = entry["config_name"]
+        if other not in cards:
+            cards[other] = _published_config(target, other, entry)
+    for path in target.paths_under("meta/"):
+        other = path.split("/")[1]
+        if path == STATS_PATH.format(config=other) and other not in cards:
+            cards[other] = _published_config(target, other, None)
+    known = [c.stats for c in cards.values() if c.stats]
+    figures = [
+        PublishFile.generated(SUITE_PLOT.format(suite=s), suite_summary(s, known))
+        for s in sorted({stats[n]["suite"] for n in names})
+    ]
+    suite_plots = sorted(
+        {f.path for f in figures} | {p for p in target.paths_under("meta/plots/") if p.endswith(".png")}
+    )
+    card = render_from_stats(title, list(cards.values()), suite_plots, hub=hub)
+    info = {"format_version": FORMAT_VERSION, "writer": "jat-pipeline publish", "configs": sorted(cards)}
+    groups.append(
+        Group(
+            "the dataset card",
+            [
+                *figures,
+                PublishFile.generated(INFO_PATH, _json_bytes(info)),
+                PublishFile.generated("README.md", card.encode()),
+            ],
+        )
+    )
+    return groups, sorted(cards)
+
+
+def _published_config(target: Target, name: str, entry: dict | None) -> CardConfig:
+    """A config already on the target: from its stats.json, else from its card entry alone."""
+    raw = target.read(STATS_PATH.format(config=name))
+    if raw is None:
+        return CardConfig(name, None, yaml_entry=entry)
+    plot = RETURNS_PLOT.format(config=name)
+    return CardConfig(
+        name, json.loads(raw), returns_plot=plot if target.paths_under(plot) else None, stats_file=True
+    )
+
+
+def _pack(
+    groups: list[Group], target: Target, config: PublishConfig, summary: PublishSummary
+) -> list[Commit]:
+    """Changed files in publishing order, cut into commits at the file-count and byte limits.
+
+    Cutting only at limits keeps the commit count low (the Hub rate-limits commits) while the
+    order still guarantees that a config's metadata and the card never land before their data.
+    """
+    commits = [Commit()]
+    for group in groups:
+        changed = [f for f in group.files if not target.unchanged(f)]
+        summary.unchanged_files += len(group.files) - len(changed)
+        for file in changed:
+            current = commits[-1]
+            if current.files and (
+                len(current.files) >= config.max_commit_files
+                or current.nbytes + file.size > config.max_commit_bytes
+            ):
+                commits.append(Commit())
+            commits[-1].files.append(file)
+            commits[-1].add_label(group.label)
+        if group.deletions:
+            commits[-1].deletions += group.deletions
+            commits[-1].add_label(group.label)
+    return [c for c in commits if c.files or c.deletions]
+
+
+def _upload(
+    groups: list[Group], target: Target, source: Location, config: PublishConfig, summary: PublishSummary
+) -> None:
+    commits = _pack(groups, target, config, summary)
+    total = sum(c.nbytes for c in commits)
+    log.info(
+        "%d commit(s), %d file(s), %.1f MB to upload to %s; %d file(s) already there",
+        len(commits),
+        sum(len(c.files) for c in commits),
+        total / 1e6,
+        target.name,
+        summary.unchanged_files,
+    )
+    display = _Display(total, config.progress and bool(commits))
+    started = time.monotonic()
+    try:
+        for i, commit in enumerate(commits, 1):
+            message = (
+                "Publish " + ", ".join(commit.labels) + (f" ({i}/{len(commits)})" if len(commits) > 1 else "")
+            )
+            began = time.monotonic()
+            target.apply(commit.files, commit.deletions, message, source)
+            summary.commit_log.append((message, len(commit.files), commit.nbytes, time.monotonic() - began))
+            summary.commits += 1
+            summary.uploaded_files += len(commit.files)
+            summary.uploaded_bytes += commit.nbytes
+            summary.deleted_files += len(commit.deletions)
+            display.advance(commit.nbytes, message)
+    finally:
+        summary.upload_seconds = time.monotonic() - started
+        display.close()
+
+
+def publish(config: PublishConfig) -> PublishSummary:
+    """Validate, then publish `config.configs` of `config.data_dir`; returns what was uploaded."""
+    started = time.monotonic()
+    location = open_location(config.data_dir)
+    names = _select(location, config.configs)
+    target: Target
+    if config.repo_id:
+        target = HubTarget(config.repo_id, config.revision, config.private, config.xet)
+    else:
+        target = FolderTarget(config.folder)
+        if target.location.uri.rstrip("/") == location.uri.rstrip("/"):
+            raise PipelineError(f"--to-folder {config.folder} is the dataset itself: choose another folder")
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        target.check()
+        report = validate(location.uri, names)
+        if not report.ok:
+            raise ValidationFailed(
+                f"{location.uri} fails validation ({len(report.errors)} error(s); first: "
+                f"{report.errors[0]}): nothing was published; run `pipeline validate {config.data_dir}` "
+                "and fix or re-record"
+            )
+        stats = {name: config_stats(location, StatsRequest(name)) for name in names}
+        target.prepare()
+        groups, listed = _plan(
+            location, names, stats, target, config.repo_id or target.name, hub=bool(config.repo_id)
+        )
+        summary = PublishSummary(target.name, names, card_configs=listed)
+        _upload(groups, target, location, config, summary)
+        summary.head = getattr(target, "head", None)
+    finally:
+        target.close()
+        if not quiet:
+            enable_progress_bars()
+    summary.seconds = time.monotonic() - started
+    log.info(
+        "published %s to %s: %d file(s), %.1f MB in %d commit(s), %.1f MB/s",
+        ", ".join(names),
+        target.name,
+        summary.uploaded_files,
+        summary.uploaded_bytes / 1e6,
+        summary.commits,
+        summary.throughput_mb_s,
+    )
+    return summary
+
+
+class _Display:
+    """A rich progress bar over the bytes to upload, advanced commit by commit."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description:<48.48}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()
+        )
+        self.task = self.progress.add_task("publishing", total=total)
+        self.progress.start()
+
+    def advance(self, nbytes: int, message: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=nbytes, description=message)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

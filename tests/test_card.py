@@ -1,0 +1,90 @@
+"""The dataset card: a YAML header `datasets` loads configs from, and statistics people can read."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from publish_helpers import CONFIGS
+
+from pipeline.card import CardConfig, card_configs, render_card, render_from_stats
+from pipeline.manifest import read_manifest
+from pipeline.plots import returns_histogram, suite_summary
+from pipeline.registry import get_task
+from pipeline.schema import SHARD_GLOB
+from pipeline.stats import episode_stats
+from pipeline.storage import open_location
+
+
+@pytest.fixture
+def dataset(sample_dataset: Path) -> Path:
+    """conftest's four-task dataset (read-only)."""
+    return sample_dataset
+
+
+def _split(card: str) -> tuple[dict, str]:
+    _, header, body = card.split("---", 2)
+    return yaml.safe_load(header), body
+
+
+def test_local_card_loads_with_datasets_and_shows_statistics(dataset: Path, tmp_path: Path) -> None:
+    from datasets import load_dataset
+
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    location = open_location(str(copy))
+    card = render_card(location, list(CONFIGS))
+    header, body = _split(card)
+    assert header["license"] == "apache-2.0" and "reinforcement-learning" in header["task_categories"]
+    assert {"jat", "babyai", "metaworld", "mujoco"} <= set(header["tags"])
+    for entry in header["configs"]:
+        for files in entry["data_files"]:
+            assert files["path"] == SHARD_GLOB.format(config=entry["config_name"], split=files["split"])
+    (copy / "README.md").write_text(card)
+    loaded = load_dataset(str(copy), "mujoco-hopper")
+    manifest = read_manifest(location, "mujoco-hopper")
+    assert loaded["train"].num_rows == manifest.totals()["train"]["episodes"]
+    assert loaded["test"].num_rows == manifest.totals()["test"]["episodes"]
+    stats = episode_stats(manifest, get_task("mujoco-hopper"))
+    train = stats["splits"]["train"]
+    row = (
+        f"| train | {train['episodes']} | {train['steps']} | {train['shards']} | "
+        f"{train['return']['mean']:.4g} ± {train['return']['std']:.4g} |"
+    )
+    assert row in body
+    assert f'load_dataset("{copy}", "{CONFIGS[0]}")' in body
+    assert "stats.json" not in body  # not published to this folder: not advertised
+
+
+def test_card_keeps_configs_it_only_knows_from_an_earlier_card(dataset: Path) -> None:
+    location = open_location(str(dataset))
+    stats = episode_stats(read_manifest(location, "babyai-go-to"), get_task("babyai-go-to"))
+    foreign = {"config_name": "custom-extra", "data_files": [{"split": "train", "path": "extra/*.parquet"}]}
+    card = render_from_stats(
+        "org/name",
+        [CardConfig("babyai-go-to", stats, stats_file=True), CardConfig("custom-extra", yaml_entry=foreign)],
+    )
+    assert card_configs(card) == [
+        {
+            "config_name": "babyai-go-to",
+            "data_files": [
+                {"split": "train", "path": "data/babyai-go-to/train-*.parquet"},
+                {"split": "test", "path": "data/babyai-go-to/test-*.parquet"},
+            ],
+        },
+        foreign,
+    ]
+    _, body = _split(card)
+    assert "| custom-extra |" in body and "statistics not published" in body
+    assert 'hf_hub_download("org/name", "meta/babyai-go-to/stats.json"' in body
+
+
+def test_figures_are_deterministic_pngs(dataset: Path) -> None:
+    location = open_location(str(dataset))
+    stats = [episode_stats(read_manifest(location, c), get_task(c)) for c in CONFIGS]
+    first, again = returns_histogram(stats[1]), returns_histogram(stats[1])
+    assert first.startswith(b"\x89PNG\r\n\x1a\n") and first == again
+    assert suite_summary("mujoco", stats) == suite_summary("mujoco", stats)
+    assert suite_summary("mujoco", stats) != suite_summary("babyai", stats)
