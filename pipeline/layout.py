@@ -30,7 +30,7 @@ def load_config(uri: str, config: str, split: str | None = None):
         return load_dataset(uri, config, split=split)
     location = open_location(uri)
     totals = read_manifest(location, config).totals()
-    data_files = {
-        s: f"{uri.rstrip('/')}/{SHARD_GLOB.format(config=config, split=s)}" for s in SPLITS if totals[s]["episodes"]
-    }
+    root = uri.rstrip("/")
+    splits = [s for s in SPLITS if totals[s]["episodes"]]
+    data_files = {s: f"{root}/{SHARD_GLOB.format(config=config, split=s)}" for s in splits}
     return load_dataset("parquet", data_files=data_files, split=split)
