@@ -1,0 +1,82 @@
+"""The model folder: final model files, and the one checkpoint a run can resume from.
+
+`OUT/checkpoint/` holds the model, its tokenizer and `trainer_state.pt` (optimizer, scheduler
+and RNG states, step, the run's settings). A new checkpoint is written to a temporary folder
+and swapped in by renames, and the final model's files are moved into `OUT` only once
+`save_pretrained` has written them all: an interruption never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.model.modeling import JatModel
+from pipeline.model.tokenizer import MissionTokenizer
+
+CHECKPOINT = "checkpoint"
+STATE_FILE = "trainer_state.pt"
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+RUN_FILES = ("training.json", "losses.csv", "test_losses.csv", "losses.png")
+
+
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses before any work is done."""
+    checkpoint = out / CHECKPOINT
+    if resume:
+        if not (checkpoint / STATE_FILE).exists():
+            raise PipelineError(
+                f"nothing to resume: {checkpoint} has no {STATE_FILE} (drop --resume to start)"
+            )
+        return checkpoint
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        hint = "pass --resume to continue it, " if (checkpoint / STATE_FILE).exists() else ""
+        raise PipelineError(
+            f"{out} is not empty: {hint}pass --overwrite to replace it, or choose another --out"
+        )
+    return None
+
+
+def clear_out(out: Path) -> None:
+    """Remove an earlier run's files (on --overwrite, once the new run is ready to start)."""
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    for name in (*MODEL_FILES, *RUN_FILES):
+        (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def save_model(target: Path, model: JatModel, tokenizer: MissionTokenizer) -> None:
+    """save_pretrained into a temporary folder, then move the files into `target`."""
+    tmp = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+    model.save_pretrained(tmp)
+    tokenizer.save(tmp)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in tmp.iterdir():
+        os.replace(path, target / path.name)
+    tmp.rmdir()
+
+
+def write_checkpoint(out: Path, model: JatModel, tokenizer: MissionTokenizer, state: dict[str, Any]) -> None:
+    """A complete checkpoint folder replaces the previous one only once fully written."""
+    tmp = out / f".tmp-{CHECKPOINT}-{uuid.uuid4().hex[:8]}"
+    model.save_pretrained(tmp)
+    tokenizer.save(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    final, old = out / CHECKPOINT, out / f".old-{CHECKPOINT}-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_checkpoint(checkpoint: Path) -> tuple[JatModel, MissionTokenizer, dict[str, Any]]:
+    """Model, tokenizer and trainer state of a checkpoint (our own file: full unpickling is safe)."""
+    model = JatModel.from_pretrained(checkpoint)
+    tokenizer = MissionTokenizer.load(checkpoint, model.config.max_text_tokens)
+    return model, tokenizer, torch.load(checkpoint / STATE_FILE, weights_only=False)

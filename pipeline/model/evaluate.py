@@ -1,0 +1,337 @@
+"""`pipeline evaluate`: the model acts in the real environments and is scored as JAT scored it.
+
+Each task's env comes from `pipeline.envs.make_env`, so the model sees exactly the
+observations it was trained on. The model acts autoregressively with a KV cache
+(`IncrementalDecoder`), sampling its discrete actions as JAT's evaluation did (or greedily).
+Returns are normalised against the registry's JAT references — (return - random) /
+(expert - random), and by the human reference for Atari — and aggregated per domain by mean
+and IQM with stratified-bootstrap 95 % intervals. A uniformly random policy can be run on the
+same episode seeds alongside, as a measured baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.envs import make_env
+from pipeline.errors import PipelineError
+from pipeline.model.configuration import check_task_fits
+from pipeline.model.inference import IncrementalDecoder
+from pipeline.model.metrics import Aggregate, aggregate, human_normalised, normalised
+from pipeline.model.modeling import JatModel
+from pipeline.model.reporting import plot_scores, write_csv, write_json
+from pipeline.model.tokenizer import MissionTokenizer
+from pipeline.plan import episode_seed
+from pipeline.registry import SUITES, TaskSpec, get_task, suite_tasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which model, on which tasks, for how many episodes."""
+
+    model: str
+    """Model folder written by `pipeline train-model`."""
+    tasks: tuple[str, ...]
+    """Task config names (babyai-go-to) and/or whole suites (atari, babyai, metaworld, mujoco)."""
+    episodes: int = 10
+    """Episodes per task."""
+    seed: int = 0
+    """Seeds the episode resets (a stream distinct from rollout's) and action sampling."""
+    greedy: bool = False
+    """Take the most likely discrete action instead of sampling (JAT's evaluation samples)."""
+    max_episode_steps: int | None = None
+    """Extra cap on steps per episode, below the env's own limit (an episode cut there counts as
+    truncated and its return is partial); default: the env's limit only, as JAT evaluated."""
+    random_baseline: bool = True
+    """Also run a uniformly random policy on the same seeds, for a measured baseline."""
+    out: str | None = None
+    """Where results.json/.csv and scores.png go; default MODEL/eval."""
+    bootstrap_reps: int = 2000
+    """Bootstrap resamples for the aggregate intervals."""
+    threads: int | None = 1
+    """torch intra-op threads. Acting is one small forward pass per env step, where a second
+    thread costs more in synchronisation than it gains (badly so on a busy machine); None keeps
+    torch's default."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise PipelineError("name some --tasks (task configs like babyai-go-to, or suites like babyai)")
+        if not isinstance(self.episodes, int) or self.episodes < 1:
+            raise PipelineError(f"--episodes must be a positive integer, got {self.episodes!r}")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise PipelineError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
+        if self.bootstrap_reps < 1:
+            raise PipelineError(f"--bootstrap-reps must be positive, got {self.bootstrap_reps}")
+
+
+@dataclass
+class EpisodeStats:
+    """Per-episode outcomes of one policy on one task."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    successes: list[bool] = field(default_factory=list)  # empty when the task defines none
+    truncated: int = 0
+    normalised: list[float] | None = None
+    human_normalised: list[float] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mean_return": float(np.mean(self.returns)),
+            "std_return": float(np.std(self.returns)),
+            "success_rate": float(np.mean(self.successes)) if self.successes else None,
+            "normalised_mean": None if self.normalised is None else float(np.mean(self.normalised)),
+            "human_normalised_mean": None
+            if self.human_normalised is None
+            else float(np.mean(self.human_normalised)),
+            "mean_length": float(np.mean(self.lengths)),
+            "truncated": self.truncated,
+        }
+
+
+@dataclass
+class TaskResult:
+    config: str
+    suite: str
+    model: EpisodeStats
+    baseline: EpisodeStats | None
+    seconds: float
+
+
+@dataclass
+class EvaluateResult:
+    tasks: list[TaskResult]
+    aggregates: list[Aggregate]
+    out: str
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per task: the table printed and saved as CSV."""
+        rows = []
+        for t in self.tasks:
+            row = {
+                "config": t.config,
+                "suite": t.suite,
+                "episodes": len(t.model.returns),
+                **t.model.summary(),
+            }
+            if t.baseline is not None:
+                b = t.baseline.summary()
+                row |= {
+                    "random_mean_return": b["mean_return"],
+                    "random_success_rate": b["success_rate"],
+                    "random_normalised_mean": b["normalised_mean"],
+                }
+            rows.append(row)
+        return rows
+
+
+def _success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
+    """BabyAI: reached the goal (positive reward on termination); Meta-World: the env's flag."""
+    if spec.suite == "babyai":
+        return bool(terminated and reward > 0)
+    if "success" in info:
+        return bool(info["success"])
+    return None
+
+
+class _RandomActor:
+    def __init__(self, env: Any) -> None:
+        self.space = env.action_space
+
+    def reset(self, seed: int) -> None:
+        self.space.seed(seed)
+
+    def act(self, observation: Any, reward: float | None) -> Any:
+        return self.space.sample()
+
+
+class _ModelActor:
+    def __init__(self, decoder: IncrementalDecoder, seed: int) -> None:
+        self.decoder = decoder
+        self.seed = seed
+
+    def reset(self, seed: int) -> None:
+        self.decoder.reset()
+        self.decoder.generator.manual_seed(seed ^ self.seed)
+
+    def act(self, observation: Any, reward: float | None) -> Any:
+        return self.decoder.act(observation, reward)
+
+
+def run_episodes(
+    env: Any, spec: TaskSpec, actor: Any, seeds: list[int], max_steps: int | None, on_episode: Any = None
+) -> EpisodeStats:
+    """Play one episode per seed; the actor gets each observation and the previous reward."""
+    stats = EpisodeStats()
+    for seed in seeds:
+        observation, info = env.reset(seed=seed)
+        actor.reset(seed)
+        reward, total, steps, success = None, 0.0, 0, None
+        while True:
+            action = actor.act(observation, reward)
+            observation, reward, terminated, truncated, info = env.step(action)
+            reward = float(reward)
+            total += reward
+            steps += 1
+            step_success = _success(spec, terminated, reward, info)
+            if step_success is not None:
+                success = bool(success) or step_success
+            if terminated or truncated:
+                stats.truncated += int(truncated and not terminated)
+                break
+            if max_steps is not None and steps >= max_steps:
+                stats.truncated += 1
+                break
+        stats.returns.append(total)
+        stats.lengths.append(steps)
+        if success is not None:
+            stats.successes.append(success)
+        if on_episode is not None:
+            on_episode()
+    stats.normalised = normalised(spec.scores, stats.returns)
+    if spec.suite == "atari":
+        stats.human_normalised = human_normalised(spec.scores, stats.returns)
+    return stats
+
+
+def resolve_eval_tasks(names: tuple[str, ...]) -> list[TaskSpec]:
+    specs: list[TaskSpec] = []
+    for name in names:
+        for spec in suite_tasks(name) if name in SUITES else [get_task(name)]:
+            if spec not in specs:
+                specs.append(spec)
+    return specs
+
+
+def load_model(path: str | Path) -> tuple[JatModel, MissionTokenizer]:
+    path = Path(path).expanduser()
+    if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+        raise PipelineError(
+            f"{path} holds no trained model (config.json + model.safetensors): "
+            "train one with `pipeline train-model --out DIR`"
+        )
+    model = JatModel.from_pretrained(path).eval()
+    return model, MissionTokenizer.load(path, model.config.max_text_tokens)
+
+
+def evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Run every task's episodes with the model (and the random baseline); write results and a plot."""
+    specs = resolve_eval_tasks(config.tasks)
+    model, tokenizer = load_model(config.model)
+    for spec in specs:
+        check_task_fits(model.config, spec)
+    out = Path(config.out).expanduser() if config.out else Path(config.model).expanduser() / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    display = _Display(config.progress, specs, config.episodes * (2 if config.random_baseline else 1))
+    results: list[TaskResult] = []
+    try:
+        for spec in specs:
+            started = time.monotonic()
+            env = make_env(spec)  # the registry's horizon: references were measured with it
+            seeds = [episode_seed(config.seed, f"eval:{spec.config}", i) for i in range(config.episodes)]
+            decoder = IncrementalDecoder(
+                model, spec, tokenizer, deterministic=config.greedy, seed=config.seed
+            )
+            tick = display.ticker(spec.config)
+            model_stats = run_episodes(
+                env, spec, _ModelActor(decoder, config.seed), seeds, config.max_episode_steps, tick
+            )
+            baseline = None
+            if config.random_baseline:
+                baseline = run_episodes(env, spec, _RandomActor(env), seeds, config.max_episode_steps, tick)
+            env.close()
+            results.append(
+                TaskResult(spec.config, spec.suite, model_stats, baseline, time.monotonic() - started)
+            )
+            log.info(
+                "%s: mean return %.2f, normalised %s",
+                spec.config,
+                np.mean(model_stats.returns),
+                model_stats.summary()["normalised_mean"],
+            )
+    finally:
+        display.close()
+    aggregates = _aggregates(results, config.bootstrap_reps, config.seed)
+    result = EvaluateResult(results, aggregates, str(out))
+    _write(out, result, config)
+    return result
+
+
+def _aggregates(results: list[TaskResult], reps: int, seed: int) -> list[Aggregate]:
+    found = []
+    for suite in SUITES:
+        in_suite = [r for r in results if r.suite == suite]
+        kinds = [("expert", "normalised")] + ([("human", "human_normalised")] if suite == "atari" else [])
+        for kind, attr in kinds:
+            scores = {
+                r.config: getattr(r.model, attr) for r in in_suite if getattr(r.model, attr) is not None
+            }
+            agg = aggregate(suite, kind, scores, reps, seed) if scores else None
+            if agg is not None:
+                found.append(agg)
+    return found
+
+
+def _write(out: Path, result: EvaluateResult, config: EvaluateConfig) -> None:
+    tasks = [
+        {
+            "config": t.config,
+            "suite": t.suite,
+            "seconds": t.seconds,
+            **t.model.summary(),
+            "episodes": dataclasses.asdict(t.model),
+            "baseline": None
+            if t.baseline is None
+            else {**t.baseline.summary(), "episodes": dataclasses.asdict(t.baseline)},
+        }
+        for t in result.tasks
+    ]
+    domains = [dataclasses.asdict(a) for a in result.aggregates]
+    write_json(
+        out / "results.json", {"config": dataclasses.asdict(config), "tasks": tasks, "domains": domains}
+    )
+    write_csv(out / "results.csv", result.rows())
+    plot_scores(out / "scores.png", tasks, domains)
+
+
+class _Display:
+    """A rich progress bar over all episodes (model and baseline)."""
+
+    def __init__(self, enabled: bool, specs: list[TaskSpec], per_task: int) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("evaluate {task.fields[current]:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task("evaluate", total=len(specs) * per_task, current="")
+        self.progress.start()
+
+    def ticker(self, name: str) -> Any:
+        if self.progress is None:
+            return None
+        self.progress.update(self.task, current=name)
+        return lambda: self.progress.advance(self.task)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

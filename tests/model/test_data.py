@@ -1,0 +1,83 @@
+"""Data loading from the published layout: windows, the task mixture, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from model_helpers import SAMPLE_CONFIGS
+
+from pipeline.errors import PipelineError
+from pipeline.manifest import read_manifest
+from pipeline.model.data import TaskData, TaskMixture, jat_loss_weight, load_split
+from pipeline.model.tokenizer import MissionTokenizer
+from pipeline.registry import get_task
+from pipeline.storage import open_location
+
+
+def test_tables_match_the_manifest(sample_dataset, episode_tables):
+    for config in SAMPLE_CONFIGS:
+        manifest = read_manifest(open_location(str(sample_dataset)), config)
+        lengths = sorted(e.length for s in manifest.shards if s.split == "train" for e in s.episodes)
+        assert sorted(episode_tables[config].lengths.tolist()) == lengths
+
+
+def test_windows_hold_the_stored_steps(episode_tables):
+    babyai = episode_tables["babyai-go-to"]
+    window = babyai.window(0, 2, 5)
+    stored = babyai.columns["discrete_observations"][0].as_py()
+    np.testing.assert_array_equal(window["discrete_observations"], np.asarray(stored[2:7]))
+    assert window["text_observations"].shape == (5, 64) and (window["text_observations"][:, 0] > 1).all()
+    atari = episode_tables["atari-breakout"].window(0, 0, 3)
+    assert (
+        atari["image_observations"].shape == (3, 84, 84, 4) and atari["image_observations"].dtype == np.uint8
+    )
+    assert atari["image_observations"].any()
+
+
+def test_batches_are_windows_of_at_most_the_context(episode_tables):
+    task = TaskData(get_task("metaworld-reach"), episode_tables["metaworld-reach"], None, 1.0, 50.0, 16)
+    batch = task.sample(np.random.default_rng(0), 3)
+    assert batch["continuous_observations"].shape == (3, 16, 39)
+    assert batch["mask"].all()
+    with pytest.raises(PipelineError, match="no test episodes"):
+        task.sample(np.random.default_rng(0), 1, "test")
+
+
+def test_mixture_follows_the_sampling_weights(episode_tables):
+    tasks = [
+        TaskData(get_task(c), episode_tables[c], None, w, 1.0, 4)
+        for c, w in (("metaworld-reach", 3.0), ("mujoco-hopper", 1.0))
+    ]
+    mixture = TaskMixture(tasks)
+    np.testing.assert_allclose(mixture.probabilities, [0.75, 0.25])
+    rng = np.random.default_rng(0)
+    picks = [mixture.sample(rng, 1)[0].config for _ in range(400)]
+    share = picks.count("metaworld-reach") / len(picks)
+    assert 0.68 < share < 0.82
+
+
+def test_jat_loss_weights():
+    assert jat_loss_weight("metaworld-reach") == 50.0
+    assert jat_loss_weight("mujoco-hopper") == 10.0
+    assert jat_loss_weight("mujoco-pendulum") == 50.0
+    assert jat_loss_weight("atari-pong") == jat_loss_weight("babyai-go-to") == 1.0
+
+
+def test_load_errors_name_the_cause(sample_dataset, tmp_path):
+    with pytest.raises(PipelineError, match="unknown task"):
+        load_split(str(sample_dataset), "babyai-go-too", "train")
+    with pytest.raises(PipelineError, match="cannot load config 'babyai-open'"):
+        load_split(str(sample_dataset), "babyai-open", "train")
+    with pytest.raises(PipelineError, match="cannot load"):
+        load_split(str(tmp_path / "missing"), "babyai-go-to", "train")
+
+
+def test_tokenizer_round_trip_and_unknown_words(tmp_path):
+    tok = MissionTokenizer.train(["go to the red ball", "open the door on your left"])
+    ids = tok.encode(["go to the red ball", "go to the zebra"])
+    assert ids.shape == (2, 64) and ids[0, 5] == 0  # padded
+    assert ids[1, 3] == 1  # unknown word
+    assert tok.encode_one("go to the purple key")[3] > 1  # seeded from minigrid's colours
+    tok.save(tmp_path)
+    again = MissionTokenizer.load(tmp_path, 64)
+    np.testing.assert_array_equal(again.encode(["go to the red ball"]), ids[:1])
