@@ -8,27 +8,49 @@ into place and returns its record (sha256, episodes, steps) for the manifest.
 from __future__ import annotations
 
 import hashlib
-import io
+import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from pipeline.schema import DATA_DIR, SHARD_NAME, arrow_schema
 from pipeline.storage import Location
 
 DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
 ROW_GROUP_EPISODES = 8
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def encode_frame(frames: np.ndarray) -> bytes:
-    """One (84, 84, 4) uint8 frame stack as a 4-channel (RGBA-mode) PNG, as JAT stored it."""
-    buffer = io.BytesIO()
-    Image.fromarray(frames, mode="RGBA").save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """One (84, 84, 4) uint8 frame stack as a 4-channel (RGBA-mode) PNG, as JAT stored it.
+
+    Channel k is frame k (oldest first). Written directly (8-bit RGBA, no row filter, zlib level 1)
+    instead of through PIL, whose adaptive row filtering made PNG encoding the largest recording cost
+    of an Atari rollout: this is several times faster and, on these mostly flat grey frames, smaller.
+    Any PNG decoder (PIL, `datasets.Image`) reads back exactly the same pixels.
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[2] != 4:
+        raise ValueError(f"expected a (height, width, 4) uint8 frame stack, got {frames.dtype}{frames.shape}")
+    height, width, _ = frames.shape
+    rows = np.zeros((height, 1 + 4 * width), dtype=np.uint8)  # each row: filter type 0, then RGBA pixels
+    rows[:, 1:] = frames.reshape(height, 4 * width)
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit, colour type 6 (RGBA)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 @dataclass

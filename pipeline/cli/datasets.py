@@ -1,29 +1,15 @@
-"""The `pipeline` command: one subcommand per stage. The only module that parses arguments.
-
-Each subcommand builds the stage's typed config and calls the stage's function; user errors
-(`PipelineError`) print as one line naming the cause and the fix, with exit code 2.
-"""
+"""CLI subcommands that build and check datasets: tasks, rollout, validate, demo, submit."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
-from collections.abc import Callable
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from pipeline.cli.common import console, csv_list
 from pipeline.errors import PipelineError
-
-console = Console(stderr=True, soft_wrap=True)
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -80,7 +66,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
         description="Record episodes of a suite's tasks with Ray workers into Parquet shards.",
     )
     p.add_argument("--suite", help="atari | babyai | metaworld | mujoco")
-    p.add_argument("--tasks", type=_csv, help="comma-separated task names (default: the whole suite)")
+    p.add_argument("--tasks", type=csv_list, help="comma-separated task names (default: the whole suite)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--episodes", type=int, help="episodes per task")
     budget.add_argument("--steps", type=int, help="steps per task (whole episodes)")
@@ -94,6 +80,14 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-episode-steps", type=int, help="horizon override (Meta-World default 100)")
     p.add_argument("--overwrite", action="store_true", help="replace these configs if present")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same command")
+    p.add_argument(
+        "--min-return-fraction",
+        type=float,
+        help="keep episodes scoring at least this (expert-normalised, JAT reference); config <task>-topNN",
+    )
+    p.add_argument(
+        "--returns-to-go", action="store_true", help="also write meta/<config>/returns_to_go.parquet"
+    )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("--experts-dir", help="experts trained by train-experts")
     p.add_argument("--no-progress", action="store_true")
@@ -120,6 +114,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         max_episode_steps=args.max_episode_steps,
         overwrite=args.overwrite,
         resume=args.resume,
+        min_return_fraction=args.min_return_fraction,
+        returns_to_go=args.returns_to_go,
         address=args.address,
         experts_dir=args.experts_dir,
         progress=not args.no_progress,
@@ -145,7 +141,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         description="Validate every shard; exit 1 naming the shard and row on any failure.",
     )
     p.add_argument("dir", help="dataset folder or URI")
-    p.add_argument("--configs", type=_csv, help="comma-separated configs (default: all)")
+    p.add_argument("--configs", type=csv_list, help="comma-separated configs (default: all)")
     p.set_defaults(handler=_cmd_validate)
 
 
@@ -192,99 +188,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
-# --- publish -----------------------------------------------------------------------------------
-def _add_publish(sub: argparse._SubParsersAction) -> None:
+# --- submit ------------------------------------------------------------------------------------
+def _add_submit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "publish",
-        help="push validated configs to a Hub dataset repo (or a folder) with a dataset card",
-        description="Validate, then upload configs in bounded commits with a generated card; re-running "
-        "resumes and uploads only what is missing. Hub endpoint: HF_ENDPOINT; token: HF_TOKEN "
-        "or `hf auth login`. Without --repo-id, writes the same layout to --to-folder.",
+        "submit",
+        help="run a stage as a Ray cluster batch job",
+        description="Submit `pipeline COMMAND ...` to a Ray cluster's job server, e.g. "
+        "`pipeline submit --address http://head:8265 -- rollout --suite atari --out s3://b/jat`.",
     )
-    p.add_argument("dir", help="dataset folder or URI written by `pipeline rollout`")
-    p.add_argument("--repo-id", help="Hub dataset repo ORG/NAME")
     p.add_argument(
-        "--configs", type=_csv, help="comma-separated configs (default: all); others on the target are kept"
+        "--address", help="Ray dashboard address (default: RAY_ADDRESS, else http://127.0.0.1:8265)"
     )
-    p.add_argument("--private", action="store_true", help="create the repo private")
-    p.add_argument("--revision", help="branch to commit to (created from main if missing)")
     p.add_argument(
-        "--to-folder", help="write the publishable layout here (default without --repo-id: DIR-publish)"
+        "--env", type=csv_list, default=[], help="comma-separated env var names to forward (AWS_*, HF_TOKEN)"
     )
-    p.add_argument("--max-commit-files", type=int, default=100, help="files per commit (default 100)")
+    p.add_argument("--no-wait", action="store_true", help="return after submitting")
+    p.add_argument("--job-id", help="submission id (default: chosen by Ray)")
     p.add_argument(
-        "--max-commit-mb", type=int, default=1024, help="MB of new files per commit (default 1024)"
+        "stage", nargs=argparse.REMAINDER, help="-- then the pipeline subcommand and its arguments"
     )
-    p.add_argument("--no-xet", action="store_true", help="plain LFS upload (servers without Xet storage)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_cmd_publish)
+    p.set_defaults(handler=_cmd_submit)
 
 
-def _cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import PublishConfig, publish
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.submit import SubmitConfig, submit
 
-    if args.max_commit_mb < 1:
-        raise PipelineError(f"--max-commit-mb must be at least 1, got {args.max_commit_mb}")
-    summary = publish(
-        PublishConfig(
-            data_dir=args.dir,
-            repo_id=args.repo_id,
-            configs=tuple(args.configs or ()),
-            private=args.private,
-            revision=args.revision,
-            to_folder=args.to_folder,
-            max_commit_files=args.max_commit_files,
-            max_commit_bytes=args.max_commit_mb * 1024 * 1024,
-            xet=not args.no_xet,
-            progress=not args.no_progress,
+    command = tuple(args.stage[1:] if args.stage[:1] == ["--"] else args.stage)
+    result = submit(
+        SubmitConfig(
+            command=command,
+            address=args.address,
+            env=tuple(args.env),
+            wait=not args.no_wait,
+            job_id=args.job_id,
         )
     )
-    table = Table(title=f"publish → {summary.target} ({summary.seconds:.1f} s)")
-    for column in ("configs published", "files uploaded", "MB", "MB/s", "unchanged", "deleted", "commits"):
-        table.add_column(column)
-    table.add_row(
-        ", ".join(summary.configs),
-        str(summary.uploaded_files),
-        f"{summary.uploaded_bytes / 1e6:.1f}",
-        f"{summary.throughput_mb_s:.1f}",
-        str(summary.unchanged_files),
-        str(summary.deleted_files),
-        str(summary.commits),
-    )
-    out = Console(soft_wrap=True)
-    out.print(table)
-    out.print(f"the card lists {len(summary.card_configs)} config(s): {', '.join(summary.card_configs)}")
-    return 0
-
-
-# --- main --------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pipeline", description="jat-pipeline: build, validate and publish JAT-format datasets."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_tasks, _add_rollout, _add_validate, _add_demo, _add_publish):
-        add(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
-    try:
-        return args.handler(args)
-    except PipelineError as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
-        return 2
-    except KeyboardInterrupt:
-        console.print("interrupted: nothing partial was committed; re-run with --overwrite to start again")
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    console.print(f"job {result.job_id}: {result.status}")
+    return 0 if result.status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
