@@ -110,7 +110,38 @@ def scripted_available(spec: TaskSpec) -> bool:
     return spec.suite in ("babyai", "metaworld")
 
 
-def check_policy(kind: str, spec: TaskSpec, experts_dir: str | None) -> None:
+def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) -> dict[str, Any] | None:
+    """The metadata of the expert rollout may use for `spec`, None to fall back to the bot/scripted one.
+
+    Refuses (PipelineError) a missing expert where no fallback exists, and a rejected or
+    unevaluated one unless `allow_weak`.
+    """
+    metadata = None
+    if experts_dir:
+        from experts.store import ExpertStore  # experts/ imports this module: import it lazily
+
+        metadata = ExpertStore(experts_dir).read_metadata(spec.config)
+    if metadata is None:
+        if scripted_available(spec):
+            return None
+        where = f" in {experts_dir}" if experts_dir else " (no --experts-dir given)"
+        raise PipelineError(
+            f"no trained expert for {spec.config}{where}: train one with "
+            f"`pipeline train-experts --tasks {spec.config} --out EXPERTS_DIR` and pass "
+            "--experts-dir EXPERTS_DIR, or use --policy random"
+        )
+    status = metadata.get("status")
+    if status != "accepted" and not allow_weak:
+        reason = (metadata.get("gate") or {}).get("reason", "it was never evaluated")
+        fallback = ", or --policy scripted" if scripted_available(spec) else ""
+        raise PipelineError(
+            f"the expert for {spec.config} in {experts_dir} is {status}: {reason}; train it further "
+            f"(`pipeline train-experts --resume`), or pass --allow-weak to record it anyway{fallback}"
+        )
+    return metadata
+
+
+def check_policy(kind: str, spec: TaskSpec, experts_dir: str | None, allow_weak: bool = False) -> None:
     """Fail before any work when `kind` cannot act in `spec`'s env."""
     if kind not in POLICY_KINDS:
         raise PipelineError(f"unknown policy {kind!r}; choose one of {', '.join(POLICY_KINDS)}")
@@ -119,20 +150,27 @@ def check_policy(kind: str, spec: TaskSpec, experts_dir: str | None) -> None:
             f"no scripted policy for {spec.config}: scripted experts exist for BabyAI (bot) and "
             "Meta-World only; use --policy random, or --policy expert with a trained expert"
         )
-    if kind == "expert" and not scripted_available(spec):
-        raise PipelineError(
-            f"no trained expert for {spec.config}"
-            + (f" in {experts_dir}" if experts_dir else "")
-            + ": train one with `pipeline train-experts`, or use --policy random"
-        )
+    if kind == "expert":
+        _stored_expert(spec, experts_dir, allow_weak)
 
 
-def make_policy(kind: str, spec: TaskSpec, env: gym.Env, experts_dir: str | None = None) -> Policy:
-    """Build the policy `kind` for a task (checked first by `check_policy`)."""
-    check_policy(kind, spec, experts_dir)
+def make_policy(
+    kind: str, spec: TaskSpec, env: gym.Env, experts_dir: str | None = None, allow_weak: bool = False
+) -> Policy:
+    """Build the policy `kind` for a task (checked first by `check_policy`).
+
+    "expert" loads the trained expert from `experts_dir` when one is stored (accepted by the
+    gate, or any with `allow_weak`); BabyAI and Meta-World fall back to their bot/scripted expert.
+    """
+    check_policy(kind, spec, experts_dir, allow_weak)
     if kind == "random":
         return RandomPolicy(env.action_space)
-    # "expert" falls back to the suite's non-trained expert (BabyAI bot, Meta-World scripted).
+    if kind == "expert":
+        metadata = _stored_expert(spec, experts_dir, allow_weak)
+        if metadata is not None:
+            from experts.store import ExpertStore
+
+            return ExpertStore(experts_dir or "").load_policy(spec, metadata)
     if spec.suite == "babyai":
         return BabyAIBotPolicy()
     return MetaWorldScriptedPolicy(spec.env_name or "")

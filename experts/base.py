@@ -1,0 +1,194 @@
+"""The expert backend interface, the lazy backend registry, and what every backend shares.
+
+A backend trains an expert for one task, saves it into a folder, and loads that folder back
+as a `pipeline.policies.Policy` for rollout and evaluation. Backends are looked up by name
+and imported only when asked for, so using stable-baselines3 never imports sample-factory
+(whose import applies a numpy compatibility patch) and vice versa.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.errors import PipelineError
+from pipeline.policies import Policy
+from pipeline.registry import TaskSpec
+
+log = logging.getLogger(__name__)
+
+# name -> "module:Class"; imported on first use only.
+BACKENDS: dict[str, str] = {
+    "sample-factory": "experts.sample_factory:SampleFactoryBackend",
+    "sb3": "experts.sb3:SB3Backend",
+    "babyai-bot": "experts.scripted:BabyAIBotBackend",
+    "metaworld-scripted": "experts.scripted:MetaWorldScriptedBackend",
+}
+
+CURVE_FILE = "learning_curve.csv"
+CURVE_COLUMNS = ("steps", "wall_time_s", "episodes", "mean_return", "mean_length")
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """A live report from a training run (what the progress view shows)."""
+
+    config: str
+    steps: int
+    total_steps: int
+    fps: float
+    latest_return: float | None
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a backend needs to train one expert; built by the train-experts stage."""
+
+    spec: TaskSpec
+    hyperparameters: dict[str, Any]
+    """The backend's own section of the task's `expert` config (per-suite defaults + per-task overrides)."""
+    steps: int
+    """Total env steps to reach (a resumed run trains only the remainder)."""
+    seed: int
+    workdir: str
+    """Local folder for checkpoints and the learning curve; kept between runs for `--resume`."""
+    model_dir: str
+    """Local folder the final model is written to (what `load` reads)."""
+    resume: bool = False
+    num_cpus: int = 1
+    time_limit_s: float | None = None
+    """Stop training after this many seconds of this run (the model so far is saved and evaluated)."""
+    report: Callable[[TrainProgress], None] = field(default=lambda progress: None)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a backend reports after training."""
+
+    steps: int
+    """Env steps trained in total (across resumed runs)."""
+    algo: str
+    hyperparameters: dict[str, Any]
+    """The values actually used, defaults included, for the metadata file."""
+    resumed_from: int = 0
+
+
+class ExpertBackend(Protocol):
+    """One way of producing experts. `trainable=False` for bots and scripted policies."""
+
+    name: str
+    trainable: bool
+
+    def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
+        """Raise PipelineError, before any work, if this backend cannot handle `spec` so configured."""
+
+    def train(self, job: TrainJob) -> TrainOutcome:
+        """Train (or resume) to `job.steps`: checkpoints in `job.workdir`, final model in `job.model_dir`."""
+
+    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
+        """The saved expert as a policy acting on `pipeline.envs.make_env(spec)` observations."""
+
+    def versions(self) -> dict[str, str]:
+        """Library versions to record in the metadata."""
+
+
+def backend_names() -> list[str]:
+    return list(BACKENDS)
+
+
+def get_backend(name: str) -> ExpertBackend:
+    """Import and build the backend `name`; unknown names get a PipelineError listing the valid ones."""
+    if name not in BACKENDS:
+        raise PipelineError(f"unknown expert backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PipelineError(
+            f"expert backend {name!r} cannot be imported ({exc}); install it with `make install`"
+        ) from exc
+    return getattr(module, class_name)()
+
+
+def check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
+    """Typos in hyperparameter files fail at once, naming the key."""
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise PipelineError(
+            f"{where}: unknown hyperparameter(s) {unknown}; check env_configs/ (expert section)"
+        )
+
+
+class CurveRecorder:
+    """Appends learning-curve rows to `workdir/learning_curve.csv`, one per `every_s` seconds.
+
+    Rows aggregate the episodes finished since the previous row. The file survives in the
+    workdir, so a resumed run continues the same curve and the same wall-clock count.
+    """
+
+    def __init__(self, workdir: str, every_s: float = 10.0) -> None:
+        self.path = os.path.join(workdir, CURVE_FILE)
+        self.every_s = every_s
+        self.wall_offset = 0.0
+        if os.path.exists(self.path):
+            rows = read_curve(self.path)
+            if rows:
+                self.wall_offset = float(rows[-1]["wall_time_s"])
+        else:
+            os.makedirs(workdir, exist_ok=True)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(CURVE_COLUMNS)
+        self.started = time.monotonic()
+        self.last_row = self.started
+        self._returns: list[float] = []
+        self._lengths: list[int] = []
+        self.latest_return: float | None = None
+
+    @property
+    def wall_time(self) -> float:
+        return self.wall_offset + time.monotonic() - self.started
+
+    def episode(self, episode_return: float, length: int) -> None:
+        self._returns.append(float(episode_return))
+        self._lengths.append(int(length))
+        self.latest_return = float(episode_return)
+
+    def maybe_write(self, steps: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._returns or (not force and now - self.last_row < self.every_s):
+            return
+        mean_return = sum(self._returns) / len(self._returns)
+        mean_length = sum(self._lengths) / len(self._lengths)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(
+                [
+                    steps,
+                    f"{self.wall_time:.1f}",
+                    len(self._returns),
+                    f"{mean_return:.6g}",
+                    f"{mean_length:.1f}",
+                ]
+            )
+        self._returns.clear()
+        self._lengths.clear()
+        self.last_row = now
+
+
+def read_curve(path: str) -> list[dict[str, float]]:
+    """Rows of a learning-curve CSV as floats (empty list if the file has none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f) if row.get("steps")]
+
+
+def fps_since(start_steps: int, steps: int, started: float) -> float:
+    elapsed = time.monotonic() - started
+    return (steps - start_steps) / elapsed if elapsed > 0 else math.nan

@@ -1,0 +1,138 @@
+"""Expert evaluation and the quality gate rollout relies on.
+
+An expert plays N episodes on fresh seeds (never the ones training or rollout use) in the
+same env rollout records from, `pipeline.envs.make_env`, with the same action clipping. Its
+mean return is normalised against JAT's reference, `(score - random) / (expert_ref - random)`,
+and an expert below the threshold is rejected; the threshold can never be below 0 (random).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.envs import make_env
+from pipeline.errors import PipelineError
+from pipeline.policies import EpisodeFailed, Policy
+from pipeline.registry import TaskSpec
+
+# Evaluation seeds live far from rollout's (plan.py derives those from small run seeds) and training's.
+EVAL_SEED_BASE = 1_000_000_007
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What `evaluate` measured; stored as the `evaluation` section of metadata.json."""
+
+    episodes: int
+    mean_return: float
+    std_return: float
+    normalised: float
+    random_mean: float
+    expert_reference: float
+    success_rate: float | None
+    failed_episodes: int
+    seed: int
+    mean_length: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    threshold: float
+    reason: str
+
+    @property
+    def status(self) -> str:
+        return "accepted" if self.accepted else "rejected"
+
+
+def eval_seeds(seed: int, episodes: int) -> list[int]:
+    return [EVAL_SEED_BASE + 10_000 * seed + i for i in range(episodes)]
+
+
+def _step_success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
+    if spec.suite == "babyai":
+        return bool(terminated and reward > 0)
+    if "success" in info:
+        return bool(info["success"])
+    return None
+
+
+def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: Any = None) -> EvalResult:
+    """Play `episodes` episodes of `policy` on fresh seeds and score them against JAT's references."""
+    if episodes < 1:
+        raise PipelineError(f"evaluation needs at least 1 episode, got {episodes}")
+    env = env if env is not None else make_env(spec)
+    continuous = spec.action.type == "continuous"
+    returns: list[float] = []
+    lengths: list[int] = []
+    successes: list[bool] = []
+    failed = 0
+    for episode_seed in eval_seeds(seed, episodes):
+        observation, info = env.reset(seed=episode_seed)
+        policy.reset(env, episode_seed)
+        total, length, success, reports_success = 0.0, 0, False, False
+        while True:
+            try:
+                action = policy.act(observation, info)
+            except EpisodeFailed:
+                failed += 1
+                break
+            if continuous:
+                action = np.clip(np.asarray(action, dtype=np.float32), spec.action.low, spec.action.high)
+            observation, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            length += 1
+            step_success = _step_success(spec, terminated, float(reward), info)
+            if step_success is not None:
+                reports_success = True
+                success = success or step_success
+            if terminated or truncated:
+                break
+        returns.append(total)
+        lengths.append(length)
+        if reports_success or spec.suite == "babyai":
+            successes.append(success)
+    mean = float(np.mean(returns))
+    return EvalResult(
+        episodes=episodes,
+        mean_return=mean,
+        std_return=float(np.std(returns)),
+        normalised=float(spec.scores.normalise(mean)),
+        random_mean=spec.scores.random_mean,
+        expert_reference=spec.scores.expert_mean,
+        success_rate=float(np.mean(successes)) if successes else None,
+        failed_episodes=failed,
+        seed=seed,
+        mean_length=float(np.mean(lengths)),
+    )
+
+
+def check_threshold(threshold: float) -> float:
+    if not isinstance(threshold, int | float) or math.isnan(threshold) or threshold < 0:
+        raise PipelineError(
+            f"the gate threshold must be a normalised score >= 0 (0 = random), got {threshold!r}"
+        )
+    return float(threshold)
+
+
+def gate(result: EvalResult, threshold: float = DEFAULT_THRESHOLD) -> GateDecision:
+    """Accept an expert whose normalised score reaches `threshold` (>= 0, so never below random)."""
+    threshold = check_threshold(threshold)
+    if result.normalised >= threshold:
+        return GateDecision(True, threshold, f"normalised score {result.normalised:.3f} >= {threshold:.2f}")
+    return GateDecision(
+        False,
+        threshold,
+        f"normalised score {result.normalised:.3f} < {threshold:.2f} "
+        f"(mean return {result.mean_return:.2f}; random {result.random_mean:.2f}, "
+        f"JAT expert {result.expert_reference:.2f})",
+    )

@@ -1,0 +1,377 @@
+"""sample-factory (APPO) backend: JAT trained its Atari, MuJoCo and Meta-World experts with it.
+
+Training runs sample-factory's own runner (serial or parallel mode, per the hyperparameters)
+on envs built by `experts.wrappers.make_training_env`, i.e. on exactly the observations the
+dataset stores. Checkpoints and sample-factory's config live in `workdir/sf/`, which is what
+`--resume` continues from; the final checkpoint and config are copied into `model_dir`.
+
+Importing this module applies `experts.sf_compat` (numpy >= 2.4 fix); sample-factory's
+child processes import this module too (they unpickle `_make_sf_env`), so they get it as well.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from functools import partial
+from importlib.metadata import version
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from experts import sf_compat
+from experts.base import CurveRecorder, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.wrappers import TRUE_EPISODE, make_training_env
+from pipeline.errors import PipelineError
+from pipeline.registry import TaskSpec, get_task
+
+sf_compat.apply()
+# sample-factory logs every worker's start-up at DEBUG through its "rl" logger; its child processes import
+# this module too (to unpickle `_make_sf_env`), so this keeps them quiet as well. `verbose: true` undoes it.
+logging.getLogger("rl").setLevel(logging.WARNING)
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "sf"
+CHECKPOINT_DIR = f"{EXPERIMENT}/checkpoint_p0"
+# Keys of our `expert.sample-factory` section that are not sample-factory arguments.
+OWN_KEYS = {"verbose", "stall_timeout_s"}
+# What we always set ourselves (the stage and the job decide these).
+FIXED_KEYS = {
+    "env",
+    "experiment",
+    "train_dir",
+    "train_for_env_steps",
+    "seed",
+    "restart_behavior",
+    "device",
+    "train_for_seconds",
+}
+
+
+class ChannelsFirst(gym.ObservationWrapper):
+    """(84, 84, 4) -> (4, 84, 84): sample-factory's conv encoders want channels first. Lossless."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 255, (c, h, w), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.moveaxis(observation, -1, 0))
+
+
+class ExtraStats(gym.Wrapper):
+    """Hand the real episode's return to sample-factory as `episode_extra_stats` (our learning curve)."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if TRUE_EPISODE in info:
+            true = info.pop(TRUE_EPISODE)
+            info["episode_extra_stats"] = {"true_return": true["return"], "true_length": true["length"]}
+        info.pop("full_observation", None)  # Meta-World: not needed for learning, keeps messages small
+        return obs, reward, terminated, truncated, info
+
+
+def _make_sf_env(
+    config: str, full_env_name: str, cfg: Any = None, env_config: Any = None, render_mode: str | None = None
+) -> gym.Env:
+    """sample-factory's env factory (module level so child processes can unpickle it)."""
+    spec = get_task(config)
+    env: gym.Env = ExtraStats(make_training_env(spec))
+    if spec.observation.type == "image":
+        env = ChannelsFirst(env)
+    return env
+
+
+def _latest_checkpoint(directory: str) -> str | None:
+    found = sorted(glob.glob(os.path.join(directory, "checkpoint_*.pth")))
+    return found[-1] if found else None
+
+
+def _checkpoint_steps(path: str) -> int:
+    """Env steps recorded in a checkpoint; a PipelineError naming the file when it cannot be read."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        return int(state["env_steps"])
+    except Exception as exc:
+        raise PipelineError(
+            f"corrupt checkpoint {path}: {type(exc).__name__}: {exc} "
+            "(delete that file to resume from the previous checkpoint, or retrain with --overwrite)"
+        ) from exc
+
+
+def _start_watchdog(runner: Any, observer: _Observer, timeout_s: float) -> Any:
+    """Stop a run whose training has not advanced for `timeout_s`; `.fired` tells whether it did.
+
+    In parallel mode a crashed sample-factory worker only logs its exception, and the runner then
+    waits forever at 0 FPS; on a cluster that would hold its CPUs for good. The check runs on the
+    runner's own event loop (a signal-slot Timer), so stopping is as safe as sample-factory's own.
+    """
+    from signal_slot.signal_slot import EventLoopObject, Timer
+
+    class Watchdog(EventLoopObject):
+        def __init__(self) -> None:
+            super().__init__(runner.event_loop, "jat_watchdog")
+            self.fired = False
+            self.timer = Timer(runner.event_loop, max(1.0, min(30.0, timeout_s / 4)))
+            self.timer.timeout.connect(self.check)
+
+        def check(self) -> None:
+            idle = time.monotonic() - observer.last_step
+            if idle > timeout_s and not runner.stopped:
+                log.error("%s: no training progress for %.0f s, stopping", observer.job.spec.config, idle)
+                self.fired = True
+                runner._stop_training(failed=True)
+
+    return Watchdog()
+
+
+class _Observer:
+    """Feeds sample-factory's episode stats into our learning curve and live progress."""
+
+    def __init__(self, job: TrainJob, recorder: CurveRecorder, start_steps: int) -> None:
+        self.job = job
+        self.recorder = recorder
+        self.start_steps = start_steps
+        self.started = time.monotonic()
+        self.last_report = 0.0
+        self.last_step = time.monotonic()
+        self.steps = start_steps
+
+    def episodic(self, runner: Any, msg: dict[str, Any], policy_id: int) -> None:
+        stats = msg.get("episodic", {})
+        extra = stats.get("episode_extra_stats") or {}
+        if "true_return" in extra:
+            self.recorder.episode(
+                float(np.asarray(extra["true_return"])), int(np.asarray(extra["true_length"]))
+            )
+
+    # AlgoObserver interface
+    def on_init(self, runner: Any) -> None: ...
+    def on_connect_components(self, runner: Any) -> None: ...
+    def on_start(self, runner: Any) -> None:
+        self.last_step = time.monotonic()
+
+    def extra_summaries(self, *args: Any) -> None: ...
+    def on_stop(self, runner: Any) -> None:
+        self.recorder.maybe_write(self.steps, force=True)
+
+    def on_training_step(self, runner: Any, iteration: int) -> None:
+        # sample-factory 2.1.1 declares `total_train_seconds` (checked against --train_for_seconds) but never
+        # updates it: we keep it current so the time limit works.
+        runner.total_train_seconds = time.monotonic() - self.started
+        self.last_step = time.monotonic()
+        self.steps = int(sum(runner.env_steps.values()))
+        self.recorder.maybe_write(self.steps)
+        now = time.monotonic()
+        if now - self.last_report >= 1.0:
+            self.last_report = now
+            fps = (self.steps - self.start_steps) / max(now - self.started, 1e-6)
+            self.job.report(
+                TrainProgress(
+                    self.job.spec.config, self.steps, self.job.steps, fps, self.recorder.latest_return
+                )
+            )
+
+
+def build_cfg(
+    config: str,
+    hyperparameters: dict[str, Any],
+    workdir: str,
+    steps: int,
+    seed: int,
+    resume: bool,
+    time_limit_s: float | None = None,
+) -> Any:
+    """sample-factory's config for one task: its defaults, then ours (YAML), then the fixed keys."""
+    from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
+
+    argv = [
+        f"--env={config}",
+        f"--experiment={EXPERIMENT}",
+        f"--train_dir={workdir}",
+        f"--train_for_env_steps={steps}",
+        f"--seed={seed}",
+        "--device=cpu",
+        f"--restart_behavior={'resume' if resume else 'overwrite'}",
+    ]
+    if time_limit_s:
+        argv.append(f"--train_for_seconds={int(time_limit_s)}")
+    parser, _ = parse_sf_args(argv=argv, evaluation=False)
+    known = {action.dest for action in parser._actions}
+    sf_args = {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS}
+    check_keys("expert.sample-factory", sf_args, known - FIXED_KEYS)
+    parser.set_defaults(**sf_args)
+    return parse_full_cfg(parser, argv)
+
+
+class SampleFactoryBackend:
+    name = "sample-factory"
+    trainable = True
+
+    def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
+        if spec.observation.text:
+            raise PipelineError(
+                f"sample-factory cannot train {spec.config}: text observations (BabyAI) are not supported; "
+                "use the babyai-bot expert"
+            )
+        from sample_factory.cfg.arguments import parse_sf_args
+
+        parser, _ = parse_sf_args(argv=[f"--env={spec.config}"], evaluation=False)
+        known = {action.dest for action in parser._actions}
+        check_keys(
+            f"{spec.config} expert.sample-factory",
+            {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS},
+            known - FIXED_KEYS,
+        )
+
+    def train(self, job: TrainJob) -> TrainOutcome:
+        import torch
+        from sample_factory.algo.utils.misc import ExperimentStatus
+        from sample_factory.envs.env_utils import register_env
+        from sample_factory.train import make_runner
+
+        config = job.spec.config
+        hp = dict(job.hyperparameters)
+        if hp.get("verbose", False):
+            logging.getLogger("rl").setLevel(logging.DEBUG)
+        if hp.get("serial_mode", False):
+            torch.set_num_threads(1)  # one process does everything; more threads only contend
+        hp["num_workers"] = max(1, min(int(hp.get("num_workers", 1)), job.num_cpus))
+        resumed_from = 0
+        checkpoint_dir = os.path.join(job.workdir, CHECKPOINT_DIR)
+        latest = _latest_checkpoint(checkpoint_dir) if job.resume else None
+        if latest:
+            resumed_from = _checkpoint_steps(latest)
+            log.info("%s: resuming from %s (%d steps)", config, latest, resumed_from)
+        elif os.path.isdir(os.path.join(job.workdir, EXPERIMENT)):
+            shutil.rmtree(os.path.join(job.workdir, EXPERIMENT))
+        register_env(config, partial(_make_sf_env, config))
+        cfg = build_cfg(config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s)
+        cfg, runner = make_runner(cfg)
+        recorder = CurveRecorder(job.workdir)
+        observer = _Observer(job, recorder, resumed_from)
+        runner.register_observer(observer)
+        runner.register_episodic_stats_handler(observer.episodic)
+        watchdog = _start_watchdog(runner, observer, float(hp.get("stall_timeout_s", 600)))
+        status = runner.init()
+        if status == ExperimentStatus.SUCCESS:
+            status = runner.run()
+        log_file = os.path.join(job.workdir, EXPERIMENT, "sf_log.txt")
+        if watchdog.fired:
+            raise RuntimeError(
+                f"sample-factory made no progress for {hp.get('stall_timeout_s', 600)} s: a worker probably "
+                f"crashed (its traceback is in {log_file}); fix the cause and rerun with --resume"
+            )
+        if status != ExperimentStatus.SUCCESS:
+            raise RuntimeError(f"sample-factory stopped with status {status} (see {log_file})")
+        final = _latest_checkpoint(checkpoint_dir)
+        if final is None:
+            raise RuntimeError(f"sample-factory wrote no checkpoint in {checkpoint_dir}")
+        steps = _checkpoint_steps(final)
+        os.makedirs(job.model_dir, exist_ok=True)
+        shutil.copy2(final, os.path.join(job.model_dir, "model.pth"))
+        shutil.copy2(
+            os.path.join(job.workdir, EXPERIMENT, "config.json"), os.path.join(job.model_dir, "config.json")
+        )
+        values = cfg if isinstance(cfg, dict) else vars(cfg)
+        used = {k: v for k, v in values.items() if k in hp or k in FIXED_KEYS - {"train_dir"}}
+        return TrainOutcome(steps=steps, algo="APPO", hyperparameters=used, resumed_from=resumed_from)
+
+    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> SampleFactoryPolicy:
+        return SampleFactoryPolicy(model_dir, spec, deterministic=bool(metadata.get("deterministic", True)))
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "sample-factory": version("sample-factory"),
+            "torch": version("torch"),
+            "numpy": version("numpy"),
+        }
+
+
+class SampleFactoryPolicy:
+    """A trained sample-factory actor-critic acting on `make_env(spec)` observations."""
+
+    name = "sample-factory"
+
+    def __init__(self, model_dir: str, spec: TaskSpec, deterministic: bool = True) -> None:
+        import torch
+        from sample_factory.model.actor_critic import create_actor_critic
+        from sample_factory.model.model_utils import get_rnn_size
+        from sample_factory.utils.attr_dict import AttrDict
+
+        self.spec = spec
+        self.deterministic = deterministic
+        self.model_dir = model_dir
+        try:
+            with open(os.path.join(model_dir, "config.json")) as f:
+                self.cfg = AttrDict(json.load(f))
+            state = torch.load(os.path.join(model_dir, "model.pth"), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise PipelineError(
+                f"cannot load the sample-factory expert in {model_dir}: {type(exc).__name__}: {exc} "
+                "(retrain it with `pipeline train-experts --overwrite`)"
+            ) from exc
+        if spec.observation.type == "image":  # what ChannelsFirst gave the model in training
+            h, w, c = spec.observation.shape
+            obs_space: gym.Space = gym.spaces.Box(0, 255, (c, h, w), np.uint8)
+        else:
+            obs_space = gym.spaces.Box(-np.inf, np.inf, spec.observation.shape, np.float32)
+        action_space = _action_space(spec)
+        self.model = create_actor_critic(self.cfg, gym.spaces.Dict({"obs": obs_space}), action_space)
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.steps_trained = int(state.get("env_steps", 0))
+        self._rnn_size = get_rnn_size(self.cfg)
+        self._rnn = torch.zeros([1, self._rnn_size])
+        self._generator = torch.Generator().manual_seed(0)
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        import torch
+
+        self._rnn = torch.zeros([1, self._rnn_size])
+        torch.manual_seed(seed)  # stochastic actions replay identically for a given episode seed
+
+    def act(self, observation: Any, info: dict[str, Any]) -> Any:
+        import torch
+        from sample_factory.algo.utils.action_distributions import argmax_actions
+        from sample_factory.algo.utils.rl_utils import prepare_and_normalize_obs
+
+        obs = np.asarray(observation)
+        if self.spec.observation.type == "image":
+            obs = np.moveaxis(obs, -1, 0)
+        with torch.no_grad():
+            batch = prepare_and_normalize_obs(
+                self.model, {"obs": torch.as_tensor(np.ascontiguousarray(obs))[None]}
+            )
+            out = self.model(batch, self._rnn)
+            actions = out["actions"]
+            if self.deterministic:
+                actions = argmax_actions(self.model.action_distribution())
+            self._rnn = out["new_rnn_states"]
+        if self.spec.action.type == "discrete":
+            return int(actions.reshape(-1)[0])
+        return actions.reshape(-1).numpy().astype(np.float32)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "policy": "expert",
+            "backend": self.name,
+            "model_dir": self.model_dir,
+            "steps_trained": self.steps_trained,
+            "sample-factory": version("sample-factory"),
+        }
+
+
+def _action_space(spec: TaskSpec) -> gym.Space:
+    if spec.action.type == "discrete":
+        return gym.spaces.Discrete(int(spec.action.n or 0))
+    return gym.spaces.Box(spec.action.low, spec.action.high, spec.action.shape, np.float32)

@@ -1,0 +1,306 @@
+"""stable-baselines3 backend (PPO, A2C, SAC, TD3, DQN; TQC from sb3-contrib), the second backend.
+
+Settings follow RL Zoo's per-env YAML style: an `algo`, the algorithm's constructor kwargs,
+`policy_kwargs` (with `activation_fn` as a name), `n_envs`, and `normalize` for observation
+normalisation (stored with the model, applied by the loaded policy). Checkpoints are written
+every `checkpoint_every` steps into `workdir/sb3/`; `--resume` loads the newest one and trains
+the remainder. Off-policy replay buffers are not checkpointed (a resumed SAC/TQC refills its
+buffer), which keeps checkpoints small.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import time
+from importlib.metadata import version
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from experts.base import CurveRecorder, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.wrappers import TRUE_EPISODE, make_training_env
+from pipeline.errors import PipelineError
+from pipeline.registry import TaskSpec
+
+log = logging.getLogger(__name__)
+
+CONTINUOUS_ONLY = {"sac", "td3", "tqc", "ddpg"}
+DISCRETE_ONLY = {"dqn"}
+ALGOS = {"ppo", "a2c", "sac", "td3", "ddpg", "dqn", "tqc"}
+OWN_KEYS = {"algo", "policy", "n_envs", "normalize", "checkpoint_every", "policy_kwargs"}
+ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU"}
+CHECKPOINTS = "sb3"
+
+
+def _algo_class(name: str) -> type:
+    if name == "tqc":
+        from sb3_contrib import TQC
+
+        return TQC
+    import stable_baselines3
+
+    return getattr(stable_baselines3, name.upper())
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    kwargs = dict(raw)
+    if "activation_fn" in kwargs:
+        name = kwargs["activation_fn"]
+        if name not in ACTIVATIONS:
+            raise PipelineError(
+                f"expert.sb3.policy_kwargs.activation_fn {name!r}: choose one of {sorted(ACTIVATIONS)}"
+            )
+        kwargs["activation_fn"] = getattr(torch.nn, ACTIVATIONS[name])
+    return kwargs
+
+
+def _checkpoints(directory: str) -> list[tuple[int, str]]:
+    found = []
+    for path in glob.glob(os.path.join(directory, "model_*_steps.zip")):
+        match = re.search(r"model_(\d+)_steps\.zip$", path)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+class SB3Backend:
+    name = "sb3"
+    trainable = True
+
+    def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
+        algo = str(hyperparameters.get("algo", "ppo")).lower()
+        if algo not in ALGOS:
+            raise PipelineError(f"{spec.config}: unknown sb3 algo {algo!r}; choose one of {sorted(ALGOS)}")
+        if spec.observation.text:
+            raise PipelineError(
+                f"sb3 cannot train {spec.config}: text observations (BabyAI) are not supported"
+            )
+        if algo in CONTINUOUS_ONLY and spec.action.type != "continuous":
+            raise PipelineError(
+                f"sb3 {algo.upper()} needs continuous actions but {spec.config} has discrete actions: "
+                "use algo ppo/a2c/dqn for it (expert.sb3.algo in env_configs/)"
+            )
+        if algo in DISCRETE_ONLY and spec.action.type != "discrete":
+            raise PipelineError(
+                f"sb3 {algo.upper()} needs discrete actions but {spec.config} has continuous actions: "
+                "use algo ppo/sac/tqc for it (expert.sb3.algo in env_configs/)"
+            )
+        import inspect
+
+        allowed = set(inspect.signature(_algo_class(algo).__init__).parameters) - {"self", "env", "policy"}
+        check_keys(
+            f"{spec.config} expert.sb3",
+            {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS},
+            allowed,
+        )
+        _policy_kwargs(hyperparameters.get("policy_kwargs", {}))
+
+    def train(self, job: TrainJob) -> TrainOutcome:
+        import torch
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+        spec, hp = job.spec, dict(job.hyperparameters)
+        self.check(spec, hp)
+        torch.set_num_threads(max(1, job.num_cpus))
+        algo = str(hp.pop("algo", "ppo")).lower()
+        policy = hp.pop("policy", "CnnPolicy" if spec.observation.type == "image" else "MlpPolicy")
+        n_envs = int(hp.pop("n_envs", 1))
+        normalize = bool(hp.pop("normalize", False))
+        every = int(hp.pop("checkpoint_every", 50_000))
+        hp.pop("deterministic", None)
+        policy_kwargs = _policy_kwargs(hp.pop("policy_kwargs", {}))
+        algo_class = _algo_class(algo)
+
+        def factory(rank: int) -> Any:
+            def build() -> gym.Env:
+                env = make_training_env(spec)
+                env.reset(seed=job.seed + rank)
+                return env
+
+            return build
+
+        venv: Any = DummyVecEnv([factory(i) for i in range(n_envs)])
+        checkpoint_dir = os.path.join(job.workdir, CHECKPOINTS)
+        existing = _checkpoints(checkpoint_dir) if job.resume else []
+        resumed_from = 0
+        if existing:
+            resumed_from, path = existing[-1]
+            if normalize:
+                venv = _load_vecnormalize(path, venv)
+            try:
+                model = algo_class.load(path, env=venv, device="cpu")
+            except Exception as exc:
+                raise PipelineError(
+                    f"corrupt checkpoint {path}: {type(exc).__name__}: {exc} "
+                    "(delete that file to resume from the previous checkpoint, or retrain with --overwrite)"
+                ) from exc
+            log.info("%s: resuming from %s (%d steps)", spec.config, path, resumed_from)
+        else:
+            if normalize:
+                venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+            model = algo_class(
+                policy,
+                venv,
+                seed=job.seed,
+                device="cpu",
+                verbose=0,
+                policy_kwargs=policy_kwargs or None,
+                **hp,
+            )
+        recorder = CurveRecorder(job.workdir)
+        callback = _callback(job, recorder, checkpoint_dir, every, resumed_from)
+        remaining = max(0, job.steps - model.num_timesteps)
+        if remaining:
+            model.learn(remaining, callback=callback, reset_num_timesteps=False)
+        callback.checkpoint(model)
+        recorder.maybe_write(model.num_timesteps, force=True)
+        os.makedirs(job.model_dir, exist_ok=True)
+        model.save(os.path.join(job.model_dir, "model.zip"))
+        if normalize:
+            _save_obs_stats(model.get_vec_normalize_env(), os.path.join(job.model_dir, "obs_norm.npz"))
+        used = {
+            "algo": algo,
+            "policy": policy,
+            "n_envs": n_envs,
+            "normalize": normalize,
+            "policy_kwargs": job.hyperparameters.get("policy_kwargs", {}),
+            **hp,
+        }
+        return TrainOutcome(
+            steps=int(model.num_timesteps), algo=algo.upper(), hyperparameters=used, resumed_from=resumed_from
+        )
+
+    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> SB3Policy:
+        algo = str(metadata.get("hyperparameters", {}).get("algo", "ppo")).lower()
+        return SB3Policy(model_dir, spec, algo, deterministic=bool(metadata.get("deterministic", True)))
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "stable-baselines3": version("stable-baselines3"),
+            "sb3-contrib": version("sb3-contrib"),
+            "torch": version("torch"),
+        }
+
+
+def _load_vecnormalize(model_path: str, venv: Any) -> Any:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    stats = model_path.replace(".zip", "_vecnormalize.pkl")
+    try:
+        return VecNormalize.load(stats, venv)
+    except Exception as exc:
+        raise PipelineError(
+            f"corrupt checkpoint {stats}: {exc} (delete it and its model zip, then resume)"
+        ) from exc
+
+
+def _save_obs_stats(vec_normalize: Any, path: str) -> None:
+    rms = vec_normalize.obs_rms
+    np.savez(path, mean=rms.mean, var=rms.var, clip=vec_normalize.clip_obs, epsilon=vec_normalize.epsilon)
+
+
+def _callback(job: TrainJob, recorder: CurveRecorder, directory: str, every: int, start: int) -> Any:
+    """SB3 callback: learning curve, live progress, periodic checkpoints (model + normaliser stats).
+
+    Built in a function so importing this module does not import stable-baselines3.
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Callback(BaseCallback):
+        def __init__(self, job: TrainJob, recorder: CurveRecorder, directory: str, every: int, start: int):
+            super().__init__()
+            self.job, self.recorder, self.directory, self.every = job, recorder, directory, every
+            self.start_steps = start
+            self.started = time.monotonic()
+            self.last_report = 0.0
+            self.last_checkpoint = start
+            self.deadline = None if job.time_limit_s is None else self.started + job.time_limit_s
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", []):
+                if TRUE_EPISODE in info:
+                    self.recorder.episode(info[TRUE_EPISODE]["return"], info[TRUE_EPISODE]["length"])
+            steps = self.num_timesteps
+            self.recorder.maybe_write(steps)
+            if steps - self.last_checkpoint >= self.every:
+                self.checkpoint(self.model)
+            now = time.monotonic()
+            if now - self.last_report >= 1.0:
+                self.last_report = now
+                fps = (steps - self.start_steps) / max(now - self.started, 1e-6)
+                self.job.report(
+                    TrainProgress(
+                        self.job.spec.config, steps, self.job.steps, fps, self.recorder.latest_return
+                    )
+                )
+            return self.deadline is None or now < self.deadline
+
+        def checkpoint(self, model: Any) -> None:
+            os.makedirs(self.directory, exist_ok=True)
+            steps = model.num_timesteps
+            path = os.path.join(self.directory, f"model_{steps}_steps.zip")
+            tmp = os.path.join(self.directory, f".tmp_model_{steps}.zip")
+            model.save(tmp)
+            vec_normalize = model.get_vec_normalize_env()
+            if vec_normalize is not None:
+                vec_normalize.save(path.replace(".zip", "_vecnormalize.pkl"))
+            os.replace(tmp, path)  # the zip appears complete or not at all
+            for _, old in _checkpoints(self.directory)[:-2]:
+                os.remove(old)
+                stats = old.replace(".zip", "_vecnormalize.pkl")
+                if os.path.exists(stats):
+                    os.remove(stats)
+            self.last_checkpoint = steps
+
+    return Callback(job, recorder, directory, every, start)
+
+
+class SB3Policy:
+    """A saved SB3 model acting on `make_env(spec)` observations."""
+
+    name = "sb3"
+
+    def __init__(self, model_dir: str, spec: TaskSpec, algo: str, deterministic: bool = True) -> None:
+        path = os.path.join(model_dir, "model.zip")
+        try:
+            self.model = _algo_class(algo).load(path, device="cpu")
+        except Exception as exc:
+            raise PipelineError(
+                f"cannot load the sb3 expert {path}: {type(exc).__name__}: {exc} "
+                "(retrain it with `pipeline train-experts --backend sb3 --overwrite`)"
+            ) from exc
+        self.spec, self.algo, self.deterministic, self.model_dir = spec, algo, deterministic, model_dir
+        self.obs_norm = None
+        stats = os.path.join(model_dir, "obs_norm.npz")
+        if os.path.exists(stats):
+            with np.load(stats) as data:
+                self.obs_norm = {k: data[k] for k in data.files}
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        self.model.set_random_seed(seed)
+
+    def act(self, observation: Any, info: dict[str, Any]) -> Any:
+        obs = np.asarray(observation)
+        if self.obs_norm is not None:
+            n = self.obs_norm
+            obs = np.clip((obs - n["mean"]) / np.sqrt(n["var"] + n["epsilon"]), -n["clip"], n["clip"])
+            obs = obs.astype(np.float32)
+        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        if self.spec.action.type == "discrete":
+            return int(np.asarray(action).reshape(-1)[0])
+        return np.asarray(action, dtype=np.float32).reshape(-1)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "policy": "expert",
+            "backend": self.name,
+            "algo": self.algo,
+            "model_dir": self.model_dir,
+            "stable-baselines3": version("stable-baselines3"),
+        }

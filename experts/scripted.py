@@ -1,0 +1,58 @@
+"""Experts that need no training, registered as backends so every suite has an expert.
+
+BabyAI: minigrid's BabyAI bot (JAT recorded BabyAI with it). Meta-World: the package's
+hand-written per-task policies. "Training" one only records its metadata; the stage then
+evaluates and gates it like any trained expert, so rollout treats all experts the same way.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from experts.base import TrainJob, TrainOutcome
+from pipeline.errors import PipelineError
+from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, Policy
+from pipeline.registry import TaskSpec
+
+
+class BabyAIBotBackend:
+    name = "babyai-bot"
+    trainable = False
+
+    def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
+        if spec.suite != "babyai":
+            raise PipelineError(f"the babyai-bot expert plays BabyAI tasks only, not {spec.config}")
+
+    def train(self, job: TrainJob) -> TrainOutcome:
+        return TrainOutcome(steps=0, algo="BabyAI bot (minigrid)", hyperparameters={})
+
+    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
+        return BabyAIBotPolicy()
+
+    def versions(self) -> dict[str, str]:
+        return {"minigrid": version("minigrid")}
+
+
+class MetaWorldScriptedBackend:
+    name = "metaworld-scripted"
+    trainable = False
+
+    def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
+        if spec.suite != "metaworld":
+            raise PipelineError(
+                f"the metaworld-scripted expert plays Meta-World tasks only, not {spec.config}"
+            )
+        from metaworld.policies import ENV_POLICY_MAP
+
+        if spec.env_name not in ENV_POLICY_MAP:
+            raise PipelineError(f"Meta-World ships no scripted policy for {spec.env_name!r} ({spec.config})")
+
+    def train(self, job: TrainJob) -> TrainOutcome:
+        return TrainOutcome(steps=0, algo="Meta-World scripted policy", hyperparameters={})
+
+    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
+        return MetaWorldScriptedPolicy(spec.env_name or "")
+
+    def versions(self) -> dict[str, str]:
+        return {"metaworld": version("metaworld")}

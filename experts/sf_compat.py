@@ -1,0 +1,55 @@
+"""Compatibility fix for sample-factory 2.1.1 with numpy >= 2.4 and gymnasium 1.x.
+
+sample-factory writes per-step policy outputs into its trajectory buffers through
+`TensorDict._set_data_func`. Some of those outputs arrive as 1-element arrays (shape (1,))
+while the buffer slot they go to is a scalar (shape ()). numpy < 2.4 silently converted the
+1-element array; numpy 2.4 removed that conversion and raises "setting an array element with
+a sequence", which stops training at the first rollout step.
+
+`apply()` wraps the method once per process: the original code runs first (no cost on the hot
+path), and only when numpy refuses a same-size array is the value reshaped to the slot's shape
+and written again. Nothing in site-packages is edited; the patch lives with our backend and is
+applied by `experts.sample_factory` before any sample-factory object is built, in every
+process sample-factory starts (they import our env factory, which imports this module).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_APPLIED = False
+
+
+def _reshaped(target: np.ndarray, index: Any, value: Any) -> np.ndarray | None:
+    """`value` reshaped to `target[index]`'s shape when the sizes agree, else None."""
+    slot_shape = np.shape(target[index])
+    array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    if array.shape != slot_shape and array.size == int(np.prod(slot_shape, dtype=np.int64)):
+        return array.reshape(slot_shape)
+    return None
+
+
+def apply() -> None:
+    """Patch sample-factory's TensorDict in this process (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    from sample_factory.algo.utils.tensor_dict import TensorDict
+
+    original = TensorDict._set_data_func
+
+    def _set_data_func(self: TensorDict, x: Any, index: Any, new_data: Any) -> None:
+        try:
+            original(self, x, index, new_data)
+        except (ValueError, TypeError, RuntimeError):
+            if isinstance(new_data, dict) or x is None:
+                raise
+            fixed = _reshaped(x, index, new_data)
+            if fixed is None:
+                raise
+            original(self, x, index, fixed)
+
+    TensorDict._set_data_func = _set_data_func
+    _APPLIED = True

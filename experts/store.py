@@ -1,0 +1,177 @@
+"""The expert store: one folder per task config under EXPERTS_DIR (a local path or a `pyarrow.fs` URI).
+
+    EXPERTS_DIR/<config>/metadata.json       backend, versions, hyperparameters, env spec, steps,
+                                             wall time, seed, evaluation, gate status
+    EXPERTS_DIR/<config>/learning_curve.csv  steps, wall_time_s, episodes, mean_return, mean_length
+    EXPERTS_DIR/<config>/model/              what the backend loads as a policy
+    EXPERTS_DIR/<config>/checkpoints/        training state for `--resume`
+
+Backends train in local folders. For a local store those are the store's own folders; for a
+remote one (s3://…) they are a local staging copy that is uploaded when training ends (and
+downloaded first on `--resume`). metadata.json is written last and atomically, so a folder
+without it holds no finished expert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from experts.base import CURVE_FILE, get_backend, read_curve
+from pipeline.errors import PipelineError
+from pipeline.policies import Policy
+from pipeline.registry import TaskSpec
+from pipeline.storage import Location, open_location
+
+log = logging.getLogger(__name__)
+
+METADATA = "metadata.json"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+ACCEPTED, REJECTED, UNEVALUATED = "accepted", "rejected", "unevaluated"
+
+
+@dataclass(frozen=True)
+class StagedExpert:
+    """Local folders a backend trains into for one config."""
+
+    config: str
+    root: str
+    workdir: str
+    model_dir: str
+
+
+class ExpertStore:
+    """Read and write experts under one EXPERTS_DIR."""
+
+    def __init__(self, uri: str, cache_dir: str | None = None) -> None:
+        self.location: Location = open_location(uri)
+        self.uri = self.location.uri
+        digest = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
+        self.cache_dir = cache_dir or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.join(tempfile.gettempdir(), "jat-pipeline-cache")),
+            "experts",
+            digest,
+        )
+
+    # --- metadata -------------------------------------------------------------------------
+    def read_metadata(self, config: str) -> dict[str, Any] | None:
+        if not self.location.exists(f"{config}/{METADATA}"):
+            return None
+        try:
+            return self.location.read_json(f"{config}/{METADATA}")
+        except ValueError as exc:
+            raise PipelineError(
+                f"corrupt expert metadata {self.location.path(f'{config}/{METADATA}')}: {exc} "
+                "(retrain with `pipeline train-experts --overwrite`)"
+            ) from exc
+
+    def write_metadata(self, config: str, metadata: dict[str, Any]) -> None:
+        self.location.write_json(f"{config}/{METADATA}", metadata)
+
+    def has_training_state(self, config: str) -> bool:
+        return self.location.exists(f"{config}/{CHECKPOINT_DIR}") or self.location.exists(
+            f"{config}/{METADATA}"
+        )
+
+    def configs(self) -> list[str]:
+        """Configs that hold a finished expert (a metadata file)."""
+        return [
+            info.base_name
+            for info in self.location.list("")
+            if info.type == pafs.FileType.Directory and self.location.exists(f"{info.base_name}/{METADATA}")
+        ]
+
+    def delete(self, config: str) -> None:
+        self.location.delete(config)
+
+    # --- training folders -----------------------------------------------------------------
+    def stage(self, config: str, resume: bool) -> StagedExpert:
+        """Local folders to train in; for a remote store, a staging copy (checkpoints pulled on resume)."""
+        if self.location.is_local:
+            root = self.location.path(config)
+        else:
+            root = os.path.join(self.cache_dir, config)
+            if os.path.isdir(root):
+                shutil.rmtree(root)  # staging copies are never trusted over the store
+            if resume:
+                self._download(f"{config}/{CHECKPOINT_DIR}", os.path.join(root, CHECKPOINT_DIR))
+        os.makedirs(root, exist_ok=True)
+        return StagedExpert(config, root, os.path.join(root, CHECKPOINT_DIR), os.path.join(root, MODEL_DIR))
+
+    def publish(self, staged: StagedExpert) -> None:
+        """Upload a staging copy to a remote store (nothing to do for a local one)."""
+        if self.location.is_local:
+            return
+        for name in (CHECKPOINT_DIR, MODEL_DIR):
+            local = os.path.join(staged.root, name)
+            if os.path.isdir(local):
+                self.location.delete(f"{staged.config}/{name}")
+                pafs.copy_files(
+                    local,
+                    self.location.path(f"{staged.config}/{name}"),
+                    source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=self.location.fs,
+                )
+        curve = os.path.join(staged.workdir, CURVE_FILE)
+        if os.path.exists(curve):
+            with open(curve, "rb") as f:
+                self.location.write_bytes(f"{staged.config}/{CURVE_FILE}", f.read())
+
+    def copy_curve(self, staged: StagedExpert) -> None:
+        """Keep the learning curve next to metadata.json (local stores; remote ones copy it in `publish`)."""
+        curve = os.path.join(staged.workdir, CURVE_FILE)
+        if self.location.is_local and os.path.exists(curve):
+            with open(curve, "rb") as f:
+                self.location.write_bytes(f"{staged.config}/{CURVE_FILE}", f.read())
+
+    def curve(self, config: str) -> list[dict[str, float]]:
+        if not self.location.exists(f"{config}/{CURVE_FILE}"):
+            return []
+        if self.location.is_local:
+            return read_curve(self.location.path(f"{config}/{CURVE_FILE}"))
+        local = os.path.join(self.cache_dir, config, CURVE_FILE)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as f:
+            f.write(self.location.read_bytes(f"{config}/{CURVE_FILE}"))
+        return read_curve(local)
+
+    # --- loading --------------------------------------------------------------------------
+    def local_model_dir(self, config: str) -> str:
+        if self.location.is_local:
+            return self.location.path(f"{config}/{MODEL_DIR}")
+        local = os.path.join(self.cache_dir, config, MODEL_DIR)
+        if os.path.isdir(local):
+            shutil.rmtree(local)
+        self._download(f"{config}/{MODEL_DIR}", local)
+        return local
+
+    def _download(self, relative: str, local: str) -> None:
+        """Copy a folder of the store into a local folder, sub-folders included (nothing if absent)."""
+        base = self.location.path(relative)
+        for info in self.location.list(relative, recursive=True):
+            if info.type != pafs.FileType.File:
+                continue
+            target = os.path.join(local, info.path[len(base) + 1 :])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with self.location.fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+    def load_policy(self, spec: TaskSpec, metadata: dict[str, Any] | None = None) -> Policy:
+        """The stored expert of `spec` as a policy; PipelineError when there is none or it cannot be read."""
+        metadata = metadata or self.read_metadata(spec.config)
+        if metadata is None:
+            raise PipelineError(
+                f"no expert for {spec.config} in {self.uri}: train one with "
+                f"`pipeline train-experts --tasks {spec.config} --out {self.uri}`"
+            )
+        backend = get_backend(metadata["backend"])
+        model_dir = self.local_model_dir(spec.config) if backend.trainable else ""
+        return backend.load(model_dir, spec, metadata)

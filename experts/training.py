@@ -1,0 +1,167 @@
+"""One expert, start to finish: train (or resume), save, evaluate, gate, write metadata.
+
+`train_expert` is what one Ray task of `pipeline train-experts` runs (or the driver itself,
+in-process). It never raises for a task's own failure: a bad config, a corrupt checkpoint or
+a crashing backend comes back as a `failed` result naming the cause, so the other tasks of
+the suite go on and the stage reports every failure at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+from experts.base import CURVE_FILE, TrainJob, TrainProgress, get_backend, read_curve
+from experts.evaluation import evaluate, gate
+from experts.store import UNEVALUATED, ExpertStore
+from pipeline.errors import PipelineError
+from pipeline.registry import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ExpertPlan:
+    """Everything one training task needs; plain data, so it travels to a Ray worker as is."""
+
+    config: str
+    backend: str
+    hyperparameters: dict[str, Any]
+    """The backend's section of the task's expert config, overrides applied."""
+    steps: int
+    seed: int
+    num_cpus: int
+    eval_episodes: int
+    threshold: float
+    deterministic: bool
+    resume: bool = False
+    evaluate: bool = True
+    time_limit_s: float | None = None
+
+
+@dataclass
+class ExpertResult:
+    """The outcome of one task, shown in the final table."""
+
+    config: str
+    backend: str
+    status: str  # accepted | rejected | unevaluated | failed
+    steps: int = 0
+    wall_time_s: float = 0.0
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def env_spec_record(spec: TaskSpec) -> dict[str, Any]:
+    """The env an expert was trained and evaluated on, as recorded in metadata.json."""
+    return {
+        "config": spec.config,
+        "env_id": spec.env_id,
+        "jat_env_id": spec.jat_env_id,
+        "env_name": spec.env_name,
+        "make_kwargs": spec.make_kwargs,
+        "env": spec.env,
+        "observation": asdict(spec.observation),
+        "action": asdict(spec.action),
+        "max_episode_steps": spec.max_episode_steps,
+        "training_wrappers": spec.expert.get("training_wrappers", {}),
+    }
+
+
+def _versions(backend_versions: dict[str, str]) -> dict[str, str]:
+    names = ("jat-pipeline", "gymnasium", "numpy", "ale-py", "minigrid", "metaworld", "mujoco")
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except Exception:  # a suite's package may be absent where only other suites run
+            continue
+    return {"python": platform.python_version(), **found, **backend_versions}
+
+
+def train_expert(
+    plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgress], None] | None = None
+) -> ExpertResult:
+    """Train, evaluate and gate one expert; store it with its metadata. Failures come back as results."""
+    try:
+        return _train_expert(plan, store_uri, report or (lambda progress: None))
+    except PipelineError as exc:
+        log.error("%s: %s", plan.config, exc)
+        return ExpertResult(plan.config, plan.backend, FAILED, error=str(exc))
+    except Exception as exc:
+        log.error("%s failed:\n%s", plan.config, traceback.format_exc())
+        return ExpertResult(plan.config, plan.backend, FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgress], None]) -> ExpertResult:
+    spec = get_task(plan.config)
+    store = ExpertStore(store_uri)
+    backend = get_backend(plan.backend)
+    backend.check(spec, plan.hyperparameters)
+    staged = store.stage(spec.config, plan.resume)
+    previous = read_curve(os.path.join(staged.workdir, CURVE_FILE)) if plan.resume else []
+    wall_before = previous[-1]["wall_time_s"] if previous else 0.0
+    started = time.monotonic()
+    job = TrainJob(
+        spec=spec,
+        hyperparameters=plan.hyperparameters,
+        steps=plan.steps,
+        seed=plan.seed,
+        workdir=staged.workdir,
+        model_dir=staged.model_dir,
+        resume=plan.resume,
+        num_cpus=plan.num_cpus,
+        time_limit_s=plan.time_limit_s,
+        report=report,
+    )
+    try:
+        outcome = backend.train(job)
+    finally:
+        store.copy_curve(staged)
+        store.publish(staged)  # remote stores keep the checkpoints of an interrupted run too
+    wall_time = wall_before + time.monotonic() - started
+    metadata: dict[str, Any] = {
+        "config": spec.config,
+        "suite": spec.suite,
+        "backend": backend.name,
+        "algo": outcome.algo,
+        "status": UNEVALUATED,
+        "trained": backend.trainable,
+        "versions": _versions(backend.versions()),
+        "hyperparameters": outcome.hyperparameters,
+        "deterministic": plan.deterministic,
+        "env_spec": env_spec_record(spec),
+        "steps_target": plan.steps,
+        "steps_trained": outcome.steps,
+        "resumed_from_step": outcome.resumed_from,
+        "wall_time_s": round(wall_time, 1),
+        "seed": plan.seed,
+        "num_cpus": plan.num_cpus,
+        "learning_curve": CURVE_FILE if backend.trainable else None,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    result = ExpertResult(spec.config, backend.name, UNEVALUATED, outcome.steps, wall_time)
+    if plan.evaluate:
+        policy = backend.load(staged.model_dir, spec, metadata)
+        evaluation = evaluate(policy, spec, plan.eval_episodes, plan.seed)
+        decision = gate(evaluation, plan.threshold)
+        metadata["evaluation"] = evaluation.to_dict()
+        metadata["gate"] = {"threshold": decision.threshold, "reason": decision.reason}
+        metadata["status"] = decision.status
+        result.status, result.evaluation = decision.status, evaluation.to_dict()
+    store.write_metadata(spec.config, metadata)  # last: a folder with metadata.json holds a finished expert
+    log.info("%s: %s after %d steps", spec.config, result.status, outcome.steps)
+    return result

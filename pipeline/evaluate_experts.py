@@ -1,0 +1,106 @@
+"""`pipeline evaluate-experts`: re-evaluate stored experts and re-apply the quality gate.
+
+Each expert plays N episodes on fresh seeds; its mean/std return, success rate (where the env
+reports one) and JAT-normalised score go into its metadata.json with the gate's verdict, which
+is what `pipeline rollout --policy expert` checks. Training already evaluates once; this stage
+is for a different threshold, more episodes, or experts trained elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from experts.evaluation import check_threshold, evaluate, gate
+from experts.report import write_suite_reports
+from experts.store import ExpertStore
+from experts.training import FAILED, ExpertResult
+from pipeline.errors import PipelineError
+from pipeline.registry import resolve_tasks
+from pipeline.schema import TMP_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateExpertsConfig:
+    """Which stored experts to evaluate, and how."""
+
+    experts_dir: str
+    """EXPERTS_DIR written by `train-experts` (local folder or `pyarrow.fs` URI)."""
+    suite: str | None = None
+    """Suite whose experts to evaluate; all its tasks unless `tasks` is set."""
+    tasks: tuple[str, ...] = ()
+    """Task names (short within the suite, or full config names)."""
+    episodes: int | None = None
+    """Episodes per expert; default: the task's `expert.eval_episodes`."""
+    seed: int = 0
+    """Evaluation seed; episodes use fresh seeds derived from it (never rollout's or training's)."""
+    threshold: float | None = None
+    """Minimum normalised score to accept (>= 0, i.e. never below random); default: the task's (0.5)."""
+
+    def __post_init__(self) -> None:
+        if self.episodes is not None and (not isinstance(self.episodes, int) or self.episodes < 1):
+            raise PipelineError(f"--episodes must be a positive integer, got {self.episodes!r}")
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+
+
+@dataclass
+class EvaluateExpertsSummary:
+    experts_dir: str
+    results: list[ExpertResult]
+    reports: dict[str, list[str]]
+    seconds: float
+
+    @property
+    def failed(self) -> list[ExpertResult]:
+        return [r for r in self.results if r.status == FAILED]
+
+
+def evaluate_experts(config: EvaluateExpertsConfig) -> EvaluateExpertsSummary:
+    """Evaluate and gate the stored experts of the chosen tasks; missing or unloadable ones are failures."""
+    specs = resolve_tasks(config.suite, list(config.tasks) or None)
+    store = ExpertStore(config.experts_dir)
+    if store.location.is_empty():
+        raise PipelineError(
+            f"no experts in {store.uri}: train some with `pipeline train-experts --out {store.uri}`"
+        )
+    started = time.monotonic()
+    results: list[ExpertResult] = []
+    for spec in specs:
+        try:
+            metadata = store.read_metadata(spec.config)
+            if metadata is None:
+                raise PipelineError(
+                    f"no expert for {spec.config} in {store.uri}: train it with `pipeline train-experts`"
+                )
+            policy = store.load_policy(spec, metadata)
+            episodes = config.episodes or int(spec.expert.get("eval_episodes", 20))
+            threshold = (
+                config.threshold if config.threshold is not None else float(spec.expert.get("threshold", 0.5))
+            )
+            evaluation = evaluate(policy, spec, episodes, config.seed)
+            decision = gate(evaluation, threshold)
+        except PipelineError as exc:
+            results.append(ExpertResult(spec.config, "?", FAILED, error=str(exc)))
+            continue
+        metadata["evaluation"] = evaluation.to_dict()
+        metadata["gate"] = {"threshold": decision.threshold, "reason": decision.reason}
+        metadata["status"] = decision.status
+        store.write_metadata(spec.config, metadata)
+        log.info("%s: %s (%s)", spec.config, decision.status, decision.reason)
+        results.append(
+            ExpertResult(
+                spec.config,
+                metadata["backend"],
+                decision.status,
+                metadata.get("steps_trained", 0),
+                metadata.get("wall_time_s", 0.0),
+                evaluation.to_dict(),
+            )
+        )
+    reports = write_suite_reports(store, [s.suite for s in specs])
+    store.location.delete(TMP_DIR)
+    return EvaluateExpertsSummary(store.uri, results, reports, time.monotonic() - started)

@@ -1,0 +1,272 @@
+"""`pipeline train-experts`: train one expert per task on Ray, evaluate it, gate it, store it.
+
+The driver only plans: it resolves tasks, merges hyperparameters (suite defaults, per-task
+overrides from env_configs/, then command-line overrides), checks every task up front, and
+schedules one Ray task per env with the `num_cpus` its config asks for. Each task trains,
+evaluates and gates its expert (`experts.training.train_expert`). A task's failure (bad
+config, corrupt checkpoint, crashing backend) is reported at the end and in the exit code;
+the other tasks go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from experts.base import TrainProgress, get_backend
+from experts.evaluation import check_threshold
+from experts.report import write_suite_reports
+from experts.store import ExpertStore
+from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
+from pipeline.errors import PipelineError
+from pipeline.executor import init_ray
+from pipeline.registry import TaskSpec, resolve_tasks
+from pipeline.schema import TMP_DIR
+from pipeline.storage import check_writable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainExpertsConfig:
+    """What to train, where, and how."""
+
+    out: str
+    """EXPERTS_DIR: a local folder or a `pyarrow.fs` URI; each expert goes to EXPERTS_DIR/<config>/."""
+    suite: str | None = None
+    """Suite to train (atari, babyai, metaworld, mujoco); all its tasks unless `tasks` is set."""
+    tasks: tuple[str, ...] = ()
+    """Task names (short within the suite, or full config names like `mujoco-hopper`)."""
+    backend: str | None = None
+    """sample-factory | sb3 | babyai-bot | metaworld-scripted; default: the suite's `expert.backend`."""
+    steps: int | None = None
+    """Env steps per expert; default: the task's `expert.steps` in env_configs/."""
+    seed: int = 0
+    """Training seed; evaluation uses fresh seeds derived from it."""
+    resume: bool = False
+    """Continue from the experts' latest checkpoints instead of starting over."""
+    overwrite: bool = False
+    """Retrain experts that already exist in `out` (without it, existing ones are refused)."""
+    num_cpus: int | None = None
+    """CPUs per training task (Ray resource and sample-factory worker count); default from the config."""
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the backend's hyperparameters, e.g. {"learning_rate": 1e-4} (RL Zoo's --hyperparams)."""
+    eval_episodes: int | None = None
+    """Evaluation episodes per expert; default: the task's `expert.eval_episodes`."""
+    threshold: float | None = None
+    """Minimum normalised score to accept an expert (>= 0); default: the task's `expert.threshold` (0.5)."""
+    evaluate: bool = True
+    """Evaluate and gate each expert after training."""
+    time_limit_min: float | None = None
+    """Stop each training after this many minutes (the model so far is saved, evaluated and gated)."""
+    in_process: bool = False
+    """Train the tasks one after another in this process instead of on Ray (debugging, tests)."""
+    address: str | None = None
+    """Ray cluster address; default RAY_ADDRESS, else a local cluster (`ray.init()`)."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "num_cpus", "eval_episodes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.time_limit_min is not None and not self.time_limit_min > 0:
+            raise PipelineError(
+                f"--time-limit must be a positive number of minutes, got {self.time_limit_min!r}"
+            )
+        if self.resume and self.overwrite:
+            raise PipelineError("give --resume or --overwrite, not both")
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+        if self.backend is not None:
+            get_backend(self.backend)  # unknown names fail here, before any work
+
+
+@dataclass
+class TrainExpertsSummary:
+    out: str
+    results: list[ExpertResult]
+    seconds: float
+    reports: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[ExpertResult]:
+        return [r for r in self.results if r.status == FAILED]
+
+
+def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | None) -> ExpertPlan:
+    """Merge the task's expert config with the command line into one plan (raises on bad settings)."""
+    expert = spec.expert
+    backend_name = config.backend or expert.get("backend")
+    if not backend_name:
+        raise PipelineError(f"{spec.config}: no expert backend configured; pass --backend")
+    backend = get_backend(backend_name)
+    configured = dict(expert.get(backend_name, {}))
+    if "algo" in config.hyperparameters and config.hyperparameters["algo"] != configured.get("algo"):
+        configured = {}  # another algorithm: the configured one's settings do not apply to it
+    hyperparameters = {**configured, **config.hyperparameters}
+    backend.check(spec, hyperparameters)
+    num_cpus = config.num_cpus or int(expert.get("num_cpus", 1))
+    if cluster_cpus is not None and num_cpus > cluster_cpus:
+        log.warning(
+            "%s: asks for %d CPUs, the cluster has %d: using %d",
+            spec.config,
+            num_cpus,
+            cluster_cpus,
+            cluster_cpus,
+        )
+        num_cpus = cluster_cpus
+    steps = config.steps or int(expert.get("steps", 0))
+    if backend.trainable and steps < 1:
+        raise PipelineError(
+            f"{spec.config}: no step budget; pass --steps or set expert.steps in env_configs/"
+        )
+    threshold = config.threshold if config.threshold is not None else float(expert.get("threshold", 0.5))
+    return ExpertPlan(
+        config=spec.config,
+        backend=backend_name,
+        hyperparameters=hyperparameters,
+        steps=steps,
+        seed=config.seed,
+        num_cpus=num_cpus,
+        eval_episodes=config.eval_episodes or int(expert.get("eval_episodes", 20)),
+        threshold=check_threshold(threshold),
+        deterministic=bool(expert.get("deterministic", True)),
+        resume=config.resume,
+        evaluate=config.evaluate,
+        time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
+    )
+
+
+def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConfig) -> None:
+    if config.resume or not store.has_training_state(spec.config):
+        return
+    if not config.overwrite:
+        raise PipelineError(
+            f"{store.uri} already holds an expert (or checkpoints) for {spec.config}: pass --resume to "
+            "continue training it, or --overwrite to retrain from scratch"
+        )
+
+
+def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
+    """Train the configured experts; returns one result per task (failed ones included)."""
+    specs = resolve_tasks(config.suite, list(config.tasks) or None)
+    store = ExpertStore(config.out)
+    check_writable(store.location)
+    ray = None
+    cluster_cpus = None
+    if not config.in_process:
+        ray = init_ray(config.address)
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+    plans: list[ExpertPlan] = []
+    results: list[ExpertResult] = []
+    for spec in specs:  # every task is checked before any is trained; a bad one fails alone
+        try:
+            plan = plan_expert(spec, config, cluster_cpus)
+            _check_existing(store, spec, config)
+        except PipelineError as exc:
+            backend = config.backend or spec.expert.get("backend", "?")
+            results.append(ExpertResult(spec.config, backend, FAILED, error=str(exc)))
+            continue
+        if config.overwrite:
+            store.delete(spec.config)
+        plans.append(plan)
+    started = time.monotonic()
+    display = _Display(plans, config.progress)
+    try:
+        if ray is None:
+            for plan in plans:
+                results.append(train_expert(plan, store.uri, display.update))
+        else:
+            results += _run_on_ray(ray, plans, store.uri, display)
+    finally:
+        display.close()
+        store.location.delete(TMP_DIR)
+    order = {s.config: i for i, s in enumerate(specs)}
+    results.sort(key=lambda r: order.get(r.config, len(order)))
+    reports = write_suite_reports(store, [s.suite for s in specs])
+    store.location.delete(TMP_DIR)
+    return TrainExpertsSummary(store.uri, results, time.monotonic() - started, reports)
+
+
+class _Board:
+    """A Ray actor the training tasks report live progress to; the driver polls it."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, TrainProgress] = {}
+
+    def report(self, progress: TrainProgress) -> None:
+        self.latest[progress.config] = progress
+
+    def snapshot(self) -> dict[str, TrainProgress]:
+        return dict(self.latest)
+
+
+def _remote_train(plan: ExpertPlan, store_uri: str, board: Any) -> ExpertResult:
+    return train_expert(plan, store_uri, lambda progress: board.report.remote(progress))
+
+
+def _run_on_ray(ray: Any, plans: list[ExpertPlan], store_uri: str, display: _Display) -> list[ExpertResult]:
+    board = ray.remote(num_cpus=0)(_Board).remote()
+    task = ray.remote(max_retries=0)(_remote_train)
+    pending = {
+        task.options(num_cpus=p.num_cpus, name=f"train-{p.config}").remote(p, store_uri, board): p
+        for p in plans
+    }
+    results: list[ExpertResult] = []
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                plan = pending.pop(ref)
+                try:
+                    results.append(ray.get(ref))
+                except Exception as exc:  # the worker died (OOM, killed): report it like any failure
+                    results.append(
+                        ExpertResult(plan.config, plan.backend, FAILED, error=f"Ray task died: {exc}")
+                    )
+            for progress in ray.get(board.snapshot.remote()).values():
+                display.update(progress)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        ray.kill(board)
+    return results
+
+
+class _Display:
+    """A rich progress bar per task: steps, FPS, latest episode return."""
+
+    def __init__(self, plans: list[ExpertPlan], enabled: bool) -> None:
+        self.progress = None
+        if not enabled or not plans:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description:<30}"),
+            BarColumn(),
+            TextColumn("{task.completed:>10.0f}/{task.total:.0f} steps"),
+            TextColumn("{task.fields[fps]:>7.0f} FPS"),
+            TextColumn("return {task.fields[ret]:>9}"),
+            TimeElapsedColumn(),
+        )
+        self.tasks = {
+            p.config: self.progress.add_task(
+                f"{p.config} ({p.backend})", total=max(p.steps, 1), fps=0.0, ret="-"
+            )
+            for p in plans
+        }
+        self.progress.start()
+
+    def update(self, progress: TrainProgress) -> None:
+        if self.progress is None or progress.config not in self.tasks:
+            return
+        ret = "-" if progress.latest_return is None else f"{progress.latest_return:.2f}"
+        self.progress.update(self.tasks[progress.config], completed=progress.steps, fps=progress.fps, ret=ret)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

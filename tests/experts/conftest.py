@@ -1,0 +1,31 @@
+"""Shared fixtures for expert tests: tiny real trainings, done once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from expert_helpers import tiny_plan
+
+from experts.training import ExpertResult, train_expert
+
+
+def _train_twice(root: Path, backend: str, first: int, second: int) -> tuple[ExpertResult, ExpertResult]:
+    """Train `first` steps, then resume to `second`: both results (the store is `root`)."""
+    one = train_expert(tiny_plan("mujoco-hopper", backend, first), str(root))
+    two = train_expert(tiny_plan("mujoco-hopper", backend, second, resume=True), str(root))
+    return one, two
+
+
+@pytest.fixture(scope="session")
+def sf_hopper(tmp_path_factory) -> tuple[Path, ExpertResult, ExpertResult]:
+    """A real sample-factory Hopper expert: 1500 steps, then resumed to 3000 (read-only)."""
+    root = tmp_path_factory.mktemp("sf") / "experts"
+    return (root, *_train_twice(root, "sample-factory", 1500, 3000))
+
+
+@pytest.fixture(scope="session")
+def sb3_hopper(tmp_path_factory) -> tuple[Path, ExpertResult, ExpertResult]:
+    """A real stable-baselines3 PPO Hopper expert: 1024 steps, then resumed to 2048 (read-only)."""
+    root = tmp_path_factory.mktemp("sb3") / "experts"
+    return (root, *_train_twice(root, "sb3", 1024, 2048))

@@ -1,0 +1,38 @@
+"""The numpy >= 2.4 fix for sample-factory's TensorDict, on sample-factory's real class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_one_element_arrays_go_into_scalar_slots():
+    from sample_factory.algo.utils.tensor_dict import TensorDict
+
+    import experts.sf_compat as compat
+
+    compat.apply()
+    buffers = TensorDict({"values": np.zeros(4, np.float32), "policy": TensorDict({"t": torch.zeros(4)})})
+    buffers[2] = {"values": np.array([1.5], np.float32), "policy": {"t": torch.tensor([2.5])}}
+    assert buffers["values"][2] == 1.5 and float(buffers["policy"]["t"][2]) == 2.5
+    buffers[1] = {"values": torch.tensor([3.0])}  # torch source, numpy target
+    assert buffers["values"][1] == 3.0
+
+
+def test_shape_mismatches_of_other_sizes_still_fail():
+    from sample_factory.algo.utils.tensor_dict import TensorDict
+
+    import experts.sf_compat as compat
+
+    compat.apply()
+    buffers = TensorDict({"values": np.zeros(4, np.float32)})
+    with pytest.raises(ValueError):
+        buffers[0] = {"values": np.array([1.0, 2.0], np.float32)}
+
+
+def test_numpy_still_needs_the_fix():
+    """If numpy ever accepts this again, the patch can go: this test says so."""
+    target = np.zeros(4, np.float32)
+    with pytest.raises((ValueError, TypeError)):
+        target[0] = np.array([1.0], np.float32)

@@ -1,0 +1,47 @@
+"""An expert store on S3 (moto on 127.0.0.1): train, upload, resume on a 'fresh machine', load and act."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.fs as pafs
+import pytest
+from expert_helpers import tiny_plan
+from test_s3 import s3_server  # noqa: F401  (the module's real moto server fixture)
+
+from experts.store import ExpertStore
+from experts.training import FAILED, train_expert
+from pipeline.collector import record_episode
+from pipeline.envs import make_env
+from pipeline.plan import PlannedEpisode
+from pipeline.policies import make_policy
+from pipeline.registry import get_task
+
+
+@pytest.mark.s3
+def test_train_resume_and_load_from_s3(s3_server, tmp_path, monkeypatch):  # noqa: F811
+    uri = f"{s3_server}/experts"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-a"))
+    first = train_expert(tiny_plan("mujoco-hopper", "sb3", 512), uri)
+    assert first.status != FAILED, first.error
+    fs, root = pafs.FileSystem.from_uri(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    names = {i.path.split("/experts/", 1)[1] for i in infos}
+    for name in ("metadata.json", "model/model.zip", "learning_curve.csv"):
+        assert f"mujoco-hopper/{name}" in names
+    assert any(n.startswith("mujoco-hopper/checkpoints/sb3/model_") for n in names)
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-b"))  # nothing local: resume from S3
+    second = train_expert(tiny_plan("mujoco-hopper", "sb3", 1024, resume=True), uri)
+    assert second.status != FAILED, second.error
+    with fs.open_input_stream(f"{root}/mujoco-hopper/metadata.json") as f:
+        meta = json.loads(f.read())
+    assert meta["resumed_from_step"] == first.steps and meta["steps_trained"] >= 1024
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-c"))
+    spec = get_task("mujoco-hopper")
+    assert ExpertStore(uri).configs() == ["mujoco-hopper"]
+    env = make_env(spec)
+    policy = make_policy("expert", spec, env, experts_dir=uri, allow_weak=True)
+    episode = record_episode(env, policy, spec, PlannedEpisode(0, 7, "train"))
+    assert not isinstance(episode, str) and episode.length > 0
