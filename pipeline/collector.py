@@ -33,6 +33,7 @@ class WorkerSettings:
     out: str
     policies: dict[str, str]  # config -> policy kind
     experts_dir: str | None = None
+    allow_weak: bool = False
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     max_episode_steps: int | None = None
     min_return_fraction: float | None = None  # drop episodes below this expert-normalised score
@@ -153,7 +154,10 @@ class RolloutWorker:
         if spec.config not in self._envs:
             env = make_env(spec, max_episode_steps=self.settings.max_episode_steps)
             kind = self.settings.policies[spec.config]
-            self._envs[spec.config] = (env, make_policy(kind, spec, env, self.settings.experts_dir))
+            self._envs[spec.config] = (
+                env,
+                make_policy(kind, spec, env, self.settings.experts_dir, self.settings.allow_weak),
+            )
         return self._envs[spec.config]
 
     def run_unit(self, unit: WorkUnit) -> Iterator[Progress | UnitResult]:

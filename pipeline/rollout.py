@@ -73,6 +73,8 @@ class RolloutConfig:
     """Ray cluster address; default RAY_ADDRESS, else a local cluster."""
     experts_dir: str | None = None
     """Where `train-experts` saved experts (for `--policy expert`)."""
+    allow_weak: bool = False
+    """Let `--policy expert` record experts the quality gate rejected (or never evaluated)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -144,7 +146,7 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
         if config.min_return_fraction is not None:
             spec = get_task(variant_config(spec.config, f"top{round(config.min_return_fraction * 100)}"))
         kind = config.policy or spec.rollout.get("policy", "random")
-        check_policy(kind, spec, config.experts_dir)
+        check_policy(kind, spec, config.experts_dir, config.allow_weak)
         budget = (
             {"episodes": config.episodes}
             if config.episodes
@@ -216,6 +218,7 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
         out=location.uri,
         policies={c: r.settings["policy"] for c, r in runs.items()},
         experts_dir=config.experts_dir,
+        allow_weak=config.allow_weak,
         max_shard_bytes=config.max_shard_bytes,
         max_episode_steps=config.max_episode_steps,
         min_return_fraction=config.min_return_fraction,

@@ -90,6 +90,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("--experts-dir", help="experts trained by train-experts")
+    p.add_argument("--allow-weak", action="store_true", help="record experts the quality gate rejected")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_rollout)
 
@@ -118,6 +119,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         returns_to_go=args.returns_to_go,
         address=args.address,
         experts_dir=args.experts_dir,
+        allow_weak=args.allow_weak,
         progress=not args.no_progress,
     )
     summary = run_rollout(config)
