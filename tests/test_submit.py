@@ -21,6 +21,14 @@ from pipeline.errors import PipelineError
 from pipeline.submit import SubmitConfig
 from pipeline.validate import validate
 
+AGENT_PORT_FLAGS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "ray-client-server-port",
+)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -48,6 +56,8 @@ def ray_head():
             f"--dashboard-port={dashboard}",
             f"--temp-dir={temp}",
             "--disable-usage-stats",
+            # Free ports for every agent: the defaults (e.g. 52365) clash with another Ray on this machine.
+            *(f"--{flag}={_free_port()}" for flag in AGENT_PORT_FLAGS),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
