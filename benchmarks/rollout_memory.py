@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             traces.append(trace)
     finally:
+        import ray
+
+        ray.shutdown()  # before removing its temp dir, which it writes to until shut down
         shutil.rmtree(scratch, ignore_errors=True)
     report(traces)
     if args.json:

@@ -155,19 +155,28 @@ class _RolloutWatch:
         self.workers = workers
         self.first: float | None = None
         self.actors: dict[int, psutil.Process] = {}
+        self.stale = set(self._actor_processes())  # the previous run's actors, maybe still exiting
         self.cpu_now: dict[int, float] = {}
         self.cpu_at_first: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
-    def _find_actors(self) -> None:
+    @staticmethod
+    def _actor_processes() -> dict[int, psutil.Process]:
+        found = {}
         for proc in psutil.Process().children(recursive=True):
             try:
                 if proc.name().startswith(ACTOR_PREFIX):
-                    self.actors.setdefault(proc.pid, proc)
+                    found[proc.pid] = proc
             except psutil.Error:
                 continue
+        return found
+
+    def _find_actors(self) -> None:
+        for pid, proc in self._actor_processes().items():
+            if pid not in self.stale:
+                self.actors.setdefault(pid, proc)
 
     def _poll(self) -> None:
         next_scan = 0.0
@@ -481,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             for result in results:
                 measure_task(result, args, scratch)
     finally:
+        import ray
+
+        ray.shutdown()  # before removing its temp dir, which it writes to until shut down
         shutil.rmtree(scratch, ignore_errors=True)
     print_tables(results, args.workers, args.minari)
     if args.json:
