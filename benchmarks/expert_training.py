@@ -9,7 +9,9 @@ our training wrappers, learning-curve and progress observer, checkpoints and mod
 need `experts.sf_compat` to run at all under numpy >= 2.4, so both have it.
 
 Runs alternate (direct, ours, direct, ours, …) so that load from other processes hits both alike;
-FPS = env steps / wall time of the whole call (start-up included). Target: ours/direct >= 0.9.
+Two figures per run: end to end (env steps / wall time of the whole call, start-up and shutdown
+included) and steady state (FPS between 20 % of the steps and the end, from a once-a-second clock).
+Target: ours/direct >= 0.9.
 """
 
 from __future__ import annotations
@@ -48,11 +50,40 @@ def _plain_env(
     return gym.make(env_id, **make_kwargs)
 
 
-def run_direct(config: str, hyperparameters: dict[str, Any], steps: int, workdir: str) -> tuple[int, float]:
+class Clock:
+    """(time, env steps) about once a second: steady-state FPS without start-up and shutdown."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, int]] = []
+
+    def record(self, steps: int) -> None:
+        now = time.monotonic()
+        if not self.points or now - self.points[-1][0] >= 1.0:
+            self.points.append((now, steps))
+
+    def on_training_step(self, runner: Any, iteration: int) -> None:
+        self.record(int(sum(runner.env_steps.values())))
+
+    def __getattr__(self, name: str) -> Any:  # the other AlgoObserver hooks: nothing to do
+        return lambda *args, **kwargs: None
+
+
+def steady_fps(points: list[tuple[float, int]], warmup: float = 0.2) -> float:
+    """FPS between the first point past `warmup` of the steps and the last point."""
+    if len(points) < 3:
+        return float("nan")
+    start = next(p for p in points if p[1] >= warmup * points[-1][1])
+    end = points[-1]
+    return (end[1] - start[1]) / (end[0] - start[0]) if end[0] > start[0] else float("nan")
+
+
+def run_direct(
+    config: str, hyperparameters: dict[str, Any], steps: int, workdir: str
+) -> tuple[int, float, list]:
     """sample-factory's own way: register an env factory, parse args, `run_rl`."""
     from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
     from sample_factory.envs.env_utils import register_env
-    from sample_factory.train import run_rl
+    from sample_factory.train import make_runner
 
     from pipeline.registry import get_task
 
@@ -74,17 +105,23 @@ def run_direct(config: str, hyperparameters: dict[str, Any], steps: int, workdir
     parser, _ = parse_sf_args(argv=argv, evaluation=False)
     parser.set_defaults(**hyperparameters)
     cfg = parse_full_cfg(parser, argv)
+    clock = Clock()
     started = time.monotonic()
-    run_rl(cfg)
+    cfg, runner = make_runner(cfg)  # what `run_rl` does, plus a clock observer
+    runner.register_observer(clock)
+    if runner.init() == 0:
+        runner.run()
     seconds = time.monotonic() - started
     import torch
 
     checkpoints = sorted(os.listdir(os.path.join(workdir, "direct", "checkpoint_p0")))
     state = torch.load(os.path.join(workdir, "direct", "checkpoint_p0", checkpoints[-1]), weights_only=False)
-    return int(state["env_steps"]), seconds
+    return int(state["env_steps"]), seconds, clock.points
 
 
-def run_ours(config: str, hyperparameters: dict[str, Any], steps: int, workdir: str) -> tuple[int, float]:
+def run_ours(
+    config: str, hyperparameters: dict[str, Any], steps: int, workdir: str
+) -> tuple[int, float, list]:
     from experts.base import TrainJob
     from experts.sample_factory import SampleFactoryBackend
     from pipeline.registry import get_task
@@ -97,10 +134,12 @@ def run_ours(config: str, hyperparameters: dict[str, Any], steps: int, workdir: 
         workdir=os.path.join(workdir, "ckpt"),
         model_dir=os.path.join(workdir, "model"),
         num_cpus=int(hyperparameters["num_workers"]),
+        report=lambda progress: clock.record(progress.steps),  # our live-progress hook, about 1/s
     )
+    clock = Clock()
     started = time.monotonic()
     outcome = SampleFactoryBackend().train(job)
-    return outcome.steps, time.monotonic() - started
+    return outcome.steps, time.monotonic() - started, clock.points
 
 
 def _child(kind: str, config: str, hyperparameters: dict[str, Any], steps: int) -> None:
@@ -109,10 +148,9 @@ def _child(kind: str, config: str, hyperparameters: dict[str, Any], steps: int) 
 
     logging.getLogger("rl").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as workdir:
-        done, seconds = (run_direct if kind == "direct" else run_ours)(
-            config, hyperparameters, steps, workdir
-        )
-    print(json.dumps({"kind": kind, "steps": done, "seconds": seconds}))
+        run = run_direct if kind == "direct" else run_ours
+        done, seconds, points = run(config, hyperparameters, steps, workdir)
+    print(json.dumps({"kind": kind, "steps": done, "seconds": seconds, "steady_fps": steady_fps(points)}))
 
 
 def main() -> int:
@@ -138,6 +176,7 @@ def main() -> int:
     import subprocess
 
     fps: dict[str, list[float]] = {"direct": [], "ours": []}
+    steady: dict[str, list[float]] = {"direct": [], "ours": []}
     for round_ in range(args.rounds):
         for kind in ("direct", "ours"):
             command = [
@@ -155,20 +194,25 @@ def main() -> int:
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             fps[kind].append(result["steps"] / result["seconds"])
+            steady[kind].append(result["steady_fps"])
             print(
                 f"round {round_ + 1} {kind:>6}: {result['steps']} steps in {result['seconds']:.1f} s "
-                f"= {fps[kind][-1]:.0f} FPS",
+                f"= {fps[kind][-1]:.0f} FPS end to end, {steady[kind][-1]:.0f} FPS steady",
                 flush=True,
             )
-    direct, ours = statistics.median(fps["direct"]), statistics.median(fps["ours"])
-    ratio = ours / direct
     print(f"{args.task}, {args.workers} workers, {args.steps} steps x {args.rounds} rounds")
-    print(
-        f"median FPS: direct {direct:.0f}, ours {ours:.0f}; ratio ours/direct = {ratio:.3f} (target >= 0.9)"
-    )
+    ratios = {}
+    for label, values in (("end to end", fps), ("steady state", steady)):
+        direct, ours = statistics.median(values["direct"]), statistics.median(values["ours"])
+        ratios[label] = ours / direct
+        print(
+            f"{label:>12}: median FPS direct {direct:.0f}, ours {ours:.0f}; ratio ours/direct = "
+            f"{ratios[label]:.3f} (target >= 0.9)"
+        )
     if args.json:
+        record = {"task": args.task, "steps": args.steps, "fps": fps, "steady_fps": steady, "ratios": ratios}
         with open(args.json, "w") as f:
-            json.dump({"task": args.task, "steps": args.steps, "fps": fps, "ratio": ratio}, f, indent=1)
+            json.dump(record, f, indent=1)
     return 0
 
 

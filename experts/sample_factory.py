@@ -49,7 +49,6 @@ FIXED_KEYS = {
     "train_for_env_steps",
     "seed",
     "restart_behavior",
-    "device",
     "train_for_seconds",
 }
 
@@ -200,7 +199,7 @@ def build_cfg(
         f"--train_dir={workdir}",
         f"--train_for_env_steps={steps}",
         f"--seed={seed}",
-        "--device=cpu",
+        f"--device={hyperparameters.get('device', 'cpu')}",  # "gpu" for a learner with CUDA
         f"--restart_behavior={'resume' if resume else 'overwrite'}",
     ]
     if time_limit_s:
@@ -211,6 +210,22 @@ def build_cfg(
     check_keys("expert.sample-factory", sf_args, known - FIXED_KEYS)
     parser.set_defaults(**sf_args)
     return parse_full_cfg(parser, argv)
+
+
+def _check_sync_batches(config: str, hp: dict[str, Any]) -> None:
+    """Sync mode needs whole training iterations per sampling round; say so with the numbers, up front."""
+    if hp.get("async_rl", True) or hp.get("serial_mode", False):
+        return
+    collected = (
+        int(hp.get("num_workers", 1)) * int(hp.get("num_envs_per_worker", 2)) * int(hp.get("rollout", 32))
+    )
+    trained = int(hp.get("batch_size", 1024)) * int(hp.get("num_batches_per_epoch", 1))
+    if trained % collected:
+        raise PipelineError(
+            f"{config}: sample-factory sync mode needs batch_size x num_batches_per_epoch ({trained}) to be "
+            f"a multiple of num_workers x num_envs_per_worker x rollout ({collected}); change one of them "
+            "(expert.sample-factory in env_configs/ or --set), or set async_rl: true"
+        )
 
 
 class SampleFactoryBackend:
@@ -254,6 +269,7 @@ class SampleFactoryBackend:
             log.info("%s: resuming from %s (%d steps)", config, latest, resumed_from)
         elif os.path.isdir(os.path.join(job.workdir, EXPERIMENT)):
             shutil.rmtree(os.path.join(job.workdir, EXPERIMENT))
+        _check_sync_batches(config, hp)
         register_env(config, partial(_make_sf_env, config))
         cfg = build_cfg(config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s)
         cfg, runner = make_runner(cfg)
@@ -263,8 +279,12 @@ class SampleFactoryBackend:
         runner.register_episodic_stats_handler(observer.episodic)
         watchdog = _start_watchdog(runner, observer, float(hp.get("stall_timeout_s", 600)))
         status = runner.init()
-        if status == ExperimentStatus.SUCCESS:
-            status = runner.run()
+        if status != ExperimentStatus.SUCCESS:
+            raise PipelineError(
+                f"sample-factory refused the configuration of {config} (its reason is logged just above); "
+                "fix expert.sample-factory in env_configs/ or the --set overrides"
+            )
+        status = runner.run()
         log_file = os.path.join(job.workdir, EXPERIMENT, "sf_log.txt")
         if watchdog.fired:
             raise RuntimeError(

@@ -160,3 +160,15 @@ def test_watchdog_stops_a_run_that_makes_no_progress(tmp_path):
     plan = tiny_plan("mujoco-hopper", "sample-factory", 10**6, serial_mode=False, stall_timeout_s=0.5)
     result = train_expert(plan, str(tmp_path))
     assert result.status == FAILED and "no progress" in result.error and "sf_log.txt" in result.error
+
+
+def test_sync_mode_batch_mismatch_is_named_up_front():
+    from experts.sample_factory import _check_sync_batches
+
+    settings = dict(get_task("atari-pong").expert["sample-factory"])
+    for workers in (1, 2, 8):  # the shipped Atari settings work at any worker count
+        _check_sync_batches("atari-pong", {**settings, "num_workers": workers})
+    with pytest.raises(
+        PipelineError, match=r"multiple of num_workers x num_envs_per_worker x rollout \(2048\)"
+    ):
+        _check_sync_batches("atari-pong", {**settings, "num_workers": 2, "num_envs_per_worker": 8})
