@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.envs import make_env
+from pipeline.envs import make_env, step_success
 from pipeline.errors import PipelineError
 from pipeline.policies import EpisodeFailed, Policy
 from pipeline.registry import TaskSpec
@@ -58,14 +58,6 @@ def eval_seeds(seed: int, episodes: int) -> list[int]:
     return [EVAL_SEED_BASE + 10_000 * seed + i for i in range(episodes)]
 
 
-def _step_success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
-    if spec.suite == "babyai":
-        return bool(terminated and reward > 0)
-    if "success" in info:
-        return bool(info["success"])
-    return None
-
-
 def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: Any = None) -> EvalResult:
     """Play `episodes` episodes of `policy` on fresh seeds and score them against JAT's references."""
     if episodes < 1:
@@ -91,10 +83,10 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
             observation, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             length += 1
-            step_success = _step_success(spec, terminated, float(reward), info)
-            if step_success is not None:
+            succeeded = step_success(spec, terminated, float(reward), info)
+            if succeeded is not None:
                 reports_success = True
-                success = success or step_success
+                success = success or succeeded
             if terminated or truncated:
                 break
         returns.append(total)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.envs import make_env
+from pipeline.envs import make_env, step_success
 from pipeline.plan import PlannedEpisode, WorkUnit
 from pipeline.policies import EpisodeFailed, Policy, make_policy
 from pipeline.registry import TaskSpec, get_task
@@ -97,14 +97,6 @@ def unit_record_path(config: str, split: str, index: int) -> str:
     return f"{SHARD_RECORD_DIR.format(config=config)}/{split}-{index:05d}.json"
 
 
-def _success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
-    if spec.suite == "babyai":
-        return bool(terminated and reward > 0)
-    if "success" in info:
-        return bool(info["success"])
-    return None
-
-
 def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpisode) -> Episode | str:
     """Play one planned episode; return it in stored form, or the reason it was dropped."""
     observation, info = env.reset(seed=planned.seed)
@@ -130,9 +122,9 @@ def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpi
         observation, reward, terminated, truncated, info = env.step(action)
         episode.actions.append(action)
         episode.rewards.append(float(reward))
-        step_success = _success(spec, terminated, float(reward), info)
-        if step_success is not None:
-            success = bool(success) or step_success
+        succeeded = step_success(spec, terminated, float(reward), info)
+        if succeeded is not None:
+            success = bool(success) or succeeded
         if terminated or truncated:
             break
     episode.success = success

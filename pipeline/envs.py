@@ -154,3 +154,14 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
             f"cannot build env {spec.env_id!r} for {spec.config}: {exc} "
             "(check the installed gymnasium/ale-py/minigrid/metaworld versions: `make install`)"
         ) from exc
+
+
+def step_success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
+    """Did this step succeed? BabyAI: the goal was reached (positive reward on termination);
+    Meta-World: the env's `success` flag; elsewhere unknown (None). Shared by rollout, expert
+    evaluation and model evaluation so all three count success the same way."""
+    if spec.suite == "babyai":
+        return bool(terminated and reward > 0)
+    if "success" in info:
+        return bool(info["success"])
+    return None

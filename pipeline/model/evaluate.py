@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.envs import make_env
+from pipeline.envs import make_env, step_success
 from pipeline.errors import PipelineError
 from pipeline.model.configuration import check_task_fits
 from pipeline.model.inference import IncrementalDecoder
@@ -137,15 +137,6 @@ class EvaluateResult:
         return rows
 
 
-def _success(spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]) -> bool | None:
-    """BabyAI: reached the goal (positive reward on termination); Meta-World: the env's flag."""
-    if spec.suite == "babyai":
-        return bool(terminated and reward > 0)
-    if "success" in info:
-        return bool(info["success"])
-    return None
-
-
 class _RandomActor:
     def __init__(self, env: Any) -> None:
         self.space = env.action_space
@@ -185,9 +176,9 @@ def run_episodes(
             reward = float(reward)
             total += reward
             steps += 1
-            step_success = _success(spec, terminated, reward, info)
-            if step_success is not None:
-                success = bool(success) or step_success
+            succeeded = step_success(spec, terminated, reward, info)
+            if succeeded is not None:
+                success = bool(success) or succeeded
             if terminated or truncated:
                 stats.truncated += int(truncated and not terminated)
                 break
