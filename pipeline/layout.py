@@ -7,9 +7,16 @@ the same dataset card `pipeline publish` uploads (`pipeline.card`), rendered fro
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
 from pipeline.card import render_card
+from pipeline.errors import PipelineError
 from pipeline.manifest import dataset_configs, read_manifest
-from pipeline.schema import SHARD_GLOB, SPLITS
+from pipeline.schema import DATA_DIR, MANIFEST_PATH
 from pipeline.storage import Location, open_location
 
 
@@ -22,15 +29,62 @@ def load_config(uri: str, config: str, split: str | None = None):
     """`datasets.load_dataset` for a dataset anywhere: local folder, Hub repo or object store.
 
     Local folders and Hub repos load through their README's `configs:` (plain
-    `load_dataset(uri, config)`); object stores (s3://…) through fsspec with the same files.
+    `load_dataset(uri, config)`). Object stores (s3://...) are mirrored first: `datasets`
+    refuses every remote URL under HF_HUB_OFFLINE=1, which our Makefile and most clusters
+    without Hub access set, so the config's shards are copied into the datasets cache,
+    each checked against the manifest's sha256, and loaded from there.
     """
     from datasets import load_dataset
 
     if "://" not in uri:
         return load_dataset(uri, config, split=split)
-    location = open_location(uri)
-    totals = read_manifest(location, config).totals()
-    root = uri.rstrip("/")
-    splits = [s for s in SPLITS if totals[s]["episodes"]]
-    data_files = {s: f"{root}/{SHARD_GLOB.format(config=config, split=s)}" for s in splits}
-    return load_dataset("parquet", data_files=data_files, split=split)
+    local = mirror_config(open_location(uri), config)
+    return load_dataset(str(local), config, split=split)
+
+
+def mirror_config(location: Location, config: str, cache_dir: Path | None = None) -> Path:
+    """Copy one config of a remote dataset into a local folder that `load_dataset` reads.
+
+    Shards whose cached copy already has the manifest's checksum are not fetched again; each
+    fetched shard is written under a temporary name and renamed, so an interrupted copy never
+    leaves a shard that looks complete.
+    """
+    from datasets import config as datasets_config
+
+    manifest = read_manifest(location, config)
+    key = hashlib.sha256(location.uri.rstrip("/").encode()).hexdigest()[:16]
+    root = (cache_dir or Path(datasets_config.HF_DATASETS_CACHE) / "jat-pipeline-mirror") / key
+    wanted = {shard.path for shard in manifest.shards}
+    data_dir = DATA_DIR.format(config=config)
+    for stale in (root / data_dir).glob("*.parquet"):
+        if f"{data_dir}/{stale.name}" not in wanted:  # left by an earlier rollout of this config
+            stale.unlink()
+    for shard in manifest.shards:
+        target = root / shard.path
+        if target.exists() and _file_sha256(target) == shard.sha256:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with location.fs.open_input_stream(location.path(shard.path)) as src, open(partial, "wb") as dst:
+            while block := src.read(8 << 20):
+                dst.write(block)
+        if _file_sha256(partial) != shard.sha256:
+            partial.unlink()
+            raise PipelineError(
+                f"{location.uri}/{shard.path} does not match its manifest checksum: "
+                f"run `pipeline validate {location.uri}` and re-run the rollout of {config}"
+            )
+        os.replace(partial, target)
+    local = Location(pafs.LocalFileSystem(), str(root), str(root))
+    manifest_path = MANIFEST_PATH.format(config=config)
+    local.write_bytes(manifest_path, location.read_bytes(manifest_path))
+    write_readme(local)
+    return root
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
