@@ -13,6 +13,7 @@ import importlib
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ class TrainJob:
     time_limit_s: float | None = None
     """Stop training after this many seconds of this run (the model so far is saved and evaluated)."""
     report: Callable[[TrainProgress], None] = field(default=lambda progress: None)
+    history_dir: str = ""
+    """Local folder for learning-history snapshots (`HistoryKeeper`); unused when `history_every` is 0."""
+    history_every: int = 0
+    """Keep a loadable snapshot of the policy every this many env steps (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,47 @@ class CurveRecorder:
         self._returns.clear()
         self._lengths.clear()
         self.last_row = now
+
+
+class HistoryKeeper:
+    """Keeps snapshots of the policy at regular step marks: the expert's learning history.
+
+    Algorithm Distillation trains on episodes of successive checkpoints of one learner, so
+    `pipeline rollout --learning-history` needs every stage of training, not just the latest
+    checkpoints a resume needs. A snapshot is a folder in the same format as the final model
+    (`ExpertBackend.load` reads either), named by its env step and written under a temporary
+    name first, so a killed run never leaves a half-written one.
+    """
+
+    def __init__(self, job: TrainJob) -> None:
+        self.directory, self.every = job.history_dir, job.history_every
+        kept = history_steps(self.directory) if self.every > 0 else []
+        self.next_mark = (kept[-1] // self.every + 1) * self.every if kept else self.every
+
+    def due(self, steps: int) -> bool:
+        return self.every > 0 and steps >= self.next_mark
+
+    def save(self, steps: int, write: Callable[[str], None], force: bool = False) -> None:
+        """Snapshot at `steps` via `write(folder)` if a mark was reached, or if `force` (the final policy)."""
+        if self.every <= 0 or not (force or self.due(steps)):
+            return
+        final = os.path.join(self.directory, f"{steps:012d}")
+        if os.path.isdir(final):
+            return
+        partial = final + ".partial"
+        if os.path.isdir(partial):
+            shutil.rmtree(partial)
+        os.makedirs(partial)
+        write(partial)
+        os.replace(partial, final)
+        self.next_mark = (steps // self.every + 1) * self.every
+
+
+def history_steps(directory: str) -> list[int]:
+    """Env steps of the finished snapshots in a history folder, in training order."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
 def read_curve(path: str) -> list[dict[str, float]]:

@@ -3,7 +3,8 @@
 Training runs sample-factory's own runner (serial or parallel mode, per the hyperparameters)
 on envs built by `experts.wrappers.make_training_env`, i.e. on exactly the observations the
 dataset stores. Checkpoints and sample-factory's config live in `workdir/sf/`, which is what
-`--resume` continues from; the final checkpoint and config are copied into `model_dir`.
+`--resume` continues from; the final checkpoint and config are copied into `model_dir` (and,
+with `history_every`, checkpoints past each mark into learning-history snapshots).
 
 Importing this module applies `experts.sf_compat` (numpy >= 2.4 fix); sample-factory's
 child processes import this module too (they unpickle `_make_sf_env`), so they get it as well.
@@ -15,6 +16,7 @@ import glob
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from functools import partial
@@ -25,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from experts import sf_compat
-from experts.base import CurveRecorder, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.base import CurveRecorder, HistoryKeeper, TrainJob, TrainOutcome, TrainProgress, check_keys
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
@@ -93,6 +95,19 @@ def _latest_checkpoint(directory: str) -> str | None:
     return found[-1] if found else None
 
 
+def _copy_model(checkpoint: str, workdir: str, directory: str) -> None:
+    """What `SampleFactoryPolicy` loads: a checkpoint as model.pth, with the experiment's config.json."""
+    os.makedirs(directory, exist_ok=True)
+    shutil.copy2(checkpoint, os.path.join(directory, "model.pth"))
+    shutil.copy2(os.path.join(workdir, EXPERIMENT, "config.json"), os.path.join(directory, "config.json"))
+
+
+def _named_steps(path: str) -> int | None:
+    """Env steps from a checkpoint's file name (checkpoint_<train step>_<env steps>.pth), None if unnamed."""
+    match = re.fullmatch(r"checkpoint_\d+_(\d+)\.pth", os.path.basename(path))
+    return int(match[1]) if match else None
+
+
 def _checkpoint_steps(path: str) -> int:
     """Env steps recorded in a checkpoint; a PipelineError naming the file when it cannot be read."""
     import torch
@@ -134,10 +149,14 @@ def _start_watchdog(runner: Any, observer: _Observer, timeout_s: float) -> Any:
 
 
 class _Observer:
-    """Feeds sample-factory's episode stats into our learning curve and live progress."""
+    """Feeds sample-factory's episode stats into our learning curve and live progress, and keeps
+    learning-history snapshots: the first checkpoint sample-factory writes past each mark
+    (checkpoints come every `save_every_sec`, which bounds how fine a history can be)."""
 
     def __init__(self, job: TrainJob, recorder: CurveRecorder, start_steps: int) -> None:
         self.job = job
+        self.history = HistoryKeeper(job)
+        self.last_history_check = 0.0
         self.recorder = recorder
         self.start_steps = start_steps
         self.started = time.monotonic()
@@ -163,6 +182,16 @@ class _Observer:
     def on_stop(self, runner: Any) -> None:
         self.recorder.maybe_write(self.steps, force=True)
 
+    def keep_history(self) -> None:
+        latest = _latest_checkpoint(os.path.join(self.job.workdir, CHECKPOINT_DIR))
+        steps = _named_steps(latest) if latest else None
+        if latest is None or steps is None or not self.history.due(steps):
+            return
+        try:
+            self.history.save(steps, partial(_copy_model, latest, self.job.workdir))
+        except FileNotFoundError:  # rotated away by the learner meanwhile: the next one will do
+            log.debug("%s: checkpoint %s vanished before it could be kept", self.job.spec.config, latest)
+
     def on_training_step(self, runner: Any, iteration: int) -> None:
         # sample-factory 2.1.1 declares `total_train_seconds` (checked against --train_for_seconds) but never
         # updates it: we keep it current so the time limit works.
@@ -171,6 +200,9 @@ class _Observer:
         self.steps = int(sum(runner.env_steps.values()))
         self.recorder.maybe_write(self.steps)
         now = time.monotonic()
+        if self.history.every and now - self.last_history_check >= 1.0:
+            self.last_history_check = now
+            self.keep_history()
         if now - self.last_report >= 1.0:
             self.last_report = now
             fps = (self.steps - self.start_steps) / max(now - self.started, 1e-6)
@@ -297,11 +329,8 @@ class SampleFactoryBackend:
         if final is None:
             raise RuntimeError(f"sample-factory wrote no checkpoint in {checkpoint_dir}")
         steps = _checkpoint_steps(final)
-        os.makedirs(job.model_dir, exist_ok=True)
-        shutil.copy2(final, os.path.join(job.model_dir, "model.pth"))
-        shutil.copy2(
-            os.path.join(job.workdir, EXPERIMENT, "config.json"), os.path.join(job.model_dir, "config.json")
-        )
+        _copy_model(final, job.workdir, job.model_dir)
+        observer.history.save(steps, partial(_copy_model, final, job.workdir), force=True)
         values = cfg if isinstance(cfg, dict) else vars(cfg)
         used = {k: v for k, v in values.items() if k in hp or k in FIXED_KEYS - {"train_dir"}}
         return TrainOutcome(steps=steps, algo="APPO", hyperparameters=used, resumed_from=resumed_from)

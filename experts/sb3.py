@@ -4,7 +4,8 @@ Settings follow RL Zoo's per-env YAML style: an `algo`, the algorithm's construc
 `policy_kwargs` (with `activation_fn` as a name), `n_envs`, and `normalize` for observation
 normalisation (stored with the model, applied by the loaded policy). Checkpoints are written
 every `checkpoint_every` steps into `workdir/sb3/`; `--resume` loads the newest one and trains
-the remainder. Off-policy replay buffers are not checkpointed (a resumed SAC/TQC refills its
+the remainder. With `history_every`, snapshots in the final model's format are kept for
+learning histories. Off-policy replay buffers are not checkpointed (a resumed SAC/TQC refills its
 buffer), which keeps checkpoints small.
 """
 
@@ -15,13 +16,14 @@ import logging
 import os
 import re
 import time
+from functools import partial
 from importlib.metadata import version
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from experts.base import CurveRecorder, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.base import CurveRecorder, HistoryKeeper, TrainJob, TrainOutcome, TrainProgress, check_keys
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec
@@ -154,16 +156,15 @@ class SB3Backend:
                 **hp,
             )
         recorder = CurveRecorder(job.workdir)
-        callback = _callback(job, recorder, checkpoint_dir, every, resumed_from)
+        history = HistoryKeeper(job)
+        callback = _callback(job, recorder, history, checkpoint_dir, every, resumed_from)
         remaining = max(0, job.steps - model.num_timesteps)
         if remaining:
             model.learn(remaining, callback=callback, reset_num_timesteps=False)
         callback.checkpoint(model)
         recorder.maybe_write(model.num_timesteps, force=True)
-        os.makedirs(job.model_dir, exist_ok=True)
-        model.save(os.path.join(job.model_dir, "model.zip"))
-        if normalize:
-            _save_obs_stats(model.get_vec_normalize_env(), os.path.join(job.model_dir, "obs_norm.npz"))
+        _save_model(model, job.model_dir)
+        history.save(model.num_timesteps, partial(_save_model, model), force=True)
         used = {
             "algo": algo,
             "policy": policy,
@@ -200,20 +201,31 @@ def _load_vecnormalize(model_path: str, venv: Any) -> Any:
         ) from exc
 
 
+def _save_model(model: Any, directory: str) -> None:
+    """What `SB3Policy` loads: the model zip, and the observation normaliser's statistics if any."""
+    os.makedirs(directory, exist_ok=True)
+    model.save(os.path.join(directory, "model.zip"))
+    if model.get_vec_normalize_env() is not None:
+        _save_obs_stats(model.get_vec_normalize_env(), os.path.join(directory, "obs_norm.npz"))
+
+
 def _save_obs_stats(vec_normalize: Any, path: str) -> None:
     rms = vec_normalize.obs_rms
     np.savez(path, mean=rms.mean, var=rms.var, clip=vec_normalize.clip_obs, epsilon=vec_normalize.epsilon)
 
 
-def _callback(job: TrainJob, recorder: CurveRecorder, directory: str, every: int, start: int) -> Any:
-    """SB3 callback: learning curve, live progress, periodic checkpoints (model + normaliser stats).
+def _callback(
+    job: TrainJob, recorder: CurveRecorder, history: HistoryKeeper, directory: str, every: int, start: int
+) -> Any:
+    """SB3 callback: learning curve, live progress, periodic checkpoints (model + normaliser stats),
+    learning-history snapshots.
 
     Built in a function so importing this module does not import stable-baselines3.
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Callback(BaseCallback):
-        def __init__(self, job: TrainJob, recorder: CurveRecorder, directory: str, every: int, start: int):
+        def __init__(self) -> None:
             super().__init__()
             self.job, self.recorder, self.directory, self.every = job, recorder, directory, every
             self.start_steps = start
@@ -230,6 +242,8 @@ def _callback(job: TrainJob, recorder: CurveRecorder, directory: str, every: int
             self.recorder.maybe_write(steps)
             if steps - self.last_checkpoint >= self.every:
                 self.checkpoint(self.model)
+            if history.due(steps):
+                history.save(steps, partial(_save_model, self.model))
             now = time.monotonic()
             if now - self.last_report >= 1.0:
                 self.last_report = now
@@ -258,7 +272,7 @@ def _callback(job: TrainJob, recorder: CurveRecorder, directory: str, every: int
                     os.remove(stats)
             self.last_checkpoint = steps
 
-    return Callback(job, recorder, directory, every, start)
+    return Callback()
 
 
 class SB3Policy:

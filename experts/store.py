@@ -5,6 +5,9 @@
     EXPERTS_DIR/<config>/learning_curve.csv  steps, wall_time_s, episodes, mean_return, mean_length
     EXPERTS_DIR/<config>/model/              what the backend loads as a policy
     EXPERTS_DIR/<config>/checkpoints/        training state for `--resume`
+    EXPERTS_DIR/<config>/history/<step>/     snapshots in model/'s format every `history_every`
+                                             steps: the learning history `rollout
+                                             --learning-history` records
 
 Backends train in local folders. For a local store those are the store's own folders; for a
 remote one (s3://…) they are a local staging copy that is uploaded when training ends (and
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 METADATA = "metadata.json"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
+HISTORY_DIR = "history"
 ACCEPTED, REJECTED, UNEVALUATED = "accepted", "rejected", "unevaluated"
 
 
@@ -46,6 +50,7 @@ class StagedExpert:
     root: str
     workdir: str
     model_dir: str
+    history_dir: str
 
 
 class ExpertStore:
@@ -102,15 +107,22 @@ class ExpertStore:
             if os.path.isdir(root):
                 shutil.rmtree(root)  # staging copies are never trusted over the store
             if resume:
-                self._download(f"{config}/{CHECKPOINT_DIR}", os.path.join(root, CHECKPOINT_DIR))
+                for name in (CHECKPOINT_DIR, HISTORY_DIR):
+                    self._download(f"{config}/{name}", os.path.join(root, name))
         os.makedirs(root, exist_ok=True)
-        return StagedExpert(config, root, os.path.join(root, CHECKPOINT_DIR), os.path.join(root, MODEL_DIR))
+        return StagedExpert(
+            config,
+            root,
+            os.path.join(root, CHECKPOINT_DIR),
+            os.path.join(root, MODEL_DIR),
+            os.path.join(root, HISTORY_DIR),
+        )
 
     def publish(self, staged: StagedExpert) -> None:
         """Upload a staging copy to a remote store (nothing to do for a local one)."""
         if self.location.is_local:
             return
-        for name in (CHECKPOINT_DIR, MODEL_DIR):
+        for name in (CHECKPOINT_DIR, MODEL_DIR, HISTORY_DIR):
             local = os.path.join(staged.root, name)
             if os.path.isdir(local):
                 self.location.delete(f"{staged.config}/{name}")
@@ -144,13 +156,23 @@ class ExpertStore:
         return read_curve(local)
 
     # --- loading --------------------------------------------------------------------------
-    def local_model_dir(self, config: str) -> str:
+    def history_steps(self, config: str) -> list[int]:
+        """Env steps of the expert's learning-history snapshots, in training order."""
+        return sorted(
+            int(info.base_name)
+            for info in self.location.list(f"{config}/{HISTORY_DIR}")
+            if info.type == pafs.FileType.Directory and info.base_name.isdigit()
+        )
+
+    def local_model_dir(self, config: str, step: int | None = None) -> str:
+        """A local folder holding the final model, or the history snapshot at `step`."""
+        relative = f"{config}/{MODEL_DIR}" if step is None else f"{config}/{HISTORY_DIR}/{step:012d}"
         if self.location.is_local:
-            return self.location.path(f"{config}/{MODEL_DIR}")
-        local = os.path.join(self.cache_dir, config, MODEL_DIR)
+            return self.location.path(relative)
+        local = os.path.join(self.cache_dir, relative)
         if os.path.isdir(local):
             shutil.rmtree(local)
-        self._download(f"{config}/{MODEL_DIR}", local)
+        self._download(relative, local)
         return local
 
     def _download(self, relative: str, local: str) -> None:
@@ -164,14 +186,24 @@ class ExpertStore:
             with self.location.fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
 
-    def load_policy(self, spec: TaskSpec, metadata: dict[str, Any] | None = None) -> Policy:
-        """The stored expert of `spec` as a policy; PipelineError when there is none or it cannot be read."""
-        metadata = metadata or self.read_metadata(spec.config)
+    def load_policy(
+        self, spec: TaskSpec, metadata: dict[str, Any] | None = None, step: int | None = None
+    ) -> Policy:
+        """The stored expert of `spec` (its snapshot at `step` if given) as a policy.
+
+        PipelineError when there is none or it cannot be read.
+        """
+        metadata = metadata or self.read_metadata(spec.base_config)
         if metadata is None:
             raise PipelineError(
-                f"no expert for {spec.config} in {self.uri}: train one with "
-                f"`pipeline train-experts --tasks {spec.config} --out {self.uri}`"
+                f"no expert for {spec.base_config} in {self.uri}: train one with "
+                f"`pipeline train-experts --tasks {spec.base_config} --out {self.uri}`"
             )
         backend = get_backend(metadata["backend"])
-        model_dir = self.local_model_dir(spec.config) if backend.trainable else ""
+        if step is not None and step not in self.history_steps(spec.base_config):
+            raise PipelineError(
+                f"the expert for {spec.base_config} in {self.uri} has no learning-history snapshot "
+                f"at step {step}"
+            )
+        model_dir = self.local_model_dir(spec.base_config, step) if backend.trainable else ""
         return backend.load(model_dir, spec, metadata)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from experts.base import CURVE_FILE, TrainJob, TrainProgress, get_backend, read_curve
+from experts.base import CURVE_FILE, TrainJob, TrainProgress, get_backend, history_steps, read_curve
 from experts.evaluation import evaluate, gate
 from experts.store import UNEVALUATED, ExpertStore
 from pipeline.errors import PipelineError
@@ -47,6 +47,8 @@ class ExpertPlan:
     resume: bool = False
     evaluate: bool = True
     time_limit_s: float | None = None
+    history_every: int = 0
+    """Learning-history snapshot interval in env steps (0: none)."""
 
 
 @dataclass
@@ -126,6 +128,8 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         num_cpus=plan.num_cpus,
         time_limit_s=plan.time_limit_s,
         report=report,
+        history_dir=staged.history_dir,
+        history_every=plan.history_every,
     )
     try:
         outcome = backend.train(job)
@@ -151,6 +155,8 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         "seed": plan.seed,
         "num_cpus": plan.num_cpus,
         "learning_curve": CURVE_FILE if backend.trainable else None,
+        "history_every": plan.history_every,
+        "history_snapshots": len(history_steps(staged.history_dir)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     result = ExpertResult(spec.config, backend.name, UNEVALUATED, outcome.steps, wall_time)

@@ -69,11 +69,11 @@ class UnitResult:
                 "config": self.unit.config,
                 "split": self.unit.split,
                 "shard_index": self.unit.shard_index,
-                "episodes": [[e.episode_id, e.seed] for e in self.unit.episodes],
+                "episodes": [_planned_to_list(e) for e in self.unit.episodes],
             },
             "shard": self.shard.to_dict() if self.shard else None,
             "dropped": self.dropped,
-            "leftover": [[e.episode_id, e.seed] for e in self.leftover],
+            "leftover": [_planned_to_list(e) for e in self.leftover],
             "steps": self.steps,
             "provenance": self.provenance,
         }
@@ -81,15 +81,21 @@ class UnitResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UnitResult:
         u = data["unit"]
-        episodes = tuple(PlannedEpisode(i, seed, u["split"]) for i, seed in u["episodes"])
+        episodes = tuple(PlannedEpisode(i, seed, u["split"], *rest) for i, seed, *rest in u["episodes"])
         return cls(
             unit=WorkUnit(u["config"], u["split"], u["shard_index"], episodes),
             shard=ShardRecord.from_dict(data["shard"]) if data["shard"] else None,
             dropped=data["dropped"],
-            leftover=tuple(PlannedEpisode(i, seed, u["split"]) for i, seed in data["leftover"]),
+            leftover=tuple(PlannedEpisode(i, seed, u["split"], *rest) for i, seed, *rest in data["leftover"]),
             steps=data["steps"],
             provenance=data["provenance"],
         )
+
+
+def _planned_to_list(episode: PlannedEpisode) -> list[int]:
+    """[id, seed], plus the snapshot step for learning histories."""
+    head = [episode.episode_id, episode.seed]
+    return head if episode.checkpoint is None else [*head, episode.checkpoint]
 
 
 def unit_record_path(config: str, split: str, index: int) -> str:
@@ -101,7 +107,7 @@ def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpi
     """Play one planned episode; return it in stored form, or the reason it was dropped."""
     observation, info = env.reset(seed=planned.seed)
     policy.reset(env, planned.seed)
-    episode = Episode(planned.episode_id, planned.seed)
+    episode = Episode(planned.episode_id, planned.seed, checkpoint_step=planned.checkpoint)
     continuous = spec.action.type == "continuous"
     low, high = spec.action.low, spec.action.high
     success: bool | None = None
@@ -134,28 +140,36 @@ def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpi
 
 
 class RolloutWorker:
-    """Records work units into shards. Envs and policies are built once per config and kept."""
+    """Records work units into shards. Envs and policies are built once per config and kept.
+
+    Learning histories need one policy per expert snapshot; units hold consecutive episodes,
+    so only the latest snapshot's policy is kept per config.
+    """
 
     def __init__(self, settings: WorkerSettings) -> None:
         warnings.filterwarnings("ignore", category=UserWarning)
         self.settings = settings
         self.location = open_location(settings.out)
-        self._envs: dict[str, tuple[Any, Policy]] = {}
+        self._envs: dict[str, Any] = {}
+        self._policies: dict[str, tuple[int | None, Policy]] = {}
 
-    def _env_and_policy(self, spec: TaskSpec) -> tuple[Any, Policy]:
+    def _env_and_policy(self, spec: TaskSpec, checkpoint: int | None) -> tuple[Any, Policy]:
         if spec.config not in self._envs:
-            env = make_env(spec, max_episode_steps=self.settings.max_episode_steps)
+            self._envs[spec.config] = make_env(spec, max_episode_steps=self.settings.max_episode_steps)
+        env = self._envs[spec.config]
+        cached = self._policies.get(spec.config)
+        if cached is None or cached[0] != checkpoint:
             kind = self.settings.policies[spec.config]
-            self._envs[spec.config] = (
-                env,
-                make_policy(kind, spec, env, self.settings.experts_dir, self.settings.allow_weak),
+            policy = make_policy(
+                kind, spec, env, self.settings.experts_dir, self.settings.allow_weak, step=checkpoint
             )
-        return self._envs[spec.config]
+            self._policies[spec.config] = cached = (checkpoint, policy)
+        return env, cached[1]
 
     def run_unit(self, unit: WorkUnit) -> Iterator[Progress | UnitResult]:
         """Record a unit; yields progress now and then, and the `UnitResult` last."""
         spec = get_task(unit.config)
-        env, policy = self._env_and_policy(spec)
+        env, policy = self._env_and_policy(spec, unit.episodes[0].checkpoint)
         writer = ShardWriter(
             self.location,
             unit.config,
@@ -173,6 +187,7 @@ class RolloutWorker:
                 if writer.full and writer.num_episodes:
                     leftover = unit.episodes[position:]
                     break
+                env, policy = self._env_and_policy(spec, planned.checkpoint)
                 result = record_episode(env, policy, spec, planned)
                 if not isinstance(result, str):
                     result = self._filter(spec, result)

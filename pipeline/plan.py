@@ -18,6 +18,8 @@ class PlannedEpisode:
     episode_id: int
     seed: int
     split: str
+    checkpoint: int | None = None
+    """Learning histories: the training step of the expert snapshot that plays this episode."""
 
 
 @dataclass(frozen=True)
@@ -47,18 +49,44 @@ def is_test(episode_id: int, test_fraction: float) -> bool:
 
 
 def plan_episodes(
-    config: str, first_id: int, count: int, seed: int, test_fraction: float, *, ensure_test: bool
+    config: str,
+    first_id: int,
+    count: int,
+    seed: int,
+    test_fraction: float,
+    *,
+    ensure_test: bool,
+    history: HistoryPlan | None = None,
 ) -> list[PlannedEpisode]:
     """Plan `count` episodes starting at `first_id`.
 
     With `ensure_test`, a plan of two or more episodes always has at least one test episode
-    (its last one), so both splits exist even for tiny runs.
+    (its last one), so both splits exist even for tiny runs. With a `history`, consecutive
+    episode ids go to successive expert snapshots, so ids follow training order.
     """
     ids = range(first_id, first_id + count)
     splits = ["test" if is_test(i, test_fraction) else "train" for i in ids]
     if ensure_test and count >= 2 and test_fraction > 0 and "test" not in splits:
         splits[-1] = "test"
-    return [PlannedEpisode(i, episode_seed(seed, config, i), s) for i, s in zip(ids, splits, strict=True)]
+    return [
+        PlannedEpisode(i, episode_seed(seed, config, i), s, history.checkpoint(i) if history else None)
+        for i, s in zip(ids, splits, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class HistoryPlan:
+    """A learning history: `episodes_per_snapshot` episodes from each snapshot, in training order."""
+
+    snapshots: tuple[int, ...]  # training steps of the expert's snapshots, ascending
+    episodes_per_snapshot: int
+
+    @property
+    def episodes(self) -> int:
+        return len(self.snapshots) * self.episodes_per_snapshot
+
+    def checkpoint(self, episode_id: int) -> int:
+        return self.snapshots[episode_id // self.episodes_per_snapshot]
 
 
 def make_units(

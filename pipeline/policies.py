@@ -120,14 +120,14 @@ def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) ->
     if experts_dir:
         from experts.store import ExpertStore  # experts/ imports this module: import it lazily
 
-        metadata = ExpertStore(experts_dir).read_metadata(spec.config)
+        metadata = ExpertStore(experts_dir).read_metadata(spec.base_config)
     if metadata is None:
         if scripted_available(spec):
             return None
         where = f" in {experts_dir}" if experts_dir else " (no --experts-dir given)"
         raise PipelineError(
-            f"no trained expert for {spec.config}{where}: train one with "
-            f"`pipeline train-experts --tasks {spec.config} --out EXPERTS_DIR` and pass "
+            f"no trained expert for {spec.base_config}{where}: train one with "
+            f"`pipeline train-experts --tasks {spec.base_config} --out EXPERTS_DIR` and pass "
             "--experts-dir EXPERTS_DIR, or use --policy random"
         )
     status = metadata.get("status")
@@ -135,7 +135,7 @@ def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) ->
         reason = (metadata.get("gate") or {}).get("reason", "it was never evaluated")
         fallback = ", or --policy scripted" if scripted_available(spec) else ""
         raise PipelineError(
-            f"the expert for {spec.config} in {experts_dir} is {status}: {reason}; train it further "
+            f"the expert for {spec.base_config} in {experts_dir} is {status}: {reason}; train it further "
             f"(`pipeline train-experts --resume`), or pass --allow-weak to record it anyway{fallback}"
         )
     return metadata
@@ -154,14 +154,55 @@ def check_policy(kind: str, spec: TaskSpec, experts_dir: str | None, allow_weak:
         _stored_expert(spec, experts_dir, allow_weak)
 
 
+def history_snapshots(spec: TaskSpec, experts_dir: str | None) -> list[int]:
+    """Training steps of the stored expert's learning-history snapshots (refused when there are < 2).
+
+    A learning history is every stage of one learner, weak ones included, so the gate does not
+    apply; bots and scripted policies have none.
+    """
+    if not experts_dir:
+        raise PipelineError(
+            "--learning-history records an expert's snapshots: pass --experts-dir EXPERTS_DIR "
+            "written by `pipeline train-experts`"
+        )
+    from experts.store import ExpertStore
+
+    store = ExpertStore(experts_dir)
+    metadata = store.read_metadata(spec.base_config)
+    if metadata is None or not metadata.get("trained"):
+        what = "no expert" if metadata is None else f"a {metadata.get('backend')} expert (never trained)"
+        raise PipelineError(
+            f"{experts_dir} holds {what} for {spec.base_config}, so there is no learning history: train "
+            f"one with `pipeline train-experts --tasks {spec.base_config} --out {experts_dir}`"
+        )
+    steps = store.history_steps(spec.base_config)
+    if len(steps) < 2:
+        raise PipelineError(
+            f"the expert for {spec.base_config} in {experts_dir} kept {len(steps)} learning-history "
+            "snapshot(s), a history needs 2 or more: retrain it with `pipeline train-experts --overwrite "
+            "--history-every N` (default: expert.steps / expert.history_snapshots)"
+        )
+    return steps
+
+
 def make_policy(
-    kind: str, spec: TaskSpec, env: gym.Env, experts_dir: str | None = None, allow_weak: bool = False
+    kind: str,
+    spec: TaskSpec,
+    env: gym.Env,
+    experts_dir: str | None = None,
+    allow_weak: bool = False,
+    step: int | None = None,
 ) -> Policy:
     """Build the policy `kind` for a task (checked first by `check_policy`).
 
     "expert" loads the trained expert from `experts_dir` when one is stored (accepted by the
     gate, or any with `allow_weak`); BabyAI and Meta-World fall back to their bot/scripted expert.
+    With `step`, the expert's learning-history snapshot at that training step (no gate).
     """
+    if step is not None:
+        from experts.store import ExpertStore
+
+        return ExpertStore(experts_dir or "").load_policy(spec, step=step)
     check_policy(kind, spec, experts_dir, allow_weak)
     if kind == "random":
         return RandomPolicy(env.action_space)

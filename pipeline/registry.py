@@ -102,6 +102,12 @@ class TaskSpec:
     notes: tuple[str, ...] = ()
     variant: str | None = None  # "top80", "history": a dataset variant of the task (own config name)
 
+    @property
+    def base_config(self) -> str:
+        """The task's own config name, also for a variant ("mujoco-hopper" for "mujoco-hopper-top80"):
+        what experts are stored under."""
+        return self.config[: -len(self.variant) - 1] if self.variant else self.config
+
 
 def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(data) - allowed)

@@ -19,8 +19,8 @@ from pipeline.errors import PipelineError
 from pipeline.executor import run_streaming
 from pipeline.layout import write_readme
 from pipeline.manifest import Manifest, write_info, write_manifest
-from pipeline.plan import WorkUnit
-from pipeline.policies import check_policy
+from pipeline.plan import HistoryPlan, WorkUnit
+from pipeline.policies import check_policy, history_snapshots
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, ConfigRun
@@ -29,6 +29,7 @@ from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
 
 log = logging.getLogger(__name__)
+HISTORY_EPISODES = 10  # episodes per expert snapshot in a learning history, unless --episodes says
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class RolloutConfig:
     min_return_fraction: float | None = None
     """Keep only episodes scoring at least this on the expert-normalised scale, (R - random) /
     (expert - random) against the JAT reference (Gato's 0.8 filter); stored as `<config>-topNN`."""
+    learning_history: bool = False
+    """Record the expert's learning history (Algorithm Distillation): `episodes` episodes (default
+    10) from each snapshot `train-experts` kept, in training order, stored as `<config>-history`
+    with each episode's snapshot step in the manifest."""
     returns_to_go: bool = False
     """Also write `meta/<config>/returns_to_go.parquet` (per-step undiscounted returns-to-go, for
     Decision Transformer users), outside the data files so JAT's features stay exact."""
@@ -88,6 +93,16 @@ class RolloutConfig:
             raise PipelineError(f"--min-return-fraction must be in (0, 1], got {self.min_return_fraction}")
         if self.overwrite and self.resume:
             raise PipelineError("--overwrite and --resume exclude each other: pick one")
+        if self.learning_history:
+            if self.steps is not None or self.min_return_fraction is not None:
+                raise PipelineError(
+                    "--learning-history records whole snapshots' episodes: it takes --episodes "
+                    "(per snapshot), not --steps or --min-return-fraction"
+                )
+            if self.policy not in (None, "expert"):
+                raise PipelineError(
+                    "--learning-history records a trained expert: drop --policy or use --policy expert"
+                )
         if self.workers < 0:
             raise PipelineError(f"--workers must be 0 (in-process) or more, got {self.workers}")
         if self.test_fraction is not None and not 0 <= self.test_fraction < 1:
@@ -143,12 +158,22 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
     """Resolve tasks and policies, all checked before any work starts."""
     runs: dict[str, ConfigRun] = {}
     for spec in resolve_tasks(config.suite, list(config.tasks) or None):
+        history = None
         if config.min_return_fraction is not None:
             spec = get_task(variant_config(spec.config, f"top{round(config.min_return_fraction * 100)}"))
-        kind = config.policy or spec.rollout.get("policy", "random")
-        check_policy(kind, spec, config.experts_dir, config.allow_weak)
+        if config.learning_history:
+            spec = get_task(variant_config(spec.config, "history"))
+            kind = "expert"
+            history = HistoryPlan(
+                tuple(history_snapshots(spec, config.experts_dir)), config.episodes or HISTORY_EPISODES
+            )
+        else:
+            kind = config.policy or spec.rollout.get("policy", "random")
+            check_policy(kind, spec, config.experts_dir, config.allow_weak)
         budget = (
-            {"episodes": config.episodes}
+            {"episodes": history.episodes}
+            if history
+            else {"episodes": config.episodes}
             if config.episodes
             else {"steps": config.steps}
             if config.steps
@@ -163,6 +188,11 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
             "min_return_fraction": config.min_return_fraction,
         }
+        if history:
+            settings["history"] = {
+                "snapshots": list(history.snapshots),
+                "episodes_per_snapshot": history.episodes_per_snapshot,
+            }
         per_unit = config.episodes_per_shard or spec.rollout.get("episodes_per_shard", 100)
         runs[spec.config] = ConfigRun(spec, settings, per_unit)
     return runs

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.collector import UnitResult
 from pipeline.errors import PipelineError
-from pipeline.plan import PlannedEpisode, WorkUnit, make_units, plan_episodes
+from pipeline.plan import HistoryPlan, PlannedEpisode, WorkUnit, make_units, plan_episodes
 from pipeline.registry import TaskSpec
 from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
 from pipeline.storage import Location
@@ -24,7 +24,15 @@ from pipeline.storage import Location
 log = logging.getLogger(__name__)
 PLAN_PATH = "meta/{config}/plan.json"
 # Settings that change what an episode contains: a resume must use the same ones.
-FIXED_SETTINGS = ("seed", "budget", "test_fraction", "policy", "max_episode_steps", "min_return_fraction")
+FIXED_SETTINGS = (
+    "seed",
+    "budget",
+    "test_fraction",
+    "policy",
+    "max_episode_steps",
+    "min_return_fraction",
+    "history",
+)
 
 
 @dataclass
@@ -49,6 +57,13 @@ class ConfigRun:
     def needs_more_steps(self) -> bool:
         return "steps" in self.budget and self.outstanding == 0 and self.steps < self.budget["steps"]
 
+    @property
+    def history(self) -> HistoryPlan | None:
+        history = self.settings.get("history")
+        if not history:
+            return None
+        return HistoryPlan(tuple(history["snapshots"]), int(history["episodes_per_snapshot"]))
+
     def _planned(self, first: int, count: int) -> list[PlannedEpisode]:
         return plan_episodes(
             self.spec.config,
@@ -57,6 +72,7 @@ class ConfigRun:
             self.settings["seed"],
             self.settings["test_fraction"],
             ensure_test="episodes" in self.budget,
+            history=self.history,
         )
 
     def units_for(self, episodes: list[PlannedEpisode], workers: int) -> list[WorkUnit]:
@@ -87,9 +103,9 @@ class ConfigRun:
         """Pick up an interrupted run: keep recorded units, drop orphans, re-plan the rest."""
         config = self.spec.config
         saved = location.read_json(PLAN_PATH.format(config=config))
-        changed = [k for k in FIXED_SETTINGS if saved.get(k) != self.settings[k]]
+        changed = [k for k in FIXED_SETTINGS if saved.get(k) != self.settings.get(k)]
         if changed:
-            details = ", ".join(f"{k}: was {saved.get(k)!r}, now {self.settings[k]!r}" for k in changed)
+            details = ", ".join(f"{k}: was {saved.get(k)!r}, now {self.settings.get(k)!r}" for k in changed)
             raise PipelineError(
                 f"--resume of {config} with different settings ({details}): use the original ones, "
                 "or --overwrite to start again"

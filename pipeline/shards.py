@@ -64,6 +64,7 @@ class Episode:
     actions: list[Any] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     success: bool | None = None
+    checkpoint_step: int | None = None  # learning histories: the env step of the snapshot that acted
 
     @property
     def length(self) -> int:
@@ -101,6 +102,7 @@ class EpisodeRecord:
     episode_return: float
     success: bool | None
     digest: str = ""
+    checkpoint_step: int | None = None  # learning histories only: the acting snapshot's training step
 
 
 @dataclass
@@ -115,7 +117,11 @@ class ShardRecord:
     episodes: list[EpisodeRecord]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for episode in data["episodes"]:  # only learning histories have one: keep manifests lean
+            if episode["checkpoint_step"] is None:
+                del episode["checkpoint_step"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
@@ -231,7 +237,9 @@ class ShardWriter:
         table = episodes_to_table(self.domain, self._pending)
         self._writer.write_table(table, row_group_size=len(self._pending))
         self._records += [
-            EpisodeRecord(e.episode_id, e.seed, e.length, e.episode_return, e.success, e.digest())
+            EpisodeRecord(
+                e.episode_id, e.seed, e.length, e.episode_return, e.success, e.digest(), e.checkpoint_step
+            )
             for e in self._pending
         ]
         self._pending, self._pending_bytes = [], 0

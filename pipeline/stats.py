@@ -38,6 +38,8 @@ BATCH_EPISODES = 32
 # Per-step columns whose per-feature moments are computed: JAT's continuous vectors.
 VECTOR_COLUMNS = ("continuous_observations", "continuous_actions")
 
+PLAN_KEYS = ("seed", "budget", "test_fraction", "max_episode_steps", "history")  # shown on the card
+
 
 @dataclass
 class Moments:
@@ -157,7 +159,7 @@ def episode_stats(manifest: Manifest, spec: TaskSpec) -> dict[str, Any]:
             "backend": spec.expert.get("backend"),
             "jat_expert": spec.expert_source or None,
         },
-        "plan": {k: manifest.plan.get(k) for k in ("seed", "budget", "test_fraction", "max_episode_steps")},
+        "plan": {k: manifest.plan.get(k) for k in PLAN_KEYS},
         "dropped": len(manifest.dropped),
         "data_files": {s: SHARD_GLOB.format(config=manifest.config, split=s) for s in splits},
         "histogram_edges": _floats(edges),

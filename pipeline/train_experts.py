@@ -66,12 +66,18 @@ class TrainExpertsConfig:
     address: str | None = None
     """Ray cluster address; default RAY_ADDRESS, else a local cluster (`ray.init()`)."""
     progress: bool = True
+    history_every: int | None = None
+    """Learning-history snapshot interval in env steps (0: none); default: `expert.steps` divided by
+    the task's `expert.history_snapshots`."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "num_cpus", "eval_episodes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        every = self.history_every
+        if every is not None and (not isinstance(every, int) or every < 0):
+            raise PipelineError(f"--history-every must be 0 or a positive integer, got {every!r}")
         if self.time_limit_min is not None and not self.time_limit_min > 0:
             raise PipelineError(
                 f"--time-limit must be a positive number of minutes, got {self.time_limit_min!r}"
@@ -124,6 +130,10 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
             f"{spec.config}: no step budget; pass --steps or set expert.steps in env_configs/"
         )
     threshold = config.threshold if config.threshold is not None else float(expert.get("threshold", 0.5))
+    snapshots = int(expert.get("history_snapshots", 0))
+    history_every = config.history_every
+    if history_every is None:
+        history_every = max(1, steps // snapshots) if backend.trainable and snapshots > 0 else 0
     return ExpertPlan(
         config=spec.config,
         backend=backend_name,
@@ -137,6 +147,7 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         resume=config.resume,
         evaluate=config.evaluate,
         time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
+        history_every=history_every,
     )
 
 

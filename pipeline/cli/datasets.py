@@ -68,7 +68,9 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="atari | babyai | metaworld | mujoco")
     p.add_argument("--tasks", type=csv_list, help="comma-separated task names (default: the whole suite)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--episodes", type=int, help="episodes per task")
+    budget.add_argument(
+        "--episodes", type=int, help="episodes per task (per snapshot with --learning-history)"
+    )
     budget.add_argument("--steps", type=int, help="steps per task (whole episodes)")
     p.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors (0: in this process)")
@@ -84,6 +86,12 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
         "--min-return-fraction",
         type=float,
         help="keep episodes scoring at least this (expert-normalised, JAT reference); config <task>-topNN",
+    )
+    p.add_argument(
+        "--learning-history",
+        action="store_true",
+        help="record --episodes (default 10) from each snapshot of the trained expert in training order "
+        "(Algorithm Distillation); config <task>-history",
     )
     p.add_argument(
         "--returns-to-go", action="store_true", help="also write meta/<config>/returns_to_go.parquet"
@@ -117,6 +125,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         resume=args.resume,
         min_return_fraction=args.min_return_fraction,
         returns_to_go=args.returns_to_go,
+        learning_history=args.learning_history,
         address=args.address,
         experts_dir=args.experts_dir,
         allow_weak=args.allow_weak,

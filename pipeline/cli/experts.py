@@ -36,6 +36,12 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="env steps per expert (default: env_configs/)")
     p.add_argument("--time-limit", type=float, help="minutes of training per expert at most")
     p.add_argument("--out", required=True, help="EXPERTS_DIR: folder or URI (s3://bucket/prefix)")
+    p.add_argument(
+        "--history-every",
+        type=int,
+        help="keep a learning-history snapshot every N env steps, 0 for none "
+        "(default: steps / expert.history_snapshots)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoints")
     p.add_argument("--overwrite", action="store_true", help="retrain experts that already exist")
     p.add_argument("--seed", type=int, default=0)
@@ -102,6 +108,7 @@ def _cmd_train_experts(args: argparse.Namespace) -> int:
             address=args.address,
             progress=not args.no_progress,
             time_limit_min=args.time_limit,
+            history_every=args.history_every,
         )
     )
     Console(soft_wrap=True).print(_expert_table(f"experts in {summary.out}", summary.results))

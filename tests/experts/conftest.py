@@ -11,9 +11,14 @@ from experts.training import ExpertResult, train_expert
 
 
 def _train_twice(root: Path, backend: str, first: int, second: int) -> tuple[ExpertResult, ExpertResult]:
-    """Train `first` steps, then resume to `second`: both results (the store is `root`)."""
-    one = train_expert(tiny_plan("mujoco-hopper", backend, first), str(root))
-    two = train_expert(tiny_plan("mujoco-hopper", backend, second, resume=True), str(root))
+    """Train `first` steps, then resume to `second`: both results (the store is `root`).
+
+    Learning-history snapshots are kept every `first // 2` steps."""
+    every = first // 2
+    one = train_expert(tiny_plan("mujoco-hopper", backend, first, history_every=every), str(root))
+    two = train_expert(
+        tiny_plan("mujoco-hopper", backend, second, resume=True, history_every=every), str(root)
+    )
     return one, two
 
 

@@ -19,7 +19,9 @@ TINY_SF = {
 TINY_SB3_PPO = {"algo": "ppo", "n_steps": 256, "batch_size": 64, "n_epochs": 2, "checkpoint_every": 512}
 
 
-def tiny_plan(config: str, backend: str, steps: int, resume: bool = False, **overrides) -> ExpertPlan:
+def tiny_plan(
+    config: str, backend: str, steps: int, resume: bool = False, history_every: int = 0, **overrides
+) -> ExpertPlan:
     spec = get_task(config)
     base = TINY_SF if backend == "sample-factory" else TINY_SB3_PPO if backend == "sb3" else {}
     hyperparameters = {**spec.expert.get(backend, {}), **base} if backend != "sb3" else dict(base)
@@ -34,4 +36,5 @@ def tiny_plan(config: str, backend: str, steps: int, resume: bool = False, **ove
         threshold=0.5,
         deterministic=True,
         resume=resume,
+        history_every=history_every,
     )

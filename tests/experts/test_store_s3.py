@@ -22,7 +22,7 @@ from pipeline.registry import get_task
 def test_train_resume_and_load_from_s3(s3_server, tmp_path, monkeypatch):  # noqa: F811
     uri = f"{s3_server}/experts"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-a"))
-    first = train_expert(tiny_plan("mujoco-hopper", "sb3", 512), uri)
+    first = train_expert(tiny_plan("mujoco-hopper", "sb3", 512, history_every=512), uri)
     assert first.status != FAILED, first.error
     fs, root = pafs.FileSystem.from_uri(uri)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
@@ -32,11 +32,13 @@ def test_train_resume_and_load_from_s3(s3_server, tmp_path, monkeypatch):  # noq
     assert any(n.startswith("mujoco-hopper/checkpoints/sb3/model_") for n in names)
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-b"))  # nothing local: resume from S3
-    second = train_expert(tiny_plan("mujoco-hopper", "sb3", 1024, resume=True), uri)
+    second = train_expert(tiny_plan("mujoco-hopper", "sb3", 1024, resume=True, history_every=512), uri)
     assert second.status != FAILED, second.error
     with fs.open_input_stream(f"{root}/mujoco-hopper/metadata.json") as f:
         meta = json.loads(f.read())
     assert meta["resumed_from_step"] == first.steps and meta["steps_trained"] >= 1024
+    # the first machine's history snapshot survived the resume elsewhere, and the new ones joined it
+    assert ExpertStore(uri).history_steps("mujoco-hopper") == [512, 1024]
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-c"))
     spec = get_task("mujoco-hopper")
