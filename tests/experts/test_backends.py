@@ -172,3 +172,24 @@ def test_sync_mode_batch_mismatch_is_named_up_front():
         PipelineError, match=r"multiple of num_workers x num_envs_per_worker x rollout \(2048\)"
     ):
         _check_sync_batches("atari-pong", {**settings, "num_workers": 2, "num_envs_per_worker": 8})
+
+
+def test_variant_configs_use_the_base_tasks_expert(sb3_hopper, tmp_path):
+    """`--min-return-fraction` records `mujoco-hopper-top1` with the expert stored for mujoco-hopper."""
+    from pipeline.rollout import RolloutConfig, run_rollout
+
+    config = RolloutConfig(
+        out=str(tmp_path / "data"),
+        tasks=("mujoco-hopper",),
+        episodes=2,
+        workers=0,
+        policy="expert",
+        experts_dir=str(sb3_hopper[0]),
+        allow_weak=True,
+        min_return_fraction=0.01,
+        progress=False,
+    )
+    summary = run_rollout(config)
+    manifest = json.loads((tmp_path / "data" / "meta" / "mujoco-hopper-top1" / "manifest.json").read_text())
+    assert manifest["provenance"]["backend"] == "sb3"
+    assert sum(summary.configs["mujoco-hopper-top1"][k] for k in ("train_episodes", "dropped")) >= 1
