@@ -389,6 +389,27 @@ class SampleFactoryPolicy:
         self._rnn = torch.zeros([1, self._rnn_size])
         torch.manual_seed(seed)  # stochastic actions replay identically for a given episode seed
 
+    def batchable(self) -> bool:
+        """Deterministic actions and no recurrent state: rows of a batch are independent episodes."""
+        return self.deterministic and not self.cfg.get("use_rnn", False)
+
+    def act_batch(self, observations: np.ndarray) -> np.ndarray:
+        """One forward pass for a batch of observations (envs stepped in lockstep by rollout)."""
+        import torch
+        from sample_factory.algo.utils.action_distributions import argmax_actions
+        from sample_factory.algo.utils.rl_utils import prepare_and_normalize_obs
+
+        obs = np.asarray(observations)
+        if self.spec.observation.type == "image":
+            obs = np.moveaxis(obs, -1, 1)
+        with torch.no_grad():
+            batch = prepare_and_normalize_obs(self.model, {"obs": torch.as_tensor(np.ascontiguousarray(obs))})
+            self.model(batch, torch.zeros([len(obs), self._rnn_size]))
+            actions = argmax_actions(self.model.action_distribution()).numpy()
+        if self.spec.action.type == "discrete":
+            return actions.reshape(len(obs)).astype(np.int64)
+        return actions.reshape(len(obs), -1).astype(np.float32)
+
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
         import torch
         from sample_factory.algo.utils.action_distributions import argmax_actions

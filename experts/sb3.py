@@ -300,15 +300,30 @@ class SB3Policy:
         self.model.set_random_seed(seed)
 
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
-        obs = np.asarray(observation)
-        if self.obs_norm is not None:
-            n = self.obs_norm
-            obs = np.clip((obs - n["mean"]) / np.sqrt(n["var"] + n["epsilon"]), -n["clip"], n["clip"])
-            obs = obs.astype(np.float32)
+        obs = self._normalise(np.asarray(observation))
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
         if self.spec.action.type == "discrete":
             return int(np.asarray(action).reshape(-1)[0])
         return np.asarray(action, dtype=np.float32).reshape(-1)
+
+    def batchable(self) -> bool:
+        """Deterministic actions on array observations: rows of a batch are independent episodes."""
+        return self.deterministic and self.spec.observation.type != "dict"
+
+    def act_batch(self, observations: np.ndarray) -> np.ndarray:
+        """One forward pass for a batch of observations (envs stepped in lockstep by rollout)."""
+        actions, _ = self.model.predict(self._normalise(observations), deterministic=True)
+        if self.spec.action.type == "discrete":
+            return np.asarray(actions).reshape(len(observations)).astype(np.int64)
+        return np.asarray(actions, dtype=np.float32).reshape(len(observations), -1)
+
+    def _normalise(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_norm is None:
+            return obs
+        n = self.obs_norm
+        return np.clip((obs - n["mean"]) / np.sqrt(n["var"] + n["epsilon"]), -n["clip"], n["clip"]).astype(
+            np.float32
+        )
 
     def provenance(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""The rollout worker: owns its env(s), its policy and its shard writer.
+"""The rollout worker: owns its envs, its policy and its shard writer.
 
 One worker records work units (batches of planned episodes of one config and split) into
 shards. It runs in-process (serial mode) or as a Ray actor (`pipeline.executor`); either way
@@ -11,16 +11,16 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
-import numpy as np
-
-from pipeline.envs import make_env, step_success
+from pipeline.envs import make_env
 from pipeline.plan import PlannedEpisode, WorkUnit
-from pipeline.policies import EpisodeFailed, Policy, make_policy
+from pipeline.policies import Policy, make_policy
+from pipeline.recorder import can_batch, record_batched, record_episode
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import SHARD_RECORD_DIR
-from pipeline.shards import DEFAULT_MAX_SHARD_BYTES, Episode, ShardRecord, ShardWriter, encode_frame
+from pipeline.shards import DEFAULT_MAX_SHARD_BYTES, Episode, ShardRecord, ShardWriter
 from pipeline.storage import open_location
 
 PROGRESS_EVERY_S = 0.5
@@ -37,6 +37,7 @@ class WorkerSettings:
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     max_episode_steps: int | None = None
     min_return_fraction: float | None = None  # drop episodes below this expert-normalised score
+    envs_per_worker: dict[str, int] = field(default_factory=dict)  # config -> lockstep envs (experts)
 
 
 @dataclass(frozen=True)
@@ -98,45 +99,23 @@ def _planned_to_list(episode: PlannedEpisode) -> list[int]:
     return head if episode.checkpoint is None else [*head, episode.checkpoint]
 
 
+def _in_plan_order(
+    finished: Iterator[tuple[PlannedEpisode, Episode | str]], planned: list[PlannedEpisode]
+) -> Iterator[tuple[PlannedEpisode, Episode | str]]:
+    """Re-order episodes that finished out of order (lockstep envs) into plan order."""
+    waiting: dict[int, Episode | str] = {}
+    expected = iter(planned)
+    current = next(expected, None)
+    for episode, result in finished:
+        waiting[episode.episode_id] = result
+        while current is not None and current.episode_id in waiting:
+            yield current, waiting.pop(current.episode_id)
+            current = next(expected, None)
+
+
 def unit_record_path(config: str, split: str, index: int) -> str:
     """The unit's sidecar; written after its shard is committed, so a shard without one is an orphan."""
     return f"{SHARD_RECORD_DIR.format(config=config)}/{split}-{index:05d}.json"
-
-
-def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpisode) -> Episode | str:
-    """Play one planned episode; return it in stored form, or the reason it was dropped."""
-    observation, info = env.reset(seed=planned.seed)
-    policy.reset(env, planned.seed)
-    episode = Episode(planned.episode_id, planned.seed, checkpoint_step=planned.checkpoint)
-    continuous = spec.action.type == "continuous"
-    low, high = spec.action.low, spec.action.high
-    success: bool | None = None
-    while True:
-        try:
-            action = policy.act(observation, info)
-        except EpisodeFailed as exc:
-            return str(exc)
-        if continuous:  # what np.clip returns, bit for bit, at a third of its per-step cost
-            action = np.minimum(np.maximum(np.asarray(action, dtype=np.float32), low), high)
-        if spec.suite == "atari":
-            episode.observations.append(encode_frame(observation))
-        elif spec.suite == "babyai":
-            episode.texts.append(observation["text_observations"])
-            episode.observations.append(observation["discrete_observations"])
-        else:
-            episode.observations.append(observation)
-        observation, reward, terminated, truncated, info = env.step(action)
-        episode.actions.append(action)
-        episode.rewards.append(float(reward))
-        succeeded = step_success(spec, terminated, float(reward), info)
-        if succeeded is not None:
-            success = bool(success) or succeeded
-        if terminated or truncated:
-            break
-    episode.success = success
-    if spec.rollout.get("drop_unfinished", False) and not terminated:
-        return "unfinished: the episode hit the step limit"
-    return episode
 
 
 class RolloutWorker:
@@ -150,26 +129,50 @@ class RolloutWorker:
         warnings.filterwarnings("ignore", category=UserWarning)
         self.settings = settings
         self.location = open_location(settings.out)
-        self._envs: dict[str, Any] = {}
+        self._envs: dict[str, list[Any]] = {}
         self._policies: dict[str, tuple[int | None, Policy]] = {}
 
-    def _env_and_policy(self, spec: TaskSpec, checkpoint: int | None) -> tuple[Any, Policy]:
-        if spec.config not in self._envs:
-            self._envs[spec.config] = make_env(spec, max_episode_steps=self.settings.max_episode_steps)
-        env = self._envs[spec.config]
+    def _env_list(self, spec: TaskSpec, count: int) -> list[Any]:
+        envs = self._envs.setdefault(spec.config, [])
+        while len(envs) < count:
+            envs.append(make_env(spec, max_episode_steps=self.settings.max_episode_steps))
+        return envs[:count]
+
+    def _policy(self, spec: TaskSpec, checkpoint: int | None) -> Policy:
         cached = self._policies.get(spec.config)
         if cached is None or cached[0] != checkpoint:
             kind = self.settings.policies[spec.config]
+            env = self._env_list(spec, 1)[0]
             policy = make_policy(
                 kind, spec, env, self.settings.experts_dir, self.settings.allow_weak, step=checkpoint
             )
             self._policies[spec.config] = cached = (checkpoint, policy)
-        return env, cached[1]
+        return cached[1]
+
+    def _play(self, spec: TaskSpec, unit: WorkUnit) -> Iterator[tuple[PlannedEpisode, Episode | str]]:
+        """The unit's episodes, played and yielded in plan order.
+
+        A batchable expert steps `envs_per_worker` envs in lockstep (one forward pass for all);
+        other policies play one episode after another. Learning histories switch snapshot
+        between consecutive runs of episodes.
+        """
+        width = self.settings.envs_per_worker.get(spec.config, 1)
+        for checkpoint, group in groupby(unit.episodes, key=lambda e: e.checkpoint):
+            planned = list(group)
+            policy = self._policy(spec, checkpoint)
+            if width > 1 and can_batch(policy):
+                yield from _in_plan_order(
+                    record_batched(self._env_list(spec, width), policy, spec, planned), planned
+                )
+                continue
+            env = self._env_list(spec, 1)[0]
+            for episode in planned:
+                yield episode, record_episode(env, policy, spec, episode)
 
     def run_unit(self, unit: WorkUnit) -> Iterator[Progress | UnitResult]:
         """Record a unit; yields progress now and then, and the `UnitResult` last."""
         spec = get_task(unit.config)
-        env, policy = self._env_and_policy(spec, unit.episodes[0].checkpoint)
+        played = self._play(spec, unit)
         writer = ShardWriter(
             self.location,
             unit.config,
@@ -183,12 +186,11 @@ class RolloutWorker:
         last = time.monotonic()
         leftover: tuple[PlannedEpisode, ...] = ()
         try:
-            for position, planned in enumerate(unit.episodes):
+            for position in range(len(unit.episodes)):
                 if writer.full and writer.num_episodes:
                     leftover = unit.episodes[position:]
                     break
-                env, policy = self._env_and_policy(spec, planned.checkpoint)
-                result = record_episode(env, policy, spec, planned)
+                planned, result = next(played)
                 if not isinstance(result, str):
                     result = self._filter(spec, result)
                 if isinstance(result, str):
@@ -206,8 +208,12 @@ class RolloutWorker:
         except BaseException:
             writer.abort()
             raise
+        finally:
+            played.close()
         yield Progress(unit, done - reported_done, steps - reported_steps)
-        result = UnitResult(unit, shard, dropped, leftover, steps, policy.provenance())
+        result = UnitResult(
+            unit, shard, dropped, leftover, steps, self._policies[spec.config][1].provenance()
+        )
         self._write_unit_record(result)
         yield result
 

@@ -29,6 +29,14 @@ from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
 
 log = logging.getLogger(__name__)
+POSITIVE_SETTINGS = (
+    "episodes",
+    "steps",
+    "max_shard_bytes",
+    "episodes_per_shard",
+    "max_episode_steps",
+    "envs_per_worker",
+)
 HISTORY_EPISODES = 10  # episodes per expert snapshot in a learning history, unless --episodes says
 
 
@@ -74,6 +82,10 @@ class RolloutConfig:
     returns_to_go: bool = False
     """Also write `meta/<config>/returns_to_go.parquet` (per-step undiscounted returns-to-go, for
     Decision Transformer users), outside the data files so JAT's features stay exact."""
+    envs_per_worker: int | None = None
+    """Envs each worker steps in lockstep when the policy is a trained expert, so that one forward
+    pass serves them all; default per suite (`rollout.envs_per_worker`). Part of the plan: the
+    padded batch size fixes the expert's rounding, so a resume must keep it."""
     address: str | None = None
     """Ray cluster address; default RAY_ADDRESS, else a local cluster."""
     experts_dir: str | None = None
@@ -85,7 +97,7 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         if self.episodes is not None and self.steps is not None:
             raise PipelineError("give --episodes or --steps, not both")
-        for name in ("episodes", "steps", "max_shard_bytes", "episodes_per_shard", "max_episode_steps"):
+        for name in POSITIVE_SETTINGS:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -188,6 +200,9 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
             "min_return_fraction": config.min_return_fraction,
         }
+        if kind == "expert":
+            width = config.envs_per_worker or spec.rollout.get("envs_per_worker", 1)
+            settings["envs_per_worker"] = int(width)
         if history:
             settings["history"] = {
                 "snapshots": list(history.snapshots),
@@ -252,6 +267,7 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
         max_shard_bytes=config.max_shard_bytes,
         max_episode_steps=config.max_episode_steps,
         min_return_fraction=config.min_return_fraction,
+        envs_per_worker={c: r.settings.get("envs_per_worker", 1) for c, r in runs.items()},
     )
     try:
         run_streaming(

@@ -32,6 +32,7 @@ FIXED_SETTINGS = (
     "max_episode_steps",
     "min_return_fraction",
     "history",
+    "envs_per_worker",
 )
 
 

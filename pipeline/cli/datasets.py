@@ -79,6 +79,11 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, help="default: JAT's per suite")
     p.add_argument("--max-shard-mb", type=int, default=256, help="size cap per shard (MB)")
     p.add_argument("--episodes-per-shard", type=int, help="default per suite")
+    p.add_argument(
+        "--envs-per-worker",
+        type=int,
+        help="envs a worker steps in lockstep for one expert forward pass (default per suite)",
+    )
     p.add_argument("--max-episode-steps", type=int, help="horizon override (Meta-World default 100)")
     p.add_argument("--overwrite", action="store_true", help="replace these configs if present")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same command")
@@ -120,6 +125,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         max_shard_bytes=args.max_shard_mb * 1024 * 1024,
         episodes_per_shard=args.episodes_per_shard,
+        envs_per_worker=args.envs_per_worker,
         max_episode_steps=args.max_episode_steps,
         overwrite=args.overwrite,
         resume=args.resume,

@@ -13,11 +13,11 @@ from expert_helpers import tiny_plan
 from experts.base import BACKENDS, get_backend, read_curve
 from experts.store import ExpertStore
 from experts.training import FAILED, train_expert
-from pipeline.collector import record_episode
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode
 from pipeline.policies import make_policy
+from pipeline.recorder import record_episode
 from pipeline.registry import get_task
 
 HOPPER = get_task("mujoco-hopper")

@@ -11,10 +11,10 @@ from test_s3 import s3_server  # noqa: F401  (the module's real moto server fixt
 
 from experts.store import ExpertStore
 from experts.training import FAILED, train_expert
-from pipeline.collector import record_episode
 from pipeline.envs import make_env
 from pipeline.plan import PlannedEpisode
 from pipeline.policies import make_policy
+from pipeline.recorder import record_episode
 from pipeline.registry import get_task
 
 
