@@ -40,6 +40,9 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/rollout_throughput.py
+	$(PY) benchmarks/rollout_expert_batching.py
+	$(PY) benchmarks/rollout_memory.py
+	$(PY) benchmarks/expert_training.py
 
 clean:
 	rm -rf outputs .cache .pytest_cache
