@@ -190,6 +190,10 @@ class Reference:
         record = self.units.get(stem)
         return len(record["unit"]["episodes"]) if record else 0
 
+    def shard_size(self, stem: str) -> int:
+        record = self.units.get(stem)
+        return int(record["shard"]["num_bytes"]) if record and record["shard"] else 0
+
     def written(self, stem: str, partial: str) -> int | None:
         record = self.units.get(stem)
         if not record or not record["shard"]:
@@ -294,14 +298,39 @@ def watch_start(run: Rollout, out: str, ignore: set[str] = frozenset()) -> float
     return run.elapsed if tmp_shards(out) - ignore else float("nan")
 
 
-def wait_for_half(run: Rollout, out: str, records: Records, target: int, arm: Arm) -> None:
-    """Poll until `target` episodes are committed; note when recording started."""
-    while records.committed() < target:
+def wait_for_kill_point(
+    run: Rollout, out: str, records: Records, args: argparse.Namespace, ref: Reference, arm: Arm
+) -> str | None:
+    """Poll until `--kill-at` of the planned episodes are committed, then until an in-flight shard is
+    `--unit-phase` written (by size, against the same unit's finished shard in the uninterrupted run).
+
+    Without the second wait the kill would always land just after a commit, when that actor (with
+    equal units, often every actor) holds no work: the best case, not a crash at a random moment.
+    Returns the temporary shard that reached the phase (None with `--unit-phase 0`)."""
+    target = math.ceil(args.kill_at * args.episodes)
+    reached: float | None = None
+    while True:
         if math.isnan(arm.startup):
             arm.startup = watch_start(run, out)
         if not run.running():
             raise BenchmarkError(f"the run ended before the kill point: {tail(run.log)}")
-        time.sleep(POLL_S)
+        if reached is None and records.committed() >= target:
+            reached = time.monotonic()
+        if reached is not None:
+            if args.unit_phase <= 0:
+                return None
+            for name in sorted(tmp_shards(out)):
+                final = ref.shard_size(unit_of(name))
+                try:
+                    size = os.path.getsize(os.path.join(out, TMP_DIR, name))
+                except OSError:
+                    continue
+                if final and size >= args.unit_phase * final:
+                    return name
+            if time.monotonic() - reached > 120:
+                arm.notes.append("no shard reached --unit-phase within 120 s: killed anyway")
+                return None
+        time.sleep(POLL_S / 2 if reached else POLL_S)
 
 
 def run_to_end(run: Rollout, out: str, ignore: set[str] = frozenset()) -> tuple[float, float]:
@@ -368,7 +397,7 @@ def driver_killed(
     arm = Arm("driver killed + --resume", repeat, planned=args.episodes)
     records = Records(out, ref.config)
     first = Rollout(args, out, log)
-    wait_for_half(first, out, records, math.ceil(args.kill_at * args.episodes), arm)
+    wait_for_kill_point(first, out, records, args, ref, arm)
     processes = first.descendants()
     first.kill_group()  # the driver and the local Ray cluster it started (same process group)
     arm.until_kill = first.elapsed
@@ -420,19 +449,18 @@ def actor_killed(args: argparse.Namespace, out: str, log: str, repeat: int, ref:
     arm = Arm("actor killed", repeat, planned=args.episodes)
     records = Records(out, ref.config)
     run = Rollout(args, out, log)
-    wait_for_half(run, out, records, math.ceil(args.kill_at * args.episodes), arm)
+    target = wait_for_kill_point(run, out, records, args, ref, arm)
     victim, victim_file = None, None
     for proc in run.descendants():  # as tests/test_fault_tolerance.py finds them
         try:
             if ACTOR_PREFIX not in " ".join(proc.cmdline()):
                 continue
             victim = victim or proc
-            shards = [f.path for f in proc.open_files() if TMP_SHARD.search(f.path)]
+            shards = {os.path.basename(f.path): f.path for f in proc.open_files() if TMP_SHARD.search(f.path)}
         except psutil.Error:
             continue
-        if shards:
-            victim, victim_file = proc, shards[0]
-            break
+        if shards and (victim_file is None or target in shards):  # the one that reached the phase
+            victim, victim_file = proc, next(iter(shards.values()))
     if victim is None:
         run.kill_group()
         raise BenchmarkError("no rollout actor found to kill")
@@ -457,7 +485,7 @@ def actor_killed(args: argparse.Namespace, out: str, log: str, repeat: int, ref:
         time.sleep(POLL_S)
     arm.total = run.finish()
     arm.after_kill = arm.total - arm.until_kill
-    arm.worker_died = run.output().count("worker died")
+    arm.worker_died = run.output().count("worker died (")  # our warning, not Ray's own message
     if arm.worker_died < 1:
         raise BenchmarkError(f"{arm.name}: the driver never reported the dead worker: {tail(log)}")
     return arm
@@ -562,6 +590,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--kill-at", type=float, default=0.5, help="share of the planned episodes committed at kill"
     )
+    p.add_argument(
+        "--unit-phase",
+        type=float,
+        default=0.5,
+        help="then wait until an in-flight shard is this much written (0: kill right after a commit)",
+    )
     p.add_argument("--repeats", type=int, default=2, help="interleaved repeats (median and spread)")
     p.add_argument("--no-actor-kill", dest="actor_kill", action="store_false", help="skip the actor arm")
     p.add_argument("--json", help="also write every arm's figures to this JSON file")
@@ -569,6 +603,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.episodes < 2 or args.workers < 1 or args.repeats < 1 or not 0 < args.kill_at < 1:
         p.error("--episodes >= 2, --workers >= 1, --repeats >= 1 and 0 < --kill-at < 1")
+    if not 0 <= args.unit_phase < 1:
+        p.error("--unit-phase must be in [0, 1)")
     return args
 
 

@@ -43,6 +43,23 @@ EXPERIMENT = "sf"
 CHECKPOINT_DIR = f"{EXPERIMENT}/checkpoint_p0"
 # Keys of our `expert.sample-factory` section that are not sample-factory arguments.
 OWN_KEYS = {"verbose", "stall_timeout_s"}
+# Settings that shape the network: a checkpoint cannot be resumed under other values.
+ARCHITECTURE_KEYS = (
+    "encoder_mlp_layers",
+    "encoder_conv_architecture",
+    "encoder_conv_mlp_layers",
+    "nonlinearity",
+    "use_rnn",
+    "rnn_size",
+    "rnn_type",
+    "rnn_num_layers",
+    "decoder_mlp_layers",
+    "actor_critic_share_weights",
+    "normalize_input",
+    "policy_initialization",
+    "adaptive_stddev",
+    "continuous_tanh_scale",
+)
 # What we always set ourselves (the stage and the job decide these).
 FIXED_KEYS = {
     "env",
@@ -241,7 +258,33 @@ def build_cfg(
     sf_args = {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS}
     check_keys("expert.sample-factory", sf_args, known - FIXED_KEYS)
     parser.set_defaults(**sf_args)
-    return parse_full_cfg(parser, argv)
+    cfg = parse_full_cfg(parser, argv)
+    # On resume sample-factory reloads the experiment's saved config and lets only command-line
+    # arguments override it; ours arrive as defaults, so they are declared command-line ones here
+    # (a changed learning rate or --set on --resume then takes effect).
+    cfg.cli_args.update({k: getattr(cfg, k) for k in sf_args})
+    if resume:
+        _check_architecture(config, os.path.join(workdir, EXPERIMENT, "config.json"), cfg)
+    return cfg
+
+
+def _check_architecture(config: str, saved_path: str, cfg: Any) -> None:
+    """A resumed checkpoint only loads into the network it was trained with: refuse a changed one."""
+    if not os.path.exists(saved_path):
+        return
+    with open(saved_path) as f:
+        saved = json.load(f)
+    changed = {
+        k: (saved[k], getattr(cfg, k))
+        for k in ARCHITECTURE_KEYS
+        if k in saved and saved[k] != getattr(cfg, k)
+    }
+    if changed:
+        details = ", ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in changed.items())
+        raise PipelineError(
+            f"{config}: --resume cannot change the network ({details}): restore those values, "
+            "or retrain with --overwrite"
+        )
 
 
 def _check_sync_batches(config: str, hp: dict[str, Any]) -> None:

@@ -80,6 +80,20 @@ def test_corrupt_checkpoint_is_named(sf_hopper, tmp_path):
     assert "corrupt checkpoint" in result.error and checkpoints[-1].name in result.error
 
 
+def test_sample_factory_resume_applies_new_settings_but_not_a_new_network(sf_hopper, tmp_path):
+    root = tmp_path / "experts"
+    shutil.copytree(sf_hopper[0], root)
+    steps = sf_hopper[2].steps + 500
+    changed_net = tiny_plan("mujoco-hopper", "sample-factory", steps, resume=True, encoder_mlp_layers=[32])
+    result = train_expert(changed_net, str(root))
+    assert result.status == FAILED and "encoder_mlp_layers: was [64, 64], now [32]" in result.error
+    new_rate = tiny_plan("mujoco-hopper", "sample-factory", steps, resume=True, learning_rate=1.234e-4)
+    result = train_expert(new_rate, str(root))
+    assert result.status != FAILED, result.error
+    saved = json.loads((root / "mujoco-hopper" / "checkpoints" / "sf" / "config.json").read_text())
+    assert saved["learning_rate"] == 1.234e-4  # the override reached the resumed run
+
+
 def test_corrupt_sb3_checkpoint_is_named(sb3_hopper, tmp_path):
     root = tmp_path / "experts"
     shutil.copytree(sb3_hopper[0], root)
