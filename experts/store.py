@@ -10,8 +10,9 @@
                                              --learning-history` records
 
 Backends train in local folders. For a local store those are the store's own folders; for a
-remote one (s3://…) they are a local staging copy that is uploaded when training ends (and
-downloaded first on `--resume`). metadata.json is written last and atomically, so a folder
+remote one (s3://…) they are a local staging copy whose checkpoints and history are uploaded
+every `expert.upload_every_s` seconds while training runs and in full when it ends (and which
+is downloaded first on `--resume`). metadata.json is written last and atomically, so a folder
 without it holds no finished expert.
 """
 
@@ -22,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,7 @@ class ExpertStore:
     def __init__(self, uri: str, cache_dir: str | None = None) -> None:
         self.location: Location = open_location(uri)
         self.uri = self.location.uri
+        self._uploaded: dict[str, tuple[int, int]] = {}  # remote path -> local (size, mtime) sent
         digest = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
         self.cache_dir = cache_dir or os.path.join(
             os.environ.get("XDG_CACHE_HOME", os.path.join(tempfile.gettempdir(), "jat-pipeline-cache")),
@@ -118,24 +121,50 @@ class ExpertStore:
             os.path.join(root, HISTORY_DIR),
         )
 
-    def publish(self, staged: StagedExpert) -> None:
-        """Upload a staging copy to a remote store (nothing to do for a local one)."""
+    def publish(
+        self, staged: StagedExpert, names: tuple[str, ...] = (CHECKPOINT_DIR, MODEL_DIR, HISTORY_DIR)
+    ) -> None:
+        """Bring a remote store up to date with a staging copy (nothing to do for a local one).
+
+        Only files changed since this store object last uploaded them are sent, each atomically;
+        files gone from the staging copy (rotated checkpoints) are deleted from the store.
+        """
         if self.location.is_local:
             return
-        for name in (CHECKPOINT_DIR, MODEL_DIR, HISTORY_DIR):
-            local = os.path.join(staged.root, name)
-            if os.path.isdir(local):
-                self.location.delete(f"{staged.config}/{name}")
-                pafs.copy_files(
-                    local,
-                    self.location.path(f"{staged.config}/{name}"),
-                    source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=self.location.fs,
-                )
+        for name in names:
+            self._mirror(os.path.join(staged.root, name), f"{staged.config}/{name}")
         curve = os.path.join(staged.workdir, CURVE_FILE)
         if os.path.exists(curve):
             with open(curve, "rb") as f:
                 self.location.write_bytes(f"{staged.config}/{CURVE_FILE}", f.read())
+
+    def _mirror(self, local_dir: str, relative: str) -> None:
+        remote = {
+            self.location.relative(i.path)
+            for i in self.location.list(relative, recursive=True)
+            if i.type == pafs.FileType.File
+        }
+        present = set()
+        for directory, _, files in os.walk(local_dir):
+            for name in files:
+                path = os.path.join(directory, name)
+                inside = os.path.relpath(path, local_dir)
+                if _is_temporary(inside):
+                    continue
+                target = f"{relative}/{inside.replace(os.sep, '/')}"
+                try:
+                    stat = os.stat(path)
+                    present.add(target)
+                    if target in remote and self._uploaded.get(target) == (stat.st_size, stat.st_mtime_ns):
+                        continue
+                    with open(path, "rb") as f:
+                        self.location.write_bytes(target, f.read())
+                except FileNotFoundError:  # rotated away by the trainer meanwhile
+                    continue
+                self._uploaded[target] = (stat.st_size, stat.st_mtime_ns)
+        for stale in remote - present:
+            self.location.delete(stale)
+            self._uploaded.pop(stale, None)
 
     def copy_curve(self, staged: StagedExpert) -> None:
         """Keep the learning curve next to metadata.json (local stores; remote ones copy it in `publish`)."""
@@ -207,3 +236,44 @@ class ExpertStore:
             )
         model_dir = self.local_model_dir(spec.base_config, step) if backend.trainable else ""
         return backend.load(model_dir, spec, metadata)
+
+
+def _is_temporary(relative: str) -> bool:
+    """Files a trainer is still writing: sample-factory's `*_temp`, sb3's `.tmp_*`, `*.partial` snapshots."""
+    parts = relative.split(os.sep)
+    return (
+        any(p.endswith(".partial") for p in parts)
+        or parts[-1].startswith(".tmp")
+        or parts[-1].endswith("_temp")
+    )
+
+
+class PeriodicUpload:
+    """While an expert trains into a remote store's staging copy, upload its checkpoints and
+    history every `every_s` seconds, so a run killed outright (lost node, SIGKILL, pre-empted
+    VM) resumes from its last upload instead of from scratch. Nothing to do for local stores."""
+
+    def __init__(self, store: ExpertStore, staged: StagedExpert, every_s: float) -> None:
+        self.store, self.staged, self.every_s = store, staged, every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeriodicUpload:
+        if not self.store.location.is_local and self.every_s > 0:
+            self._thread = threading.Thread(
+                target=self._run, name=f"upload-{self.staged.config}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.store.publish(self.staged, names=(CHECKPOINT_DIR, HISTORY_DIR))
+            except Exception as exc:  # the next round, or the final upload, tries again
+                log.warning("%s: periodic upload to %s failed: %s", self.staged.config, self.store.uri, exc)

@@ -21,7 +21,7 @@ from typing import Any
 
 from experts.base import CURVE_FILE, TrainJob, TrainProgress, get_backend, history_steps, read_curve
 from experts.evaluation import evaluate, gate
-from experts.store import UNEVALUATED, ExpertStore
+from experts.store import UNEVALUATED, ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
 
@@ -49,6 +49,8 @@ class ExpertPlan:
     time_limit_s: float | None = None
     history_every: int = 0
     """Learning-history snapshot interval in env steps (0: none)."""
+    upload_every_s: float = 300.0
+    """Remote stores: upload checkpoints this often during training (0: only at the end)."""
 
 
 @dataclass
@@ -132,7 +134,8 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         history_every=plan.history_every,
     )
     try:
-        outcome = backend.train(job)
+        with PeriodicUpload(store, staged, plan.upload_every_s):
+            outcome = backend.train(job)
     finally:
         store.copy_curve(staged)
         store.publish(staged)  # remote stores keep the checkpoints of an interrupted run too

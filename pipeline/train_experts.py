@@ -148,6 +148,7 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         evaluate=config.evaluate,
         time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
         history_every=history_every,
+        upload_every_s=float(expert.get("upload_every_s", 300)),
     )
 
 

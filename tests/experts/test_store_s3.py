@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
 from expert_helpers import tiny_plan
 from test_s3 import s3_server  # noqa: F401  (the module's real moto server fixture)
 
-from experts.store import ExpertStore
+from experts.store import ExpertStore, PeriodicUpload
 from experts.training import FAILED, train_expert
 from pipeline.envs import make_env
 from pipeline.plan import PlannedEpisode
@@ -47,3 +49,32 @@ def test_train_resume_and_load_from_s3(s3_server, tmp_path, monkeypatch):  # noq
     policy = make_policy("expert", spec, env, experts_dir=uri, allow_weak=True)
     episode = record_episode(env, policy, spec, PlannedEpisode(0, 7, "train"))
     assert not isinstance(episode, str) and episode.length > 0
+
+
+@pytest.mark.s3
+def test_periodic_upload_mirrors_checkpoints_while_training_runs(s3_server, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = ExpertStore(f"{s3_server}/periodic")
+    staged = store.stage("mujoco-hopper", resume=False)
+    checkpoints = Path(staged.workdir) / "sb3"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "model_100_steps.zip").write_bytes(b"first")
+    (checkpoints / ".tmp_model_200.zip").write_bytes(b"being written")
+
+    def remote() -> set[str]:
+        infos = store.location.list("mujoco-hopper", recursive=True)
+        return {store.location.relative(i.path) for i in infos if i.type == pafs.FileType.File}
+
+    with PeriodicUpload(store, staged, every_s=0.2):
+        _wait_for(lambda: "mujoco-hopper/checkpoints/sb3/model_100_steps.zip" in remote())
+        (checkpoints / "model_200_steps.zip").write_bytes(b"second")
+        (checkpoints / "model_100_steps.zip").unlink()  # rotated, as the trainer does
+        _wait_for(lambda: "mujoco-hopper/checkpoints/sb3/model_100_steps.zip" not in remote())
+    assert remote() == {"mujoco-hopper/checkpoints/sb3/model_200_steps.zip"}  # temporary files stay home
+
+
+def _wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the periodic upload did not happen"
+        time.sleep(0.1)
