@@ -5,8 +5,10 @@ Settings follow RL Zoo's per-env YAML style: an `algo`, the algorithm's construc
 normalisation (stored with the model, applied by the loaded policy). Checkpoints are written
 every `checkpoint_every` steps into `workdir/sb3/`; `--resume` loads the newest one and trains
 the remainder. With `history_every`, snapshots in the final model's format are kept for
-learning histories. Off-policy replay buffers are not checkpointed (a resumed SAC/TQC refills its
-buffer), which keeps checkpoints small.
+learning histories. Off-policy algorithms (SAC, TD3, TQC, DQN) also save their replay buffer
+with the newest checkpoint (`save_replay_buffer`, default true, as RL Zoo's flag), so a resumed
+run learns from the same data instead of restarting on an empty buffer; only the newest buffer
+is kept, since one can reach gigabytes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ log = logging.getLogger(__name__)
 CONTINUOUS_ONLY = {"sac", "td3", "tqc", "ddpg"}
 DISCRETE_ONLY = {"dqn"}
 ALGOS = {"ppo", "a2c", "sac", "td3", "ddpg", "dqn", "tqc"}
-OWN_KEYS = {"algo", "policy", "n_envs", "normalize", "checkpoint_every", "policy_kwargs"}
+OWN_KEYS = {
+    "algo",
+    "policy",
+    "n_envs",
+    "normalize",
+    "checkpoint_every",
+    "policy_kwargs",
+    "save_replay_buffer",
+}
+BUFFER_SUFFIX = "_replay_buffer.pkl"
 ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU"}
 CHECKPOINTS = "sb3"
 
@@ -115,6 +126,7 @@ class SB3Backend:
         n_envs = int(hp.pop("n_envs", 1))
         normalize = bool(hp.pop("normalize", False))
         every = int(hp.pop("checkpoint_every", 50_000))
+        save_buffer = bool(hp.pop("save_replay_buffer", True))
         hp.pop("deterministic", None)
         policy_kwargs = _policy_kwargs(hp.pop("policy_kwargs", {}))
         algo_class = _algo_class(algo)
@@ -142,6 +154,7 @@ class SB3Backend:
                     f"corrupt checkpoint {path}: {type(exc).__name__}: {exc} "
                     "(delete that file to resume from the previous checkpoint, or retrain with --overwrite)"
                 ) from exc
+            _load_replay_buffer(model, path)
             log.info("%s: resuming from %s (%d steps)", spec.config, path, resumed_from)
         else:
             if normalize:
@@ -157,7 +170,7 @@ class SB3Backend:
             )
         recorder = CurveRecorder(job.workdir)
         history = HistoryKeeper(job)
-        callback = _callback(job, recorder, history, checkpoint_dir, every, resumed_from)
+        callback = _callback(job, recorder, history, checkpoint_dir, every, resumed_from, save_buffer)
         remaining = max(0, job.steps - model.num_timesteps)
         if remaining:
             model.learn(remaining, callback=callback, reset_num_timesteps=False)
@@ -201,6 +214,23 @@ def _load_vecnormalize(model_path: str, venv: Any) -> Any:
         ) from exc
 
 
+def _load_replay_buffer(model: Any, checkpoint: str) -> None:
+    """Refill an off-policy model's buffer from its checkpoint's, when one was saved."""
+    if getattr(model, "replay_buffer", None) is None:
+        return
+    buffer = checkpoint.replace(".zip", BUFFER_SUFFIX)
+    if not os.path.exists(buffer):
+        log.warning("%s has no saved replay buffer: the resumed run starts with an empty one", checkpoint)
+        return
+    try:
+        model.load_replay_buffer(buffer)
+    except Exception as exc:
+        raise PipelineError(
+            f"corrupt replay buffer {buffer}: {type(exc).__name__}: {exc} (delete it to resume with an "
+            "empty buffer, or retrain with --overwrite)"
+        ) from exc
+
+
 def _save_model(model: Any, directory: str) -> None:
     """What `SB3Policy` loads: the model zip, and the observation normaliser's statistics if any."""
     os.makedirs(directory, exist_ok=True)
@@ -215,7 +245,13 @@ def _save_obs_stats(vec_normalize: Any, path: str) -> None:
 
 
 def _callback(
-    job: TrainJob, recorder: CurveRecorder, history: HistoryKeeper, directory: str, every: int, start: int
+    job: TrainJob,
+    recorder: CurveRecorder,
+    history: HistoryKeeper,
+    directory: str,
+    every: int,
+    start: int,
+    save_buffer: bool,
 ) -> Any:
     """SB3 callback: learning curve, live progress, periodic checkpoints (model + normaliser stats),
     learning-history snapshots.
@@ -264,12 +300,19 @@ def _callback(
             vec_normalize = model.get_vec_normalize_env()
             if vec_normalize is not None:
                 vec_normalize.save(path.replace(".zip", "_vecnormalize.pkl"))
+            if save_buffer and getattr(model, "replay_buffer", None) is not None:
+                buffer = path.replace(".zip", BUFFER_SUFFIX)
+                model.save_replay_buffer(buffer + ".partial")
+                os.replace(buffer + ".partial", buffer)
             os.replace(tmp, path)  # the zip appears complete or not at all
             for _, old in _checkpoints(self.directory)[:-2]:
                 os.remove(old)
                 stats = old.replace(".zip", "_vecnormalize.pkl")
                 if os.path.exists(stats):
                     os.remove(stats)
+            for old_buffer in glob.glob(os.path.join(self.directory, f"*{BUFFER_SUFFIX}")):
+                if old_buffer != path.replace(".zip", BUFFER_SUFFIX):  # only the newest buffer is kept
+                    os.remove(old_buffer)
             self.last_checkpoint = steps
 
     return Callback()

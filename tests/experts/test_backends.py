@@ -207,3 +207,27 @@ def test_variant_configs_use_the_base_tasks_expert(sb3_hopper, tmp_path):
     manifest = json.loads((tmp_path / "data" / "meta" / "mujoco-hopper-top1" / "manifest.json").read_text())
     assert manifest["provenance"]["backend"] == "sb3"
     assert sum(summary.configs["mujoco-hopper-top1"][k] for k in ("train_episodes", "dropped")) >= 1
+
+
+def test_sb3_off_policy_resume_keeps_its_replay_buffer(tmp_path):
+    from sb3_contrib import TQC
+
+    from experts.training import ExpertPlan
+
+    tqc = {"algo": "tqc", "learning_starts": 100, "buffer_size": 5000, "batch_size": 32}
+    tqc |= {"checkpoint_every": 200, "policy_kwargs": {"net_arch": [16]}}
+
+    def plan(steps: int, resume: bool) -> ExpertPlan:
+        return ExpertPlan(
+            "mujoco-hopper", "sb3", tqc, steps, 0, 1, 1, 0.5, True, resume=resume, evaluate=False
+        )
+
+    first = train_expert(plan(300, resume=False), str(tmp_path))
+    folder = tmp_path / "mujoco-hopper" / "checkpoints" / "sb3"
+    buffers = sorted(folder.glob("*_replay_buffer.pkl"))
+    assert [b.name for b in buffers] == [f"model_{first.steps}_steps_replay_buffer.pkl"]  # the newest only
+    second = train_expert(plan(600, resume=True), str(tmp_path))
+    assert second.status != FAILED, second.error
+    model = TQC.load(folder / f"model_{second.steps}_steps.zip", device="cpu")
+    model.load_replay_buffer(folder / f"model_{second.steps}_steps_replay_buffer.pkl")
+    assert model.replay_buffer.size() == second.steps  # both runs' transitions, not just the second's
