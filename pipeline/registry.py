@@ -40,6 +40,10 @@ _TASK_KEYS = {
 _SUITE_KEYS = {"suite", "defaults", "tasks"}
 _DEFAULT_SECTIONS = {"env", "rollout", "expert"}
 
+# libyaml's safe loader reads the four suite files ~9x faster than the pure-Python one (0.07 s
+# against 0.63 s): every CLI call and every rollout actor loads the registry.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass(frozen=True)
 class SpaceSpec:
@@ -147,7 +151,7 @@ def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[st
 
 def _load_suite(suite: str) -> dict[str, TaskSpec]:
     text = resources.files("env_configs").joinpath(f"{suite}.yaml").read_text()
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_YAML_LOADER)
     where = f"env_configs/{suite}.yaml"
     _check_keys(where, data, _SUITE_KEYS)
     defaults = data.get("defaults", {})
