@@ -7,22 +7,29 @@ must give the same episodes; this measures what they cost in time. Every arm is 
 `python -m pipeline.cli rollout` subprocess, same task, command and seed, into a fresh folder:
 
 - uninterrupted: the command, run to completion;
-- driver killed:  the command is started in its own session and, once `--kill-at` (default half) of
-                  the planned episodes are committed (counted in the unit records under
-                  `meta/<config>/shards/`, written after each shard's commit), its whole process
-                  group (driver, local Ray cluster, actors) gets SIGKILL. Once every process of that
-                  Ray instance is gone, the same command with `--resume` runs to completion.
-                  total = time until the kill + the resumed run; the pause between them (waiting
-                  for the processes to die) is left out;
-- actor killed:   at the same point one rollout actor (`ray::_Remote...`, preferably one holding a
-                  shard open under `.tmp/`) gets SIGKILL; the driver must replace it and finish alone.
+- driver killed:  the command is started in its own session; once `--kill-at` (default half) of the
+                  planned episodes are committed (counted in the unit records under
+                  `meta/<config>/shards/`, written after each shard's commit) and then an in-flight
+                  shard is `--unit-phase` (default half) written, everything it started gets SIGKILL:
+                  its process group (driver, raylet, GCS, agents) and, by pid, the rollout actors,
+                  which Ray puts in process groups of their own (`--kill-scope group` kills the group
+                  only, as tests/test_fault_tolerance.py does: the actors then live on for a second
+                  or two and finish their units). Once every process of that Ray instance is gone,
+                  the same command with `--resume` runs to completion. total = time until the kill +
+                  the resumed run; the pause between them (waiting for the processes to die) is not in;
+- actor killed:   at the same point, the rollout actor (`ray::_Remote...`) recording that shard gets
+                  SIGKILL; the driver must start a new actor, re-run the unit and finish alone.
+
+The wait for `--unit-phase` matters: a count of committed episodes is reached just as an actor commits,
+when that actor (with equal units started together, every actor) holds no work; a crash at a random
+moment finds each actor half-way through a unit on average.
 
 lost = total - uninterrupted of the same repeat (arms of one repeat run back to back, under about the
 same load), and the ratio total / uninterrupted. "start-up" is the time from a process start to the
 first shard file under `.tmp/` (Ray up, actor up, env built, recording): a resume pays it again.
 
-Episode accounting (from files, no estimates): committed before the kill = episodes in the unit
-records found once the driver is dead; recorded by the resume = planned - committed, checked against
+Episode accounting (from files, no estimates): committed before the resume = episodes in the unit
+records once every killed process is gone; recorded by the resume = planned - committed, checked against
 the records the resume adds; in flight = the units with a temporary shard under `.tmp/` (or a shard
 committed without its record) at the kill: their episodes are recorded again from the start. Of
 these, "already written" counts the episodes in row groups that had reached the temporary shard: the
@@ -399,13 +406,18 @@ def driver_killed(
     first = Rollout(args, out, log)
     wait_for_kill_point(first, out, records, args, ref, arm)
     processes = first.descendants()
-    first.kill_group()  # the driver and the local Ray cluster it started (same process group)
+    if args.kill_scope == "tree":  # Ray gives each worker a process group of its own: kill them by pid
+        for proc in processes[1:]:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    first.kill_group()  # the driver, raylet, GCS and agents: the session's process group
     arm.until_kill = first.elapsed
     killed_at = time.monotonic()
-    _, survivors = psutil.wait_procs(processes, timeout=15)
+    at_kill = records.committed()
+    _, survivors = psutil.wait_procs(processes, timeout=30)
     leftovers = ray_leftovers(ray_tmp, survivors)
     for proc in leftovers:  # ours: they belong to the instance this arm started
-        arm.notes.append(f"Ray process {proc.pid} survived the group kill; killed by pid")
+        arm.notes.append(f"{proc.name()} ({proc.pid}) outlived the kill by 30 s; killed by pid")
         proc.kill()
     psutil.wait_procs(leftovers, timeout=15)
     if ray_leftovers(ray_tmp, []):
@@ -413,6 +425,8 @@ def driver_killed(
 
     before = dict(records.refresh())
     arm.committed_before = sum(Records.episodes(r) for r in before.values())
+    if arm.committed_before > at_kill:
+        arm.notes.append(f"{arm.committed_before - at_kill} episodes committed by actors after the kill")
     data = os.path.join(out, DATA_DIR.format(config=ref.config))
     vouched = {os.path.basename(r["shard"]["path"]) for r in before.values() if r["shard"]}
     stored = os.listdir(data) if os.path.isdir(data) else []
@@ -544,7 +558,7 @@ def print_tables(arms: list[Arm], args: argparse.Namespace) -> None:
         "repeat",
         "arm",
         "until kill s",
-        "committed at kill",
+        "committed before resume",
         "in-flight units",
         "their episodes (re-recorded)",
         "already written",
@@ -571,7 +585,7 @@ def print_tables(arms: list[Arm], args: argparse.Namespace) -> None:
             f"{a.committed_before:,} / {a.planned:,}",
             escape(", ".join(a.in_flight_units)) or "-",
             f"{a.in_flight:,}",
-            "-" if a.written_lost is None else f">= {a.written_lost:,}",
+            "-" if a.written_lost is None else f">= {a.written_lost:,}" if a.in_flight else "0",
             f"{a.resumed:,}" if a.resumed else "-",
             escape("; ".join(notes)),
         )
@@ -595,6 +609,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="then wait until an in-flight shard is this much written (0: kill right after a commit)",
+    )
+    p.add_argument(
+        "--kill-scope",
+        choices=["tree", "group"],
+        default="tree",
+        help="tree: the driver's process group and every process under it (a crash of the whole node); "
+        "group: the process group only, as tests/test_fault_tolerance.py (Ray's actors, in groups of "
+        "their own, live on and finish their units)",
     )
     p.add_argument("--repeats", type=int, default=2, help="interleaved repeats (median and spread)")
     p.add_argument("--no-actor-kill", dest="actor_kill", action="store_false", help="skip the actor arm")
