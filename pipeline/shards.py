@@ -178,6 +178,40 @@ def episodes_to_table(domain: str, episodes: list[Episode]) -> pa.Table:
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
+class _HashingStream:
+    """A write-only stream that hashes what passes through it to the real one.
+
+    The shard's checksum is known when the file closes, without reading it back: on S3 a read
+    back would be a second transfer of every shard.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.stream.write(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stream.close()
+            self.closed = True
+
+
 class ShardWriter:
     """Writes one shard; buffers at most one row group; commits by rename on `close()`."""
 
@@ -205,7 +239,8 @@ class ShardWriter:
         self._records: list[EpisodeRecord] = []
         location.fs.create_dir(location.path(".tmp"), recursive=True)
         self._tmp = location.tmp_path(self.relative)
-        self._sink = location.fs.open_output_stream(self._tmp)
+        self._hashing = _HashingStream(location.fs.open_output_stream(self._tmp))
+        self._sink = pa.PythonFile(self._hashing, mode="w")
         self._writer = pq.ParquetWriter(
             self._sink,
             arrow_schema(domain),
@@ -252,8 +287,7 @@ class ShardWriter:
         self._writer.close()
         self._sink.close()
         self._closed = True
-        digest = self.location.sha256(self._tmp)
-        size = self.location.fs.get_file_info(self._tmp).size
+        digest, size = self._hashing.digest.hexdigest(), self._hashing.size
         self.location.commit(self._tmp, self.relative)
         return ShardRecord(self.relative, self.split, self.index, digest, size, self._records)
 

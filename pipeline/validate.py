@@ -8,6 +8,7 @@ truncation, duplicates). Every failure names the config, the shard and the row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -199,12 +200,12 @@ def validate_config(location: Location, config: str) -> ConfigReport:
                 f"{where}: {size} bytes, the manifest says {shard.num_bytes} (truncated or replaced)"
             )
             continue
-        if location.sha256(path) != shard.sha256:
+        data = location.read_bytes(shard.path)  # one read serves the checksum and the parse
+        if hashlib.sha256(data).hexdigest() != shard.sha256:
             report.errors.append(f"{where}: sha256 differs from the manifest (corrupted)")
             continue
         try:
-            with location.fs.open_input_file(path) as f:
-                table = pq.read_table(f)
+            table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as exc:
             report.errors.append(f"{where}: unreadable Parquet ({exc})")
             continue
