@@ -27,6 +27,9 @@ moment finds each actor half-way through a unit on average.
 lost = total - uninterrupted of the same repeat (arms of one repeat run back to back, under about the
 same load), and the ratio total / uninterrupted. "start-up" is the time from a process start to the
 first shard file under `.tmp/` (Ray up, actor up, env built, recording): a resume pays it again.
+"CPU s" is the user + system time of every process of the arm's runs (driver, Ray's daemons, actors,
+replacement actors), sampled every 0.25 s (a process that exits loses at most its last sample); it
+moves much less than wall time with other jobs on a shared machine.
 
 Episode accounting (from files, no estimates): committed before the resume = episodes in the unit
 records once every killed process is gone; recorded by the resume = planned - committed, checked against
@@ -43,7 +46,7 @@ folder is kept). Subprocesses get a private RAY_TMPDIR under the scratch folder,
 killed Ray instance is gone looks at that instance only (`ray stop --force` would stop every Ray
 process on the machine, other users' included) and its files are removed at the end.
 
-    .venv/bin/python benchmarks/rollout_resume.py                      # 2 repeats, ~12-15 min on 2 cores
+    .venv/bin/python benchmarks/rollout_resume.py                      # 2 repeats, 6-10 min on 2 cores
     .venv/bin/python benchmarks/rollout_resume.py --episodes 2000 --repeats 1 --no-actor-kill
 """
 
@@ -76,6 +79,7 @@ from pipeline.schema import DATA_DIR, MANIFEST_PATH, SHARD_RECORD_DIR, TMP_DIR
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
 TMP_SHARD = re.compile(r"-data_.+_(train|test)-(\d{5})\.parquet$")  # Location.tmp_path of a shard
 POLL_S = 0.1
+CPU_SAMPLE_S = 0.25
 TIMEOUT_S = 1800.0
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -98,6 +102,7 @@ class Arm:
     resume_startup: float = float("nan")
     pause: float = float("nan")  # kill -> the resume starts (waiting for processes to die), not in total
     retry_after: float = float("nan")  # actor kill -> the dead actor's unit starts again on a new actor
+    cpu: float = float("nan")  # CPU seconds of every process of the arm's runs (Ray's included)
     planned: int = 0
     committed_before: int = 0
     in_flight_units: list[str] = field(default_factory=list)
@@ -236,10 +241,13 @@ class Rollout:
         ]
         command += ["--resume"] if resume else []
         self.log = log
-        self._log = open(log, "a")  # noqa: SIM115  (closed in finish)
+        self._log = open(log, "a")  # noqa: SIM115  (closed in close)
         self._log.write(f"$ {' '.join(command)}\n")
         self._log.flush()
         self.started = time.monotonic()
+        self.cpu: dict[int, float] = {}  # pid -> last CPU seconds seen, for every process of the run
+        self._tracked: dict[int, psutil.Process] = {}
+        self._next_scan = self._next_sample = 0.0
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -249,10 +257,33 @@ class Rollout:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def sample_cpu(self, force: bool = False) -> None:
+        """CPU time of the driver and every process under it (Ray's daemons, actors), polled: a process
+        that exits loses at most its last `CPU_SAMPLE_S`; scanned for new processes every second."""
+        now = time.monotonic()
+        if not force and now < self._next_sample:
+            return
+        self._next_sample = now + CPU_SAMPLE_S
+        if force or now >= self._next_scan:
+            self._next_scan = now + 1.0
+            for proc in self.descendants():
+                self._tracked.setdefault(proc.pid, proc)
+        for pid, proc in self._tracked.items():
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            self.cpu[pid] = times.user + times.system
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
     def running(self) -> bool:
         if self.process.poll() is None:
+            self.sample_cpu()
             if self.elapsed > TIMEOUT_S:
-                self.kill_group()
+                self.kill_group(self.descendants())
                 raise BenchmarkError(f"rollout still running after {TIMEOUT_S:.0f} s (log: {self.log})")
             return True
         return False
@@ -266,7 +297,12 @@ class Rollout:
         except psutil.Error:
             return []
 
-    def kill_group(self) -> None:
+    def kill_group(self, processes: list[psutil.Process] | None = None) -> None:
+        """SIGKILL the session's process group (driver, raylet, GCS, agents) and `processes` by pid:
+        Ray gives each worker a process group of its own, so the actors are not in the group."""
+        for proc in (processes or [])[1:]:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -394,23 +430,22 @@ def verify(arm: Arm, out: str, config: str, reference: list[tuple[int, str]] | N
 
 def uninterrupted(args: argparse.Namespace, out: str, log: str, repeat: int) -> Arm:
     arm = Arm("uninterrupted", repeat, planned=args.episodes)
-    arm.total, arm.startup = run_to_end(Rollout(args, out, log), out)
+    run = Rollout(args, out, log)
+    arm.total, arm.startup = run_to_end(run, out)
+    arm.cpu = run.cpu_seconds
     return arm
 
 
 def driver_killed(
     args: argparse.Namespace, out: str, log: str, repeat: int, ray_tmp: str, ref: Reference
 ) -> Arm:
-    arm = Arm("driver killed + --resume", repeat, planned=args.episodes)
+    arm = Arm("driver killed + resume", repeat, planned=args.episodes)
     records = Records(out, ref.config)
     first = Rollout(args, out, log)
     wait_for_kill_point(first, out, records, args, ref, arm)
+    first.sample_cpu(force=True)
     processes = first.descendants()
-    if args.kill_scope == "tree":  # Ray gives each worker a process group of its own: kill them by pid
-        for proc in processes[1:]:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-    first.kill_group()  # the driver, raylet, GCS and agents: the session's process group
+    first.kill_group(processes if args.kill_scope == "tree" else None)
     arm.until_kill = first.elapsed
     killed_at = time.monotonic()
     at_kill = records.committed()
@@ -449,6 +484,7 @@ def driver_killed(
     resumed = Rollout(args, out, log, resume=True)
     arm.after_kill, arm.resume_startup = run_to_end(resumed, out, ignore=stale)
     arm.total = arm.until_kill + arm.after_kill
+    arm.cpu = first.cpu_seconds + resumed.cpu_seconds
     added = {k: v for k, v in records.refresh().items() if k not in before}
     arm.resumed = sum(Records.episodes(r) for r in added.values())
     if arm.resumed != arm.planned - arm.committed_before:
@@ -476,9 +512,10 @@ def actor_killed(args: argparse.Namespace, out: str, log: str, repeat: int, ref:
         if shards and (victim_file is None or target in shards):  # the one that reached the phase
             victim, victim_file = proc, next(iter(shards.values()))
     if victim is None:
-        run.kill_group()
+        run.kill_group(run.descendants())
         raise BenchmarkError("no rollout actor found to kill")
     arm.committed_before = records.committed()
+    run.sample_cpu(force=True)
     victim.send_signal(signal.SIGKILL)
     arm.until_kill = run.elapsed
     killed_at = time.monotonic()
@@ -498,6 +535,7 @@ def actor_killed(args: argparse.Namespace, out: str, log: str, repeat: int, ref:
                 arm.retry_after = time.monotonic() - killed_at
         time.sleep(POLL_S)
     arm.total = run.finish()
+    arm.cpu = run.cpu_seconds
     arm.after_kill = arm.total - arm.until_kill
     arm.worker_died = run.output().count("worker died (")  # our warning, not Ray's own message
     if arm.worker_died < 1:
@@ -517,30 +555,27 @@ def spread(values: list[float], digits: int = 1) -> str:
 
 
 def print_tables(arms: list[Arm], args: argparse.Namespace) -> None:
-    base = {a.repeat: a.total for a in arms if a.name == "uninterrupted"}
+    base = {a.repeat: a for a in arms if a.name == "uninterrupted"}
     names = list(dict.fromkeys(a.name for a in arms))
+    what = f"{args.task}, {args.episodes} episodes, {args.workers} workers, policy {args.policy}"
     times = Table(
         title=escape(
-            f"{args.task}, {args.episodes} episodes, {args.workers} workers, policy {args.policy}: "
-            f"wall seconds, median [min-max] over {args.repeats} repeat(s)"
+            f"{what}: wall seconds, median [min-max] over {args.repeats} repeat(s); lost and ratio "
+            "against the uninterrupted run of the same repeat"
         )
     )
-    columns = (
-        "arm",
-        "start-up",
-        "until kill",
-        "after kill",
-        "resume start-up",
-        "total",
-        "lost",
-        "total/unint.",
-    )
-    for column in columns:
-        times.add_column(column, justify="left" if column == "arm" else "right")
+    cpu = Table(title=escape(f"{what}: CPU seconds of every process of the arm's runs (Ray's included)"))
+    for table, columns in (
+        (times, ("start-up", "until kill", "after kill", "resume start-up", "total", "lost", "ratio")),
+        (cpu, ("CPU s", "CPU lost", "CPU ratio")),
+    ):
+        table.add_column("arm", no_wrap=True)
+        for column in columns:
+            table.add_column(column, justify="right")
     for name in names:
         group = [a for a in arms if a.name == name]
-        lost = [a.total - base[a.repeat] for a in group if a.repeat in base]
-        ratio = [a.total / base[a.repeat] for a in group if a.repeat in base]
+        paired = [(a, base[a.repeat]) for a in group if a.repeat in base]
+        uninterrupted = name == "uninterrupted"
         times.add_row(
             name,
             spread([a.startup for a in group]),
@@ -548,10 +583,17 @@ def print_tables(arms: list[Arm], args: argparse.Namespace) -> None:
             spread([a.after_kill for a in group]),
             spread([a.resume_startup for a in group]),
             spread([a.total for a in group]),
-            "-" if name == "uninterrupted" else spread(lost),
-            spread(ratio, 2),
+            "-" if uninterrupted else spread([a.total - b.total for a, b in paired]),
+            spread([a.total / b.total for a, b in paired], 2),
+        )
+        cpu.add_row(
+            name,
+            spread([a.cpu for a in group]),
+            "-" if uninterrupted else spread([a.cpu - b.cpu for a, b in paired]),
+            spread([a.cpu / b.cpu for a, b in paired], 2),
         )
     console.print(times)
+    console.print(cpu)
 
     counts = Table(title="Episodes per killed run (from the unit records and temporary shards)")
     for column in (
@@ -597,7 +639,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--task", default="mujoco-hopper", help="one config")
     p.add_argument("--policy", default="random", choices=["expert", "scripted", "random"])
     p.add_argument(
-        "--episodes", type=int, default=8000, help="planned episodes (~75 s for hopper on 2 cores)"
+        "--episodes",
+        type=int,
+        default=8000,
+        help="planned episodes (hopper, 2 cores: ~55 s a run, 75-100 s under load)",
     )
     p.add_argument("--workers", type=int, default=2, help="Ray actors of every run")
     p.add_argument("--seed", type=int, default=0)
@@ -633,6 +678,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
+    # On `kill` too, stop the runs this script started (their sessions outlive it otherwise).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from pipeline.registry import get_task
 
     config = get_task(args.task).config
@@ -668,7 +715,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 arms.append(arm)
                 console.log(
-                    f"{arm.name:<26} total {arm.total:6.1f} s  start-up {arm.startup:5.1f} s"
+                    f"{arm.name:<26} total {arm.total:6.1f} s  CPU {arm.cpu:6.1f} s"
+                    + f"  start-up {arm.startup:5.1f} s"
                     + (f"  killed at {arm.until_kill:5.1f} s" if math.isfinite(arm.until_kill) else "")
                     + (f"  resume {arm.after_kill:5.1f} s" if kind == "driver" else "")
                     + f"  {len(episodes):,} episodes identical, valid"
@@ -684,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = str(exc)
     finally:
         for run in list(Rollout.live):  # only on the way out of an error or Ctrl-C
-            run.kill_group()
+            run.kill_group(run.descendants())
         if failed is None and not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     console.print(f"load average at the end: {load()}")

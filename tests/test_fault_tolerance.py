@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,8 +101,16 @@ def test_killed_driver_resumes_to_the_same_dataset(tmp_path, reference):
     out = tmp_path / "ds"
     process = _start(out)
     _wait_for_records(out, 2, process)
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    # As a machine crash would: the driver, the local Ray cluster it started, and the rollout actors,
+    # which Ray puts in process groups of their own (killing the driver's group alone leaves them
+    # a second or two to finish their units).
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     process.wait()
+    psutil.wait_procs(descendants, timeout=30)
     assert not (out / "meta" / CONFIG / "manifest.json").exists()
     # What a crash can leave: a truncated temporary shard, and a shard committed without its record.
     (out / ".tmp").mkdir(exist_ok=True)
