@@ -8,17 +8,22 @@ is `SampleFactoryBackend.train` on the same hyperparameters: `pipeline.envs.make
 our training wrappers, learning-curve and progress observer, checkpoints and model export. Both
 need `experts.sf_compat` to run at all under numpy >= 2.4, so both have it.
 
-Runs alternate (direct, ours, direct, ours, …) so that load from other processes hits both alike;
-Two figures per run: end to end (env steps / wall time of the whole call, start-up and shutdown
-included) and steady state (FPS between 20 % of the steps and the end, from a once-a-second clock).
-Target: ours/direct >= 0.9.
+Runs alternate (direct, ours, direct, ours, …) so that load from other processes hits both alike.
+Three figures per run: end to end (env steps / wall time of the whole call, start-up and shutdown
+included), steady state (FPS between 20 % of the steps and the end, from a once-a-second clock), and
+CPU microseconds per env step (user + system time of the run's whole process tree: runner, learner,
+inference and rollout workers, start-up included). Wall-clock figures follow whatever else runs on the
+machine (on 2 shared cores they swing by 30 % or more between rounds); CPU time per step barely does, so
+on a busy machine the CPU ratio is the fair view of our backend's overhead. Target: ours/direct >= 0.9.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -31,6 +36,9 @@ import experts.sf_compat
 # sample-factory's worker processes re-import this module (they unpickle `_plain_env` from it), so the
 # numpy >= 2.4 fix that sample-factory needs to run at all is applied here, at import, in every process.
 experts.sf_compat.apply()
+# ... and so is the log level: our backend quiets sample-factory's "rl" logger in its workers the same way
+# (at import of experts.sample_factory), so both arms' workers log alike.
+logging.getLogger("rl").setLevel(logging.WARNING)
 
 
 def _plain_env(
@@ -144,9 +152,6 @@ def run_ours(
 
 def _child(kind: str, config: str, hyperparameters: dict[str, Any], steps: int) -> None:
     """One measurement in a fresh process (sample-factory keeps global state), printed as JSON."""
-    import logging
-
-    logging.getLogger("rl").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as workdir:
         run = run_direct if kind == "direct" else run_ours
         done, seconds, points = run(config, hyperparameters, steps, workdir)
@@ -177,6 +182,7 @@ def main() -> int:
 
     fps: dict[str, list[float]] = {"direct": [], "ours": []}
     steady: dict[str, list[float]] = {"direct": [], "ours": []}
+    cpu_us: dict[str, list[float]] = {"direct": [], "ours": []}
     for round_ in range(args.rounds):
         for kind in ("direct", "ours"):
             command = [
@@ -191,13 +197,19 @@ def main() -> int:
                 "--child",
                 kind,
             ]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # the child and every process it waited for (sample-factory joins all of its own)
+            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
             result = json.loads(out.strip().splitlines()[-1])
             fps[kind].append(result["steps"] / result["seconds"])
             steady[kind].append(result["steady_fps"])
+            cpu_us[kind].append(cpu / result["steps"] * 1e6)
             print(
                 f"round {round_ + 1} {kind:>6}: {result['steps']} steps in {result['seconds']:.1f} s "
-                f"= {fps[kind][-1]:.0f} FPS end to end, {steady[kind][-1]:.0f} FPS steady",
+                f"= {fps[kind][-1]:.0f} FPS end to end, {steady[kind][-1]:.0f} FPS steady; "
+                f"{cpu:.1f} CPU s = {cpu_us[kind][-1]:.0f} CPU us/step",
                 flush=True,
             )
     print(f"{args.task}, {args.workers} workers, {args.steps} steps x {args.rounds} rounds")
@@ -209,8 +221,21 @@ def main() -> int:
             f"{label:>12}: median FPS direct {direct:.0f}, ours {ours:.0f}; ratio ours/direct = "
             f"{ratios[label]:.3f} (target >= 0.9)"
         )
+    direct, ours = statistics.median(cpu_us["direct"]), statistics.median(cpu_us["ours"])
+    ratios["by CPU"] = direct / ours
+    print(
+        f"{'by CPU':>12}: median CPU us/step direct {direct:.0f}, ours {ours:.0f}; ratio direct/ours = "
+        f"{ratios['by CPU']:.3f} (ours' speed relative to direct at equal CPU; target >= 0.9)"
+    )
     if args.json:
-        record = {"task": args.task, "steps": args.steps, "fps": fps, "steady_fps": steady, "ratios": ratios}
+        record = {
+            "task": args.task,
+            "steps": args.steps,
+            "fps": fps,
+            "steady_fps": steady,
+            "cpu_us_per_step": cpu_us,
+            "ratios": ratios,
+        }
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)
     return 0
