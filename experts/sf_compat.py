@@ -6,11 +6,14 @@ while the buffer slot they go to is a scalar (shape ()). numpy < 2.4 silently co
 1-element array; numpy 2.4 removed that conversion and raises "setting an array element with
 a sequence", which stops training at the first rollout step.
 
-`apply()` wraps the method once per process: the original code runs first (no cost on the hot
-path), and only when numpy refuses a same-size array is the value reshaped to the slot's shape
-and written again. Nothing in site-packages is edited; the patch lives with our backend and is
-applied by `experts.sample_factory` before any sample-factory object is built, in every
-process sample-factory starts (they import our env factory, which imports this module).
+`apply()` wraps the method once per process. A 1-element array is written as a 0-d one, which
+lands in a scalar slot and broadcasts into any other slot exactly as the 1-element array did
+(this happens about three times per env step, so it is decided up front rather than by catching
+numpy's error: the error path cost ~7 % of a training run's CPU). Any other refused value of the
+slot's size is reshaped to the slot's shape and written again. Nothing in site-packages is
+edited; the patch lives with our backend and is applied by `experts.sample_factory` before any
+sample-factory object is built, in every process sample-factory starts (they import our env
+factory, which imports this module).
 """
 
 from __future__ import annotations
@@ -31,16 +34,23 @@ def _reshaped(target: np.ndarray, index: Any, value: Any) -> np.ndarray | None:
     return None
 
 
+def _size(data: Any) -> int:
+    return data.size if isinstance(data, np.ndarray) else data.numel()
+
+
 def apply() -> None:
     """Patch sample-factory's TensorDict in this process (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
+    import torch
     from sample_factory.algo.utils.tensor_dict import TensorDict
 
     original = TensorDict._set_data_func
 
     def _set_data_func(self: TensorDict, x: Any, index: Any, new_data: Any) -> None:
+        if isinstance(new_data, np.ndarray | torch.Tensor) and new_data.ndim and _size(new_data) == 1:
+            new_data = new_data.reshape(())
         try:
             original(self, x, index, new_data)
         except (ValueError, TypeError, RuntimeError):

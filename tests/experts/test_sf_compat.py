@@ -36,3 +36,14 @@ def test_numpy_still_needs_the_fix():
     target = np.zeros(4, np.float32)
     with pytest.raises((ValueError, TypeError)):
         target[0] = np.array([1.0], np.float32)
+
+
+def test_one_element_arrays_still_broadcast_into_wider_slots():
+    from sample_factory.algo.utils.tensor_dict import TensorDict
+
+    import experts.sf_compat as compat
+
+    compat.apply()
+    buffers = TensorDict({"values": np.zeros((4, 3), np.float32), "t": torch.zeros(4, 3)})
+    buffers[1] = {"values": np.array([2.0], np.float32), "t": torch.tensor([4.0])}
+    assert buffers["values"][1].tolist() == [2.0] * 3 and buffers["t"][1].tolist() == [4.0] * 3
