@@ -15,11 +15,12 @@ from itertools import groupby
 from typing import Any
 
 from pipeline.envs import make_env
+from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode, WorkUnit
 from pipeline.policies import Policy, make_policy
 from pipeline.recorder import can_batch, record_batched, record_episode
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import SHARD_RECORD_DIR
+from pipeline.schema import RUN_LEASE_PATH, SHARD_RECORD_DIR
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES, Episode, ShardRecord, ShardWriter
 from pipeline.storage import open_location
 
@@ -38,6 +39,7 @@ class WorkerSettings:
     max_episode_steps: int | None = None
     min_return_fraction: float | None = None  # drop episodes below this expert-normalised score
     envs_per_worker: dict[str, int] = field(default_factory=dict)  # config -> lockstep envs (experts)
+    run_id: str = ""  # the run's lease in meta/run.json; a worker of a superseded run commits nothing
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class RolloutWorker:
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
                     yield Progress(unit, done - reported_done, steps - reported_steps)
                     reported_done, reported_steps, last = done, steps, time.monotonic()
+            self._check_lease()
             shard = writer.close() if writer.num_episodes else None
             if shard is None:
                 writer.abort()
@@ -216,6 +219,22 @@ class RolloutWorker:
         )
         self._write_unit_record(result)
         yield result
+
+    def _check_lease(self) -> None:
+        """Refuse to commit for a run that another one has replaced.
+
+        When a driver dies, its actors can outlive it by a second or two and finish their
+        units; a `--resume` started meanwhile owns the folder (it wrote a new lease), so those
+        leftovers must not land shards or records under the new run's indices.
+        """
+        if not self.settings.run_id:
+            return
+        current = self.location.read_json(RUN_LEASE_PATH).get("run_id")
+        if current != self.settings.run_id:
+            raise PipelineError(
+                f"{self.location.uri} is now written by rollout run {current}, not by this one "
+                f"({self.settings.run_id}): this worker's unit is dropped"
+            )
 
     def _filter(self, spec: TaskSpec, episode: Episode) -> Episode | str:
         """Gato's filter: keep episodes scoring at least `min_return_fraction` (expert-normalised)."""

@@ -9,7 +9,10 @@ envs, policies and shard writers, so episodes never pass through the driver.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +27,7 @@ from pipeline.policies import check_policy, history_snapshots
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, ConfigRun
-from pipeline.schema import DATA_DIR, INFO_PATH, TMP_DIR
+from pipeline.schema import DATA_DIR, INFO_PATH, RUN_LEASE_PATH, TMP_DIR
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
 
@@ -220,6 +223,8 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
     to_resume = _prepare_output(location, list(runs), config.overwrite, config.resume)
     check_writable(location)
     location.delete(TMP_DIR)  # temporary files of an interrupted run are never resumed
+    run_id = uuid.uuid4().hex
+    location.write_json(RUN_LEASE_PATH, {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()})
     write_info(location)
 
     workers = config.workers
@@ -268,6 +273,7 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
         max_episode_steps=config.max_episode_steps,
         min_return_fraction=config.min_return_fraction,
         envs_per_worker={c: r.settings.get("envs_per_worker", 1) for c, r in runs.items()},
+        run_id=run_id,
     )
     try:
         run_streaming(

@@ -51,6 +51,7 @@ MANIFEST_PATH = "meta/{config}/manifest.json"
 SHARD_RECORD_DIR = "meta/{config}/shards"
 TMP_DIR = ".tmp"
 INFO_PATH = "meta/info.json"
+RUN_LEASE_PATH = "meta/run.json"  # the rollout currently writing this folder (see collector.RolloutWorker)
 SPLITS = ("train", "test")
 
 # Per-episode metadata lives in the manifest sidecar, never in the Parquet files: JAT's

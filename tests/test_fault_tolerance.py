@@ -155,3 +155,22 @@ def test_resume_with_other_settings_is_refused(tmp_path):
             )
         )
     assert validate(str(out)).ok
+
+
+def test_a_worker_of_a_superseded_run_commits_nothing(tmp_path):
+    """An actor that outlives its killed driver must not land its unit in the resumed run's folder."""
+    from pipeline.collector import RolloutWorker, WorkerSettings
+    from pipeline.errors import PipelineError
+    from pipeline.plan import make_units, plan_episodes
+    from pipeline.schema import RUN_LEASE_PATH, SPLITS
+    from pipeline.storage import open_location
+
+    location = open_location(str(tmp_path / "ds"))
+    location.write_json(RUN_LEASE_PATH, {"run_id": "resumed-run"})
+    episodes = plan_episodes(CONFIG, 0, 2, 7, 0.0, ensure_test=False)
+    unit = make_units(CONFIG, episodes, 2, 1, dict.fromkeys(SPLITS, 0))[0]
+    settings = WorkerSettings(out=location.uri, policies={CONFIG: "scripted"}, run_id="killed-run")
+    with pytest.raises(PipelineError, match="now written by rollout run resumed-run"):
+        list(RolloutWorker(settings).run_unit(unit))
+    assert not (tmp_path / "ds" / "data").exists() and not (tmp_path / "ds" / "meta" / CONFIG).exists()
+    assert not list((tmp_path / "ds" / ".tmp").glob("*.parquet"))  # the half shard was dropped too
