@@ -71,6 +71,9 @@ class TrainJob:
     """Local folder for learning-history snapshots (`HistoryKeeper`); unused when `history_every` is 0."""
     history_every: int = 0
     """Keep a loadable snapshot of the policy every this many env steps (0: none)."""
+    history_every_s: float = 0.0
+    """...and every this many seconds of training (0: none): a time-limited run that stops far
+    short of its step budget still gets an evenly spaced history."""
 
 
 @dataclass(frozen=True)
@@ -197,16 +200,19 @@ class HistoryKeeper:
     """
 
     def __init__(self, job: TrainJob) -> None:
-        self.directory, self.every = job.history_dir, job.history_every
-        kept = history_steps(self.directory) if self.every > 0 else []
-        self.next_mark = (kept[-1] // self.every + 1) * self.every if kept else self.every
+        self.directory, self.every, self.every_s = job.history_dir, job.history_every, job.history_every_s
+        self.enabled = self.every > 0 or self.every_s > 0
+        kept = history_steps(self.directory) if self.enabled else []
+        self.next_mark = (kept[-1] // self.every + 1) * self.every if kept and self.every > 0 else self.every
+        self.last_time = time.monotonic()
 
     def due(self, steps: int) -> bool:
-        return self.every > 0 and steps >= self.next_mark
+        by_steps = self.every > 0 and steps >= self.next_mark
+        return by_steps or (self.every_s > 0 and time.monotonic() - self.last_time >= self.every_s)
 
     def save(self, steps: int, write: Callable[[str], None], force: bool = False) -> None:
         """Snapshot at `steps` via `write(folder)` if a mark was reached, or if `force` (the final policy)."""
-        if self.every <= 0 or not (force or self.due(steps)):
+        if not self.enabled or not (force or self.due(steps)):
             return
         final = os.path.join(self.directory, f"{steps:012d}")
         if os.path.isdir(final):
@@ -217,7 +223,9 @@ class HistoryKeeper:
         os.makedirs(partial)
         write(partial)
         os.replace(partial, final)
-        self.next_mark = (steps // self.every + 1) * self.every
+        if self.every > 0:
+            self.next_mark = (steps // self.every + 1) * self.every
+        self.last_time = time.monotonic()
 
 
 def history_steps(directory: str) -> list[int]:

@@ -217,7 +217,7 @@ class _Observer:
         self.steps = int(sum(runner.env_steps.values()))
         self.recorder.maybe_write(self.steps)
         now = time.monotonic()
-        if self.history.every and now - self.last_history_check >= 1.0:
+        if self.history.enabled and now - self.last_history_check >= 1.0:
             self.last_history_check = now
             self.keep_history()
         if now - self.last_report >= 1.0:

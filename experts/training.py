@@ -49,6 +49,8 @@ class ExpertPlan:
     time_limit_s: float | None = None
     history_every: int = 0
     """Learning-history snapshot interval in env steps (0: none)."""
+    history_every_s: float = 0.0
+    """...and in seconds of training (time-limited runs; 0: none)."""
     upload_every_s: float = 300.0
     """Remote stores: upload checkpoints this often during training (0: only at the end)."""
 
@@ -132,6 +134,7 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         report=report,
         history_dir=staged.history_dir,
         history_every=plan.history_every,
+        history_every_s=plan.history_every_s,
     )
     try:
         with PeriodicUpload(store, staged, plan.upload_every_s):
@@ -159,6 +162,7 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         "num_cpus": plan.num_cpus,
         "learning_curve": CURVE_FILE if backend.trainable else None,
         "history_every": plan.history_every,
+        "history_every_s": plan.history_every_s,
         "history_snapshots": len(history_steps(staged.history_dir)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

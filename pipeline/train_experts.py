@@ -131,9 +131,12 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         )
     threshold = config.threshold if config.threshold is not None else float(expert.get("threshold", 0.5))
     snapshots = int(expert.get("history_snapshots", 0))
-    history_every = config.history_every
+    history_every, history_every_s = config.history_every, 0.0
     if history_every is None:
-        history_every = max(1, steps // snapshots) if backend.trainable and snapshots > 0 else 0
+        spaced = backend.trainable and snapshots > 0
+        history_every = max(1, steps // snapshots) if spaced else 0
+        if spaced and config.time_limit_min is not None:  # spaced over whichever ends training first
+            history_every_s = 60.0 * config.time_limit_min / snapshots
     return ExpertPlan(
         config=spec.config,
         backend=backend_name,
@@ -148,6 +151,7 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         evaluate=config.evaluate,
         time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
         history_every=history_every,
+        history_every_s=history_every_s,
         upload_every_s=float(expert.get("upload_every_s", 300)),
     )
 

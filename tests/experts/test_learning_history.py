@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,20 @@ def test_snapshots_are_written_whole_or_not_at_all(tmp_path):
     assert not keeper.due(19) and keeper.due(20)
     resumed = HistoryKeeper(job)
     assert not resumed.due(19) and resumed.due(20)  # marks continue after a resume
+
+
+def test_time_limited_training_spaces_snapshots_over_time(tmp_path):
+    """`--time-limit` usually stops far short of the step budget: snapshots then follow the clock."""
+    from pipeline.train_experts import TrainExpertsConfig, plan_expert
+
+    plan = plan_expert(HOPPER, TrainExpertsConfig(out=str(tmp_path), time_limit_min=30.0), None)
+    assert plan.history_every_s == 30 * 60 / HOPPER.expert["history_snapshots"]
+    job = TrainJob(
+        HOPPER, {}, 100, 0, str(tmp_path), "", history_dir=str(tmp_path / "h"), history_every_s=0.2
+    )
+    keeper = HistoryKeeper(job)
+    assert not keeper.due(5)
+    time.sleep(0.25)
+    assert keeper.due(5)
+    keeper.save(5, lambda folder: Path(folder, "model.zip").write_bytes(b"x"))
+    assert history_steps(str(tmp_path / "h")) == [5] and not keeper.due(6)
