@@ -135,8 +135,7 @@ class ExpertStore:
             self._mirror(os.path.join(staged.root, name), f"{staged.config}/{name}")
         curve = os.path.join(staged.workdir, CURVE_FILE)
         if os.path.exists(curve):
-            with open(curve, "rb") as f:
-                self.location.write_bytes(f"{staged.config}/{CURVE_FILE}", f.read())
+            self.location.upload(curve, f"{staged.config}/{CURVE_FILE}")
 
     def _mirror(self, local_dir: str, relative: str) -> None:
         remote = {
@@ -157,8 +156,7 @@ class ExpertStore:
                     present.add(target)
                     if target in remote and self._uploaded.get(target) == (stat.st_size, stat.st_mtime_ns):
                         continue
-                    with open(path, "rb") as f:
-                        self.location.write_bytes(target, f.read())
+                    self.location.upload(path, target)
                 except FileNotFoundError:  # rotated away by the trainer meanwhile
                     continue
                 self._uploaded[target] = (stat.st_size, stat.st_mtime_ns)
@@ -170,8 +168,7 @@ class ExpertStore:
         """Keep the learning curve next to metadata.json (local stores; remote ones copy it in `publish`)."""
         curve = os.path.join(staged.workdir, CURVE_FILE)
         if self.location.is_local and os.path.exists(curve):
-            with open(curve, "rb") as f:
-                self.location.write_bytes(f"{staged.config}/{CURVE_FILE}", f.read())
+            self.location.upload(curve, f"{staged.config}/{CURVE_FILE}")
 
     def curve(self, config: str) -> list[dict[str, float]]:
         if not self.location.exists(f"{config}/{CURVE_FILE}"):

@@ -59,32 +59,26 @@ def mirror_config(location: Location, config: str, cache_dir: Path | None = None
     for stale in (root / data_dir).glob("*.parquet"):
         if f"{data_dir}/{stale.name}" not in wanted:  # left by an earlier rollout of this config
             stale.unlink()
+    local = Location(pafs.LocalFileSystem(), str(root), str(root))
     for shard in manifest.shards:
         target = root / shard.path
-        if target.exists() and _file_sha256(target) == shard.sha256:
+        if target.exists() and local.sha256(str(target)) == shard.sha256:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
+        digest = hashlib.sha256()  # taken while copying: the copy is not read back
         with location.fs.open_input_stream(location.path(shard.path)) as src, open(partial, "wb") as dst:
             while block := src.read(8 << 20):
+                digest.update(block)
                 dst.write(block)
-        if _file_sha256(partial) != shard.sha256:
+        if digest.hexdigest() != shard.sha256:
             partial.unlink()
             raise PipelineError(
                 f"{location.uri}/{shard.path} does not match its manifest checksum: "
                 f"run `pipeline validate {location.uri}` and re-run the rollout of {config}"
             )
         os.replace(partial, target)
-    local = Location(pafs.LocalFileSystem(), str(root), str(root))
     manifest_path = MANIFEST_PATH.format(config=config)
     local.write_bytes(manifest_path, location.read_bytes(manifest_path))
     write_readme(local)
     return root
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()

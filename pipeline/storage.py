@@ -78,6 +78,15 @@ class Location:
             f.write(data)
         self.commit(tmp, relative)
 
+    def upload(self, local_path: str, relative: str, chunk: int = 8 << 20) -> None:
+        """Copy a local file into place atomically, streamed (checkpoints and buffers can be GBs)."""
+        self.fs.create_dir(self.path(TMP_DIR), recursive=True)
+        tmp = self.tmp_path(relative)
+        with open(local_path, "rb") as src, self.fs.open_output_stream(tmp) as dst:
+            while block := src.read(chunk):
+                dst.write(block)
+        self.commit(tmp, relative)
+
     def write_json(self, relative: str, data: Any) -> None:
         self.write_bytes(relative, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
 
