@@ -1,6 +1,7 @@
 """The dataset card (README.md): YAML header with `configs:` for `datasets`, and a body for people.
 
-The card is rendered from Jinja2 templates in `dataset_card/` and from per-config statistics
+The card is rendered from Jinja2 templates in the `dataset_card` package (found with
+`importlib.resources`, so an installed wheel works like a checkout) and from per-config statistics
 (`pipeline.stats`), never from the shards directly, so a card can cover configs published earlier
 whose data is not on this machine: their `stats.json` is enough. Configs known only from an
 existing card's YAML (no stats file) keep their `configs:` entry and are listed as such.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import jinja2
@@ -27,7 +28,8 @@ from pipeline.schema import FEATURES
 from pipeline.stats import STATS_PATH, episode_stats
 from pipeline.storage import Location
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "dataset_card"
+TEMPLATES_PACKAGE = "dataset_card"
+"""The package holding the card's Jinja2 templates (shipped as package data)."""
 LICENSE = "apache-2.0"
 TITLE = "JAT-format reinforcement-learning episodes"
 COLUMN_MEANING = {
@@ -79,9 +81,15 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
 
 
+def _template_source(name: str) -> str | None:
+    """A template's text from the installed `dataset_card` package (None: jinja2 reports it missing)."""
+    template = resources.files(TEMPLATES_PACKAGE).joinpath(name)
+    return template.read_text(encoding="utf-8") if template.is_file() else None
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FunctionLoader(_template_source),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

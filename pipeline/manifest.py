@@ -10,6 +10,7 @@ Parquet columns (JAT's processor would pad and feed any extra column).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -45,6 +46,14 @@ def package_versions() -> dict[str, str]:
 
 
 def git_sha() -> str | None:
+    """The commit of the checkout this code runs from; None when installed from a wheel.
+
+    Only a checkout's root has `.git`: asking git from an installed package's site-packages would
+    report whatever repository the environment happens to live in.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -52,7 +61,7 @@ def git_sha() -> str | None:
             text=True,
             check=True,
             timeout=5,
-            cwd=__file__.rsplit("/", 2)[0],
+            cwd=root,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
