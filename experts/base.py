@@ -9,6 +9,7 @@ and imported only when asked for, so using stable-baselines3 never imports sampl
 from __future__ import annotations
 
 import csv
+import difflib
 import importlib
 import logging
 import math
@@ -97,6 +98,12 @@ class ExpertBackend(Protocol):
     def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
         """Raise PipelineError, before any work, if this backend cannot handle `spec` so configured."""
 
+    def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
+        """Every key this backend's section accepts for `spec` so configured (e.g. per sb3 `algo`).
+
+        The stage checks `--set` keys against it before Ray starts; a PipelineError if the
+        configuration is unusable (an unknown algorithm)."""
+
     def train(self, job: TrainJob) -> TrainOutcome:
         """Train (or resume) to `job.steps`: checkpoints in `job.workdir`, final model in `job.model_dir`."""
 
@@ -125,13 +132,22 @@ def get_backend(name: str) -> ExpertBackend:
     return getattr(module, class_name)()
 
 
-def check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
-    """Typos in hyperparameter files fail at once, naming the key."""
+def check_keys(where: str, given: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    """Typos in hyperparameter files fail at once, naming the key and the closest valid ones."""
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise PipelineError(
-            f"{where}: unknown hyperparameter(s) {unknown}; check env_configs/ (expert section)"
+            f"{where}: unknown hyperparameter(s) {unknown}{closest_keys(unknown, allowed)}; "
+            "check env_configs/ (expert section)"
         )
+
+
+def closest_keys(unknown: list[str], allowed: set[str] | frozenset[str]) -> str:
+    """The valid keys nearest to the unknown ones as `" (did you mean a, b?)"`; "" if none is near."""
+    near: list[str] = []
+    for key in unknown:
+        near += [k for k in difflib.get_close_matches(key, sorted(allowed), n=3) if k not in near]
+    return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
 class CurveRecorder:

@@ -313,15 +313,17 @@ class SampleFactoryBackend:
                 f"sample-factory cannot train {spec.config}: text observations (BabyAI) are not supported; "
                 "use the babyai-bot expert"
             )
+        check_keys(
+            f"{spec.config} expert.sample-factory", hyperparameters, self.hyperparameter_keys(spec, {})
+        )
+
+    def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
+        """sample-factory's own arguments (its argparse config) but those the stage sets, plus ours."""
         from sample_factory.cfg.arguments import parse_sf_args
 
         parser, _ = parse_sf_args(argv=[f"--env={spec.config}"], evaluation=False)
-        known = {action.dest for action in parser._actions}
-        check_keys(
-            f"{spec.config} expert.sample-factory",
-            {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS},
-            known - FIXED_KEYS,
-        )
+        known = {action.dest for action in parser._actions} - {"help"}
+        return frozenset((known - FIXED_KEYS) | OWN_KEYS)
 
     def train(self, job: TrainJob) -> TrainOutcome:
         import torch

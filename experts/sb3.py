@@ -44,6 +44,8 @@ OWN_KEYS = {
     "policy_kwargs",
     "save_replay_buffer",
 }
+# Constructor arguments `train` sets itself (passing them again would be a TypeError).
+FIXED_KEYS = {"self", "env", "policy", "seed", "device", "verbose", "_init_setup_model"}
 BUFFER_SUFFIX = "_replay_buffer.pkl"
 ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU"}
 CHECKPOINTS = "sb3"
@@ -104,15 +106,20 @@ class SB3Backend:
                 f"sb3 {algo.upper()} needs discrete actions but {spec.config} has continuous actions: "
                 "use algo ppo/sac/tqc for it (expert.sb3.algo in env_configs/)"
             )
-        import inspect
-
-        allowed = set(inspect.signature(_algo_class(algo).__init__).parameters) - {"self", "env", "policy"}
         check_keys(
-            f"{spec.config} expert.sb3",
-            {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS},
-            allowed,
+            f"{spec.config} expert.sb3", hyperparameters, self.hyperparameter_keys(spec, hyperparameters)
         )
         _policy_kwargs(hyperparameters.get("policy_kwargs", {}))
+
+    def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
+        """The chosen algorithm's constructor arguments but those `train` passes itself, plus ours."""
+        import inspect
+
+        algo = str(hyperparameters.get("algo", "ppo")).lower()
+        if algo not in ALGOS:
+            raise PipelineError(f"{spec.config}: unknown sb3 algo {algo!r}; choose one of {sorted(ALGOS)}")
+        allowed = set(inspect.signature(_algo_class(algo).__init__).parameters) - FIXED_KEYS
+        return frozenset(allowed | OWN_KEYS)
 
     def train(self, job: TrainJob) -> TrainOutcome:
         import torch

@@ -24,6 +24,9 @@ class BabyAIBotBackend:
         if spec.suite != "babyai":
             raise PipelineError(f"the babyai-bot expert plays BabyAI tasks only, not {spec.config}")
 
+    def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
+        return frozenset()  # nothing to tune; the stage does not apply --set to untrained backends
+
     def train(self, job: TrainJob) -> TrainOutcome:
         return TrainOutcome(steps=0, algo="BabyAI bot (minigrid)", hyperparameters={})
 
@@ -47,6 +50,9 @@ class MetaWorldScriptedBackend:
 
         if spec.env_name not in ENV_POLICY_MAP:
             raise PipelineError(f"Meta-World ships no scripted policy for {spec.env_name!r} ({spec.config})")
+
+    def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
+        return frozenset()  # nothing to tune; the stage does not apply --set to untrained backends
 
     def train(self, job: TrainJob) -> TrainOutcome:
         return TrainOutcome(steps=0, algo="Meta-World scripted policy", hyperparameters={})

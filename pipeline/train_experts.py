@@ -1,8 +1,9 @@
 """`pipeline train-experts`: train one expert per task on Ray, evaluate it, gate it, store it.
 
-The driver only plans: it resolves tasks, merges hyperparameters (suite defaults, per-task
-overrides from env_configs/, then command-line overrides), checks every task up front, and
-schedules one Ray task per env with the `num_cpus` its config asks for. Each task trains,
+The driver only plans: it resolves tasks, refuses unknown `--set` keys before Ray starts, merges
+hyperparameters (suite defaults, per-task overrides from env_configs/, then command-line
+overrides), checks every task up front, and schedules one Ray task per env with the `num_cpus`
+its config asks for. Each task trains,
 evaluates and gates its expert (`experts.training.train_expert`). A task's failure (bad
 config, corrupt checkpoint, crashing backend) is reported at the end and in the exit code;
 the other tasks go on.
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from experts.base import TrainProgress, get_backend
+from experts.base import TrainProgress, closest_keys, get_backend
 from experts.evaluation import check_threshold
 from experts.report import write_suite_reports
 from experts.store import ExpertStore
@@ -109,10 +110,7 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
     if not backend_name:
         raise PipelineError(f"{spec.config}: no expert backend configured; pass --backend")
     backend = get_backend(backend_name)
-    configured = dict(expert.get(backend_name, {}))
-    if "algo" in config.hyperparameters and config.hyperparameters["algo"] != configured.get("algo"):
-        configured = {}  # another algorithm: the configured one's settings do not apply to it
-    hyperparameters = {**configured, **config.hyperparameters}
+    hyperparameters = merged_hyperparameters(spec, backend_name, config.hyperparameters)
     backend.check(spec, hyperparameters)
     num_cpus = config.num_cpus or int(expert.get("num_cpus", 1))
     if cluster_cpus is not None and num_cpus > cluster_cpus:
@@ -156,6 +154,49 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
     )
 
 
+def merged_hyperparameters(spec: TaskSpec, backend_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The backend's section of the task's expert config (env_configs/), then the `--set` overrides."""
+    configured = dict(spec.expert.get(backend_name, {}))
+    if "algo" in overrides and overrides["algo"] != configured.get("algo"):
+        configured = {}  # another algorithm: the configured one's settings do not apply to it
+    return {**configured, **overrides}
+
+
+def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
+    """Refuse unknown `--set` keys before any work starts (before Ray), naming the closest valid keys.
+
+    A `--set` applies to every task, so a key a task's backend does not know is a typo on the
+    command line, not that task's failure: the whole run stops, at once. Keys are checked per
+    task and backend (sb3's depend on the algorithm). Backends that train nothing (BabyAI bot,
+    Meta-World scripted) take no hyperparameters and ignore `--set`; a task without a usable
+    backend or algorithm from env_configs/ is left to `plan_expert`, which fails that task alone.
+    """
+    if not config.hyperparameters:
+        return
+    for spec in specs:
+        backend_name = config.backend or spec.expert.get("backend")
+        if not backend_name:
+            continue
+        backend = get_backend(backend_name)
+        if not backend.trainable:
+            continue
+        hyperparameters = merged_hyperparameters(spec, backend_name, config.hyperparameters)
+        try:
+            allowed = backend.hyperparameter_keys(spec, hyperparameters)
+        except PipelineError:
+            if "algo" in config.hyperparameters:
+                raise  # `--set algo=...` names an unknown algorithm: the command line's fault
+            continue
+        unknown = sorted(set(config.hyperparameters) - allowed)
+        if unknown:
+            keys = ", ".join(f"{k}={config.hyperparameters[k]!r}" for k in unknown)
+            raise PipelineError(
+                f"--set {keys}: unknown {backend_name} hyperparameter for {spec.config}"
+                f"{closest_keys(unknown, allowed)}; fix the key (valid keys are the backend's arguments, "
+                f"as in expert.{backend_name} of env_configs/{spec.suite}.yaml)"
+            )
+
+
 def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConfig) -> None:
     if config.resume or not store.has_training_state(spec.config):
         return
@@ -169,6 +210,7 @@ def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConf
 def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     """Train the configured experts; returns one result per task (failed ones included)."""
     specs = resolve_tasks(config.suite, list(config.tasks) or None)
+    check_overrides(specs, config)
     store = ExpertStore(config.out)
     check_writable(store.location)
     ray = None

@@ -1,8 +1,10 @@
 """The `pipeline` command: one subcommand per stage. The only package that parses arguments.
 
 Each subcommand builds the stage's typed config and calls the stage's function; user errors
-(`PipelineError`) print as one line naming the cause and the fix, with exit code 2. The
-subcommands live in one module per area (datasets, experts, model, publishing).
+(`PipelineError`) print as one line naming the cause and the fix, with exit code 2. So does a
+full disk (ENOSPC/EDQUOT, also from inside a Ray worker), which any writing stage can meet: every
+stage commits atomically, so the answer is always "free space, then re-run". The subcommands live
+in one module per area (datasets, experts, model, publishing).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from urllib.parse import urlparse
 
 from rich.logging import RichHandler
+from rich.markup import escape
 
-from pipeline.cli.common import console
+from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
 from pipeline.cli.model import _add_evaluate, _add_train_model
@@ -21,6 +25,20 @@ from pipeline.cli.publishing import _add_publish
 from pipeline.errors import PipelineError
 
 __all__ = ["build_parser", "main"]
+
+log = logging.getLogger(__name__)
+
+# The argument naming where each writing stage writes; how it continues after a failure is
+# `--resume` where the stage has one, a plain re-run where re-running resumes by itself (publish).
+_OUTPUT_ARG = {
+    "rollout": "out",
+    "train-experts": "out",
+    "train-model": "out",
+    "publish": "to_folder",
+    "evaluate": "out",
+    "demo": "out",
+}
+_RESUMABLE = {"rollout", "train-experts", "train-model"}
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -56,11 +74,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except PipelineError as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        return 2
+    except Exception as exc:
+        full = disk_full_cause(exc)
+        if full is None:
+            raise
+        log.debug("full disk", exc_info=exc)  # the traceback, with -v
+        console.print(f"[red]error:[/] {escape(disk_full_message(args, full))}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted: nothing partial was committed; re-run the same command with --resume")
         return 130
+
+
+def disk_full_message(args: argparse.Namespace, exc: OSError) -> str:
+    """One line: the disk is full, where (the file if known, else the stage's output), and the fix."""
+    path = exc.filename or _output_path(args)
+    where = f" writing {path}" if path else " (the output or the temporary folder)"
+    detail = " ".join(str(exc).split())  # pyarrow's text may span lines
+    rerun = "re-run the same command"
+    if args.command in _RESUMABLE and getattr(args, "overwrite", False):
+        rerun += " with --resume in place of --overwrite"
+    elif args.command in _RESUMABLE and not getattr(args, "resume", False):
+        rerun += " with --resume"
+    return f"disk full{where} ({detail}): free space there, then {rerun}; what was committed before is kept"
+
+
+def _output_path(args: argparse.Namespace) -> str | None:
+    """The stage's output when it is a local folder (a full remote store reports itself otherwise)."""
+    value = getattr(args, _OUTPUT_ARG.get(args.command, ""), None)
+    if value is None and args.command == "publish" and not args.repo_id:
+        from pipeline.publish import DEFAULT_FOLDER_SUFFIX
+
+        value = args.dir.rstrip("/") + DEFAULT_FOLDER_SUFFIX
+    if not isinstance(value, str) or urlparse(value).scheme not in ("", "file"):
+        return None
+    return value
 
 
 if __name__ == "__main__":
