@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+from pipeline import faults
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode, WorkUnit
@@ -208,6 +209,7 @@ class RolloutWorker:
             shard = writer.close() if writer.num_episodes else None
             if shard is None:
                 writer.abort()
+            faults.hit("unit.shard_committed")
         except BaseException:
             writer.abort()
             raise
@@ -218,6 +220,7 @@ class RolloutWorker:
             unit, shard, dropped, leftover, steps, self._policies[spec.config][1].provenance()
         )
         self._write_unit_record(result)
+        faults.hit("unit.record_written")
         yield result
 
     def _check_lease(self) -> None:

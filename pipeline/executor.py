@@ -1,21 +1,37 @@
 """Ray lives here and nowhere else: cluster connection, the actor pool, and a serial mode.
 
-Stages hand this module work units and a callback; it runs them in-process (`workers=0`,
-for debugging and the fastest tests) or on Ray actors, locally (`ray.init()`) or on the
-cluster named by `--address` / `RAY_ADDRESS`.
+Stages hand this module work units and callbacks; it runs them in-process (`workers=0`, for
+debugging and the fastest tests) or on Ray actors, locally (`ray.init()`) or on the cluster
+named by `--address` / `RAY_ADDRESS`.
+
+Two promises hold under any failure of an actor or a node:
+- **a unit is never held hostage**: units wait in one shared queue and go to the first actor
+  that is up and idle. An actor that dies is replaced, but its replacement only takes work
+  once Ray has placed it, so on a cluster that lost capacity the survivors do the work;
+- **nothing waits forever**: when queued work has had no placed actor for
+  `placement_timeout_s`, the run stops with one line naming the missing resources.
+What a lost unit means is the caller's business (`on_lost`): it may have committed its result
+before dying, which only the caller's storage knows.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pipeline import faults
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+"""Times one unit may lose its worker before the run gives up on it (a unit that kills its worker)."""
+PLACEMENT_TIMEOUT_S = 300.0
+"""How long queued work may wait with no placed worker before the run stops (see `run_streaming`)."""
+WAIT_SLICE_S = 1.0
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
@@ -45,9 +61,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-MAX_ATTEMPTS = 3
-
-
 def run_streaming(
     worker_factory: Callable[[], Any],
     method: str,
@@ -55,70 +68,152 @@ def run_streaming(
     on_item: Callable[[Any], Iterable[Any]],
     workers: int,
     address: str | None = None,
-    on_retry: Callable[[Any], None] | None = None,
+    on_lost: Callable[[Any], Iterable[Any]] | None = None,
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
 ) -> None:
     """Run `worker.<method>(unit)` generators over a pool of workers.
 
     Every item a generator yields goes to `on_item`, which may return follow-up units (for
     example the unplayed leftovers of a full shard, or the next round of a step budget).
-    If a worker process dies mid-unit (killed, out of memory, node lost), a fresh actor takes
-    its place and the unit is run again from its start, up to `MAX_ATTEMPTS` times; `on_retry`
-    lets the caller forget the progress the lost attempt reported. Units must therefore be
-    idempotent: re-running one rewrites the same shard. `workers=0` runs in this process.
+    If a worker dies mid-unit (killed, out of memory, node lost), `on_lost(unit)` says what
+    to queue instead: the unit again (the default), nothing (its result was already taken),
+    or the follow-ups of a result the worker committed before dying. A unit may lose its
+    worker `MAX_ATTEMPTS` times. `workers=0` runs everything in this process.
     """
     queue = deque(units)
+    on_lost = on_lost or (lambda unit: [unit])
     if workers <= 0:
         worker = worker_factory()
         while queue:
             for item in getattr(worker, method)(queue.popleft()):
                 queue.extend(on_item(item))
         return
-    ray = init_ray(address, workers)
-    from ray.exceptions import RayActorError, RayTaskError
-
-    actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_Remote)
-    actors = [actor_class.remote(worker_factory) for _ in range(workers)]
-    running: dict[Any, tuple[Any, Any]] = {}  # generator -> (actor, unit)
-    attempts: dict[int, int] = {}
-    idle = list(actors)
+    pool = _ActorPool(init_ray(address, workers), worker_factory, workers)
     try:
-        while queue or running:
-            while queue and idle:
-                actor, unit = idle.pop(), queue.popleft()
-                running[actor.call.options(num_returns="streaming").remote(method, unit)] = (actor, unit)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for gen in ready:
-                actor, unit = running[gen]
-                try:
-                    item = ray.get(next(gen))
-                except StopIteration:
-                    idle.append(running.pop(gen)[0])
-                    continue
-                except RayActorError as exc:
-                    running.pop(gen)
-                    attempts[id(unit)] = attempts.get(id(unit), 1) + 1
-                    if attempts[id(unit)] > MAX_ATTEMPTS:
-                        raise PipelineError(
-                            f"a worker died {MAX_ATTEMPTS} times running {unit}: {exc} "
-                            "(check the node's memory and logs, then re-run with --resume)"
-                        ) from exc
-                    log.warning("worker died (%s); running its unit again", type(exc).__name__)
-                    if on_retry is not None:
-                        on_retry(unit)
-                    queue.appendleft(unit)
-                    ray.kill(actor, no_restart=True)
-                    actors[actors.index(actor)] = replacement = actor_class.remote(worker_factory)
-                    idle.append(replacement)  # calls queue until the new actor is up
-                    continue
-                except RayTaskError as exc:
-                    cause = exc.cause if isinstance(exc.cause, PipelineError) else None
-                    if cause is not None:
-                        raise cause from None
-                    raise
-                queue.extend(on_item(item))
+        pool.run(method, queue, on_item, on_lost, placement_timeout_s)
     finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+        pool.shutdown()
+
+
+class _ActorPool:
+    """Actors in three states: pending (not yet placed), idle, or streaming one unit."""
+
+    def __init__(self, ray: Any, worker_factory: Callable[[], Any], size: int) -> None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        self.ray, self.factory = ray, worker_factory
+        self.actor_errors, self.task_errors = RayActorError, RayTaskError
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
+        if faults.active():  # crash points armed by a test reach the workers too
+            options["runtime_env"] = {"env_vars": {faults.FAULTS_ENV: os.environ[faults.FAULTS_ENV]}}
+        self.actor_class = ray.remote(**options)(_Remote)
+        self.pending: dict[Any, Any] = {}  # ready ref -> actor
+        self.idle: list[Any] = []
+        self.running: dict[Any, tuple[Any, Any]] = {}  # generator -> (actor, unit)
+        self.attempts: dict[int, int] = {}
+        for _ in range(size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        actor = self.actor_class.remote(self.factory)
+        self.pending[actor.__ray_ready__.remote()] = actor
+
+    def run(
+        self,
+        method: str,
+        queue: deque,
+        on_item: Callable[[Any], Iterable[Any]],
+        on_lost: Callable[[Any], Iterable[Any]],
+        placement_timeout_s: float,
+    ) -> None:
+        starved_since: float | None = None
+        while queue or self.running:
+            while queue and self.idle:
+                actor, unit = self.idle.pop(), queue.popleft()
+                generator = actor.call.options(num_returns="streaming").remote(method, unit)
+                self.running[generator] = (actor, unit)
+            if queue and not self.running and not self.idle:
+                starved_since = starved_since or time.monotonic()
+                if time.monotonic() - starved_since > placement_timeout_s:
+                    raise PipelineError(self._starved_message(placement_timeout_s))
+            else:
+                starved_since = None
+            refs = list(self.running) + list(self.pending)
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=WAIT_SLICE_S)
+            for ref in ready:
+                if ref in self.pending:
+                    self._placed(ref)
+                else:
+                    self._advance(ref, queue, on_item, on_lost)
+
+    def _placed(self, ready_ref: Any) -> None:
+        actor = self.pending.pop(ready_ref)
+        try:
+            self.ray.get(ready_ref)
+        except self.actor_errors as exc:  # it died before it could work: try another
+            log.warning("a worker failed to start (%s); starting another", type(exc).__name__)
+            self._spawn()
+            return
+        self.idle.append(actor)
+
+    def _advance(self, generator: Any, queue: deque, on_item: Callable, on_lost: Callable) -> None:
+        actor, unit = self.running[generator]
+        try:
+            item = self.ray.get(next(generator))
+        except StopIteration:
+            del self.running[generator]
+            self.idle.append(actor)
+            return
+        except self.actor_errors as exc:
+            del self.running[generator]
+            self._lost(actor, unit, exc, queue, on_lost)
+            return
+        except self.task_errors as exc:
+            cause = exc.cause if isinstance(exc.cause, PipelineError) else None
+            if cause is not None:
+                raise cause from None
+            raise
+        queue.extend(on_item(item))
+        faults.hit(f"driver.received.{type(item).__name__}", crash=lambda: self.ray.kill(actor))
+
+    def _lost(self, actor: Any, unit: Any, exc: Exception, queue: deque, on_lost: Callable) -> None:
+        attempts = self.attempts[id(unit)] = self.attempts.get(id(unit), 1) + 1
+        again = list(on_lost(unit))
+        if unit in again and attempts > MAX_ATTEMPTS:
+            raise PipelineError(
+                f"a worker died {MAX_ATTEMPTS} times running {_describe(unit)}: {exc} "
+                "(check the node's memory and logs, then re-run with --resume)"
+            ) from exc
+        log.warning(
+            "a worker died (%s) running %s; %s",
+            type(exc).__name__,
+            _describe(unit),
+            "running it again" if unit in again else "its result was already committed",
+        )
+        queue.extendleft(reversed(again))
+        self.ray.kill(actor, no_restart=True)
+        self._spawn()  # takes work only once placed: survivors meanwhile drain the queue
+
+    def _starved_message(self, waited: float) -> str:
+        try:
+            free = self.ray.available_resources()
+        except Exception:  # the cluster itself may be what went away
+            free = {}
+        cpus = free.get("CPU", 0)
+        return (
+            f"no Ray node could place a worker (1 CPU each) for {waited:.0f} s while work was queued "
+            f"(free CPUs in the cluster: {cpus:g}): add a node or free CPUs, then re-run the same "
+            "command with --resume; finished units are kept"
+        )
+
+    def shutdown(self) -> None:
+        for actor in [*self.pending.values(), *self.idle, *(a for a, _ in self.running.values())]:
+            self.ray.kill(actor, no_restart=True)
+
+
+def _describe(unit: Any) -> str:
+    describe = getattr(unit, "describe", None)
+    return describe() if callable(describe) else repr(unit)
 
 
 class _Remote:

@@ -31,6 +31,16 @@ class WorkUnit:
     shard_index: int
     episodes: tuple[PlannedEpisode, ...]
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What names the unit for good: its shard, record and result are keyed by it."""
+        return (self.config, self.split, self.shard_index)
+
+    def describe(self) -> str:
+        ids = [e.episode_id for e in self.episodes]
+        span = f"episodes {ids[0]}-{ids[-1]}" if ids else "no episodes"
+        return f"{self.config} {self.split} shard {self.shard_index} ({span})"
+
 
 def episode_seed(seed: int, config: str, episode_id: int) -> int:
     """A stable 31-bit seed per (run seed, config, episode id), independent of scheduling."""
@@ -57,15 +67,18 @@ def plan_episodes(
     *,
     ensure_test: bool,
     history: HistoryPlan | None = None,
+    forced_test: frozenset[int] = frozenset(),
 ) -> list[PlannedEpisode]:
     """Plan `count` episodes starting at `first_id`.
 
     With `ensure_test`, a plan of two or more episodes always has at least one test episode
-    (its last one), so both splits exist even for tiny runs. With a `history`, consecutive
-    episode ids go to successive expert snapshots, so ids follow training order.
+    (its last one), so both splits exist even for tiny runs. `forced_test` names ids that are
+    test episodes whatever the spacing says (the run records them in its plan.json, so a resume
+    plans the same splits). With a `history`, consecutive episode ids go to successive expert
+    snapshots, so ids follow training order.
     """
     ids = range(first_id, first_id + count)
-    splits = ["test" if is_test(i, test_fraction) else "train" for i in ids]
+    splits = ["test" if is_test(i, test_fraction) or i in forced_test else "train" for i in ids]
     if ensure_test and count >= 2 and test_fraction > 0 and "test" not in splits:
         splits[-1] = "test"
     return [

@@ -13,20 +13,19 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
 from pipeline.errors import PipelineError
-from pipeline.executor import run_streaming
+from pipeline.executor import PLACEMENT_TIMEOUT_S, run_streaming
 from pipeline.layout import write_readme
-from pipeline.manifest import Manifest, write_info, write_manifest
+from pipeline.manifest import read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, WorkUnit
 from pipeline.policies import check_policy, history_snapshots
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
-from pipeline.run_state import PLAN_PATH, ConfigRun
+from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun
 from pipeline.schema import DATA_DIR, INFO_PATH, RUN_LEASE_PATH, TMP_DIR
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
@@ -95,6 +94,9 @@ class RolloutConfig:
     """Where `train-experts` saved experts (for `--policy expert`)."""
     allow_weak: bool = False
     """Let `--policy expert` record experts the quality gate rejected (or never evaluated)."""
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S
+    """How long queued work may wait with no Ray worker placed (a lost node, a full cluster)
+    before the run stops with one line; finished units are kept for `--resume`."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,6 +120,8 @@ class RolloutConfig:
                 raise PipelineError(
                     "--learning-history records a trained expert: drop --policy or use --policy expert"
                 )
+        if not self.placement_timeout_s > 0:
+            raise PipelineError(f"--placement-timeout must be positive, got {self.placement_timeout_s}")
         if self.workers < 0:
             raise PipelineError(f"--workers must be 0 (in-process) or more, got {self.workers}")
         if self.test_fraction is not None and not 0 <= self.test_fraction < 1:
@@ -139,17 +143,16 @@ def _prepare_output(location: Location, configs: list[str], overwrite: bool, res
     """Refuse to mix runs silently; return the configs to resume (they have a plan on disk).
 
     Existing configs need --overwrite (start again) or --resume (finish an interrupted run);
-    folders that are not jat-pipeline datasets are refused either way.
+    folders that are not jat-pipeline datasets are refused either way. A folder a rollout
+    left in its first moments (a lease or temporary files, no `meta/info.json` yet) is ours.
     """
     if location.is_empty():
         return set()
-    if not location.exists(INFO_PATH):
+    if not location.exists(INFO_PATH) and not _only_startup_files(location):
         raise PipelineError(
             f"output {location.uri} is not empty and is not a jat-pipeline dataset: choose an empty --out"
         )
-    present = sorted(
-        c for c in configs if location.exists(f"meta/{c}") or location.exists(DATA_DIR.format(config=c))
-    )
+    present = sorted(c for c in configs if _has_content(location, c))
     if present and not (overwrite or resume):
         raise PipelineError(
             f"output {location.uri} already holds {', '.join(present)} (finished or interrupted): "
@@ -167,6 +170,27 @@ def _prepare_output(location: Location, configs: list[str], overwrite: bool, res
         location.delete(DATA_DIR.format(config=name))
         location.delete(f"meta/{name}")
     return set()
+
+
+def _only_startup_files(location: Location) -> bool:
+    """What a rollout killed before `meta/info.json` can leave: `.tmp/`, `meta/run.json`, empty dirs."""
+    for info in location.list("", recursive=True):
+        relative = location.relative(info.path)
+        if relative.startswith(f"{TMP_DIR}/") or relative == TMP_DIR:
+            continue
+        if info.type.name == "Directory" or relative == RUN_LEASE_PATH:
+            continue
+        return False
+    return True
+
+
+def _has_content(location: Location, config: str) -> bool:
+    """A config counts as present once a file of it exists (an empty folder is a crash's leftover)."""
+    return any(
+        info.type.name == "File"
+        for folder in (f"meta/{config}", DATA_DIR.format(config=config))
+        for info in location.list(folder, recursive=True)
+    )
 
 
 def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
@@ -202,7 +226,9 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             "policy": kind,
             "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
             "min_return_fraction": config.min_return_fraction,
+            "split_rule": SPLIT_RULE,
         }
+        _check_both_splits(spec.config, budget, settings["test_fraction"])
         if kind == "expert":
             width = config.envs_per_worker or spec.rollout.get("envs_per_worker", 1)
             settings["envs_per_worker"] = int(width)
@@ -216,53 +242,84 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
     return runs
 
 
+def _check_both_splits(config: str, budget: dict[str, int], test_fraction: float) -> None:
+    """JAT's format has a train and a test split: refuse, before any work, a run that cannot."""
+    if test_fraction <= 0:
+        raise PipelineError(
+            f"{config}: a test fraction of 0 makes no test split, which the JAT format needs: "
+            "give --test-fraction a value in (0, 1)"
+        )
+    if budget.get("episodes", 2) < 2:
+        raise PipelineError(
+            f"{config}: {budget['episodes']} episode cannot fill a train and a test split: "
+            "record at least 2 (--episodes 2)"
+        )
+
+
 def run_rollout(config: RolloutConfig) -> RolloutSummary:
-    """Record the configured tasks into `config.out`; returns per-config counts."""
+    """Record the configured tasks into `config.out`; returns per-config counts.
+
+    Each config is committed (manifest, then `meta/info.json` and the README's `configs:`) as
+    soon as its last unit is in, so an interrupted multi-config run leaves every finished
+    config valid and loadable, and `--resume` completes the rest.
+    """
     runs = _config_runs(config)
     location = open_location(config.out)
     to_resume = _prepare_output(location, list(runs), config.overwrite, config.resume)
     check_writable(location)
     location.delete(TMP_DIR)  # temporary files of an interrupted run are never resumed
+    if not location.exists(INFO_PATH):
+        write_info(location)  # first: from here on the folder is recognisably a dataset
     run_id = uuid.uuid4().hex
     location.write_json(RUN_LEASE_PATH, {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()})
-    write_info(location)
 
     workers = config.workers
     units: list[WorkUnit] = []
     for name, run in runs.items():
-        if name in to_resume:
-            units += run.resume(location, workers)
-            if run.needs_more_steps:
-                units += run.next_round(location, workers)
-        else:
-            units += run.plan(location, run.budget.get("episodes") or max(2 * max(workers, 1), 4), workers)
+        units += run.resume(location, workers) if name in to_resume else run.first_round(location, workers)
 
     display = _Display(runs, config.progress)
     started = time.monotonic()
-    unit_progress: dict[tuple[str, str, int], list[int]] = {}
+    counted: dict[tuple[str, str, int], list[int]] = {}  # progress reported by a unit's current attempt
 
-    def on_item(item: Progress | UnitResult) -> Iterable[WorkUnit]:
-        unit = item.unit
-        run = runs[unit.config]
-        if isinstance(item, Progress):
-            counted = unit_progress.setdefault((unit.config, unit.split, unit.shard_index), [0, 0])
-            counted[0] += item.episodes
-            counted[1] += item.steps
-            run.episodes += item.episodes
-            run.steps += item.steps
-            display.update(runs)
-            return []
-        run.results.append(item)
-        run.outstanding -= 1
-        if item.leftover:  # the shard filled up: the unplayed episodes get a shard of their own
-            return run.units_for(list(item.leftover), 1)
-        return run.next_round(location, workers) if run.needs_more_steps else []
-
-    def on_retry(unit: WorkUnit) -> None:
-        """A worker died mid-unit: forget what that attempt reported; the unit runs again."""
-        episodes, steps = unit_progress.pop((unit.config, unit.split, unit.shard_index), [0, 0])
+    def forget(unit: WorkUnit) -> None:
+        episodes, steps = counted.pop(unit.key, [0, 0])
         runs[unit.config].episodes -= episodes
         runs[unit.config].steps -= steps
+
+    def take(result: UnitResult) -> list[WorkUnit]:
+        run = runs[result.unit.config]
+        if result.unit.key in run.results:
+            return []
+        forget(result.unit)  # the result's own counts replace what its attempt reported
+        run.episodes += len(result.unit.episodes) - len(result.leftover)
+        run.steps += result.steps
+        follow = run.take(result, location, workers)
+        if run.finished:
+            _commit(location, run)
+        display.update(runs)
+        return follow
+
+    def on_item(item: Progress | UnitResult) -> list[WorkUnit]:
+        if isinstance(item, UnitResult):
+            return take(item)
+        if item.unit.key not in runs[item.unit.config].results:
+            progress = counted.setdefault(item.unit.key, [0, 0])
+            progress[0] += item.episodes
+            progress[1] += item.steps
+            runs[item.unit.config].episodes += item.episodes
+            runs[item.unit.config].steps += item.steps
+            display.update(runs)
+        return []
+
+    def on_lost(unit: WorkUnit) -> list[WorkUnit]:
+        """A worker died mid-unit: use what it committed, else run the unit again."""
+        run = runs[unit.config]
+        if unit.key in run.results:
+            return []
+        forget(unit)
+        committed = run.recorded(location, unit)
+        return take(committed) if committed is not None else [unit]
 
     settings = WorkerSettings(
         out=location.uri,
@@ -276,34 +333,53 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
         run_id=run_id,
     )
     try:
+        for run in runs.values():  # a resume of a finished run has nothing to record
+            if run.finished:
+                _commit(location, run)
         run_streaming(
-            partial(RolloutWorker, settings), "run_unit", units, on_item, workers, config.address, on_retry
+            partial(RolloutWorker, settings),
+            "run_unit",
+            units,
+            on_item,
+            workers,
+            config.address,
+            on_lost,
+            config.placement_timeout_s,
         )
     finally:
         display.close()
-    summary = _finish(location, runs, time.monotonic() - started)
+    unfinished = [name for name, run in runs.items() if not run.committed]
+    if unfinished:  # the executor returned with units outstanding: a bug, never exit 0 on it
+        raise PipelineError(f"{', '.join(unfinished)} did not finish: re-run the same command with --resume")
+    location.delete(TMP_DIR)
+    summary = _summary(location, runs, time.monotonic() - started)
     if config.returns_to_go:
         for name in runs:
             write_returns_to_go(location, name)
     return summary
 
 
-def _finish(location: Location, runs: dict[str, ConfigRun], seconds: float) -> RolloutSummary:
-    """Merge unit results into manifests (written last, after every shard), then the README."""
+def _commit(location: Location, run: ConfigRun) -> None:
+    """Write a finished config's checked manifest, then list it in info.json and the README."""
+    manifest = run.build_manifest(location)
+    write_manifest(location, manifest)
+    run.committed = True
+    write_info(location)
+    write_readme(location)
+    totals = manifest.totals()
+    log.info(
+        "%s: committed %d train + %d test episodes, %d dropped",
+        run.spec.config,
+        totals["train"]["episodes"],
+        totals["test"]["episodes"],
+        len(manifest.dropped),
+    )
+
+
+def _summary(location: Location, runs: dict[str, ConfigRun], seconds: float) -> RolloutSummary:
     summary: dict[str, dict[str, int]] = {}
-    for name, run in runs.items():
-        provenance = next((r.provenance for r in run.results if r.provenance), {})
-        manifest = Manifest(
-            config=name,
-            suite=run.spec.suite,
-            env_id=run.spec.env_id,
-            make_kwargs=run.spec.make_kwargs,
-            plan={**run.settings, "planned_episodes": run.next_id},
-            provenance=provenance,
-            shards=[r.shard for r in run.results if r.shard],
-            dropped=[d for r in run.results for d in r.dropped],
-        )
-        write_manifest(location, manifest)
+    for name in runs:
+        manifest = read_manifest(location, name)
         totals = manifest.totals()
         summary[name] = {
             "train_episodes": totals["train"]["episodes"],
@@ -311,19 +387,6 @@ def _finish(location: Location, runs: dict[str, ConfigRun], seconds: float) -> R
             "steps": totals["train"]["steps"] + totals["test"]["steps"],
             "dropped": len(manifest.dropped),
         }
-        log.info("%s: %s", name, summary[name])
-        for split, counts in totals.items():
-            if not counts["episodes"]:
-                log.warning(
-                    "%s has no %s episode (%d dropped as unfinished): record more episodes, or use a "
-                    "policy that finishes them",
-                    name,
-                    split,
-                    len(manifest.dropped),
-                )
-    write_info(location)
-    write_readme(location)
-    location.delete(TMP_DIR)
     return RolloutSummary(location.uri, summary, seconds)
 
 

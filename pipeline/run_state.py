@@ -1,29 +1,34 @@
 """Driver-side state of one config in a rollout, persisted so a killed run can resume.
 
 `meta/<config>/plan.json` fixes what the run is (seed, budget, split share, policy, horizon)
-and how many episodes are planned so far; each finished unit leaves a record next to its
-shard. Resuming reads both, deletes shards no record vouches for (a crash between commit
-and record), and plans the episodes that are neither stored nor dropped again. Because an
-episode's content depends only on (seed, config, episode id), the resumed dataset holds the
-same episodes as an uninterrupted run.
+and which episodes are planned so far; each finished unit leaves a record next to its shard.
+Those records are the one truth about what was recorded: the driver takes each unit's result
+once (`take`), whether it arrives from a live worker or, after the worker died, from the record
+it committed; the manifest is built from the records on storage, exactly as `--resume` reads
+them; and it is checked (every planned episode stored or dropped exactly once, every shard
+listed once, both splits present) before it is written. Because an episode's content depends
+only on (seed, config, episode id), a resumed dataset holds the same episodes as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.collector import UnitResult
+from pipeline.collector import UnitResult, unit_record_path
 from pipeline.errors import PipelineError
-from pipeline.plan import HistoryPlan, PlannedEpisode, WorkUnit, make_units, plan_episodes
+from pipeline.manifest import Manifest
+from pipeline.plan import HistoryPlan, PlannedEpisode, WorkUnit, is_test, make_units, plan_episodes
 from pipeline.registry import TaskSpec
 from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
 PLAN_PATH = "meta/{config}/plan.json"
-# Settings that change what an episode contains: a resume must use the same ones.
+# Settings that change what an episode contains or which split it lands in: a resume must use the same.
 FIXED_SETTINGS = (
     "seed",
     "budget",
@@ -33,7 +38,13 @@ FIXED_SETTINGS = (
     "min_return_fraction",
     "history",
     "envs_per_worker",
+    "split_rule",
 )
+SPLIT_RULE = 2
+"""Version of how splits are planned: 2 records forced test ids in plan.json (step budgets get a
+test episode in their first round; a split emptied by drops is topped up)."""
+MAX_TOP_UPS = 3
+"""Extra rounds a run plans for a split whose every episode was dropped, before it gives up."""
 
 
 @dataclass
@@ -44,11 +55,14 @@ class ConfigRun:
     settings: dict[str, Any]  # FIXED_SETTINGS
     per_unit: int
     next_id: int = 0
+    forced_test: set[int] = field(default_factory=set)
     next_index: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     outstanding: int = 0
     episodes: int = 0
     steps: int = 0
-    results: list[UnitResult] = field(default_factory=list)
+    results: dict[tuple[str, str, int], UnitResult] = field(default_factory=dict)
+    top_ups: int = 0
+    committed: bool = False
 
     @property
     def budget(self) -> dict[str, int]:
@@ -72,8 +86,9 @@ class ConfigRun:
             count,
             self.settings["seed"],
             self.settings["test_fraction"],
-            ensure_test="episodes" in self.budget,
+            ensure_test=False,
             history=self.history,
+            forced_test=frozenset(self.forced_test),
         )
 
     def units_for(self, episodes: list[PlannedEpisode], workers: int) -> list[WorkUnit]:
@@ -81,29 +96,113 @@ class ConfigRun:
         self.outstanding += len(units)
         return units
 
-    def plan(self, location: Location, count: int, workers: int) -> list[WorkUnit]:
-        """Plan `count` more episodes, record the plan, and return their units."""
+    def plan(self, location: Location, count: int, workers: int, force_test: bool = False) -> list[WorkUnit]:
+        """Plan `count` more episodes, record the plan, and return their units.
+
+        With `force_test`, the last one is a test episode unless the spacing already gives one,
+        so that a small first plan holds both splits.
+        """
+        ids = range(self.next_id, self.next_id + count)
+        fraction = self.settings["test_fraction"]
+        if force_test and count >= 2 and fraction > 0 and not any(is_test(i, fraction) for i in ids):
+            self.forced_test.add(ids[-1])
         episodes = self._planned(self.next_id, count)
         self.next_id += count
         self.save(location)
         return self.units_for(episodes, workers)
 
+    def first_round(self, location: Location, workers: int) -> list[WorkUnit]:
+        """Episode budgets: every episode. Step budgets: one episode per worker (at least two),
+        so the budget is overshot by at most the episodes in flight when it is reached."""
+        if "episodes" in self.budget:
+            return self.plan(location, self.budget["episodes"], workers, force_test=True)
+        return self.plan(location, max(workers, 2), workers, force_test=True)
+
     def next_round(self, location: Location, workers: int) -> list[WorkUnit]:
         """Step budgets: plan enough episodes for the remaining steps, at the mean length so far."""
-        kept = [e for r in self.results if r.shard for e in r.shard.episodes]
+        kept = [e for r in self.results.values() if r.shard for e in r.shard.episodes]
         mean_length = max(sum(e.length for e in kept) / len(kept), 1.0) if kept else 1.0
         count = max(1, -(-(self.budget["steps"] - self.steps) // int(mean_length)))
         return self.plan(location, count, workers)
 
     def save(self, location: Location) -> None:
         location.write_json(
-            PLAN_PATH.format(config=self.spec.config), {**self.settings, "planned_episodes": self.next_id}
+            PLAN_PATH.format(config=self.spec.config),
+            {**self.settings, "planned_episodes": self.next_id, "forced_test": sorted(self.forced_test)},
         )
+
+    # --- results: each unit's counted once, from a live worker or from its record -------------
+
+    def take(self, result: UnitResult, location: Location, workers: int) -> list[WorkUnit]:
+        """Count a unit's result (the first delivery only) and return the units it calls for."""
+        if result.unit.key in self.results:
+            return []
+        self.results[result.unit.key] = result
+        self.outstanding -= 1
+        if result.leftover:  # the shard filled up: the unplayed episodes get a shard of their own
+            return self.units_for(list(result.leftover), 1)
+        if self.needs_more_steps:
+            return self.next_round(location, workers)
+        if self.outstanding == 0:
+            return self._top_up(location, workers)
+        return []
+
+    def recorded(self, location: Location, unit: WorkUnit) -> UnitResult | None:
+        """The result a lost worker committed for `unit` before dying, if it got that far."""
+        path = unit_record_path(*unit.key)
+        if not location.exists(path):
+            return None
+        result = UnitResult.from_dict(location.read_json(path))
+        return result if result.unit == unit else None
+
+    def _top_up(self, location: Location, workers: int) -> list[WorkUnit]:
+        """A split left empty because every one of its episodes was dropped gets another round."""
+        stored = Counter(r.unit.split for r in self.results.values() if r.shard)
+        planned = Counter(e.split for e in self._planned(0, self.next_id))
+        empty = [s for s in SPLITS if planned[s] and not stored[s]]
+        if not empty or self.top_ups >= MAX_TOP_UPS:
+            return []
+        self.top_ups += 1
+        count = max(2, self.next_id // 4)
+        log.warning(
+            "%s: every %s episode was dropped; recording %d more (round %d of %d)",
+            self.spec.config,
+            " and ".join(empty),
+            count,
+            self.top_ups,
+            MAX_TOP_UPS,
+        )
+        return self.plan(location, count, workers, force_test="test" in empty)
+
+    @property
+    def finished(self) -> bool:
+        return self.outstanding == 0 and not self.needs_more_steps and not self.committed
+
+    # --- resume and commit ----------------------------------------------------------------------
+
+    def _records(self, location: Location) -> list[UnitResult]:
+        infos = location.list(SHARD_RECORD_DIR.format(config=self.spec.config))
+        return [
+            UnitResult.from_dict(location.read_json(location.relative(i.path)))
+            for i in infos
+            if i.path.endswith(".json")
+        ]
+
+    def _delete_orphans(self, location: Location, results: list[UnitResult]) -> None:
+        """Shards no record vouches for: committed by a worker that died before its record."""
+        vouched = {r.shard.path for r in results if r.shard}
+        for info in location.list(DATA_DIR.format(config=self.spec.config)):
+            if location.relative(info.path) not in vouched:
+                log.info(
+                    "%s: deleting %s (written, but its unit never finished)", self.spec.config, info.base_name
+                )
+                location.fs.delete_file(info.path)
 
     def resume(self, location: Location, workers: int) -> list[WorkUnit]:
         """Pick up an interrupted run: keep recorded units, drop orphans, re-plan the rest."""
         config = self.spec.config
         saved = location.read_json(PLAN_PATH.format(config=config))
+        saved.setdefault("split_rule", 1)
         changed = [k for k in FIXED_SETTINGS if saved.get(k) != self.settings.get(k)]
         if changed:
             details = ", ".join(f"{k}: was {saved.get(k)!r}, now {self.settings.get(k)!r}" for k in changed)
@@ -112,23 +211,80 @@ class ConfigRun:
                 "or --overwrite to start again"
             )
         self.next_id = saved["planned_episodes"]
-        records = [
-            i for i in location.list(SHARD_RECORD_DIR.format(config=config)) if i.path.endswith(".json")
-        ]
-        self.results = [UnitResult.from_dict(location.read_json(location.relative(i.path))) for i in records]
-        vouched = {r.shard.path for r in self.results if r.shard}
-        for info in location.list(DATA_DIR.format(config=config)):
-            if location.relative(info.path) not in vouched:
-                log.info("%s: deleting %s (written, but its unit never finished)", config, info.base_name)
-                location.fs.delete_file(info.path)
-        for result in self.results:
+        self.forced_test = set(saved.get("forced_test", ()))
+        for result in self._records(location):
+            self.results[result.unit.key] = result
+        self._delete_orphans(location, list(self.results.values()))
+        for result in self.results.values():
             split, index = result.unit.split, result.unit.shard_index
             self.next_index[split] = max(self.next_index[split], index + 1)
             self.steps += result.steps
             self.episodes += len(result.shard.episodes) if result.shard else 0
             self.episodes += len(result.dropped)
-        done = {e.episode_id for r in self.results if r.shard for e in r.shard.episodes}
-        done |= {d["episode_id"] for r in self.results for d in r.dropped}
+        done = _done_ids(self.results.values())
         remaining = [e for e in self._planned(0, self.next_id) if e.episode_id not in done]
         log.info("%s: resuming, %d episodes recorded, %d to go", config, len(done), len(remaining))
-        return self.units_for(remaining, workers)
+        units = self.units_for(remaining, workers)
+        if not units and self.needs_more_steps:
+            units = self.next_round(location, workers)
+        if not units:
+            units = self._top_up(location, workers)
+        return units
+
+    def build_manifest(self, location: Location) -> Manifest:
+        """The manifest from the unit records on storage, checked before anyone relies on it."""
+        results = self._records(location)
+        self._delete_orphans(location, results)
+        manifest = Manifest(
+            config=self.spec.config,
+            suite=self.spec.suite,
+            env_id=self.spec.env_id,
+            make_kwargs=self.spec.make_kwargs,
+            plan={**self.settings, "planned_episodes": self.next_id, "forced_test": sorted(self.forced_test)},
+            provenance=next((r.provenance for r in results if r.provenance), {}),
+            shards=[r.shard for r in results if r.shard],
+            dropped=[d for r in results for d in r.dropped],
+        )
+        check_manifest(manifest, location)
+        return manifest
+
+
+def _done_ids(results: Any) -> set[int]:
+    done = {e.episode_id for r in results if r.shard for e in r.shard.episodes}
+    return done | {d["episode_id"] for r in results for d in r.dropped}
+
+
+def check_manifest(manifest: Manifest, location: Location) -> None:
+    """Exit 0 means valid data: refuse a manifest that misses, repeats or misfiles anything."""
+    config = manifest.config
+    ids = [e.episode_id for s in manifest.shards for e in s.episodes] + [
+        d["episode_id"] for d in manifest.dropped
+    ]
+    repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+    missing = sorted(set(range(manifest.planned_episodes)) - set(ids))
+    unplanned = sorted(set(ids) - set(range(manifest.planned_episodes)))
+    paths = [s.path for s in manifest.shards]
+    listed_twice = sorted(p for p, n in Counter(paths).items() if n > 1)
+    on_disk = {location.relative(i.path) for i in location.list(DATA_DIR.format(config=config))}
+    absent = sorted(set(paths) - on_disk)
+    problems = [
+        f"episodes recorded twice: {repeated[:10]}" if repeated else "",
+        f"episodes missing: {missing[:10]}" if missing else "",
+        f"episodes never planned: {unplanned[:10]}" if unplanned else "",
+        f"shards listed twice: {listed_twice[:5]}" if listed_twice else "",
+        f"shards listed but absent: {absent[:5]}" if absent else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise PipelineError(
+            f"{config}: the rollout's own check failed ({'; '.join(problems)}); nothing was committed "
+            "for it: re-run the same command with --resume"
+        )
+    totals = manifest.totals()
+    empty = [s for s in SPLITS if not totals[s]["episodes"]]
+    if empty:
+        reasons = Counter(d["reason"].split(":")[0] for d in manifest.dropped)
+        raise PipelineError(
+            f"{config} has no {' or '.join(empty)} episode ({len(manifest.dropped)} dropped: "
+            f"{dict(reasons)}): record more episodes (--episodes/--steps) or use a policy that finishes them"
+        )

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline import faults
 from pipeline.errors import PipelineError
 from pipeline.schema import TMP_DIR
 
@@ -67,8 +68,10 @@ class Location:
     def commit(self, tmp: str, relative: str) -> None:
         """Move a finished temporary file into place (a rename locally, copy+delete on S3)."""
         final = self.path(relative)
+        faults.hit("storage.commit")  # the file is written in full, not yet in place
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         self.fs.move(tmp, final)
+        faults.hit("storage.committed")
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a whole file atomically: temporary name, then move."""

@@ -133,18 +133,23 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert len(rows) == 11 and rows[0]["config"] == "mujoco-ant"
 
 
-def test_a_config_with_every_episode_dropped_does_not_break_loading_the_others(tmp_path):
+def test_a_config_with_every_episode_dropped_fails_without_breaking_the_others(tmp_path):
+    """Exit 0 means valid data: a config left with no episode fails the run, the others stay usable."""
     out = tmp_path / "ds"
-    run_rollout(
-        RolloutConfig(
-            out=str(out),
-            tasks=("mujoco-hopper", "babyai-go-to"),
-            episodes=4,
-            workers=0,
-            policy="random",
-            progress=False,
-        )
-    )  # a random policy never finishes BabyAI
-    assert json.loads((out / "meta/babyai-go-to/manifest.json").read_text())["shards"] == []
+    with pytest.raises(PipelineError, match=r"babyai-go-to has no train or test episode .*unfinished"):
+        run_rollout(
+            RolloutConfig(
+                out=str(out),
+                tasks=("mujoco-hopper", "babyai-go-to"),
+                episodes=4,
+                workers=0,
+                policy="random",
+                progress=False,
+            )
+        )  # a random policy never finishes BabyAI, even with the top-up rounds
+    assert not (out / "meta/babyai-go-to/manifest.json").exists()
+    plan = json.loads((out / "meta/babyai-go-to/plan.json").read_text())
+    assert plan["planned_episodes"] == 4 + 3 * 2  # the budget, then three top-up rounds
+    assert validate(str(out), ["mujoco-hopper"]).ok
     loaded = load_dataset(str(out), "mujoco-hopper")
     assert loaded["train"].num_rows + loaded["test"].num_rows == 4

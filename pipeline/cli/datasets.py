@@ -10,6 +10,7 @@ from rich.table import Table
 
 from pipeline.cli.common import console, csv_list
 from pipeline.errors import PipelineError
+from pipeline.executor import PLACEMENT_TIMEOUT_S
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -104,7 +105,15 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("--experts-dir", help="experts trained by train-experts")
     p.add_argument("--allow-weak", action="store_true", help="record experts the quality gate rejected")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--placement-timeout",
+        type=float,
+        default=PLACEMENT_TIMEOUT_S,
+        metavar="S",
+        help="stop with one line when queued work has had no Ray worker placed for S seconds "
+        f"(a lost node, a full cluster); default {PLACEMENT_TIMEOUT_S:.0f}",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_rollout)
 
 
@@ -135,6 +144,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         address=args.address,
         experts_dir=args.experts_dir,
         allow_weak=args.allow_weak,
+        placement_timeout_s=args.placement_timeout,
         progress=not args.no_progress,
     )
     summary = run_rollout(config)

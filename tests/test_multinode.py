@@ -1,0 +1,123 @@
+"""A real multi-node Ray cluster on this machine loses nodes mid-rollout.
+
+Three raylets (a head with no CPU for work, two 1-CPU workers) run in `ray.cluster_utils.Cluster`;
+the rollout CLI drives them from its own process, as on a real cluster. A node is killed without
+warning (its raylet and its actor, as a lost machine), first with a survivor to take over, then
+with no capacity left at all: the run must finish exactly once on the survivor, or stop with one
+line after its placement timeout and be completed by `--resume` once a node is back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.faults import FAULTS_ENV
+from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.validate import validate
+
+pytestmark = pytest.mark.ray
+CONFIG = "metaworld-reach"
+EPISODES, PER_SHARD, SEED = 30, 2, 5
+
+
+def _episodes(dataset: Path) -> list[tuple]:
+    manifest = json.loads((dataset / "meta" / CONFIG / "manifest.json").read_text())
+    return sorted(
+        (e["episode_id"], e["digest"], s["split"]) for s in manifest["shards"] for e in s["episodes"]
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[tuple]:
+    out = tmp_path_factory.mktemp("reference") / "ds"
+    run_rollout(
+        RolloutConfig(
+            out=str(out),
+            tasks=(CONFIG,),
+            episodes=EPISODES,
+            episodes_per_shard=PER_SHARD,
+            seed=SEED,
+            workers=0,
+            progress=False,
+        )
+    )
+    return _episodes(out)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, nodes
+    cluster.shutdown()
+
+
+def _start(cluster, out: Path, workers: int, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in (FAULTS_ENV, "RAY_ADDRESS")}
+    command = [
+        sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", CONFIG,
+        "--episodes", str(EPISODES), "--episodes-per-shard", str(PER_SHARD), "--seed", str(SEED),
+        "--workers", str(workers), "--address", cluster.address, "--no-progress", "--out", str(out), *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_records(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    records = out / "meta" / CONFIG / "shards"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if records.exists() and len(list(records.glob("*.json"))) >= count:
+            return
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.1)
+    raise AssertionError("the rollout recorded nothing in time")
+
+
+def _said(output: str) -> str:
+    return " ".join(output.split())  # log lines may wrap
+
+
+def test_a_lost_node_leaves_the_work_to_the_survivor(tmp_path, cluster, reference):
+    cluster, (lost, _) = cluster
+    out = tmp_path / "ds"
+    process = _start(cluster, out, 2)
+    _wait_for_records(out, 2, process)
+    cluster.remove_node(lost, allow_graceful=False)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "a worker died" in _said(output)
+    assert validate(str(out)).ok
+    assert _episodes(out) == reference
+
+
+def test_no_capacity_left_stops_with_one_line_and_resume_completes(tmp_path, cluster, reference):
+    cluster, nodes = cluster
+    out = tmp_path / "ds"
+    process = _start(cluster, out, 2, "--placement-timeout", "5")
+    _wait_for_records(out, 2, process)
+    for node in nodes:
+        cluster.remove_node(node, allow_graceful=False)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 2, output
+    error = [line for line in output.splitlines() if "error:" in line]
+    said = _said(output)
+    assert "no Ray node could place a worker" in said and "--resume" in said, output
+    assert len(error) == 1
+
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    resumed = _start(cluster, out, 2, "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert validate(str(out)).ok
+    assert _episodes(out) == reference
