@@ -7,6 +7,8 @@ same interface, so rollout does not care where actions come from.
 
 from __future__ import annotations
 
+import gc
+import time
 import warnings
 from importlib.metadata import version
 from typing import Any, Protocol
@@ -22,6 +24,19 @@ POLICY_KINDS = ("expert", "scripted", "random")
 
 class EpisodeFailed(Exception):
     """The policy gave up on this episode (e.g. the BabyAI bot found no plan); it is dropped."""
+
+
+class PolicyTimeout(EpisodeFailed):
+    """One policy call ran past its time budget; the episode is dropped with the reason."""
+
+
+# JAT's bound on one BabyAI bot replan (data/envs/babyai/create_babyai_dataset.py); the registry's
+# `rollout.bot_replan_timeout_s` overrides it for rollouts.
+DEFAULT_BOT_REPLAN_TIMEOUT_S = 0.02
+# Subgoals one replan may push: a healthy replan pushes at most 8 (39 tasks x 10 episodes measured),
+# a runaway one hundreds within milliseconds. Unlike time, the count depends on the env state alone,
+# so which episodes are dropped does not depend on the machine's load (`rollout.bot_replan_max_subgoals`).
+DEFAULT_BOT_REPLAN_MAX_SUBGOALS = 100
 
 
 class Policy(Protocol):
@@ -57,28 +72,116 @@ class RandomPolicy:
         return {"policy": self.name}
 
 
+class _ReplanOverrun(BaseException):
+    """Raised inside the bot's replan loop; a BaseException so no `except Exception` in minigrid eats it."""
+
+
+class _BudgetedStack(list):
+    """The bot's subgoal stack, refusing to grow once the running replan has used up its CPU budget.
+
+    On some seeds minigrid's `BabyAIBot.replan` never returns: its `while self.stack` loop keeps
+    pushing subgoals (0.4-0.7 GB after a minute, 1 GB+ later). Every turn of that loop that does
+    not yield an action pushes or pops a subgoal, and pops alone run out, so checking the budget
+    on each push interrupts any such loop within one turn of the deadline, in whatever thread or
+    process (Ray actor) the bot runs. No signal is needed: SIGALRM works in a main thread only.
+    """
+
+    __slots__ = ("deadline", "max_pushes", "pushes")
+
+    def __init__(self, items: list[Any], max_pushes: int = DEFAULT_BOT_REPLAN_MAX_SUBGOALS) -> None:
+        super().__init__(items)
+        self.deadline = float("inf")
+        self.pushes = 0
+        self.max_pushes = max_pushes
+
+    def append(self, item: Any) -> None:
+        self.pushes += 1
+        if self.pushes > self.max_pushes:
+            raise _ReplanOverrun("subgoals")
+        if time.thread_time() > self.deadline:
+            raise _ReplanOverrun("time")
+        super().append(item)
+
+
 class BabyAIBotPolicy:
-    """minigrid's BabyAI bot, the expert JAT recorded BabyAI with; it plans from the env state."""
+    """minigrid's BabyAI bot, the expert JAT recorded BabyAI with; it plans from the env state.
+
+    On some states the bot's replan never returns. Each replan may push `replan_max_subgoals`
+    subgoals (a healthy one pushes at most 8); past that the episode is dropped (`PolicyTimeout`).
+    JAT bounded wall-clock time (0.02 s), which makes the dropped episodes depend on the machine's
+    load; a count depends on the env state alone, so an episode still depends on its seed alone.
+    Behind it, a looser CPU-time budget (`replan_timeout_s`, the garbage collector paused) catches a
+    loop that would not push.
+    """
 
     name = "babyai-bot"
 
-    def __init__(self) -> None:
-        from minigrid.utils.baby_ai_bot import BabyAIBot
+    def __init__(
+        self,
+        replan_timeout_s: float = DEFAULT_BOT_REPLAN_TIMEOUT_S,
+        replan_max_subgoals: int = DEFAULT_BOT_REPLAN_MAX_SUBGOALS,
+    ) -> None:
+        from minigrid.utils.baby_ai_bot import BabyAIBot, DisappearedBoxError
 
+        if not replan_timeout_s > 0:
+            raise ValueError(
+                f"replan_timeout_s must be a positive number of seconds, got {replan_timeout_s!r}"
+            )
         self._bot_class = BabyAIBot
+        self._bot_errors = (AssertionError, ValueError, KeyError, IndexError, TypeError, DisappearedBoxError)
+        self.replan_timeout_s = float(replan_timeout_s)
+        self.replan_max_subgoals = int(replan_max_subgoals)
         self._bot: Any = None
+        self._stack: _BudgetedStack = _BudgetedStack([])
+        self._step = 0
 
     def reset(self, env: gym.Env, seed: int) -> None:
         self._bot = self._bot_class(env.unwrapped)
+        self._stack = self._bot.stack = _BudgetedStack(self._bot.stack, self.replan_max_subgoals)
+        self._step = 0
 
     def act(self, observation: Any, info: dict[str, Any]) -> int:
+        step, self._step = self._step, self._step + 1
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        start = time.thread_time()
+        self._stack.deadline = start + self.replan_timeout_s
+        self._stack.pushes = 0
         try:
-            return int(self._bot.replan())
-        except (AssertionError, ValueError, KeyError, IndexError, TypeError) as exc:
+            action = self._bot.replan()
+        except _ReplanOverrun as overrun:
+            if overrun.args == ("subgoals",):
+                raise PolicyTimeout(
+                    f"policy step limit: replan pushed > {self.replan_max_subgoals} subgoals at step {step} "
+                    "(minigrid's bot loops on this state)"
+                ) from None
+            raise self._timeout(step) from None
+        except self._bot_errors as exc:
             raise EpisodeFailed(f"bot error: {exc}") from exc
+        finally:
+            elapsed = time.thread_time() - start
+            if gc_was_enabled:
+                gc.enable()
+        if elapsed > self.replan_timeout_s:
+            raise self._timeout(step)
+        if self._bot.stack is not self._stack:
+            raise RuntimeError(
+                "minigrid's BabyAIBot replaced its subgoal stack: its replan is no longer bounded"
+            )
+        return int(action)
+
+    def _timeout(self, step: int) -> PolicyTimeout:
+        return PolicyTimeout(
+            f"policy step timeout: replan took > {self.replan_timeout_s:g} s (CPU) at step {step}"
+        )
 
     def provenance(self) -> dict[str, Any]:
-        return {"policy": self.name, "minigrid": version("minigrid")}
+        return {
+            "policy": self.name,
+            "minigrid": version("minigrid"),
+            "replan_timeout_s": self.replan_timeout_s,
+            "replan_max_subgoals": self.replan_max_subgoals,
+        }
 
 
 class MetaWorldScriptedPolicy:
@@ -213,5 +316,8 @@ def make_policy(
 
             return ExpertStore(experts_dir or "").load_policy(spec, metadata)
     if spec.suite == "babyai":
-        return BabyAIBotPolicy()
+        return BabyAIBotPolicy(
+            spec.rollout.get("bot_replan_timeout_s", DEFAULT_BOT_REPLAN_TIMEOUT_S),
+            spec.rollout.get("bot_replan_max_subgoals", DEFAULT_BOT_REPLAN_MAX_SUBGOALS),
+        )
     return MetaWorldScriptedPolicy(spec.env_name or "")

@@ -9,10 +9,16 @@ An episode's content must still depend on its seed alone, whichever episodes sha
 (resume and actor restarts regroup them). The batch is therefore always padded to the same
 size: rows of a fixed-size matrix product do not depend on each other, while a batch of one
 and a batch of 16 round differently. The batch size is part of the plan, like the seed.
+
+Every episode also has a wall-clock limit (`rollout.episode_timeout_s`), checked between steps,
+so a policy or env that slows to a crawl costs one dropped episode, not a stuck worker. It cannot
+interrupt a single call that never returns: policies with such a risk bound their own calls
+(the BabyAI bot's replan, `pipeline.policies`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +29,9 @@ from pipeline.plan import PlannedEpisode
 from pipeline.policies import EpisodeFailed, Policy
 from pipeline.registry import TaskSpec
 from pipeline.shards import Episode, encode_frame
+
+# When a suite's YAML sets no `rollout.episode_timeout_s`: far above any healthy episode.
+DEFAULT_EPISODE_TIMEOUT_S = 600.0
 
 
 @runtime_checkable
@@ -45,6 +54,8 @@ class Recording:
 
     def __init__(self, env: Any, spec: TaskSpec, planned: PlannedEpisode) -> None:
         self.env, self.spec, self.planned = env, spec, planned
+        self.timeout_s = float(spec.rollout.get("episode_timeout_s", DEFAULT_EPISODE_TIMEOUT_S))
+        self._deadline = time.monotonic() + self.timeout_s
         self.observation, self.info = env.reset(seed=planned.seed)
         self.episode = Episode(planned.episode_id, planned.seed, checkpoint_step=planned.checkpoint)
         self.terminated = False
@@ -73,6 +84,12 @@ class Recording:
         self.terminated = bool(terminated)
         return bool(terminated or truncated)
 
+    def overdue(self) -> str | None:
+        """Why the episode is dropped if it has outlived its wall-clock limit, else None."""
+        if time.monotonic() <= self._deadline:
+            return None
+        return f"episode timeout: still running after {self.timeout_s:g} s (step {len(self.episode.rewards)})"
+
     def result(self) -> Episode | str:
         """The finished episode, or why it is dropped."""
         if self.spec.rollout.get("drop_unfinished", False) and not self.terminated:
@@ -91,6 +108,9 @@ def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpi
             return str(exc)
         if recording.step(action):
             return recording.result()
+        overdue = recording.overdue()
+        if overdue is not None:
+            return overdue
 
 
 def record_batched(
@@ -115,6 +135,11 @@ def record_batched(
         rows = [(s or live[0]).observation for s in slots]
         actions = policy.act_batch(np.stack(rows))
         for i, recording in enumerate(slots):
-            if recording is not None and recording.step(actions[i]):
+            if recording is None:
+                continue
+            if recording.step(actions[i]):
                 yield recording.planned, recording.result()
+                refill(i)
+            elif (overdue := recording.overdue()) is not None:
+                yield recording.planned, overdue
                 refill(i)

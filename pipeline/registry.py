@@ -39,6 +39,18 @@ _TASK_KEYS = {
 }
 _SUITE_KEYS = {"suite", "defaults", "tasks"}
 _DEFAULT_SECTIONS = {"env", "rollout", "expert"}
+_ROLLOUT_KEYS = {
+    "budget",
+    "test_fraction",
+    "episodes_per_shard",
+    "drop_unfinished",
+    "policy",
+    "envs_per_worker",
+    "episode_timeout_s",
+    "bot_replan_timeout_s",
+    "bot_replan_max_subgoals",
+}
+_ROLLOUT_SECONDS = ("episode_timeout_s", "bot_replan_timeout_s")  # time limits: positive numbers
 
 # libyaml's safe loader reads the four suite files ~9x faster than the pure-Python one (0.07 s
 # against 0.63 s): every CLI call and every rollout actor loads the registry.
@@ -99,7 +111,8 @@ class TaskSpec:
     expert: dict[str, Any] = field(default_factory=dict)  # suite expert section
     max_episode_steps: int | None = None
     env_name: str | None = None  # Meta-World task name (e.g. "assembly-v3")
-    jat_obs_dim: int | None = None  # set when JAT's stored size differs from ours
+    # JAT's stored observation size, declared apart from `observation` (MuJoCo): a v5 layout cannot slip in
+    jat_obs_dim: int | None = None
     has_fire: bool = False
     sample_factory_env: str | None = None
     expert_source: str = ""
@@ -140,6 +153,37 @@ def _scores(data: dict[str, Any]) -> Scores:
     )
 
 
+def _check_jat_size(where: str, spec: TaskSpec) -> None:
+    """Refuse a MuJoCo task that would not store JAT's observation size.
+
+    JAT's model expands any vector cyclically, so a different size (Humanoid-v5's 348 for JAT's 376)
+    trains without error but puts every feature where JAT's model does not expect it.
+    """
+    if spec.suite != "mujoco":
+        return
+    if spec.jat_obs_dim is None:
+        raise PipelineError(
+            f"{where}: add `jat_obs_dim`, the observation size in JAT's {spec.jat_env_id} data"
+        )
+    if spec.observation.dim != spec.jat_obs_dim:
+        raise PipelineError(
+            f"{where}: observation shape {list(spec.observation.shape)} is not JAT's {spec.jat_obs_dim} "
+            f"values; use an env with JAT's layout ({spec.jat_env_id}, or make_kwargs that restore it)"
+        )
+
+
+def _check_rollout(where: str, rollout: dict[str, Any]) -> None:
+    """Refuse unknown rollout keys (a misspelt time limit would silently fall back to a default)."""
+    _check_keys(where, rollout, _ROLLOUT_KEYS)
+    for key in _ROLLOUT_SECONDS:
+        value = rollout.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise PipelineError(f"{where}: {key} must be a positive number of seconds, got {value!r}")
+    count = rollout.get("bot_replan_max_subgoals", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise PipelineError(f"{where}: bot_replan_max_subgoals must be a positive integer, got {count!r}")
+
+
 def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Per-task `expert:` over the suite's: sections (dicts) merge key by key, other values replace."""
     merged = dict(defaults)
@@ -156,12 +200,13 @@ def _load_suite(suite: str) -> dict[str, TaskSpec]:
     _check_keys(where, data, _SUITE_KEYS)
     defaults = data.get("defaults", {})
     _check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
+    _check_rollout(f"{where} defaults rollout", defaults.get("rollout", {}))
     specs = {}
     for short, entry in data["tasks"].items():
         _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
         make_kwargs = {**defaults.get("env", {}).get("make_kwargs", {}), **entry.get("make_kwargs", {})}
         env_section = {k: v for k, v in defaults.get("env", {}).items() if k != "make_kwargs"}
-        specs[f"{suite}-{short}"] = TaskSpec(
+        spec = TaskSpec(
             config=f"{suite}-{short}",
             suite=suite,
             task=short,
@@ -182,6 +227,8 @@ def _load_suite(suite: str) -> dict[str, TaskSpec]:
             expert_source=entry.get("expert_source", ""),
             notes=tuple(entry.get("notes", ())),
         )
+        _check_jat_size(f"{where} task {short!r}", spec)
+        specs[spec.config] = spec
     return specs
 
 
