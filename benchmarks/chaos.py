@@ -123,7 +123,7 @@ class Bench:
 
     def _start(self, out: str, faults: str = "", *extra: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "pipeline.cli", "rollout", *ARGS, "--workers", "2"]
-        command += ["--address", self.cluster.address, "--no-progress", "--out", out, *extra]
+        command += ["--address", self.cluster.address, "--shared-fs", "--no-progress", "--out", out, *extra]
         return subprocess.Popen(
             command, env=self._env(faults), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -251,7 +251,7 @@ class Bench:
             return
         if code != 0:
             resumed = self._cli(["rollout", *ARGS, "--workers", "2", "--address", self.cluster.address,
-                                 "--no-progress", "--out", out, "--resume"])  # fmt: skip
+                                 "--shared-fs", "--no-progress", "--out", out, "--resume"])  # fmt: skip
             report.resumed += 1
             if resumed.returncode != 0:
                 report.invalid += 1

@@ -27,6 +27,31 @@ from pipeline import faults
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
+
+
+def require_shared_storage(
+    paths: dict[str, str | None], address: str | None, workers: int, shared_fs: bool
+) -> None:
+    """Refuse local folders that workers on several nodes would each write to their own disk.
+
+    `paths` maps a flag to its value (`{"--out": "data/"}`); object-store URIs are shared by nature.
+    Only clusters with more than one node that can run workers (CPU > 0) are refused, and only
+    when the user has not declared the folder shared (`--shared-fs`, e.g. NFS mounted everywhere).
+    """
+    local = {flag: path for flag, path in paths.items() if path and "://" not in path}
+    if workers <= 0 or shared_fs or not local or not (address or os.environ.get("RAY_ADDRESS")):
+        return
+    ray = init_ray(address, workers)
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    if len(nodes) > 1:
+        flag, path = next(iter(local.items()))
+        raise PipelineError(
+            f"{flag} {path} is a local folder, but the Ray cluster has {len(nodes)} nodes that run "
+            "workers, each of which would write to its own disk: use s3://bucket/prefix, or pass "
+            "--shared-fs if that folder is one filesystem mounted on every node"
+        )
+
+
 MAX_ATTEMPTS = 3
 """Times one unit may lose its worker before the run gives up on it (a unit that kills its worker)."""
 PLACEMENT_TIMEOUT_S = 300.0
@@ -217,10 +242,18 @@ def _describe(unit: Any) -> str:
 
 
 class _Remote:
-    """A Ray actor that builds the real worker inside its own process and streams its generators."""
+    """A Ray actor that builds the real worker inside its own process and streams its generators.
+
+    The worker (imports, envs, policies) is built on the first call, not in `__init__`: an actor
+    is ready as soon as Ray has placed it and its process is up, so the placement bound measures
+    placement, not how long a worker takes to import torch on a loaded node.
+    """
 
     def __init__(self, factory: Callable[[], Any]) -> None:
-        self.worker = factory()
+        self.factory = factory
+        self.worker: Any = None
 
     def call(self, method: str, *args: Any) -> Any:
+        if self.worker is None:
+            self.worker = self.factory()
         yield from getattr(self.worker, method)(*args)

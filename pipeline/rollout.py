@@ -18,7 +18,7 @@ from functools import partial
 
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S, run_streaming
+from pipeline.executor import PLACEMENT_TIMEOUT_S, require_shared_storage, run_streaming
 from pipeline.layout import write_readme
 from pipeline.manifest import read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, WorkUnit
@@ -94,6 +94,9 @@ class RolloutConfig:
     """Where `train-experts` saved experts (for `--policy expert`)."""
     allow_weak: bool = False
     """Let `--policy expert` record experts the quality gate rejected (or never evaluated)."""
+    shared_fs: bool = False
+    """Declare a local `out`/`experts_dir` shared by every node (NFS, ...), so a multi-node cluster
+    may write to it; without it such a run is refused (each node would write to its own disk)."""
     placement_timeout_s: float = PLACEMENT_TIMEOUT_S
     """How long queued work may wait with no Ray worker placed (a lost node, a full cluster)
     before the run stops with one line; finished units are kept for `--resume`."""
@@ -264,6 +267,12 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
     config valid and loadable, and `--resume` completes the rest.
     """
     runs = _config_runs(config)
+    require_shared_storage(
+        {"--out": config.out, "--experts-dir": config.experts_dir},
+        config.address,
+        config.workers,
+        config.shared_fs,
+    )
     location = open_location(config.out)
     to_resume = _prepare_output(location, list(runs), config.overwrite, config.resume)
     check_writable(location)

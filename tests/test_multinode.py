@@ -67,7 +67,8 @@ def _start(cluster, out: Path, workers: int, *extra: str) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", CONFIG,
         "--episodes", str(EPISODES), "--episodes-per-shard", str(PER_SHARD), "--seed", str(SEED),
-        "--workers", str(workers), "--address", cluster.address, "--no-progress", "--out", str(out), *extra,
+        "--workers", str(workers), "--address", cluster.address, "--shared-fs", "--no-progress",
+        "--out", str(out), *extra,
     ]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -87,6 +88,18 @@ def _said(output: str) -> str:
     return " ".join(output.split())  # log lines may wrap
 
 
+def test_a_local_folder_is_refused_on_a_multi_node_cluster_unless_declared_shared(tmp_path, cluster):
+    cluster, _ = cluster
+    command = [sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", CONFIG, "--episodes", "4",
+               "--workers", "2", "--address", cluster.address, "--out", str(tmp_path / "ds")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in (FAULTS_ENV, "RAY_ADDRESS")}
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    said = _said(refused.stdout + refused.stderr)
+    assert "has 2 nodes that run workers" in said and "s3://" in said and "--shared-fs" in said
+    assert not (tmp_path / "ds").exists()  # refused before anything was written
+
+
 def test_a_lost_node_leaves_the_work_to_the_survivor(tmp_path, cluster, reference):
     cluster, (lost, _) = cluster
     out = tmp_path / "ds"
@@ -103,7 +116,7 @@ def test_a_lost_node_leaves_the_work_to_the_survivor(tmp_path, cluster, referenc
 def test_no_capacity_left_stops_with_one_line_and_resume_completes(tmp_path, cluster, reference):
     cluster, nodes = cluster
     out = tmp_path / "ds"
-    process = _start(cluster, out, 2, "--placement-timeout", "5")
+    process = _start(cluster, out, 2, "--placement-timeout", "15")
     _wait_for_records(out, 2, process)
     for node in nodes:
         cluster.remove_node(node, allow_graceful=False)

@@ -113,6 +113,12 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
         help="stop with one line when queued work has had no Ray worker placed for S seconds "
         f"(a lost node, a full cluster); default {PLACEMENT_TIMEOUT_S:.0f}",
     )
+    p.add_argument(
+        "--shared-fs",
+        action="store_true",
+        help="a local --out/--experts-dir is one filesystem mounted on every node (else refused on a "
+        "multi-node cluster)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_rollout)
 
@@ -145,6 +151,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         experts_dir=args.experts_dir,
         allow_weak=args.allow_weak,
         placement_timeout_s=args.placement_timeout,
+        shared_fs=args.shared_fs,
         progress=not args.no_progress,
     )
     summary = run_rollout(config)
@@ -186,11 +193,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for error in c.errors:
             out.print(f"    {error}", markup=False)
     failed = [c.config for c in report.configs if not c.ok]
+    if report.dataset_errors:
+        out.print(f"{'data/':<34} [red]FAILED ({len(report.dataset_errors)})[/]  files of no config")
+        for error in report.dataset_errors:
+            out.print(f"    {error}", markup=False)
     out.print(
         f"{len(report.configs) - len(failed)}/{len(report.configs)} configs valid"
         + (f"; failed: {', '.join(failed)}" if failed else "")
+        + ("; stray files under data/" if report.dataset_errors else "")
     )
-    return 1 if failed else 0
+    return 0 if report.ok else 1
 
 
 # --- demo --------------------------------------------------------------------------------------
