@@ -146,6 +146,11 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
     """
     _register(spec.suite)
     warnings.filterwarnings("ignore", module="gymnasium.utils.passive_env_checker")
+    # The registry picks env versions on purpose (MuJoCo v4 where it keeps JAT's layout): gymnasium's
+    # "is out of date" notice, once per env id and process, would be noise in every actor's log.
+    warnings.filterwarnings(
+        "ignore", message=r".*The environment \S+ is out of date", category=DeprecationWarning
+    )
     try:
         if spec.suite == "atari":
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
@@ -174,6 +179,13 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
         if max_episode_steps:
             kwargs["max_episode_steps"] = max_episode_steps
         env = gym.make(spec.env_id, **kwargs)
+        if env.observation_space.shape != spec.observation.shape:  # the registry holds JAT's size
+            env.close()
+            raise PipelineError(
+                f"{spec.env_id} observes shape {list(env.observation_space.shape)}, not the "
+                f"{list(spec.observation.shape)} of {spec.config} in env_configs/{spec.suite}.yaml: "
+                f"use the env version and make_kwargs that give JAT's layout ({spec.jat_env_id})"
+            )
         return gym.wrappers.TransformObservation(
             env,
             lambda o: np.asarray(o, dtype=np.float32),

@@ -51,6 +51,21 @@ _ROLLOUT_KEYS = {
     "bot_replan_max_subgoals",
 }
 _ROLLOUT_SECONDS = ("episode_timeout_s", "bot_replan_timeout_s")  # time limits: positive numbers
+_EXPERT_KEYS = {
+    "backend",
+    "steps",
+    "num_cpus",
+    "num_gpus",
+    "history_snapshots",
+    "upload_every_s",
+    "eval_episodes",
+    "threshold",
+    "deterministic",
+    "training_wrappers",
+}
+# A backend's own section (its hyperparameters, checked by the backend); the names of
+# `experts.base.BACKENDS`, which the registry must not import (experts import the registry).
+_EXPERT_BACKEND_SECTIONS = {"sample-factory", "sb3", "babyai-bot", "metaworld-scripted"}
 
 # libyaml's safe loader reads the four suite files ~9x faster than the pure-Python one (0.07 s
 # against 0.63 s): every CLI call and every rollout actor loads the registry.
@@ -184,6 +199,22 @@ def _check_rollout(where: str, rollout: dict[str, Any]) -> None:
         raise PipelineError(f"{where}: bot_replan_max_subgoals must be a positive integer, got {count!r}")
 
 
+def check_num_gpus(where: str, value: Any) -> float:
+    """GPUs per training task as Ray takes them: 0, a fraction of one GPU (shared), or whole GPUs."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else -1
+    if not (number == 0 or 0 < number < 1 or (number >= 1 and float(number).is_integer())):
+        raise PipelineError(
+            f"{where} must be 0, a fraction below 1 (a shared GPU) or a whole number of GPUs, got {value!r}"
+        )
+    return float(number)
+
+
+def _check_expert(where: str, expert: dict[str, Any]) -> None:
+    """Refuse unknown expert keys (a misspelt `num_gpus` would silently train on the CPU)."""
+    _check_keys(where, expert, _EXPERT_KEYS | _EXPERT_BACKEND_SECTIONS)
+    check_num_gpus(f"{where} num_gpus", expert.get("num_gpus", 0))
+
+
 def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Per-task `expert:` over the suite's: sections (dicts) merge key by key, other values replace."""
     merged = dict(defaults)
@@ -191,6 +222,13 @@ def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[st
         base = merged.get(key)
         merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
     return merged
+
+
+def _checked_expert(where: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A task's own `expert:` overrides, checked like the suite's."""
+    expert = entry.get("expert", {})
+    _check_expert(where, expert)
+    return expert
 
 
 def _load_suite(suite: str) -> dict[str, TaskSpec]:
@@ -201,6 +239,7 @@ def _load_suite(suite: str) -> dict[str, TaskSpec]:
     defaults = data.get("defaults", {})
     _check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
     _check_rollout(f"{where} defaults rollout", defaults.get("rollout", {}))
+    _check_expert(f"{where} defaults expert", defaults.get("expert", {}))
     specs = {}
     for short, entry in data["tasks"].items():
         _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
@@ -218,7 +257,9 @@ def _load_suite(suite: str) -> dict[str, TaskSpec]:
             scores=_scores(entry["scores"]),
             env=env_section,
             rollout=dict(defaults.get("rollout", {})),
-            expert=_merge_expert(defaults.get("expert", {}), entry.get("expert", {})),
+            expert=_merge_expert(
+                defaults.get("expert", {}), _checked_expert(f"{where} task {short!r} expert", entry)
+            ),
             max_episode_steps=entry.get("max_episode_steps", env_section.get("max_episode_steps")),
             env_name=entry.get("env_name"),
             jat_obs_dim=entry.get("jat_obs_dim"),
