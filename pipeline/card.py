@@ -23,6 +23,7 @@ import yaml
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
 from pipeline.plots import RETURNS_PLOT, SUITE_PLOT
+from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
 from pipeline.registry import get_task
 from pipeline.schema import FEATURES
 from pipeline.stats import STATS_PATH, episode_stats
@@ -56,6 +57,8 @@ class CardConfig:
     """Repository-relative path of the config's return histogram, if one is published with the card."""
     stats_file: bool = False
     """True when `meta/<config>/stats.json` (with per-feature statistics) is published with the card."""
+    quality: QualityRow | None = None
+    """Its score against JAT's expert with a bootstrap CI (`pipeline.quality`), if its manifest is at hand."""
 
     @property
     def total_steps(self) -> int:
@@ -81,6 +84,11 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
 
 
+def _score(value: float | None) -> str:
+    """A normalised score as `pipeline report` prints it (3 decimals)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _template_source(name: str) -> str | None:
     """A template's text from the installed `dataset_card` package (None: jinja2 reports it missing)."""
     template = resources.files(TEMPLATES_PACKAGE).joinpath(name)
@@ -98,6 +106,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    env.filters["score"] = _score
     return env
 
 
@@ -188,6 +197,9 @@ def render_from_stats(
             suite_plots=plots,
             hub=hub,
             stats_files=any(c.stats_file for c in configs),
+            quality=[c.quality for c in configs if c.quality],
+            quality_bar=JAT_BAR,
+            bootstrap_reps=DEFAULT_BOOTSTRAP_REPS,
         )
     )
 
@@ -208,7 +220,8 @@ def render_card(location: Location, configs: list[str]) -> str:
     """The README of a dataset folder, from its manifests (plots linked only if they exist there)."""
     cards = []
     for config in configs:
-        stats = episode_stats(read_manifest(location, config), get_task(config))
+        manifest = read_manifest(location, config)
+        stats = episode_stats(manifest, get_task(config))
         plot = RETURNS_PLOT.format(config=config)
         cards.append(
             CardConfig(
@@ -216,6 +229,7 @@ def render_card(location: Location, configs: list[str]) -> str:
                 stats,
                 returns_plot=plot if location.exists(plot) else None,
                 stats_file=location.exists(STATS_PATH.format(config=config)),
+                quality=quality_row(manifest),
             )
         )
     suites = sorted({c.stats["suite"] for c in cards if c.stats})

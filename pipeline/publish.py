@@ -28,6 +28,7 @@ from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import Manifest, dataset_configs
 from pipeline.plots import RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
 from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target, check_branch, check_repo_id
+from pipeline.quality import QualityRow, quality_row
 from pipeline.schema import DATA_DIR, FORMAT_VERSION, INFO_PATH, MANIFEST_PATH
 from pipeline.stats import STATS_PATH, StatsRequest, config_stats
 from pipeline.storage import Location, open_location
@@ -160,9 +161,11 @@ def _plan(
 ) -> tuple[list[Group], list[str]]:
     """File groups in publishing order, and the configs the resulting card lists."""
     groups: list[Group] = []
+    quality: dict[str, QualityRow] = {}
     for name in names:
         manifest_bytes = location.read_bytes(MANIFEST_PATH.format(config=name))
         manifest = Manifest.from_dict(json.loads(manifest_bytes))
+        quality[name] = quality_row(manifest)
         shards = [PublishFile(s.path, s.num_bytes, s.sha256, source=s.path) for s in manifest.shards]
         meta = [
             PublishFile.generated(MANIFEST_PATH.format(config=name), manifest_bytes),
@@ -179,7 +182,10 @@ def _plan(
         groups.append(Group(name, shards + meta, stale))
 
     cards = {
-        n: CardConfig(n, stats[n], returns_plot=RETURNS_PLOT.format(config=n), stats_file=True) for n in names
+        n: CardConfig(
+            n, stats[n], returns_plot=RETURNS_PLOT.format(config=n), stats_file=True, quality=quality[n]
+        )
+        for n in names
     }
     readme = target.read("README.md")
     for entry in card_configs(readme.decode()) if readme else []:

@@ -107,6 +107,8 @@ def test_publish_round_trip_through_datasets(dataset: Path, hub: HubServer, tmp_
     assert [c["config_name"] for c in header["configs"]] == sorted(CONFIGS)
     assert header["license"] == "apache-2.0" and header["task_categories"] == ["reinforcement-learning"]
     assert f'load_dataset("jat-org/jat-small", "{CONFIGS[0]}")' in body and "meta/plots/mujoco.png" in body
+    quality = body[body.index("## Quality against JAT's experts") :]
+    assert all(f"| {config} |" in quality for config in CONFIGS)  # the published card scores every config
     stats = json.loads(hub.read(REPO, "meta/mujoco-hopper/stats.json"))
     assert len(stats["splits"]["train"]["features"]["continuous_observations"]["mean"]) == 11
     # everything fits the default limits (100 files, 1 GiB): one commit, the card in it

@@ -22,6 +22,7 @@ from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tas
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
 from pipeline.cli.model import _add_evaluate, _add_train_model
 from pipeline.cli.publishing import _add_publish
+from pipeline.cli.report import _add_report
 from pipeline.errors import PipelineError
 
 __all__ = ["build_parser", "main"]
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_tasks,
         _add_rollout,
         _add_validate,
+        _add_report,
         _add_demo,
         _add_publish,
         _add_train_model,

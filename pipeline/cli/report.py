@@ -1,0 +1,113 @@
+"""`pipeline report DATA_DIR`: each config's quality against JAT's experts, as a table, as JSON, and
+as a gate (`--min-normalised X` exits 1 when a config scores below X) that dataset CI can run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli.common import csv_list, fmt_number
+from pipeline.errors import PipelineError
+
+_LOG_WIDTH = 160
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="score each config against JAT's experts (table, JSON, CI gate)",
+        description="Per config: episodes, mean return, success rate, expert-normalised score with a "
+        "bootstrap 95%% CI over episodes, a flag below JAT's 0.9 bar, and the policy that acted.",
+    )
+    p.add_argument("dir", help="dataset folder or URI (s3://bucket/prefix)")
+    p.add_argument("--configs", type=csv_list, help="comma-separated configs (default: all)")
+    p.add_argument(
+        "--min-normalised",
+        metavar="X",
+        help="exit 1 when any config's normalised score is below X (e.g. 0.9), listing them",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the rows to FILE as JSON")
+    p.add_argument("--bootstrap-reps", type=int, default=2000, help="resamples per interval (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (same seed, same intervals)")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _threshold(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = math.nan
+    if not math.isfinite(threshold):
+        raise PipelineError(f"--min-normalised must be a number such as 0.9, got {value!r}")
+    return threshold
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.quality import CONFIDENCE, JAT_BAR, QualityRequest, below, dataset_quality
+
+    threshold = _threshold(args.min_normalised)
+    request = QualityRequest(args.dir, tuple(args.configs or ()), args.bootstrap_reps, args.seed)
+    rows = dataset_quality(request)
+    table = Table(
+        title=f"quality of {args.dir} against JAT's experts (95% bootstrap CI over episodes)", box=box.SIMPLE
+    )
+    table.add_column("config", no_wrap=True)
+    for column in ("train/test", "mean return", "success", "normalised", "95% CI", f"< {JAT_BAR:g}"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("policy", overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.config,
+            f"{r.train_episodes}/{r.test_episodes}",
+            fmt_number(r.mean_return),
+            "" if r.success_rate is None else f"{100 * r.success_rate:.0f}%",
+            fmt_number(r.normalised, 3),
+            f"{r.ci[0]:.3f} to {r.ci[1]:.3f}" if r.ci else "-",
+            "[red]below[/]" if r.below_bar else "",
+            r.policy,
+        )
+    out = Console()
+    if not out.is_terminal:  # logs (dataset CI) have no width: do not squeeze the table into 80 columns
+        out = Console(width=max(out.width, _LOG_WIDTH))
+    out.print(table)
+    if args.json:
+        document = {
+            "dataset": args.dir,
+            "bar": JAT_BAR,
+            "confidence": CONFIDENCE,
+            "bootstrap_reps": request.bootstrap_reps,
+            "seed": request.seed,
+            "configs": [r.to_dict() for r in rows],
+        }
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(document, f, indent=1)
+                f.write("\n")
+        except OSError as exc:
+            raise PipelineError(
+                f"cannot write --json {args.json}: {exc.strerror} (choose a writable path)"
+            ) from exc
+    if threshold is None:
+        return 0
+    failing = below(rows, threshold)
+    if not failing:
+        out.print(f"all {len(rows)} config(s) score at least {threshold:g}", soft_wrap=True, highlight=False)
+        return 0
+    listed = ", ".join(
+        f"{r.config} ({'no episodes' if r.episodes == 0 else f'{r.normalised:.3f}'})" for r in failing
+    )
+    # one line, however many configs fail: CI logs and scripts read it as such
+    out.print(
+        f"{len(failing)} config(s) below --min-normalised {threshold:g}: {listed}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    return 1
