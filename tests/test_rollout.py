@@ -55,6 +55,65 @@ def test_step_budget_records_whole_episodes(tmp_path):
     assert validate(str(out)).ok
 
 
+def test_a_small_step_budget_gets_its_test_episode_and_a_bounded_overshoot(tmp_path):
+    """500 Pong steps with random play: one round of one episode per worker, one of them a test episode."""
+    out = tmp_path / "pong"
+    summary = run_rollout(
+        RolloutConfig(
+            out=str(out), tasks=("atari-pong",), steps=500, workers=0, policy="random", progress=False
+        )
+    )
+    counts = summary.configs["atari-pong"]
+    assert counts["train_episodes"] == 1 and counts["test_episodes"] == 1  # both splits, nothing more
+    assert validate(str(out)).ok
+    plan = json.loads((out / "meta/atari-pong/plan.json").read_text())
+    assert plan["planned_episodes"] == 2 and plan["forced_test"] == [1]
+
+
+def test_runs_that_cannot_make_both_splits_are_refused_up_front(tmp_path):
+    with pytest.raises(PipelineError, match="cannot fill a train and a test split"):
+        run_rollout(
+            RolloutConfig(out=str(tmp_path / "a"), tasks=("mujoco-hopper",), episodes=1, policy="random")
+        )
+    with pytest.raises(PipelineError, match="test fraction of 0 makes no test split"):
+        run_rollout(
+            RolloutConfig(
+                out=str(tmp_path / "b"),
+                tasks=("mujoco-hopper",),
+                episodes=4,
+                policy="random",
+                test_fraction=0,
+            )
+        )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_interrupted_multi_config_run_keeps_its_finished_configs(tmp_path):
+    """Killed during its second config, the first is committed, valid and loadable; --resume does the rest."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ds"
+    command = [sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", "metaworld-reach,babyai-go-to",
+               "--episodes", "6", "--episodes-per-shard", "2", "--workers", "0", "--no-progress",
+               "--out", str(out)]  # fmt: skip
+    # metaworld-reach's 6 episodes make 4 units, 3 train and 1 test (the driver plans them first,
+    # in-process runs them in order): the 5th unit record is babyai-go-to's first, and the machine dies.
+    env = {**os.environ, "JAT_PIPELINE_FAULTS": "unit.record_written=5"}
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert validate(str(out), ["metaworld-reach"]).ok
+    assert "metaworld-reach" in (out / "README.md").read_text()  # listed in configs: loadable by name
+    loaded = load_dataset(str(out), "metaworld-reach")
+    assert loaded["train"].num_rows + loaded["test"].num_rows == 6
+    assert not (out / "meta/babyai-go-to/manifest.json").exists()
+    env.pop("JAT_PIPELINE_FAULTS")
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert validate(str(out)).ok
+
+
 def test_size_cap_splits_into_more_shards(tmp_path):
     out = tmp_path / "capped"
     run_rollout(
