@@ -75,6 +75,8 @@ class TrainJob:
     history_every_s: float = 0.0
     """...and every this many seconds of training (0: none): a time-limited run that stops far
     short of its step budget still gets an evenly spaced history."""
+    device: str = "cpu"
+    """torch device to train on: cpu | cuda (resolved in the worker from `--device`, `experts.device`)."""
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ FIXED_KEYS = {
     "seed",
     "restart_behavior",
     "train_for_seconds",
+    "device",  # `train-experts --device`, never a hyperparameter (sample-factory calls CUDA "gpu")
 }
 
 
@@ -238,8 +239,11 @@ def build_cfg(
     seed: int,
     resume: bool,
     time_limit_s: float | None = None,
+    device: str = "cpu",
 ) -> Any:
-    """sample-factory's config for one task: its defaults, then ours (YAML), then the fixed keys."""
+    """sample-factory's config for one task: its defaults, then ours (YAML), then the fixed keys.
+
+    `device` is torch's name (cpu | cuda); sample-factory's `--device` says "gpu" for CUDA."""
     from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
 
     argv = [
@@ -248,7 +252,7 @@ def build_cfg(
         f"--train_dir={workdir}",
         f"--train_for_env_steps={steps}",
         f"--seed={seed}",
-        f"--device={hyperparameters.get('device', 'cpu')}",  # "gpu" for a learner with CUDA
+        f"--device={'gpu' if device == 'cuda' else 'cpu'}",
         f"--restart_behavior={'resume' if resume else 'overwrite'}",
     ]
     if time_limit_s:
@@ -348,7 +352,9 @@ class SampleFactoryBackend:
             shutil.rmtree(os.path.join(job.workdir, EXPERIMENT))
         _check_sync_batches(config, hp)
         register_env(config, partial(_make_sf_env, config))
-        cfg = build_cfg(config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s)
+        cfg = build_cfg(
+            config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s, job.device
+        )
         cfg, runner = make_runner(cfg)
         recorder = CurveRecorder(job.workdir)
         observer = _Observer(job, recorder, resumed_from)

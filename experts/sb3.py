@@ -155,7 +155,7 @@ class SB3Backend:
             if normalize:
                 venv = _load_vecnormalize(path, venv)
             try:
-                model = algo_class.load(path, env=venv, device="cpu")
+                model = algo_class.load(path, env=venv, device=job.device)
             except Exception as exc:
                 raise PipelineError(
                     f"corrupt checkpoint {path}: {type(exc).__name__}: {exc} "
@@ -170,7 +170,7 @@ class SB3Backend:
                 policy,
                 venv,
                 seed=job.seed,
-                device="cpu",
+                device=job.device,
                 verbose=0,
                 policy_kwargs=policy_kwargs or None,
                 **hp,

@@ -20,6 +20,7 @@ from importlib.metadata import version
 from typing import Any
 
 from experts.base import CURVE_FILE, TrainJob, TrainProgress, get_backend, history_steps, read_curve
+from experts.device import RayPlacement, resolve_device
 from experts.evaluation import evaluate, gate
 from experts.store import UNEVALUATED, ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
@@ -53,6 +54,10 @@ class ExpertPlan:
     """...and in seconds of training (time-limited runs; 0: none)."""
     upload_every_s: float = 300.0
     """Remote stores: upload checkpoints this often during training (0: only at the end)."""
+    device: str = "auto"
+    """`train-experts --device`: auto | cpu | cuda, resolved where the task runs (`experts.device`)."""
+    num_gpus: float = 0.0
+    """GPUs the task asks Ray for (`expert.num_gpus` / `--num-gpus`); `auto` trains on CUDA only with one."""
 
 
 @dataclass
@@ -99,11 +104,17 @@ def _versions(backend_versions: dict[str, str]) -> dict[str, str]:
 
 
 def train_expert(
-    plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgress], None] | None = None
+    plan: ExpertPlan,
+    store_uri: str,
+    report: Callable[[TrainProgress], None] | None = None,
+    placement: RayPlacement | None = None,
 ) -> ExpertResult:
-    """Train, evaluate and gate one expert; store it with its metadata. Failures come back as results."""
+    """Train, evaluate and gate one expert; store it with its metadata. Failures come back as results.
+
+    `placement` is what Ray gave the task (None in-process): recorded in the metadata, and what
+    `--device auto` decides from."""
     try:
-        return _train_expert(plan, store_uri, report or (lambda progress: None))
+        return _train_expert(plan, store_uri, report or (lambda progress: None), placement)
     except PipelineError as exc:
         log.error("%s: %s", plan.config, exc)
         return ExpertResult(plan.config, plan.backend, FAILED, error=str(exc))
@@ -112,11 +123,18 @@ def train_expert(
         return ExpertResult(plan.config, plan.backend, FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
-def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgress], None]) -> ExpertResult:
+def _train_expert(
+    plan: ExpertPlan,
+    store_uri: str,
+    report: Callable[[TrainProgress], None],
+    placement: RayPlacement | None,
+) -> ExpertResult:
     spec = get_task(plan.config)
     store = ExpertStore(store_uri)
     backend = get_backend(plan.backend)
     backend.check(spec, plan.hyperparameters)
+    device = plan.device if backend.trainable else "cpu"  # bots and scripted policies run no network
+    resources = resolve_device(device, plan.num_cpus, plan.num_gpus, placement, spec.config)
     staged = store.stage(spec.config, plan.resume)
     previous = read_curve(os.path.join(staged.workdir, CURVE_FILE)) if plan.resume else []
     wall_before = previous[-1]["wall_time_s"] if previous else 0.0
@@ -135,6 +153,7 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         history_dir=staged.history_dir,
         history_every=plan.history_every,
         history_every_s=plan.history_every_s,
+        device=resources.device,
     )
     try:
         with PeriodicUpload(store, staged, plan.upload_every_s):
@@ -160,6 +179,7 @@ def _train_expert(plan: ExpertPlan, store_uri: str, report: Callable[[TrainProgr
         "wall_time_s": round(wall_time, 1),
         "seed": plan.seed,
         "num_cpus": plan.num_cpus,
+        "resources": asdict(resources),
         "learning_curve": CURVE_FILE if backend.trainable else None,
         "history_every": plan.history_every,
         "history_every_s": plan.history_every_s,

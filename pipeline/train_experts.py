@@ -1,29 +1,32 @@
 """`pipeline train-experts`: train one expert per task on Ray, evaluate it, gate it, store it.
 
-The driver only plans: it resolves tasks, refuses unknown `--set` keys before Ray starts, merges
-hyperparameters (suite defaults, per-task overrides from env_configs/, then command-line
-overrides), checks every task up front, and schedules one Ray task per env with the `num_cpus`
-its config asks for. Each task trains,
-evaluates and gates its expert (`experts.training.train_expert`). A task's failure (bad
-config, corrupt checkpoint, crashing backend) is reported at the end and in the exit code;
-the other tasks go on.
+The driver only plans: it resolves tasks, refuses unknown `--set` keys and an impossible
+`--device cuda` before Ray starts, merges hyperparameters (suite defaults, per-task overrides
+from env_configs/, then command-line overrides), checks every task up front, and schedules one
+Ray task per env with the `num_cpus` and `num_gpus` its config asks for. GPUs no node of the
+cluster has are refused at once; tasks that cannot be placed because the cluster is busy stop
+the run after `--placement-timeout`, never a silent hang. Each task trains, evaluates and gates
+its expert (`experts.training.train_expert`). A task's failure (bad config, corrupt checkpoint,
+crashing backend) is reported at the end and in the exit code; the other tasks go on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from experts.base import TrainProgress, closest_keys, get_backend
+from experts.device import RayPlacement, check_device, cuda_devices, no_cuda_reason
 from experts.evaluation import check_threshold
 from experts.report import write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
 from pipeline.errors import PipelineError
-from pipeline.executor import init_ray
-from pipeline.registry import TaskSpec, resolve_tasks
+from pipeline.executor import PLACEMENT_TIMEOUT_S, init_ray
+from pipeline.registry import TaskSpec, check_num_gpus, resolve_tasks
 from pipeline.schema import TMP_DIR
 from pipeline.storage import check_writable
 
@@ -52,6 +55,14 @@ class TrainExpertsConfig:
     """Retrain experts that already exist in `out` (without it, existing ones are refused)."""
     num_cpus: int | None = None
     """CPUs per training task (Ray resource and sample-factory worker count); default from the config."""
+    num_gpus: float | None = None
+    """GPUs per training task asked of Ray (a fraction shares one); default: the task's `expert.num_gpus`."""
+    device: str = "auto"
+    """auto | cpu | cuda: torch device of every trained backend; auto is cuda when the task got a GPU
+    torch can use, else cpu."""
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S
+    """Stop the run when training tasks have waited this long for Ray resources with none of this
+    run's tasks running (GPUs or CPUs held by other jobs)."""
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     """Overrides of the backend's hyperparameters, e.g. {"learning_rate": 1e-4} (RL Zoo's --hyperparams)."""
     eval_episodes: int | None = None
@@ -82,6 +93,13 @@ class TrainExpertsConfig:
         if self.time_limit_min is not None and not self.time_limit_min > 0:
             raise PipelineError(
                 f"--time-limit must be a positive number of minutes, got {self.time_limit_min!r}"
+            )
+        if self.num_gpus is not None:
+            check_num_gpus("--num-gpus", self.num_gpus)
+        check_device(self.device)
+        if not self.placement_timeout_s > 0:
+            raise PipelineError(
+                f"--placement-timeout must be a positive number of seconds, got {self.placement_timeout_s!r}"
             )
         if self.resume and self.overwrite:
             raise PipelineError("give --resume or --overwrite, not both")
@@ -151,7 +169,16 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         history_every=history_every,
         history_every_s=history_every_s,
         upload_every_s=float(expert.get("upload_every_s", 300)),
+        device=config.device,
+        num_gpus=gpus_per_task(spec, config),
     )
+
+
+def gpus_per_task(spec: TaskSpec, config: TrainExpertsConfig) -> float:
+    """GPUs the task's training asks Ray for: `--num-gpus`, else the task's `expert.num_gpus` (0)."""
+    if config.num_gpus is not None:
+        return float(config.num_gpus)
+    return float(spec.expert.get("num_gpus", 0))
 
 
 def merged_hyperparameters(spec: TaskSpec, backend_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +198,11 @@ def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
     Meta-World scripted) take no hyperparameters and ignore `--set`; a task without a usable
     backend or algorithm from env_configs/ is left to `plan_expert`, which fails that task alone.
     """
+    if "device" in config.hyperparameters:
+        raise PipelineError(
+            f"--set device={config.hyperparameters['device']!r}: the training device is not a "
+            "hyperparameter; use --device auto|cpu|cuda (and --num-gpus or expert.num_gpus to reserve GPUs)"
+        )
     if not config.hyperparameters:
         return
     for spec in specs:
@@ -197,6 +229,71 @@ def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
             )
 
 
+def check_device_request(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
+    """Refuse `--device cuda` that cannot work, before Ray starts.
+
+    Trained locally (in-process or on a local Ray cluster), training sees this machine's GPUs, so
+    none means failure now rather than in every task. On a cluster (`--address` / RAY_ADDRESS)
+    the driver may run on a node without GPU (the head node, under `pipeline submit`): there each
+    worker checks its own. On Ray a CUDA task must also reserve a GPU, or Ray would stack tasks on
+    one GPU or place them on nodes without any.
+    """
+    if config.device != "cuda":
+        return
+    trained = [s for s in specs if _trains(s, config)]
+    if not trained:
+        return
+    local = config.in_process or not (config.address or os.environ.get("RAY_ADDRESS"))
+    if local and not cuda_devices():
+        raise PipelineError(
+            f"--device cuda: {no_cuda_reason()} on this machine; use --device auto or cpu, or train on a "
+            "cluster with GPUs (--address)"
+        )
+    without = [s.config for s in trained if gpus_per_task(s, config) == 0]
+    if without and not config.in_process:
+        raise PipelineError(
+            f"--device cuda: {without[0]}{f' (and {len(without) - 1} more)' if len(without) > 1 else ''} "
+            "asks Ray for no GPU; pass --num-gpus 1 (or set expert.num_gpus in env_configs/) so Ray "
+            "reserves one per training task"
+        )
+
+
+def _trains(spec: TaskSpec, config: TrainExpertsConfig) -> bool:
+    """Whether the task's backend trains a network (a task without a usable one fails in `plan_expert`)."""
+    name = config.backend or spec.expert.get("backend")
+    try:
+        return bool(name) and get_backend(name).trainable
+    except PipelineError:
+        return False
+
+
+def check_gpus(ray: Any, plans: list[ExpertPlan]) -> None:
+    """Refuse at once GPU requests no node of the cluster can ever meet (Ray would wait forever).
+
+    A task runs on one node, so it needs one node with its GPUs and CPUs; GPUs that exist but are
+    busy are the placement timeout's business (`_run_on_ray`).
+    """
+    wanting = [p for p in plans if p.num_gpus > 0]
+    if not wanting:
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
+    for plan in wanting:
+        with_gpus = [r for r in nodes if r.get("GPU", 0.0) >= plan.num_gpus]
+        if not with_gpus:
+            raise PipelineError(
+                f"{plan.config} asks Ray for {plan.num_gpus:g} GPU(s) per training task but no node of the "
+                f"cluster has more than {most:g} ({len(nodes)} node(s)); add a GPU node, or lower "
+                "--num-gpus / expert.num_gpus (0 trains on the CPU)"
+            )
+        if not any(r.get("CPU", 0.0) >= plan.num_cpus for r in with_gpus):
+            cpus = max(r.get("CPU", 0.0) for r in with_gpus)
+            raise PipelineError(
+                f"{plan.config} asks for {plan.num_gpus:g} GPU(s) and {plan.num_cpus} CPUs on one node, but "
+                f"the nodes with those GPUs have at most {cpus:g} CPUs; pass --num-cpus {int(cpus)} or lower"
+            )
+
+
 def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConfig) -> None:
     if config.resume or not store.has_training_state(spec.config):
         return
@@ -211,6 +308,7 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     """Train the configured experts; returns one result per task (failed ones included)."""
     specs = resolve_tasks(config.suite, list(config.tasks) or None)
     check_overrides(specs, config)
+    check_device_request(specs, config)
     store = ExpertStore(config.out)
     check_writable(store.location)
     ray = None
@@ -228,9 +326,12 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
             backend = config.backend or spec.expert.get("backend", "?")
             results.append(ExpertResult(spec.config, backend, FAILED, error=str(exc)))
             continue
-        if config.overwrite:
-            store.delete(spec.config)
         plans.append(plan)
+    if ray is not None:
+        check_gpus(ray, plans)
+    if config.overwrite:  # only once nothing stops the run: an impossible request deletes nothing
+        for plan in plans:
+            store.delete(plan.config)
     started = time.monotonic()
     display = _Display(plans, config.progress)
     try:
@@ -238,7 +339,7 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
             for plan in plans:
                 results.append(train_expert(plan, store.uri, display.update))
         else:
-            results += _run_on_ray(ray, plans, store.uri, display)
+            results += _run_on_ray(ray, plans, store.uri, display, config.placement_timeout_s)
     finally:
         display.close()
         store.location.delete(TMP_DIR)
@@ -250,30 +351,49 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
 
 
 class _Board:
-    """A Ray actor the training tasks report live progress to; the driver polls it."""
+    """A Ray actor the training tasks report to: once placed (with what Ray gave them), then live
+    progress. The driver polls it; a placed task is one Ray has scheduled and started."""
 
     def __init__(self) -> None:
         self.latest: dict[str, TrainProgress] = {}
+        self.placed: dict[str, RayPlacement] = {}
+
+    def started(self, config: str, placement: RayPlacement) -> None:
+        self.placed[config] = placement
 
     def report(self, progress: TrainProgress) -> None:
         self.latest[progress.config] = progress
 
-    def snapshot(self) -> dict[str, TrainProgress]:
-        return dict(self.latest)
+    def snapshot(self) -> tuple[dict[str, TrainProgress], set[str]]:
+        return dict(self.latest), set(self.placed)
 
 
 def _remote_train(plan: ExpertPlan, store_uri: str, board: Any) -> ExpertResult:
-    return train_expert(plan, store_uri, lambda progress: board.report.remote(progress))
+    placement = RayPlacement.current()
+    board.started.remote(plan.config, placement)
+    return train_expert(plan, store_uri, lambda progress: board.report.remote(progress), placement)
 
 
-def _run_on_ray(ray: Any, plans: list[ExpertPlan], store_uri: str, display: _Display) -> list[ExpertResult]:
+def _run_on_ray(
+    ray: Any, plans: list[ExpertPlan], store_uri: str, display: _Display, placement_timeout_s: float
+) -> list[ExpertResult]:
+    """One Ray task per plan with its CPUs and GPUs; stops when queued tasks can no longer be placed.
+
+    Tasks queued behind this run's own running tasks wait as long as those run. Only when none of
+    this run's tasks is running and some still wait does the clock run: the resources are held by
+    others (another job on the GPUs) or gone (a lost node), and after `placement_timeout_s` the run
+    stops with one line naming what the waiting tasks ask for and what the cluster has free.
+    """
     board = ray.remote(num_cpus=0)(_Board).remote()
     task = ray.remote(max_retries=0)(_remote_train)
     pending = {
-        task.options(num_cpus=p.num_cpus, name=f"train-{p.config}").remote(p, store_uri, board): p
+        task.options(num_cpus=p.num_cpus, num_gpus=p.num_gpus, name=f"train-{p.config}").remote(
+            p, store_uri, board
+        ): p
         for p in plans
     }
     results: list[ExpertResult] = []
+    starved_since: float | None = None
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -285,13 +405,38 @@ def _run_on_ray(ray: Any, plans: list[ExpertPlan], store_uri: str, display: _Dis
                     results.append(
                         ExpertResult(plan.config, plan.backend, FAILED, error=f"Ray task died: {exc}")
                     )
-            for progress in ray.get(board.snapshot.remote()).values():
+            latest, placed = ray.get(board.snapshot.remote())
+            for progress in latest.values():
                 display.update(progress)
+            if pending and not any(p.config in placed for p in pending.values()):
+                starved_since = starved_since or time.monotonic()
+                if time.monotonic() - starved_since > placement_timeout_s:
+                    raise PipelineError(_unplaced_message(ray, list(pending.values()), placement_timeout_s))
+            else:
+                starved_since = None
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
         ray.kill(board)
     return results
+
+
+def _unplaced_message(ray: Any, waiting: list[ExpertPlan], waited: float) -> str:
+    """One line: which tasks could not be placed, what they ask for, what the cluster has free."""
+    first = waiting[0]
+    asks = f"{first.num_cpus} CPU" + (f" + {first.num_gpus:g} GPU" if first.num_gpus else "")
+    try:
+        total, free = ray.cluster_resources(), ray.available_resources()
+    except Exception:  # the cluster itself may be what went away
+        total, free = {}, {}
+    have = ", ".join(f"{free.get(k, 0):g}/{total.get(k, 0):g} {k}" for k in ("CPU", "GPU") if total.get(k))
+    more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
+    return (
+        f"{first.config}{more} could not be placed on Ray for {waited:.0f} s (each asks for {asks}; free in "
+        f"the cluster: {have or 'nothing'}): the resources are held by other jobs or a node is gone; free "
+        "them or add a node, then re-run with --resume (finished experts are kept), or raise "
+        "--placement-timeout"
+    )
 
 
 class _Display:

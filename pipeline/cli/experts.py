@@ -7,7 +7,9 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from experts.device import DEVICES
 from pipeline.cli.common import console, csv_list, fmt_number
+from pipeline.executor import PLACEMENT_TIMEOUT_S
 
 
 # --- train-experts / evaluate-experts ----------------------------------------------------------
@@ -47,12 +49,32 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-cpus", type=int, help="CPUs per training task (default: env_configs/)")
     p.add_argument(
+        "--num-gpus",
+        type=float,
+        help="GPUs per training task asked of Ray, a fraction to share one (default: expert.num_gpus, 0)",
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="torch device of trained experts: auto = cuda when the task got a GPU torch can use (default)",
+    )
+    p.add_argument(
+        "--placement-timeout",
+        type=float,
+        default=PLACEMENT_TIMEOUT_S,
+        metavar="S",
+        help="stop with one line when training tasks wait S seconds for Ray resources with none of this "
+        f"run's tasks running (GPUs held by other jobs, a lost node); default {PLACEMENT_TIMEOUT_S:.0f}",
+    )
+    p.add_argument(
         "--set",
         type=_hyperparameter,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a backend hyperparameter (repeatable), e.g. --set learning_rate=1e-4",
+        help="override a backend hyperparameter (repeatable), e.g. --set learning_rate=1e-4 "
+        "(the device is --device, not --set)",
     )
     p.add_argument("--eval-episodes", type=int, help="evaluation episodes per expert (default: env_configs/)")
     p.add_argument("--threshold", type=float, help="minimum normalised score to accept (default 0.5)")
@@ -100,6 +122,9 @@ def _cmd_train_experts(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            device=args.device,
+            placement_timeout_s=args.placement_timeout,
             hyperparameters=dict(args.set),
             eval_episodes=args.eval_episodes,
             threshold=args.threshold,
