@@ -25,7 +25,7 @@ from experts.report import write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S, init_ray
+from pipeline.executor import PLACEMENT_TIMEOUT_S, init_ray, require_shared_storage
 from pipeline.registry import TaskSpec, check_num_gpus, resolve_tasks
 from pipeline.schema import TMP_DIR
 from pipeline.storage import check_writable
@@ -77,6 +77,8 @@ class TrainExpertsConfig:
     """Train the tasks one after another in this process instead of on Ray (debugging, tests)."""
     address: str | None = None
     """Ray cluster address; default RAY_ADDRESS, else a local cluster (`ray.init()`)."""
+    shared_fs: bool = False
+    """Declare a local `out` shared by every node, so a multi-node cluster may write to it."""
     progress: bool = True
     history_every: int | None = None
     """Learning-history snapshot interval in env steps (0: none); default: `expert.steps` divided by
@@ -309,6 +311,8 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     specs = resolve_tasks(config.suite, list(config.tasks) or None)
     check_overrides(specs, config)
     check_device_request(specs, config)
+    if not config.in_process:
+        require_shared_storage({"--out": config.out}, config.address, 1, config.shared_fs)
     store = ExpertStore(config.out)
     check_writable(store.location)
     ray = None

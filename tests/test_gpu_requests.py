@@ -33,7 +33,7 @@ TASK = "mujoco-pendulum"
 # The quickest trained expert: sb3 PPO, two rollouts of 128 steps, no evaluation.
 TRAIN = [
     "train-experts", "--tasks", TASK, "--backend", "sb3", "--steps", "256", "--no-eval", "--no-progress",
-    "--num-cpus", "1", "--set", "algo=ppo", "--set", "n_steps=128", "--set", "batch_size=64",
+    "--shared-fs", "--num-cpus", "1", "--set", "algo=ppo", "--set", "n_steps=128", "--set", "batch_size=64",
 ]  # fmt: skip
 NO_CUDA = pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="these tests are about machines without CUDA"

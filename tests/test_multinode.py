@@ -98,6 +98,12 @@ def test_a_local_folder_is_refused_on_a_multi_node_cluster_unless_declared_share
     said = _said(refused.stdout + refused.stderr)
     assert "has 2 nodes that run workers" in said and "s3://" in said and "--shared-fs" in said
     assert not (tmp_path / "ds").exists()  # refused before anything was written
+    train = [sys.executable, "-m", "pipeline.cli", "train-experts", "--tasks", "babyai-go-to",
+             "--address", cluster.address, "--out", str(tmp_path / "experts")]  # fmt: skip
+    refused = subprocess.run(train, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--shared-fs" in _said(refused.stdout + refused.stderr)
+    assert not (tmp_path / "experts").exists()
 
 
 def test_a_lost_node_leaves_the_work_to_the_survivor(tmp_path, cluster, reference):

@@ -81,6 +81,11 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip evaluation (experts stay unevaluated)")
     p.add_argument("--in-process", action="store_true", help="train here, one task after another (no Ray)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument(
+        "--shared-fs",
+        action="store_true",
+        help="a local --out is one filesystem mounted on every node (else refused on a multi-node cluster)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_train_experts)
 
@@ -131,6 +136,7 @@ def _cmd_train_experts(args: argparse.Namespace) -> int:
             evaluate=not args.no_eval,
             in_process=args.in_process,
             address=args.address,
+            shared_fs=args.shared_fs,
             progress=not args.no_progress,
             time_limit_min=args.time_limit,
             history_every=args.history_every,
