@@ -51,15 +51,22 @@ def reference(tmp_path_factory) -> list[tuple]:
     return _episodes(out)
 
 
-@pytest.fixture
-def cluster(tmp_path):
+@pytest.fixture(scope="module")
+def _cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, nodes
+    yield cluster
     cluster.shutdown()
+
+
+@pytest.fixture
+def cluster(_cluster):
+    """The module's cluster with exactly two live 1-CPU worker nodes (tests remove and add nodes)."""
+    while len(_cluster.worker_nodes) < 2:
+        _cluster.add_node(num_cpus=1)
+    _cluster.wait_for_nodes()
+    return _cluster, sorted(_cluster.worker_nodes, key=id)
 
 
 def _start(cluster, out: Path, workers: int, *extra: str) -> subprocess.Popen:
