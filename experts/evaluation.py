@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from experts.base import ExpertStatus
 from pipeline.envs import make_env, step_success
 from pipeline.errors import PipelineError
 from pipeline.policies import EpisodeFailed, Policy
@@ -38,6 +39,9 @@ class EvalResult:
     failed_episodes: int
     seed: int
     mean_length: float
+    seeds: tuple[int, ...] = ()
+    """The episode seeds played (`eval_seeds(seed, episodes)`): candidates compared on one task
+    played these same episodes."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,11 +54,13 @@ class GateDecision:
     reason: str
 
     @property
-    def status(self) -> str:
-        return "accepted" if self.accepted else "rejected"
+    def status(self) -> ExpertStatus:
+        return ExpertStatus.ACCEPTED if self.accepted else ExpertStatus.REJECTED
 
 
 def eval_seeds(seed: int, episodes: int) -> list[int]:
+    """The episode seeds of an evaluation: a function of the evaluation seed alone, so every
+    candidate expert of a task (and every task) is scored on the same episodes."""
     return [EVAL_SEED_BASE + 10_000 * seed + i for i in range(episodes)]
 
 
@@ -68,7 +74,8 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
     lengths: list[int] = []
     successes: list[bool] = []
     failed = 0
-    for episode_seed in eval_seeds(seed, episodes):
+    seeds = eval_seeds(seed, episodes)
+    for episode_seed in seeds:
         observation, info = env.reset(seed=episode_seed)
         policy.reset(env, episode_seed)
         total, length, success, reports_success = 0.0, 0, False, False
@@ -105,6 +112,7 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
         failed_episodes=failed,
         seed=seed,
         mean_length=float(np.mean(lengths)),
+        seeds=tuple(seeds),
     )
 
 

@@ -14,6 +14,7 @@ import logging
 import math
 from typing import Any
 
+from experts.base import CHOSEN, choice_provenance
 from experts.store import ExpertStore
 from pipeline.registry import get_task
 
@@ -35,6 +36,9 @@ def summary_row(metadata: dict[str, Any]) -> dict[str, Any]:
         "success_rate": evaluation.get("success_rate"),
         "normalised": evaluation.get("normalised"),
         "episodes": evaluation.get("episodes"),
+        # Meta-World: the candidate rollout acts with, and each candidate's normalised score
+        "chosen": metadata.get(CHOSEN),
+        "candidates": choice_provenance(metadata).get("choice", {}).get("normalised"),
     }
 
 

@@ -27,7 +27,15 @@ import gymnasium as gym
 import numpy as np
 
 from experts import sf_compat
-from experts.base import CurveRecorder, HistoryKeeper, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.base import (
+    CurveRecorder,
+    HistoryKeeper,
+    TrainJob,
+    TrainOutcome,
+    TrainProgress,
+    check_keys,
+    choice_provenance,
+)
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
@@ -387,7 +395,8 @@ class SampleFactoryBackend:
         return TrainOutcome(steps=steps, algo="APPO", hyperparameters=used, resumed_from=resumed_from)
 
     def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> SampleFactoryPolicy:
-        return SampleFactoryPolicy(model_dir, spec, deterministic=bool(metadata.get("deterministic", True)))
+        deterministic = bool(metadata.get("deterministic", True))
+        return SampleFactoryPolicy(model_dir, spec, deterministic, choice_provenance(metadata))
 
     def versions(self) -> dict[str, str]:
         return {
@@ -402,7 +411,9 @@ class SampleFactoryPolicy:
 
     name = "sample-factory"
 
-    def __init__(self, model_dir: str, spec: TaskSpec, deterministic: bool = True) -> None:
+    def __init__(
+        self, model_dir: str, spec: TaskSpec, deterministic: bool = True, choice: dict[str, Any] | None = None
+    ) -> None:
         import torch
         from sample_factory.model.actor_critic import create_actor_critic
         from sample_factory.model.model_utils import get_rnn_size
@@ -411,6 +422,7 @@ class SampleFactoryPolicy:
         self.spec = spec
         self.deterministic = deterministic
         self.model_dir = model_dir
+        self.choice = choice or {}  # experts.base.choice_provenance: the store chose it among candidates
         try:
             with open(os.path.join(model_dir, "config.json")) as f:
                 self.cfg = AttrDict(json.load(f))
@@ -489,6 +501,7 @@ class SampleFactoryPolicy:
             "model_dir": self.model_dir,
             "steps_trained": self.steps_trained,
             "sample-factory": version("sample-factory"),
+            **self.choice,
         }
 
 

@@ -25,7 +25,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from experts.base import CurveRecorder, HistoryKeeper, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.base import (
+    CurveRecorder,
+    HistoryKeeper,
+    TrainJob,
+    TrainOutcome,
+    TrainProgress,
+    check_keys,
+    choice_provenance,
+)
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec
@@ -199,7 +207,8 @@ class SB3Backend:
 
     def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> SB3Policy:
         algo = str(metadata.get("hyperparameters", {}).get("algo", "ppo")).lower()
-        return SB3Policy(model_dir, spec, algo, deterministic=bool(metadata.get("deterministic", True)))
+        deterministic = bool(metadata.get("deterministic", True))
+        return SB3Policy(model_dir, spec, algo, deterministic, choice_provenance(metadata))
 
     def versions(self) -> dict[str, str]:
         return {
@@ -330,7 +339,15 @@ class SB3Policy:
 
     name = "sb3"
 
-    def __init__(self, model_dir: str, spec: TaskSpec, algo: str, deterministic: bool = True) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        spec: TaskSpec,
+        algo: str,
+        deterministic: bool = True,
+        choice: dict[str, Any] | None = None,
+    ) -> None:
+        self.choice = choice or {}  # experts.base.choice_provenance: the store chose it among candidates
         path = os.path.join(model_dir, "model.zip")
         try:
             self.model = _algo_class(algo).load(path, device="cpu")
@@ -382,4 +399,5 @@ class SB3Policy:
             "algo": self.algo,
             "model_dir": self.model_dir,
             "stable-baselines3": version("stable-baselines3"),
+            **self.choice,
         }

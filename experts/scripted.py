@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from experts.base import TrainJob, TrainOutcome
+from experts.base import TrainJob, TrainOutcome, choice_provenance
 from pipeline.errors import PipelineError
 from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, Policy
 from pipeline.registry import TaskSpec
@@ -58,7 +58,22 @@ class MetaWorldScriptedBackend:
         return TrainOutcome(steps=0, algo="Meta-World scripted policy", hyperparameters={})
 
     def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
+        choice = choice_provenance(metadata)
+        if choice:
+            return ChosenMetaWorldScriptedPolicy(spec.env_name or "", choice)
         return MetaWorldScriptedPolicy(spec.env_name or "")
 
     def versions(self) -> dict[str, str]:
         return {"metaworld": version("metaworld")}
+
+
+class ChosenMetaWorldScriptedPolicy(MetaWorldScriptedPolicy):
+    """The scripted policy as the expert `train-experts` chose for a task: it acts the same, and its
+    provenance also names the choice and every candidate's score (`experts.candidates`)."""
+
+    def __init__(self, env_name: str, choice: dict[str, Any]) -> None:
+        super().__init__(env_name)
+        self.choice = choice
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), **self.choice}

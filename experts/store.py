@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from experts.base import CURVE_FILE, get_backend, read_curve
+from experts.base import CHOSEN, CURVE_FILE, ExpertStatus, acting_backend, get_backend, read_curve
 from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
@@ -41,7 +41,7 @@ METADATA = "metadata.json"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_DIR = "history"
-ACCEPTED, REJECTED, UNEVALUATED = "accepted", "rejected", "unevaluated"
+ACCEPTED, REJECTED, UNEVALUATED = ExpertStatus.ACCEPTED, ExpertStatus.REJECTED, ExpertStatus.UNEVALUATED
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,9 @@ class ExpertStore:
     ) -> Policy:
         """The stored expert of `spec` (its snapshot at `step` if given) as a policy.
 
-        PipelineError when there is none or it cannot be read.
+        The policy is the chosen candidate's (`experts.base.acting_backend`): a Meta-World expert
+        whose scripted policy outscored the network trained for it acts with the scripted policy.
+        Snapshots are the trained network's. PipelineError when there is none or it cannot be read.
         """
         metadata = metadata or self.read_metadata(spec.base_config)
         if metadata is None:
@@ -225,7 +227,9 @@ class ExpertStore:
                 f"no expert for {spec.base_config} in {self.uri}: train one with "
                 f"`pipeline train-experts --tasks {spec.base_config} --out {self.uri}`"
             )
-        backend = get_backend(metadata["backend"])
+        if step is not None:  # a snapshot is the trained network's, whichever candidate was chosen
+            metadata = {key: value for key, value in metadata.items() if key != CHOSEN}
+        backend = get_backend(acting_backend(metadata))
         if step is not None and step not in self.history_steps(spec.base_config):
             raise PipelineError(
                 f"the expert for {spec.base_config} in {self.uri} has no learning-history snapshot "

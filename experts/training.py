@@ -4,6 +4,11 @@
 in-process). It never raises for a task's own failure: a bad config, a corrupt checkpoint or
 a crashing backend comes back as a `failed` result naming the cause, so the other tasks of
 the suite go on and the stage reports every failure at the end.
+
+A task with an untrained alternative (Meta-World's scripted policy, `experts.candidates`) scores
+that first on the evaluation seeds: if it passes the gate and the plan does not insist on
+training, it is stored as the expert and nothing is trained; otherwise the trained network is
+scored on the same seeds and the better of the two is what rollout will use.
 """
 
 from __future__ import annotations
@@ -14,21 +19,36 @@ import platform
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from experts.base import CURVE_FILE, TrainJob, TrainProgress, get_backend, history_steps, read_curve
+from experts.base import (
+    CURVE_FILE,
+    ExpertStatus,
+    TrainJob,
+    TrainProgress,
+    get_backend,
+    history_steps,
+    read_curve,
+)
+from experts.candidates import (
+    Candidate,
+    Choice,
+    choose,
+    evaluate_candidate,
+    keep_scripted,
+    scripted_candidate,
+)
 from experts.device import RayPlacement, resolve_device
-from experts.evaluation import evaluate, gate
-from experts.store import UNEVALUATED, ExpertStore, PeriodicUpload
+from experts.store import ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
-FAILED = "failed"
+FAILED = ExpertStatus.FAILED
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,11 @@ class ExpertPlan:
     """`train-experts --device`: auto | cpu | cuda, resolved where the task runs (`experts.device`)."""
     num_gpus: float = 0.0
     """GPUs the task asks Ray for (`expert.num_gpus` / `--num-gpus`); `auto` trains on CUDA only with one."""
+    alternative: str | None = None
+    """Backend of the task's untrained alternative (Meta-World: metaworld-scripted), scored on the same
+    seeds as the trained expert, the better kept; None: no comparison."""
+    train_always: bool = False
+    """Train even when the alternative passes the gate (`--force-train`, or a trained `--backend` named)."""
 
 
 @dataclass
@@ -66,11 +91,14 @@ class ExpertResult:
 
     config: str
     backend: str
-    status: str  # accepted | rejected | unevaluated | failed
+    status: ExpertStatus
     steps: int = 0
     wall_time_s: float = 0.0
     evaluation: dict[str, Any] = field(default_factory=dict)
+    """The evaluation of the expert rollout will use (the chosen candidate's)."""
     error: str = ""
+    chosen: str = ""
+    """The backend kept among candidates, when the task had an untrained alternative."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +161,14 @@ def _train_expert(
     store = ExpertStore(store_uri)
     backend = get_backend(plan.backend)
     backend.check(spec, plan.hyperparameters)
+    scripted: Candidate | None = None
+    if plan.alternative and plan.evaluate and backend.trainable:
+        scripted = scripted_candidate(plan.alternative, spec, plan.eval_episodes, plan.seed, plan.threshold)
+        if scripted.decision.accepted and not plan.train_always:
+            log.info("%s: %s passes the gate, nothing to train", spec.config, scripted.backend)
+            backend = get_backend(scripted.backend)
+            untrained = {"hyperparameters": {}, "steps": 0, "history_every": 0, "history_every_s": 0.0}
+            plan = replace(plan, backend=backend.name, **untrained)
     device = plan.device if backend.trainable else "cpu"  # bots and scripted policies run no network
     resources = resolve_device(device, plan.num_cpus, plan.num_gpus, placement, spec.config)
     staged = store.stage(spec.config, plan.resume)
@@ -167,7 +203,7 @@ def _train_expert(
         "suite": spec.suite,
         "backend": backend.name,
         "algo": outcome.algo,
-        "status": UNEVALUATED,
+        "status": ExpertStatus.UNEVALUATED,
         "trained": backend.trainable,
         "versions": _versions(backend.versions()),
         "hyperparameters": outcome.hyperparameters,
@@ -186,15 +222,35 @@ def _train_expert(
         "history_snapshots": len(history_steps(staged.history_dir)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    result = ExpertResult(spec.config, backend.name, UNEVALUATED, outcome.steps, wall_time)
+    result = ExpertResult(spec.config, backend.name, ExpertStatus.UNEVALUATED, outcome.steps, wall_time)
     if plan.evaluate:
-        policy = backend.load(staged.model_dir, spec, metadata)
-        evaluation = evaluate(policy, spec, plan.eval_episodes, plan.seed)
-        decision = gate(evaluation, plan.threshold)
-        metadata["evaluation"] = evaluation.to_dict()
-        metadata["gate"] = {"threshold": decision.threshold, "reason": decision.reason}
-        metadata["status"] = decision.status
-        result.status, result.evaluation = decision.status, evaluation.to_dict()
+        choice = _evaluate(
+            plan, spec, backend.name, lambda: backend.load(staged.model_dir, spec, metadata), scripted
+        )
+        kept = choice.chosen if isinstance(choice, Choice) else choice
+        metadata["evaluation"] = kept.evaluation.to_dict()
+        metadata["gate"] = {"threshold": kept.decision.threshold, "reason": kept.decision.reason}
+        metadata["status"] = kept.decision.status
+        if isinstance(choice, Choice):
+            metadata.update(choice.record())
+            result.chosen = kept.backend
+            log.info("%s: keeps %s: %s", spec.config, kept.backend, choice.reason)
+        result.status, result.evaluation = kept.decision.status, kept.evaluation.to_dict()
     store.write_metadata(spec.config, metadata)  # last: a folder with metadata.json holds a finished expert
     log.info("%s: %s after %d steps", spec.config, result.status, outcome.steps)
     return result
+
+
+def _evaluate(
+    plan: ExpertPlan,
+    spec: TaskSpec,
+    backend: str,
+    load: Callable[[], Any],
+    scripted: Candidate | None,
+) -> Candidate | Choice:
+    """The stored expert's evaluation: the expert alone, or the choice between it and the scripted
+    candidate (already scored on the same seeds; not scored again when it is the stored expert)."""
+    if scripted is not None and backend == scripted.backend:
+        return keep_scripted(scripted)
+    candidate = evaluate_candidate(backend, load(), spec, plan.eval_episodes, plan.seed, plan.threshold)
+    return candidate if scripted is None else choose(candidate, scripted)

@@ -216,12 +216,16 @@ def scripted_available(spec: TaskSpec) -> bool:
 def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) -> dict[str, Any] | None:
     """The metadata of the expert rollout may use for `spec`, None to fall back to the bot/scripted one.
 
-    Refuses (PipelineError) a missing expert where no fallback exists, and a rejected or
-    unevaluated one unless `allow_weak`.
+    A stored Meta-World expert may be the scripted policy or a trained network, whichever
+    `train-experts` kept (`chosen` in its metadata); its `status` is the kept one's. A store
+    without an entry for the task falls back to the bot/scripted expert. Refuses (PipelineError) a
+    missing expert where no fallback exists, and a rejected or unevaluated one unless `allow_weak`.
     """
+    from experts.base import ExpertStatus  # experts/ imports this module: import it lazily
+
     metadata = None
     if experts_dir:
-        from experts.store import ExpertStore  # experts/ imports this module: import it lazily
+        from experts.store import ExpertStore
 
         metadata = ExpertStore(experts_dir).read_metadata(spec.base_config)
     if metadata is None:
@@ -234,7 +238,7 @@ def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) ->
             "--experts-dir EXPERTS_DIR, or use --policy random"
         )
     status = metadata.get("status")
-    if status != "accepted" and not allow_weak:
+    if status != ExpertStatus.ACCEPTED and not allow_weak:
         reason = (metadata.get("gate") or {}).get("reason", "it was never evaluated")
         fallback = ", or --policy scripted" if scripted_available(spec) else ""
         raise PipelineError(
@@ -298,8 +302,10 @@ def make_policy(
 ) -> Policy:
     """Build the policy `kind` for a task (checked first by `check_policy`).
 
-    "expert" loads the trained expert from `experts_dir` when one is stored (accepted by the
-    gate, or any with `allow_weak`); BabyAI and Meta-World fall back to their bot/scripted expert.
+    "expert" loads the stored expert from `experts_dir` when there is one (accepted by the gate,
+    or any with `allow_weak`): for Meta-World, the candidate `train-experts` kept, its trained
+    network or its scripted policy (`ExpertStore.load_policy`); without a stored one BabyAI and
+    Meta-World fall back to their bot/scripted expert.
     With `step`, the expert's learning-history snapshot at that training step (no gate).
     """
     if step is not None:

@@ -8,6 +8,11 @@ cluster has are refused at once; tasks that cannot be placed because the cluster
 the run after `--placement-timeout`, never a silent hang. Each task trains, evaluates and gates
 its expert (`experts.training.train_expert`). A task's failure (bad config, corrupt checkpoint,
 crashing backend) is reported at the end and in the exit code; the other tasks go on.
+
+Meta-World tasks have an untrained alternative, the scripted policy (`experts.candidates`): it
+is scored first, kept without training where it passes the gate, and otherwise compared with
+the trained network on the same evaluation seeds, the better kept. `--force-train` (or naming
+a trained `--backend`) trains every task and still keeps the better of the two.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experts.base import TrainProgress, closest_keys, get_backend
+from experts.candidates import scripted_alternative
 from experts.device import RayPlacement, check_device, cuda_devices, no_cuda_reason
 from experts.evaluation import check_threshold
 from experts.report import write_suite_reports
@@ -68,7 +74,11 @@ class TrainExpertsConfig:
     eval_episodes: int | None = None
     """Evaluation episodes per expert; default: the task's `expert.eval_episodes`."""
     threshold: float | None = None
-    """Minimum normalised score to accept an expert (>= 0); default: the task's `expert.threshold` (0.5)."""
+    """Minimum normalised score to accept an expert (>= 0); default: the task's `expert.threshold` (0.5).
+    Meta-World: also the score at which the scripted policy is kept without training."""
+    force_train: bool = False
+    """Meta-World: train even the tasks whose scripted policy passes the gate (the better of the two
+    is kept). Without it, and without a trained `backend` named, those keep the scripted policy."""
     evaluate: bool = True
     """Evaluate and gate each expert after training."""
     time_limit_min: float | None = None
@@ -108,7 +118,12 @@ class TrainExpertsConfig:
         if self.threshold is not None:
             check_threshold(self.threshold)
         if self.backend is not None:
-            get_backend(self.backend)  # unknown names fail here, before any work
+            backend = get_backend(self.backend)  # unknown names fail here, before any work
+            if self.force_train and not backend.trainable:
+                raise PipelineError(
+                    f"--force-train trains a network, but --backend {self.backend} trains nothing; "
+                    "drop one of them"
+                )
 
 
 @dataclass
@@ -173,7 +188,22 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         upload_every_s=float(expert.get("upload_every_s", 300)),
         device=config.device,
         num_gpus=gpus_per_task(spec, config),
+        alternative=_alternative(spec) if backend.trainable else None,
+        train_always=config.force_train or config.backend is not None,
     )
+
+
+def _alternative(spec: TaskSpec) -> str | None:
+    """The untrained expert to compare a trained one with (Meta-World's scripted policy), if it can play."""
+    name = scripted_alternative(spec)
+    if name is None:
+        return None
+    try:
+        get_backend(name).check(spec, {})
+    except PipelineError as exc:
+        log.warning("%s: no %s candidate to compare with (%s)", spec.config, name, exc)
+        return None
+    return name
 
 
 def gpus_per_task(spec: TaskSpec, config: TrainExpertsConfig) -> float:

@@ -77,7 +77,18 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
         "(the device is --device, not --set)",
     )
     p.add_argument("--eval-episodes", type=int, help="evaluation episodes per expert (default: env_configs/)")
-    p.add_argument("--threshold", type=float, help="minimum normalised score to accept (default 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="minimum normalised score to accept (default 0.5); Meta-World tasks whose scripted policy "
+        "reaches it keep that policy untrained",
+    )
+    p.add_argument(
+        "--force-train",
+        action="store_true",
+        help="Meta-World: train even where the scripted policy passes the gate (the better of the two, "
+        "scored on the same seeds, is kept)",
+    )
     p.add_argument("--no-eval", action="store_true", help="skip evaluation (experts stay unevaluated)")
     p.add_argument("--in-process", action="store_true", help="train here, one task after another (no Ray)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
@@ -92,17 +103,21 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
 
 def _expert_table(title: str, results: list) -> Table:
     table = Table(title=title)
+    from experts.base import ExpertStatus
+
     for column in ("config", "backend", "status", "steps", "time", "return", "success", "normalised"):
         table.add_column(column)
+    colours = {ExpertStatus.ACCEPTED: "green", ExpertStatus.REJECTED: "yellow"}
     for r in results:
         e = r.evaluation or {}
         ret = f"{e['mean_return']:.2f} ± {e['std_return']:.2f}" if e else "-"
-        status = {"accepted": "[green]accepted[/]", "rejected": "[yellow]rejected[/]"}.get(r.status, r.status)
-        if r.status == "failed":
+        status = f"[{colours[r.status]}]{r.status}[/]" if r.status in colours else str(r.status)
+        if r.status == ExpertStatus.FAILED:
             status = f"[red]failed[/]: {r.error}"
+        chosen = r.chosen
         table.add_row(
             r.config,
-            r.backend,
+            r.backend if not chosen or chosen == r.backend else f"{chosen} (kept over {r.backend})",
             status,
             f"{r.steps:,}",
             f"{r.wall_time_s / 60:.1f} min",
@@ -133,6 +148,7 @@ def _cmd_train_experts(args: argparse.Namespace) -> int:
             hyperparameters=dict(args.set),
             eval_episodes=args.eval_episodes,
             threshold=args.threshold,
+            force_train=args.force_train,
             evaluate=not args.no_eval,
             in_process=args.in_process,
             address=args.address,
