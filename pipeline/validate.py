@@ -2,8 +2,10 @@
 
 Each check targets a mistake that JAT's own pipeline lets through silently: float64 rewards,
 a wrong observation size, per-step columns of different lengths, extra columns, NaN/inf,
-missing splits, and files that differ from what the manifest recorded (flipped bytes,
-truncation, duplicates). Every failure names the config, the shard and the row.
+missing splits, files that differ from what the manifest recorded (flipped bytes,
+truncation, duplicates), and files under `data/` that no manifest lists. The manifest's own
+per-episode claims (seed, split, digest, return, success) are recomputed in
+`pipeline.validate_manifest`. Every failure names the config, the shard and the row.
 """
 
 from __future__ import annotations
@@ -16,16 +18,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest, dataset_configs, read_manifest
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import DATA_DIR, SPLITS, arrow_schema
+from pipeline.schema import DATA_DIR, MANIFEST_PATH, SPLITS, arrow_schema
 from pipeline.storage import Location, open_location
+from pipeline.validate_manifest import StepBytes, StoredSteps, capped, check_plan, check_rows
 
 log = logging.getLogger(__name__)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DATA_ROOT = DATA_DIR.partition("/")[0]  # "data": every config's folder is in it
+MAX_CLAIM_ERRORS = 20  # per config and kind: an edited plan would otherwise list every episode
+RESUME_OR_DELETE = (
+    "delete it, or finish the interrupted rollout that wrote it with `pipeline rollout ... --resume`"
+)
 
 
 @dataclass
@@ -45,14 +54,16 @@ class ConfigReport:
 class ValidationReport:
     uri: str
     configs: list[ConfigReport]
+    dataset_errors: list[str] = field(default_factory=list)
+    """Failures of no config: files and folders under `data/` that no manifest accounts for."""
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.configs)
+        return not self.dataset_errors and all(c.ok for c in self.configs)
 
     @property
     def errors(self) -> list[str]:
-        return [e for c in self.configs for e in c.errors]
+        return [*self.dataset_errors, *(e for c in self.configs for e in c.errors)]
 
 
 class _RowError(Exception):
@@ -98,8 +109,9 @@ def _check_values(
         )
 
 
-def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int], returns: list[float]) -> None:
-    """Row-level checks of one shard against the registry and its manifest records."""
+def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int]) -> StoredSteps:
+    """Row-level checks of one shard against the registry and its manifest records; returns the
+    steps, flattened, for the checks of the manifest's claims (`validate_manifest.check_rows`)."""
     columns = list(table.column_names)
     lengths = _lengths(table.column(columns[0]))
     for name in columns[1:]:
@@ -113,10 +125,13 @@ def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int], r
         row = next(i for i, (a, b) in enumerate(zip(lengths, expected_lengths, strict=False)) if a != b)
         raise _RowError(row, f"episode has {lengths[row]} steps, the manifest says {expected_lengths[row]}")
     obs, act = spec.observation, spec.action
+    texts: StepBytes | None = None
+    observations: np.ndarray | StepBytes
     if spec.suite == "atari":
         images = pc.list_flatten(table.column("image_observations"))
-        data = pc.struct_field(images, "bytes").to_pylist()
-        for step, png in enumerate(data):
+        frames = pc.struct_field(images, "bytes")
+        observations = StepBytes(frames)
+        for step, png in enumerate(frames.to_pylist()):
             # PNG header: signature, IHDR width/height, bit depth 8, colour type 6 (RGBA = 4 frames)
             if (
                 png is None
@@ -132,31 +147,29 @@ def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int], r
     elif spec.suite == "babyai":
         values = _check_inner(
             table.column("discrete_observations"), "discrete_observations", obs.dim, lengths
-        )
-        _check_values(values.to_numpy(), "discrete_observations", obs.low, obs.high, lengths, obs.dim)
-        texts = pc.list_flatten(table.column("text_observations"))
-        if texts.null_count or (pc.utf8_length(texts).to_numpy() == 0).any():
+        ).to_numpy()
+        _check_values(values, "discrete_observations", obs.low, obs.high, lengths, obs.dim)
+        observations = values.reshape(-1, obs.dim)
+        missions = pc.list_flatten(table.column("text_observations"))
+        if missions.null_count or (pc.utf8_length(missions).to_numpy() == 0).any():
             raise _RowError(0, "text_observations holds an empty mission")
+        texts = StepBytes(missions)
     else:
         values = _check_inner(
             table.column("continuous_observations"), "continuous_observations", obs.dim, lengths
-        )
-        _check_values(values.to_numpy(), "continuous_observations", -np.inf, np.inf, lengths, obs.dim)
+        ).to_numpy()
+        _check_values(values, "continuous_observations", -np.inf, np.inf, lengths, obs.dim)
+        observations = values.reshape(-1, obs.dim)
     if act.type == "discrete":
         actions = pc.list_flatten(table.column("discrete_actions")).to_numpy()
         _check_values(actions, "discrete_actions", 0, act.n - 1, lengths, 1)
     else:
         values = _check_inner(table.column("continuous_actions"), "continuous_actions", act.dim, lengths)
-        _check_values(values.to_numpy(), "continuous_actions", act.low, act.high, lengths, act.dim)
+        actions = values.to_numpy().reshape(-1, act.dim)
+        _check_values(actions.reshape(-1), "continuous_actions", act.low, act.high, lengths, act.dim)
     rewards = pc.list_flatten(table.column("rewards")).to_numpy()
     _check_values(rewards, "rewards", -np.inf, np.inf, lengths, 1)
-    sums = np.add.reduceat(rewards.astype(np.float64), np.concatenate([[0], np.cumsum(lengths)[:-1]]))
-    mismatch = ~np.isclose(sums, np.asarray(returns), rtol=1e-4, atol=1e-3)
-    if mismatch.any():
-        row = int(np.flatnonzero(mismatch)[0])
-        raise _RowError(
-            row, f"rewards sum to {sums[row]:.4f}, the manifest records return {returns[row]:.4f}"
-        )
+    return StoredSteps(lengths, observations, texts, actions, rewards)
 
 
 def _check_schema(schema: pa.Schema, domain: str) -> str | None:
@@ -174,6 +187,52 @@ def _check_schema(schema: pa.Schema, domain: str) -> str | None:
     return None
 
 
+def _read_shard(location: Location, path: str) -> pa.Buffer:
+    """The whole shard, once, in memory Arrow allocated: it serves the checksum and the parse.
+
+    Never memory Python owns (`bytes`, or `read_buffer()` of a non-seekable input stream, which
+    wraps `bytes`): `pq.read_table` can drop its last reference to its source on one of Arrow's
+    pool threads after it has returned. If the interpreter is exiting by then, that thread needs
+    the GIL to release the `bytes`, CPython ends it with `pthread_exit`, and the unwind through
+    Arrow's noexcept destructor aborts the process ("terminate called without an active
+    exception", exit 134, after the report was printed). Arrow's own memory is freed without
+    the GIL. A random-access file knows its size, so `read_buffer` lets Arrow allocate.
+    """
+    with location.fs.open_input_file(location.path(path)) as file:
+        return file.read_buffer()
+
+
+def _config_strays(location: Location, config: str, listed: set[str]) -> tuple[set[str], list[str]]:
+    """Files in `data/<config>/` (and the folders in it) that its manifest does not list."""
+    on_disk, errors = set(), []
+    for info in location.list(DATA_DIR.format(config=config)):
+        path = location.relative(info.path)
+        if info.type == pafs.FileType.Directory:
+            errors.append(f"{config}: {path}/ is a folder its manifest does not know: delete it")
+            continue
+        on_disk.add(path)
+        if path not in listed:
+            errors.append(
+                f"{config}: {path} is not in the manifest (stray or partial file): {RESUME_OR_DELETE}"
+            )
+    return on_disk, errors
+
+
+def _dataset_strays(location: Location) -> list[str]:
+    """Files directly under `data/`, and config folders without a manifest (an interrupted rollout
+    writes its manifest last). Temporary files live under `.tmp/`, never under `data/`."""
+    errors = []
+    for info in location.list(DATA_ROOT):
+        path = location.relative(info.path)
+        if info.type != pafs.FileType.Directory:
+            errors.append(f"{path} belongs to no config (stray file): delete it")
+        elif not location.exists(MANIFEST_PATH.format(config=info.base_name)):
+            errors.append(
+                f"{path}/ has no manifest ({MANIFEST_PATH.format(config=info.base_name)}): {RESUME_OR_DELETE}"
+            )
+    return errors
+
+
 def validate_config(location: Location, config: str) -> ConfigReport:
     """Check one config; collects every shard-level failure rather than stopping at the first."""
     report = ConfigReport(config)
@@ -183,24 +242,22 @@ def validate_config(location: Location, config: str) -> ConfigReport:
     except PipelineError as exc:
         report.errors.append(f"{config}: {exc}")
         return report
-    listed = {s.path for s in manifest.shards}
-    on_disk = {location.relative(i.path) for i in location.list(DATA_DIR.format(config=config))}
-    for extra in sorted(on_disk - listed):
-        report.errors.append(f"{config}: {extra} is not in the manifest (stray or partial file): delete it")
+    on_disk, strays = _config_strays(location, config, {s.path for s in manifest.shards})
+    report.errors += strays
+    claims: list[str] = []
     seen: dict[int, str] = {}
     for shard in manifest.shards:
         where = f"{config}: {shard.path}"
         if shard.path not in on_disk:
             report.errors.append(f"{where}: missing (listed in the manifest)")
             continue
-        path = location.path(shard.path)
-        size = location.fs.get_file_info(path).size
+        size = location.fs.get_file_info(location.path(shard.path)).size
         if size != shard.num_bytes:
             report.errors.append(
                 f"{where}: {size} bytes, the manifest says {shard.num_bytes} (truncated or replaced)"
             )
             continue
-        data = location.read_bytes(shard.path)  # one read serves the checksum and the parse
+        data = _read_shard(location, shard.path)
         if hashlib.sha256(data).hexdigest() != shard.sha256:
             report.errors.append(f"{where}: sha256 differs from the manifest (corrupted)")
             continue
@@ -219,12 +276,12 @@ def validate_config(location: Location, config: str) -> ConfigReport:
             )
             continue
         try:
-            _check_table(
-                table, spec, [e.length for e in shard.episodes], [e.episode_return for e in shard.episodes]
-            )
+            steps = _check_table(table, spec, [e.length for e in shard.episodes])
         except _RowError as exc:
             episode = shard.episodes[exc.row].episode_id
             report.errors.append(f"{where} row {exc.row} (episode {episode}): {exc}")
+        else:
+            claims += check_rows(where, shard, steps, spec.suite)
         for row, record in enumerate(shard.episodes):
             if record.episode_id in seen:
                 report.errors.append(
@@ -234,6 +291,8 @@ def validate_config(location: Location, config: str) -> ConfigReport:
         report.shards += 1
         report.episodes[shard.split] += table.num_rows
         report.steps += sum(e.length for e in shard.episodes)
+    report.errors += capped(config, claims, MAX_CLAIM_ERRORS)
+    report.errors += capped(config, check_plan(manifest), MAX_CLAIM_ERRORS)
     dropped = {d["episode_id"] for d in manifest.dropped}
     missing = set(range(manifest.planned_episodes)) - set(seen) - dropped
     if missing:
@@ -249,7 +308,11 @@ def validate_config(location: Location, config: str) -> ConfigReport:
 
 
 def validate(uri: str, configs: list[str] | None = None) -> ValidationReport:
-    """Validate the named configs (default: every config with a manifest) of the dataset at `uri`."""
+    """Validate the named configs (default: every config with a manifest) of the dataset at `uri`.
+
+    Without `configs`, the whole dataset is checked, so files and folders under `data/` that
+    belong to no config with a manifest fail it too.
+    """
     location = open_location(uri)
     if not location.exists(""):
         raise PipelineError(f"{uri} does not exist: give the folder or URI a rollout wrote")
@@ -258,4 +321,5 @@ def validate(uri: str, configs: list[str] | None = None) -> ValidationReport:
         raise PipelineError(f"{uri} holds no config with a manifest: is it a jat-pipeline dataset?")
     for name in names:
         get_task(name)  # unknown names fail at once, with the closest valid ones
-    return ValidationReport(location.uri, [validate_config(location, name) for name in names])
+    strays = [] if configs else _dataset_strays(location)
+    return ValidationReport(location.uri, [validate_config(location, name) for name in names], strays)
