@@ -8,16 +8,15 @@ episode by episode, after the run itself or after `--resume`.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from rollout_helpers import serial_run, stored_episodes
 
 from pipeline.faults import FAULTS_ENV
-from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.validate import validate
 
 CONFIG = "metaworld-reach"
@@ -25,27 +24,12 @@ ARGS = ["--tasks", CONFIG, "--episodes", "12", "--episodes-per-shard", "2", "--s
 
 
 def _episodes(dataset: Path) -> list[tuple]:
-    manifest = json.loads((dataset / "meta" / CONFIG / "manifest.json").read_text())
-    return sorted(
-        (e["episode_id"], e["digest"], s["split"]) for s in manifest["shards"] for e in s["episodes"]
-    )
+    return stored_episodes(dataset, CONFIG)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[tuple]:
-    out = tmp_path_factory.mktemp("reference") / "ds"
-    run_rollout(
-        RolloutConfig(
-            out=str(out),
-            tasks=(CONFIG,),
-            episodes=12,
-            episodes_per_shard=2,
-            seed=3,
-            workers=0,
-            progress=False,
-        )
-    )
-    return _episodes(out)
+    return serial_run(tmp_path_factory.mktemp("reference") / "ds", CONFIG, 12, 2, 3)
 
 
 def _rollout(out: Path, *extra: str, faults: str = "", timeout: float = 300) -> subprocess.CompletedProcess:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from datasets import load_dataset
+from rollout_helpers import serial_run, stored_episodes, wait_for_records
 
 from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.validate import validate
@@ -23,28 +22,12 @@ ARGS = ["--tasks", CONFIG, "--episodes", "24", "--episodes-per-shard", "3", "--s
 
 
 def _episodes(dataset: Path) -> list[tuple]:
-    manifest = json.loads((dataset / "meta" / CONFIG / "manifest.json").read_text())
-    return sorted(
-        (e["episode_id"], e["digest"], s["split"]) for s in manifest["shards"] for e in s["episodes"]
-    )
+    return stored_episodes(dataset, CONFIG)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[tuple]:
-    """The same run, uninterrupted and in-process."""
-    out = tmp_path_factory.mktemp("reference") / "ds"
-    run_rollout(
-        RolloutConfig(
-            out=str(out),
-            tasks=(CONFIG,),
-            episodes=24,
-            episodes_per_shard=3,
-            seed=7,
-            workers=0,
-            progress=False,
-        )
-    )
-    return _episodes(out)
+    return serial_run(tmp_path_factory.mktemp("reference") / "ds", CONFIG, 24, 3, 7)
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
@@ -66,15 +49,8 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _wait_for_records(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    records = out / "meta" / CONFIG / "shards"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if records.exists() and len(list(records.glob("*.json"))) >= count:
-            return
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.2)
-    raise AssertionError("the rollout recorded nothing in time")
+def _wait_for_records(out: Path, count: int, process: subprocess.Popen) -> None:
+    wait_for_records(out, CONFIG, count, process)
 
 
 @pytest.mark.ray

@@ -9,17 +9,15 @@ line after its placement timeout and be completed by `--resume` once a node is b
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from rollout_helpers import serial_run, stored_episodes, wait_for_records
 
 from pipeline.faults import FAULTS_ENV
-from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.validate import validate
 
 pytestmark = pytest.mark.ray
@@ -28,27 +26,12 @@ EPISODES, PER_SHARD, SEED = 30, 2, 5
 
 
 def _episodes(dataset: Path) -> list[tuple]:
-    manifest = json.loads((dataset / "meta" / CONFIG / "manifest.json").read_text())
-    return sorted(
-        (e["episode_id"], e["digest"], s["split"]) for s in manifest["shards"] for e in s["episodes"]
-    )
+    return stored_episodes(dataset, CONFIG)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[tuple]:
-    out = tmp_path_factory.mktemp("reference") / "ds"
-    run_rollout(
-        RolloutConfig(
-            out=str(out),
-            tasks=(CONFIG,),
-            episodes=EPISODES,
-            episodes_per_shard=PER_SHARD,
-            seed=SEED,
-            workers=0,
-            progress=False,
-        )
-    )
-    return _episodes(out)
+    return serial_run(tmp_path_factory.mktemp("reference") / "ds", CONFIG, EPISODES, PER_SHARD, SEED)
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +63,8 @@ def _start(cluster, out: Path, workers: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_records(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    records = out / "meta" / CONFIG / "shards"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if records.exists() and len(list(records.glob("*.json"))) >= count:
-            return
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.1)
-    raise AssertionError("the rollout recorded nothing in time")
+def _wait_for_records(out: Path, count: int, process: subprocess.Popen) -> None:
+    wait_for_records(out, CONFIG, count, process)
 
 
 def _said(output: str) -> str:
