@@ -1,0 +1,894 @@
+"""What the full 157-task JAT build costs, measured here and extrapolated (issue 11, item 6).
+
+    .venv/bin/python benchmarks/build_cost.py                      # full: ~15-20 CPU-minutes on 2 cores
+    .venv/bin/python benchmarks/build_cost.py --quick --out /tmp/c   # smoke: < 3 CPU-minutes
+
+Writes OUT/scaling.md (default docs/) and OUT/scaling.json (every raw measurement, so each figure of
+the doc can be traced). Measured here, by CPU time so that other jobs on the machine do not distort it:
+
+- rollout: `run_rollout(RolloutConfig(..., workers=0))` in this process, per task and policy, three
+  runs: a warm-up (imports, first env build), a short run (2 episodes) and a long run (a step budget);
+  CPU-s per step = (CPU_long - CPU_short) / (steps_long - steps_short), `time.process_time()` (all
+  threads of this process), so per-run fixed costs (env build, manifest, README) cancel out. torch
+  gets one thread, as in a Ray actor with num_cpus=1 (Ray sets OMP_NUM_THREADS=1). Bytes per step on
+  disk = shard bytes of the long run (from its manifest) / its steps.
+- experts: tiny experts for the expert-policy rollouts: sb3 through `pipeline train-experts --backend
+  sb3 --steps 2048 --no-eval --in-process` (a subprocess), and the default backend (sample-factory)
+  from the training measurement below. An expert's inference cost depends on its network, not on how
+  well it was trained, so a 2k-20k-step expert costs per step what a 10M-step one does.
+- training: sample-factory (the default backend) per suite, a short and a long run, each in a fresh
+  subprocess, with the suite's hyperparameters from env_configs/ but `num_workers` capped to this
+  machine; CPU of the whole process tree (psutil, per pid, see `_child_train`); env steps per CPU-second
+  = (steps_long - steps_short) / (CPU_long - CPU_short), so sample-factory's start-up cancels out.
+
+Extrapolated: budgets, task counts, horizons, expert steps and Ray requests are read from the registry
+(`pipeline.registry`) at run time; GPU throughput is cited (sample-factory's paper), never measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import inspect
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repo's top-level packages (dataset_card) too
+SUITES = ("atari", "babyai", "metaworld", "mujoco")
+TAGS = ("measured", "cited", "registry", "code", "formula", "not measured")
+
+# Cited, never measured here: sample-factory's paper (ICML 2020), abstract. The figure is the paper's
+# headline for one multi-core machine with GPUs on 3D control (VizDoom); Atari on the same machine is in
+# that range. Use it as an optimistic bound per GPU machine, not as a promise.
+CITED_GPU = {
+    "frames_per_s": 100_000,
+    "source": "https://arxiv.org/abs/2006.11751",
+    "quote": "throughput higher than 10^5 environment frames/second on non-trivial control problems in 3D",
+    "setting": "sample-factory APPO, one machine with many CPU cores and GPU(s) (the paper's VizDoom runs)",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much to measure: `--quick` (smoke test) or the full measurement."""
+
+    tasks: dict[str, tuple[str, ...]]
+    """Rollout tasks per suite (scripted and random policies run on all of them)."""
+    rollout_steps: int
+    """Step budget of each long timed rollout run (at least 3x the short run's steps)."""
+    sb3_tasks: tuple[str, ...]
+    """Tasks given a tiny sb3 expert through `pipeline train-experts --backend sb3`."""
+    sb3_steps: int
+    sf_steps: dict[str, tuple[int, int]]
+    """Training measurement (sample-factory): task -> env steps (agent steps for Atari) of the short
+    and the long run; sample-factory rounds up to whole training batches."""
+    sf_workers: int
+    """sample-factory rollout workers (the YAML asks for 8; this machine has fewer cores)."""
+
+
+FULL = Budget(
+    tasks={
+        "atari": ("atari-pong", "atari-breakout"),
+        "babyai": ("babyai-go-to", "babyai-boss-level"),
+        "metaworld": ("metaworld-reach", "metaworld-pick-place"),
+        "mujoco": ("mujoco-hopper", "mujoco-humanoid"),
+    },
+    rollout_steps=3000,
+    sb3_tasks=("mujoco-hopper", "atari-pong"),
+    sb3_steps=2048,
+    sf_steps={"mujoco-hopper": (4096, 20480), "metaworld-reach": (4096, 20480), "atari-pong": (4096, 20480)},
+    sf_workers=2,
+)
+QUICK = Budget(
+    tasks={
+        "atari": ("atari-breakout",),
+        "babyai": ("babyai-go-to",),
+        "metaworld": ("metaworld-reach",),
+        "mujoco": ("mujoco-hopper",),
+    },
+    rollout_steps=600,
+    sb3_tasks=("mujoco-hopper",),
+    sb3_steps=2048,
+    sf_steps={"mujoco-hopper": (4096, 12288)},
+    sf_workers=2,
+)
+
+
+@dataclass
+class Cluster:
+    """The named cluster the wall-time estimate is for."""
+
+    nodes: int = 8
+    cores_per_node: int = 32
+    gpus: int = 4
+
+    @property
+    def cores(self) -> int:
+        return self.nodes * self.cores_per_node
+
+
+@dataclass
+class Record:
+    """Everything measured, plus the host; dumped as scaling.json."""
+
+    host: dict[str, Any]
+    budget: dict[str, Any]
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    experts: list[dict[str, Any]] = field(default_factory=list)
+    training: list[dict[str, Any]] = field(default_factory=list)
+    cited: dict[str, Any] = field(default_factory=lambda: dict(CITED_GPU))
+    extrapolation: dict[str, Any] = field(default_factory=dict)
+    ray_layout: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds_total: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- host
+
+
+def host_info(command: str) -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    names = ("jat-pipeline", "gymnasium", "ale-py", "minigrid", "metaworld", "mujoco", "torch", "ray")
+    names += ("sample-factory", "stable-baselines3", "sb3-contrib", "pyarrow", "numpy")
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return {
+        "command": command,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "versions": versions,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ------------------------------------------------------------------------------------------- rollout
+
+
+def _run_once(config: str, policy: str, scratch: str, experts_dir: str | None, **budget: int) -> dict:
+    from pipeline.manifest import read_manifest
+    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.storage import open_location
+
+    out = tempfile.mkdtemp(dir=scratch, prefix="rollout-")
+    rollout = RolloutConfig(
+        out=out,
+        tasks=(config,),
+        workers=0,
+        policy=policy,
+        experts_dir=experts_dir,
+        allow_weak=True,
+        progress=False,
+        **budget,
+    )
+    started = time.process_time()
+    run_rollout(rollout)
+    cpu = time.process_time() - started
+    manifest = read_manifest(open_location(out), config)
+    totals = manifest.totals()
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "budget": budget,
+        "cpu_s": cpu,
+        "steps": totals["train"]["steps"] + totals["test"]["steps"],
+        "episodes": totals["train"]["episodes"] + totals["test"]["episodes"],
+        "dropped": len(manifest.dropped),
+        "bytes": sum(s.num_bytes for s in manifest.shards),
+        "shards": len(manifest.shards),
+    }
+
+
+def measure_rollout(
+    config: str, policy: str, backend: str, steps: int, scratch: str, experts_dir: str | None = None
+) -> dict[str, Any]:
+    """Warm-up, short and long run of one task and policy; CPU per step by difference."""
+    from pipeline.registry import get_task
+
+    row: dict[str, Any] = {"config": config, "suite": get_task(config).suite, "policy": policy}
+    row["backend"] = backend
+    try:
+        _run_once(config, policy, scratch, experts_dir, episodes=2)
+        short = _run_once(config, policy, scratch, experts_dir, episodes=2)
+        long = _run_once(config, policy, scratch, experts_dir, steps=max(steps, 3 * short["steps"]))
+    except Exception as exc:  # one failed cell is reported as such; the others still run
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        print(f"  {config} {policy}/{backend}: FAILED {row['error']}", flush=True)
+        return row
+    row |= {"short": short, "long": long}
+    extra = long["steps"] - short["steps"]
+    row["cpu_s_per_step"] = (
+        (long["cpu_s"] - short["cpu_s"]) / extra if extra > 0 else long["cpu_s"] / long["steps"]
+    )
+    row["bytes_per_step"] = long["bytes"] / long["steps"]
+    row["mean_episode_length"] = long["steps"] / long["episodes"]
+    print(
+        f"  {config:<24} {policy}/{backend:<16} {1000 * row['cpu_s_per_step']:7.3f} CPU-s/1k steps, "
+        f"{row['bytes_per_step']:8.1f} B/step, mean length {row['mean_episode_length']:.1f} "
+        f"({long['steps']} steps, {long['dropped']} dropped)",
+        flush=True,
+    )
+    return row
+
+
+# -------------------------------------------------------------------------------------------- experts
+
+
+def train_sb3(config: str, steps: int, root: str) -> dict[str, Any]:
+    """The brief's tiny expert: `pipeline train-experts --backend sb3`, as a subprocess (CPU of its tree)."""
+    command = [sys.executable, "-m", "pipeline.cli", "train-experts", "--tasks", config, "--backend", "sb3"]
+    command += ["--steps", str(steps), "--no-eval", "--in-process", "--out", root, "--time-limit", "2"]
+    command += ["--no-progress"]
+    before, started = children_cpu(), time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    row = {
+        "config": config,
+        "backend": "sb3",
+        "command": " ".join(command[2:]).replace(root, "EXPERTS_DIR"),
+        "returncode": done.returncode,
+    }
+    row |= {"cpu_s": children_cpu() - before, "wall_s": time.monotonic() - started}
+    metadata = Path(root) / config / "metadata.json"
+    if done.returncode != 0 or not metadata.exists():
+        row["error"] = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    else:
+        meta = json.loads(metadata.read_text())
+        row |= {"steps": meta["steps_trained"], "algo": meta.get("algo")}
+    print(f"  sb3 {config}: {row.get('steps', 'FAILED')} steps, {row['cpu_s']:.1f} CPU-s", flush=True)
+    return row
+
+
+def _train_sf_once(config: str, steps: int, workers: int, root: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child-train", json.dumps([config, steps, workers, root])]
+    before, started = children_cpu(), time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    cpu, wall = children_cpu() - before, time.monotonic() - started
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1][:200])
+    found = json.loads(lines[-1])
+    # the sampled tree (see _child_train) is the complete figure; getrusage is kept for comparison
+    return (
+        {"requested": steps, "cpu_s_getrusage": cpu, "wall_s": wall} | found | {"cpu_s": found["tree_cpu_s"]}
+    )
+
+
+def train_sf(config: str, steps: tuple[int, int], workers: int, scratch: str, root: str) -> dict[str, Any]:
+    """sample-factory training, a short and a long run, each in a fresh process (sample-factory keeps
+    global state); CPU of the whole process tree (getrusage of the children it waited for), so the
+    start-up (spawning workers, building envs) cancels in the difference. The long run's expert is kept."""
+    row: dict[str, Any] = {"config": config, "backend": "sample-factory", "workers": workers}
+    try:
+        short = _train_sf_once(config, steps[0], workers, os.path.join(scratch, "experts-sf-short"))
+        long = _train_sf_once(config, steps[1], workers, root)
+    except RuntimeError as exc:
+        row["error"] = str(exc)
+        print(f"  sf {config}: FAILED {row['error']}", flush=True)
+        return row
+    row |= {"short": short, "long": long, "steps": long["steps"], "cpu_s_total": long["cpu_s"]}
+    extra = long["steps"] - short["steps"]
+    if extra > 0 and long["cpu_s"] > short["cpu_s"]:
+        row["steps_per_cpu_s"] = extra / (long["cpu_s"] - short["cpu_s"])
+        row["steps_per_s"] = extra / (long["wall_s"] - short["wall_s"])
+    row["steps_per_cpu_s_end_to_end"] = long["steps"] / long["cpu_s"]  # start-up included
+    print(
+        f"  sf {config}: {short['steps']} steps {short['cpu_s']:.1f} CPU-s, {long['steps']} steps "
+        f"{long['cpu_s']:.1f} CPU-s: {row.get('steps_per_cpu_s', float('nan')):.0f} steps/CPU-s",
+        flush=True,
+    )
+    return row
+
+
+def _child_train(config: str, steps: int, workers: int, root: str) -> None:
+    """Runs in the subprocess: train one sample-factory expert, print the figures as one JSON line.
+
+    CPU is counted from the start of training (imports excluded): this process's own time plus each
+    descendant's, sampled twice a second by pid (the last value kept; at most half a second per process
+    is lost). The parent also records `getrusage` of the children, imports included, as a cross-check
+    that no worker escaped the count."""
+    import threading
+
+    import psutil
+
+    from experts.training import ExpertPlan, train_expert
+    from pipeline.registry import get_task
+
+    seen: dict[int, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not stop.wait(0.5):
+            for child in me.children(recursive=True):
+                try:
+                    times = child.cpu_times()
+                    seen[child.pid] = max(seen.get(child.pid, 0.0), times.user + times.system)
+                except psutil.Error:
+                    continue
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+
+    spec = get_task(config)
+    hyperparameters = dict(spec.expert["sample-factory"]) | {"num_workers": workers}
+    plan = ExpertPlan(
+        config=config,
+        backend="sample-factory",
+        hyperparameters=hyperparameters,
+        steps=steps,
+        seed=0,
+        num_cpus=workers,
+        eval_episodes=1,
+        threshold=0.5,
+        deterministic=bool(spec.expert.get("deterministic", True)),
+        evaluate=False,
+        device="cpu",
+    )
+    started, own_before = time.monotonic(), time.process_time()
+    result = train_expert(plan, root)
+    stop.set()
+    sampler.join()
+    if result.status == "failed":
+        raise SystemExit(f"training {config} failed: {result.error}")
+    keys = ("num_workers", "num_envs_per_worker", "batch_size", "num_batches_per_epoch", "rollout")
+    out = {"steps": result.steps, "train_wall_s": time.monotonic() - started}
+    out["tree_cpu_s"] = time.process_time() - own_before + sum(seen.values())
+    out["processes_sampled"] = len(seen)
+    out["hyperparameters"] = {k: hyperparameters.get(k) for k in keys}
+    print(json.dumps(out))
+
+
+# ---------------------------------------------------------------------------------------- extrapolate
+
+
+def ray_layout() -> list[dict[str, Any]]:
+    """What each stage asks Ray for, read from the code and the registry now."""
+    from pipeline import executor, publish, validate
+    from pipeline.registry import suite_tasks
+
+    source = inspect.getsource(executor)
+    found = re.search(r'"num_cpus":\s*(\d+)', source)
+    actor_cpus = found.group(1) if found else "?"
+    rows = [
+        {
+            "stage": "rollout",
+            "asks": f"one actor per --workers, num_cpus={actor_cpus} each, no GPU (driver: plans, commits)",
+            "tag": "code: pipeline/executor.py",
+        }
+    ]
+    for suite in SUITES:
+        expert = suite_tasks(suite)[0].expert
+        rows.append(
+            {
+                "stage": f"train-experts ({suite})",
+                "asks": f"one Ray task per task: num_cpus={expert.get('num_cpus', 1)}, "
+                f"num_gpus={expert.get('num_gpus', 0)} (backend {expert.get('backend')})",
+                "tag": f"registry: env_configs/{suite}.yaml",
+            }
+        )
+    for name, module in (("validate", validate), ("publish", publish)):
+        uses_ray = "import ray" in inspect.getsource(module)
+        where = "Ray tasks" if uses_ray else "the driver alone, no Ray resources"
+        rows.append({"stage": name, "asks": where, "tag": f"code: pipeline/{name}.py"})
+    return rows
+
+
+def _best(rows: list[dict], suite: str, policy: str, backend: str | None = None) -> list[dict]:
+    return [
+        r
+        for r in rows
+        if r["suite"] == suite
+        and r["policy"] == policy
+        and "error" not in r
+        and (backend is None or r["backend"] == backend)
+    ]
+
+
+def _expert_rate(rows: list[dict], suite: str, experts: list[dict], entry: dict[str, Any]) -> float:
+    """An expert was measured on one task, random on more: per task, random's cost (the env's) plus
+    the expert's measured inference overhead (expert - random on the tasks that have both)."""
+    randoms = {r["config"]: r["cpu_s_per_step"] for r in _best(rows, suite, "random")}
+    overheads = [e["cpu_s_per_step"] - randoms[e["config"]] for e in experts if e["config"] in randoms]
+    if not overheads or len(randoms) < 2:
+        return statistics.mean(e["cpu_s_per_step"] for e in experts)
+    entry["rate_source"] = (
+        "measured rates: random per task + the expert's measured inference overhead "
+        f"({1000 * statistics.mean(overheads):.3f} CPU-s / 1k steps)"
+    )
+    return statistics.mean(cost + statistics.mean(overheads) for cost in randoms.values())
+
+
+def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
+    """The full build at JAT's budgets, per suite, from the registry and the measured rates."""
+    from pipeline.registry import suite_tasks
+
+    out: dict[str, Any] = {"cluster": asdict(cluster), "suites": {}}
+    for suite in SUITES:
+        specs = suite_tasks(suite)
+        kind = specs[0].rollout.get("policy", "random")
+        backend = specs[0].expert.get("backend")
+        if kind == "expert":  # the build's trained experts: default backend, else sb3, else nothing
+            cells = _best(record.rollouts, suite, "expert", backend) or _best(
+                record.rollouts, suite, "expert"
+            )
+        else:
+            cells = _best(record.rollouts, suite, kind)
+        entry: dict[str, Any] = {"tasks": len(specs), "policy": kind, "expert_backend": backend}
+        entry["rate_source"] = "measured rates of the build policy"
+        if not cells and kind == "expert":  # no expert measured: random's env cost, a lower bound
+            cells = _best(record.rollouts, suite, "random")
+            entry["rate_source"] = "measured rates of the random policy (a lower bound: no expert measured)"
+        entry["rollout_cells"] = [f"{c['config']} {c['policy']}/{c['backend']}" for c in cells]
+        all_cells = [r for r in record.rollouts if r["suite"] == suite and "error" not in r]
+        steps_total, length_source = 0.0, ""
+        for spec in specs:
+            budget = spec.rollout["budget"]
+            if "steps" in budget:
+                steps_total += budget["steps"]
+                length_source = "step budget (registry)"
+            elif kind == "expert" and spec.max_episode_steps:
+                # a tiny expert falls early; JAT's experts mostly play to the horizon: use it (upper bound)
+                steps_total += budget["episodes"] * spec.max_episode_steps
+                length_source = "registry horizon max_episode_steps (upper bound for trained experts)"
+            elif cells:
+                steps_total += budget["episodes"] * statistics.mean(c["mean_episode_length"] for c in cells)
+                length_source = "measured mean episode length of the build policy"
+            else:
+                steps_total = math.nan
+        entry["budget"] = dict(specs[0].rollout["budget"])
+        entry["steps"] = steps_total
+        entry["steps_source"] = length_source
+        if cells:
+            entry["cpu_s_per_step"] = statistics.mean(c["cpu_s_per_step"] for c in cells)
+            if kind == "expert" and cells[0]["policy"] == "expert":
+                entry["cpu_s_per_step"] = _expert_rate(record.rollouts, suite, cells, entry)
+            entry["rollout_core_h"] = steps_total * entry["cpu_s_per_step"] / 3600
+        if all_cells:
+            entry["bytes_per_step"] = statistics.mean(
+                c["bytes_per_step"] for c in (cells or all_cells)
+            )  # observations dominate: policy-independent
+            entry["storage_bytes"] = steps_total * entry["bytes_per_step"]
+        # the suite's default backend trains (sample-factory) unless it is the bot or the scripted policy;
+        # the build needs those experts only where it records with a trained expert (Atari, MuJoCo)
+        trainable = backend not in ("babyai-bot", "metaworld-scripted")
+        entry["experts_needed"] = trainable and kind == "expert"
+        expert = specs[0].expert
+        entry["expert_steps"] = int(expert.get("steps", 0)) if trainable else 0
+        entry["expert_steps_total"] = sum(int(s.expert.get("steps", 0)) for s in specs) if trainable else 0
+        entry["expert_num_cpus"] = int(expert.get("num_cpus", 1))
+        training = [t for t in record.training if "error" not in t and t["suite"] == suite]
+        if trainable and training and training[0].get("steps_per_cpu_s"):
+            per_cpu = training[0]["steps_per_cpu_s"]
+            entry["train_steps_per_cpu_s"] = per_cpu
+            entry["train_core_h"] = entry["expert_steps_total"] / per_cpu / 3600
+            end_to_end = training[0]["steps_per_cpu_s_end_to_end"]  # a short run's start-up weighs more
+            entry["train_core_h_upper"] = entry["expert_steps_total"] / end_to_end / 3600
+            concurrent = max(1, cluster.cores // entry["expert_num_cpus"])
+            waves = math.ceil(len(specs) / concurrent)
+            per_task_h = entry["expert_steps"] / per_cpu / entry["expert_num_cpus"] / 3600
+            entry["train_wall_h_cpu_cluster"] = waves * per_task_h
+            entry["train_waves"] = waves
+        if trainable:
+            frame_skip = int(specs[0].env.get("wrappers", {}).get("frame_skip", 1))
+            frames = entry["expert_steps_total"] * frame_skip
+            entry["train_frames"] = frames
+            entry["gpu_h_cited"] = frames / CITED_GPU["frames_per_s"] / 3600
+        if "rollout_core_h" in entry:
+            entry["rollout_wall_h_cluster"] = entry["rollout_core_h"] / cluster.cores
+        out["suites"][suite] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _rough(difference: float) -> str:
+    return f" (rough: a {difference:.1f} CPU-s difference)" if difference < 10 else ""
+
+
+def _size(num_bytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:,.2f} {unit}"
+    return f"{num_bytes:,.0f} B"
+
+
+def render(record: Record, cluster: Cluster) -> str:
+    host = record.host
+    versions = ", ".join(f"{k} {v}" for k, v in host["versions"].items())
+    lines = [
+        "# Cost and scaling of the full build (generated)",
+        "",
+        f"- Generated by: `{host['command']}` (from the repository root)",
+        f"- When: {host['started']} (UTC); the measurement took {record.cpu_seconds_total:.0f} CPU-seconds",
+        f"- Machine: `{host['hostname']}`, nproc {host['nproc']}, CPU model `{host['cpu_model']}`",
+        f"- Load: 1-minute load average {host['loadavg_start'][0]:.1f} at the start, "
+        f"{host['loadavg_end'][0]:.1f} at the end (other jobs share the cores, so every rate below is per",
+        "  CPU-second, not per wall second)",
+        f"- Packages: Python {host['python']}; {versions}",
+        *(
+            [f"- Rendered again from the raw figures by: `{host['rendered_by']}`"]
+            if "rendered_by" in host
+            else []
+        ),
+        "",
+        "Do not edit by hand: re-run the command. Raw figures: `scaling.json` next to this file.",
+        "",
+        "Tags: *measured* (here, by this script), *cited* (published, with its source), *registry* (read",
+        "from env_configs/ through `pipeline.registry` at run time), *code* (read from the source),",
+        "*formula* (how a derived figure is computed); a derived figure carries the tags of its inputs.",
+        "",
+        "## Rollout cost per 1,000 steps",
+        "",
+        "CPU-seconds per 1,000 recorded steps, `run_rollout` in-process (`--workers 0`), one torch thread,",
+        "difference of a long and a short run (fixed per-run costs cancel). Dropped episodes (BabyAI bot",
+        "giving up, unfinished episodes) cost CPU but store nothing, so they are counted in the cost.",
+        "",
+        "| suite | task | policy | CPU-s / 1k steps | mean episode length | steps (long run) | dropped "
+        "| tag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sorted(record.rollouts, key=lambda r: (r["suite"], r["config"], r["policy"], r["backend"])):
+        label = f"{row['policy']} ({row['backend']})"
+        if "error" in row:
+            lines.append(
+                f"| {row['suite']} | {row['config']} | {label} | - | - | - | - "
+                f"| not measured: {row['error']} |"
+            )
+            continue
+        lines.append(
+            f"| {row['suite']} | {row['config']} | {label} | {1000 * row['cpu_s_per_step']:.3f} | "
+            f"{row['mean_episode_length']:.1f} | {row['long']['steps']:,} | {row['long']['dropped']} "
+            "| measured |"
+        )
+    lines += ["", "Cells not measured here:", ""]
+    measured_experts = {r["suite"] for r in record.rollouts if r["policy"] == "expert" and "error" not in r}
+    for suite in SUITES:
+        if suite not in measured_experts:
+            why = {
+                "babyai": "the build records BabyAI with minigrid's bot (the JAT expert); no trained expert",
+                "metaworld": "the build records Meta-World with its scripted policies; no trained expert",
+            }.get(suite, "no tiny expert was trained in this run (see the expert table)")
+            lines.append(f"- {suite}, trained expert: not measured ({why}).")
+    for suite in ("atari", "mujoco"):
+        lines.append(f"- {suite}, scripted: not measured (no scripted policy exists for {suite}).")
+    lines.append(
+        "- babyai, random: not measured (BabyAI drops unfinished episodes, as JAT did; a random policy "
+        "rarely finishes one, so such a run stores nothing and fails; the build never records it)."
+    )
+    lines += [
+        "",
+        "Tiny experts behind the expert rows (their quality does not matter here: inference costs what",
+        "the network costs, and a 2k-step network is the same size as a 10M-step one):",
+        "",
+        "| expert | backend | steps trained | CPU-s to train | how | tag |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in record.experts:
+        steps = _n(row.get("steps")) if "error" not in row else f"failed: {row['error']}"
+        how = f"`{row['command']}`" if "command" in row else "the training measurement below"
+        cpu = row.get("cpu_s")
+        tag = "measured" if "error" not in row else "not measured"
+        lines.append(f"| {row['config']} | {row['backend']} | {steps} | {_n(cpu, 1)} | {how} | {tag} |")
+    lines += [
+        "",
+        "## Bytes per step on disk",
+        "",
+        "Sum of the long run's shard sizes (manifest `num_bytes`) / its steps: zstd Parquet, Atari frames",
+        "as PNG. The shards here hold a few episodes each; the build's hold `episodes_per_shard` (registry)",
+        "episodes, so their fixed part (footer, schema and features metadata) weighs less per step: read",
+        "these as upper bounds.",
+        "",
+        "| suite | task | policy | bytes / step | shards | tag |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sorted(record.rollouts, key=lambda r: (r["suite"], r["config"], r["policy"], r["backend"])):
+        if "error" not in row:
+            lines.append(
+                f"| {row['suite']} | {row['config']} | {row['policy']} ({row['backend']}) | "
+                f"{row['bytes_per_step']:,.1f} | {row['long']['shards']} | measured |"
+            )
+    lines += [
+        "",
+        "## Expert training throughput on CPU",
+        "",
+        "Default backend (sample-factory), the suite's hyperparameters from env_configs/ with `num_workers`",
+        f"capped to {record.budget['sf_workers']} (this machine), serial_mode off, CPU device. Two runs per",
+        "task (short, long), each a fresh process; CPU of the whole process tree from the start of training",
+        "(the process itself plus every descendant, sampled by pid with psutil; `getrusage` of the children,",
+        "imports included, is in scaling.json as a cross-check); rates are long-minus-short differences, so",
+        "start-up cancels. Steps are agent steps (Atari: x4 frames). A difference of a few CPU-seconds is",
+        "rough (start-up varies by a second or two between runs): the end-to-end column bounds it.",
+        "",
+        "| suite | task | steps short / long | CPU-s short / long | env steps / CPU-s | "
+        "long run end to end, env steps / CPU-s | env steps / s (wall) | tag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    trained = {t["suite"] for t in record.training}
+    for row in record.training:
+        if "error" in row:
+            lines.append(
+                f"| {row['suite']} | {row['config']} | - | - | - | - | - | not measured: {row['error']} |"
+            )
+            continue
+        lines.append(
+            f"| {row['suite']} | {row['config']} | {row['short']['steps']:,} / {row['long']['steps']:,} | "
+            f"{row['short']['cpu_s']:.1f} / {row['long']['cpu_s']:.1f} | {_n(row.get('steps_per_cpu_s'))} | "
+            f"{_n(row['steps_per_cpu_s_end_to_end'])} | {_n(row.get('steps_per_s'))} | measured"
+            f"{_rough(row['long']['cpu_s'] - row['short']['cpu_s'])} |"
+        )
+    for suite in SUITES:
+        if suite not in trained:
+            why = (
+                "the bot trains nothing"
+                if suite == "babyai"
+                else "skipped by --quick"
+                if record.budget["quick"]
+                else "not in this run's budget"
+            )
+            lines.append(f"| {suite} | - | - | - | - | - | - | not measured: {why} |")
+    lines += [
+        "",
+        "Wall-clock rates follow the other jobs on the shared cores; steps per CPU-second is the figure",
+        "the extrapolation uses. It assumes sample-factory's CPU per step stays flat with more workers (8",
+        "per task in the registry), which holds while each worker has a core (no GPU: learner on CPU).",
+        "",
+        "## GPU throughput (cited)",
+        "",
+        f"- {CITED_GPU['frames_per_s']:,} environment frames per second on one GPU machine (cited: "
+        f'{CITED_GPU["source"]}, abstract: "{CITED_GPU["quote"]}"; {CITED_GPU["setting"]}).',
+        "- Used below as an optimistic bound for Atari expert training per GPU machine (cited); not measured",
+        "  here (this machine has no GPU). MuJoCo and Meta-World experts are [64, 64] MLPs whose training is",
+        "  bound by CPU env stepping, so the build trains them on CPU workers and no GPU figure applies.",
+        "",
+    ]
+    lines += _render_build(record, cluster)
+    lines += [
+        "",
+        "## Ray resource layout per stage",
+        "",
+        "| stage | what it asks Ray for | tag |",
+        "| --- | --- | --- |",
+    ]
+    for row in record.ray_layout:
+        lines.append(f"| {row['stage']} | {row['asks']} | {row['tag']} |")
+    lines += [
+        "",
+        "Actors of `rollout` ask 1 CPU each, so a cluster of C cores runs C recording actors;",
+        "`train-experts` places whole tasks, so a suite's tasks run in waves of floor(C / num_cpus)",
+        "(code, registry).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _render_build(record: Record, cluster: Cluster) -> list[str]:
+    ex = record.extrapolation["suites"]
+    lines = [
+        "## The full 157-task build, extrapolated",
+        "",
+        "Budgets, task counts, horizons and expert step budgets come from the registry at run time; rates",
+        "from the tables above: the mean over the measured tasks of the suite's build policy (an expert",
+        "measured on one task: random's per-task cost plus that expert's inference overhead; see the tag).",
+        "",
+        "Formulas:",
+        "",
+        "- steps = sum over tasks of the step budget, or episodes x mean episode length (formula).",
+        "- rollout core-hours = steps x CPU-s per step / 3600 (formula).",
+        "- storage = steps x bytes per step (formula).",
+        "- training core-hours = sum over tasks of expert steps / (steps per CPU-s) / 3600 (formula).",
+        "- GPU-hours = sum over tasks of expert steps x frame skip / cited frames per s / 3600 (formula).",
+        f"- wall time on {cluster.nodes} x {cluster.cores_per_node}-core nodes + {cluster.gpus} GPUs: "
+        f"rollout = core-hours / {cluster.cores} cores (formula; a lower bound: perfect packing, no "
+        "start-up);",
+        "  training on CPU = ceil(tasks / floor(cores / num_cpus)) waves x expert steps / (steps per CPU-s)",
+        f"  / num_cpus / 3600 (formula); Atari on GPU = GPU-hours / {cluster.gpus} GPUs (formula).",
+        "",
+        "| suite | tasks | budget per task | build policy | steps | CPU-s / 1k steps | rollout core-h | "
+        "storage | rollout wall h on cluster | tag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    totals = {"steps": 0.0, "core_h": 0.0, "storage": 0.0, "train_core_h": 0.0, "gpu_h": 0.0}
+    for suite, e in ex.items():
+        budget = ", ".join(f"{v:,} {k}" for k, v in e["budget"].items())
+        tag = f"registry budget; {e['steps_source']}; {e['rate_source']}"
+        if "cpu_s_per_step" not in e:
+            tag = "not measured: no measured rollout of the build policy"
+        lines.append(
+            f"| {suite} | {e['tasks']} | {budget} | {e['policy']} | {_n(e['steps'])} | "
+            f"{_n(1000 * e['cpu_s_per_step'], 3) if 'cpu_s_per_step' in e else '-'} | "
+            f"{_n(e.get('rollout_core_h'), 1)} | "
+            f"{_size(e['storage_bytes']) if 'storage_bytes' in e else '-'} | "
+            f"{_n(e.get('rollout_wall_h_cluster'), 2)} | {tag} |"
+        )
+        totals["steps"] += e["steps"] if not math.isnan(e["steps"]) else 0
+        totals["core_h"] += e.get("rollout_core_h", 0)
+        totals["storage"] += e.get("storage_bytes", 0)
+        totals["train_core_h"] += e.get("train_core_h", 0) if e["experts_needed"] else 0
+        totals["gpu_h"] += e.get("gpu_h_cited", 0) if suite == "atari" else 0
+    lines.append(
+        f"| **all** | {sum(e['tasks'] for e in ex.values())} | | | {_n(totals['steps'])} | | "
+        f"{_n(totals['core_h'], 1)} | {_size(totals['storage'])} | "
+        f"{_n(totals['core_h'] / cluster.cores, 2)} | "
+        "sum of the rows (measured rates, registry budgets) |"
+    )
+    lines += [
+        "",
+        "Expert training at the registry's step budgets (`expert.steps`, summed over the suite's tasks),",
+        "with the suite's default backend; the build needs it where it records with a trained expert:",
+        "",
+        "| suite | tasks | needed by the build | expert steps per task | num_cpus per task | "
+        "env steps / CPU-s | training core-h | core-h at the end-to-end rate (upper) | "
+        "CPU wall h on cluster | GPU-h (Atari frames / cited FPS) | tag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for suite, e in ex.items():
+        if not e["expert_steps"]:
+            continue
+        measured = "train_core_h" in e
+        tag = "registry steps; rate measured" if measured else "registry steps; rate not measured"
+        needed = "yes" if e["experts_needed"] else f"no ({e['policy']} policy)"
+        gpu = "-"
+        if suite == "atari":
+            gpu = _n(e["gpu_h_cited"], 1)
+            tag += f"; GPU cited ({CITED_GPU['source']})"
+        lines.append(
+            f"| {suite} | {e['tasks']} | {needed} | {e['expert_steps']:,} | {e['expert_num_cpus']} | "
+            f"{_n(e.get('train_steps_per_cpu_s'))} | {_n(e.get('train_core_h'), 0)} | "
+            f"{_n(e.get('train_core_h_upper'), 0)} | "
+            f"{_n(e.get('train_wall_h_cpu_cluster'), 1)} | {gpu} | {tag} |"
+        )
+    lines += [
+        "",
+        f"- Totals: rollout {_n(totals['core_h'], 1)} core-hours (measured rates), expert training on CPU "
+        f"{_n(totals['train_core_h'], 0)} core-hours for the experts the build needs (measured rates; suites "
+        f"without a measured rate are left out), storage {_size(totals['storage'])} (measured bytes/step).",
+        f"- Atari experts on GPU: {_n(totals['gpu_h'], 1)} GPU-machine-hours at the cited rate (cited), i.e. "
+        f"{_n(totals['gpu_h'] / max(cluster.gpus, 1), 1)} h wall on {cluster.gpus} GPUs (cited rate; each "
+        "GPU also needs the CPU cores that step the emulators).",
+        "- JAT's own Atari experts saw 2B frames (500M agent steps) each, 50x the registry's 10M steps "
+        "(registry comment in env_configs/atari.yaml): training at JAT's scale multiplies the Atari training "
+        "figures by 50 (registry).",
+        "- BabyAI and Meta-World need no training in the build (bot, scripted policies: registry; JAT "
+        "trained Meta-World experts, whose cost the Meta-World row shows); MuJoCo "
+        "episode budgets are converted at the registry horizon, since a trained expert mostly plays to it "
+        "(the tiny expert here falls early: its measured length is not the expert's) (registry).",
+    ]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def measure(budget: Budget, scratch: str, record: Record) -> None:
+    import torch
+
+    from pipeline.registry import get_task
+
+    torch.set_num_threads(1)  # a Ray actor with num_cpus=1 runs torch on one thread
+    sb3_dir, sf_dir = os.path.join(scratch, "experts-sb3"), os.path.join(scratch, "experts-sf")
+    print("experts (sb3, tiny):", flush=True)
+    for config in budget.sb3_tasks:
+        record.experts.append(
+            train_sb3(config, budget.sb3_steps, sb3_dir) | {"suite": get_task(config).suite}
+        )
+    print("expert training (sample-factory):", flush=True)
+    for config, steps in budget.sf_steps.items():
+        row = train_sf(config, steps, budget.sf_workers, scratch, sf_dir) | {"suite": get_task(config).suite}
+        record.training.append(row)
+        if "error" not in row:
+            record.experts.append(
+                {"config": config, "backend": "sample-factory", "steps": row["steps"], "suite": row["suite"]}
+                | {"cpu_s": row["cpu_s_total"]}
+            )
+    print("rollouts:", flush=True)
+    for suite, configs in budget.tasks.items():
+        # BabyAI drops unfinished episodes (as JAT): a random policy rarely finishes one, so a run stores
+        # nothing and fails; that cell is reported as not measured instead of burning CPU.
+        policies = {"babyai": ["scripted"], "metaworld": ["scripted", "random"]}.get(suite, ["random"])
+        for config in configs:
+            for policy in policies:
+                record.rollouts.append(measure_rollout(config, policy, policy, budget.rollout_steps, scratch))
+    for expert in record.experts:
+        if "error" in expert:
+            continue
+        root = sb3_dir if expert["backend"] == "sb3" else sf_dir
+        row = measure_rollout(
+            expert["config"], "expert", expert["backend"], budget.rollout_steps, scratch, root
+        )
+        record.rollouts.append(row)
+    for row in record.rollouts:
+        if row["policy"] == "scripted":
+            row["backend"] = "BabyAI bot" if row["suite"] == "babyai" else "Meta-World scripted"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller measurement (< 3 CPU-minutes)")
+    parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for scaling.md and scaling.json")
+    parser.add_argument("--nodes", type=int, default=8, help="cluster for the wall-time estimate: nodes")
+    parser.add_argument("--cores-per-node", type=int, default=32)
+    parser.add_argument("--gpus", type=int, default=4)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (datasets, experts)")
+    parser.add_argument("--from-json", help="render again from a scaling.json (no measurement)")
+    parser.add_argument("--child-train", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_train:
+        _child_train(*json.loads(args.child_train))
+        return 0
+    command = "python benchmarks/build_cost.py" + (" --quick" if args.quick else "")
+    if args.out != str(ROOT / "docs"):
+        command += " --out OUT"
+    budget = QUICK if args.quick else FULL
+    cluster = Cluster(args.nodes, args.cores_per_node, args.gpus)
+    if args.from_json:  # the doc from the raw figures alone: extrapolation and layout recomputed
+        record = Record(**json.loads(Path(args.from_json).read_text()))
+        record.host["rendered_by"] = f"python benchmarks/build_cost.py --from-json {args.from_json}"
+        return write(record, cluster, Path(args.out))
+    record = Record(host=host_info(command), budget=asdict(budget) | {"quick": args.quick})
+    cpu_before = time.process_time() + children_cpu()
+    scratch = tempfile.mkdtemp(prefix="build-cost-")
+    os.environ.setdefault("RAY_TMPDIR", scratch)  # nothing here starts Ray; never touch a shared one
+    try:
+        measure(budget, scratch, record)
+    finally:
+        if args.keep:
+            print(f"scratch kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    record.cpu_seconds_total = time.process_time() + children_cpu() - cpu_before
+    record.host["loadavg_end"] = os.getloadavg()
+    return write(record, cluster, Path(args.out))
+
+
+def write(record: Record, cluster: Cluster, out: Path) -> int:
+    record.ray_layout = ray_layout()
+    record.extrapolation = extrapolate(record, cluster)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(asdict(record), indent=1, default=str) + "\n")
+    (out / "scaling.md").write_text(render(record, cluster))
+    print(f"wrote {out / 'scaling.md'} and {out / 'scaling.json'} ({record.cpu_seconds_total:.0f} CPU-s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
