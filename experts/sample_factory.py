@@ -315,6 +315,9 @@ def _check_sync_batches(config: str, hp: dict[str, Any]) -> None:
         )
 
 
+CUDA_ENVVAR = "CUDA_VISIBLE_DEVICES"
+
+
 class SampleFactoryBackend:
     name = "sample-factory"
     trainable = True
@@ -338,6 +341,18 @@ class SampleFactoryBackend:
         return frozenset((known - FIXED_KEYS) | OWN_KEYS)
 
     def train(self, job: TrainJob) -> TrainOutcome:
+        # sample-factory writes CUDA_VISIBLE_DEVICES into this process's environment (serial mode
+        # trains in-process): restore it, or a later Ray node started from this process sees no GPU.
+        saved = os.environ.get(CUDA_ENVVAR)
+        try:
+            return self._train(job)
+        finally:
+            if saved is None:
+                os.environ.pop(CUDA_ENVVAR, None)
+            else:
+                os.environ[CUDA_ENVVAR] = saved
+
+    def _train(self, job: TrainJob) -> TrainOutcome:
         import torch
         from sample_factory.algo.utils.misc import ExperimentStatus
         from sample_factory.envs.env_utils import register_env

@@ -78,7 +78,7 @@ def reference(tmp_path_factory) -> list[tuple]:
     return _episodes(out)
 
 
-@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.ray)])
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=[pytest.mark.ray, pytest.mark.slow])])
 def test_a_full_disk_is_one_line_and_resume_finishes_the_same_dataset(tmp_path, reference, workers):
     disk = tmp_path / "disk"
     out = disk / "ds"

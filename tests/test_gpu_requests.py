@@ -179,7 +179,14 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def gpu_node(cluster):
-    node = cluster.add_node(num_cpus=1, num_gpus=1)
+    # Ray refuses to declare a GPU that CUDA_VISIBLE_DEVICES hides; this process's value is no one's
+    # business here (the node's GPU is declared, not real), so the node starts without it.
+    saved = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    try:
+        node = cluster.add_node(num_cpus=1, num_gpus=1)
+    finally:
+        if saved is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
     cluster.wait_for_nodes()
     return node
 
@@ -261,6 +268,7 @@ def test_a_gpu_task_is_placed_on_the_declared_gpu_and_records_what_it_trained_wi
     assert "asked for 1 GPU(s)" in resources["note"] and "trained on the CPU" in resources["note"]
 
 
+@pytest.mark.slow  # two 15 s trainings
 @pytest.mark.ray
 def test_tasks_queued_behind_this_runs_own_gpu_task_wait_past_the_placement_timeout(
     cluster, gpu_node, tmp_path

@@ -94,7 +94,7 @@ def test_an_interrupted_multi_config_run_keeps_its_finished_configs(tmp_path):
     import subprocess
     import sys
 
-    out = tmp_path / "ds"
+    out = tmp_path / "interrupted"  # datasets caches by folder name and config: no other test uses this one
     command = [sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", "metaworld-reach,babyai-go-to",
                "--episodes", "6", "--episodes-per-shard", "2", "--workers", "0", "--no-progress",
                "--out", str(out)]  # fmt: skip
@@ -194,7 +194,7 @@ def test_cli_help_and_errors(tmp_path, capsys):
 
 def test_a_config_with_every_episode_dropped_fails_without_breaking_the_others(tmp_path):
     """Exit 0 means valid data: a config left with no episode fails the run, the others stay usable."""
-    out = tmp_path / "ds"
+    out = tmp_path / "one-dropped"  # datasets caches by folder name, config set and config
     with pytest.raises(PipelineError, match=r"babyai-go-to has no train or test episode .*unfinished"):
         run_rollout(
             RolloutConfig(

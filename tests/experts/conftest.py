@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,11 @@ def _train_twice(root: Path, backend: str, first: int, second: int) -> tuple[Exp
 def sf_hopper(tmp_path_factory) -> tuple[Path, ExpertResult, ExpertResult]:
     """A real sample-factory Hopper expert: 1500 steps, then resumed to 3000 (read-only)."""
     root = tmp_path_factory.mktemp("sf") / "experts"
-    return (root, *_train_twice(root, "sample-factory", 1500, 3000))
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    trained = (root, *_train_twice(root, "sample-factory", 1500, 3000))
+    # sample-factory sets CUDA_VISIBLE_DEVICES in the process it trains in; the backend restores it
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
+    return trained
 
 
 @pytest.fixture(scope="session")

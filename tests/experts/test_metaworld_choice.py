@@ -57,7 +57,9 @@ def test_below_the_gate_trains_and_keeps_the_better_on_identical_seeds(low_task)
     scripted, trained = (candidates[name]["evaluation"] for name in (SCRIPTED, TRAINED))
     assert scripted["normalised"] < 0.5, "premise: the scripted policy is below the gate on this task"
     assert meta["backend"] == TRAINED and meta["trained"] is True and meta["steps_trained"] >= 2048
-    assert meta["history_snapshots"] >= 2  # the trained network's learning history is kept either way
+    # the trained network's learning history is kept either way (how many snapshots a 2048-step
+    # run gets depends on the clock: sample-factory's checkpoints are save_every_sec apart)
+    assert meta["history_snapshots"] >= 1
     # both candidates played the very same episodes
     assert scripted["seeds"] == trained["seeds"] == eval_seeds(0, EPISODES)
     best = TRAINED if trained["normalised"] > scripted["normalised"] else SCRIPTED
@@ -122,6 +124,7 @@ def test_force_train_needs_a_trained_backend(capsys):
     assert "--force-train" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a second training
 def test_force_train_trains_where_the_scripted_policy_passes(tmp_path):
     out = tmp_path / "experts"
     tiny = [arg for key, value in TINY_SF.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
