@@ -244,7 +244,7 @@ def test_shards_are_read_into_memory_arrow_owns(sample_dataset):
     assert pa.total_allocated_bytes() - before >= data.size == (sample_dataset / path).stat().st_size
 
 
-@pytest.mark.slow  # a loop of CLI runs; test_shards_are_read_into_memory_arrow_owns guards it deterministically
+@pytest.mark.slow  # a loop of CLI runs; test_shards_are_read_into_memory_arrow_owns is the real guard
 def test_validate_command_exits_cleanly_every_time(sample_dataset):
     """`validate` used to abort at interpreter exit now and then (SIGABRT, exit 134, after printing
     its report): an Arrow pool thread dropped the last reference to the Python `bytes` a shard was
