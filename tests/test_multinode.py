@@ -22,7 +22,7 @@ from pipeline.validate import validate
 
 pytestmark = pytest.mark.ray
 CONFIG = "metaworld-reach"
-EPISODES, PER_SHARD, SEED = 30, 2, 5
+EPISODES, PER_SHARD, SEED = 150, 2, 5  # enough work (~10 s) that a node is always lost mid-run
 
 
 def _episodes(dataset: Path) -> list[tuple]:
