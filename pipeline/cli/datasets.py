@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.common import console, csv_list
+from pipeline.cli.common import add_shared_fs, console, csv_list
 from pipeline.errors import PipelineError
 from pipeline.executor import PLACEMENT_TIMEOUT_S
 
@@ -113,12 +113,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
         help="stop with one line when queued work has had no Ray worker placed for S seconds "
         f"(a lost node, a full cluster); default {PLACEMENT_TIMEOUT_S:.0f}",
     )
-    p.add_argument(
-        "--shared-fs",
-        action="store_true",
-        help="a local --out/--experts-dir is one filesystem mounted on every node (else refused on a "
-        "multi-node cluster)",
-    )
+    add_shared_fs(p, "--out/--experts-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_rollout)
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experts.device import DEVICES
-from pipeline.cli.common import console, csv_list, fmt_number
+from pipeline.cli.common import add_shared_fs, console, csv_list, fmt_number
 from pipeline.executor import PLACEMENT_TIMEOUT_S
 
 
@@ -92,11 +92,7 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip evaluation (experts stay unevaluated)")
     p.add_argument("--in-process", action="store_true", help="train here, one task after another (no Ray)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
-    p.add_argument(
-        "--shared-fs",
-        action="store_true",
-        help="a local --out is one filesystem mounted on every node (else refused on a multi-node cluster)",
-    )
+    add_shared_fs(p, "--out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_train_experts)
 
