@@ -38,8 +38,11 @@ def require_shared_storage(
     Only clusters with more than one node that can run workers (CPU > 0) are refused, and only
     when the user has not declared the folder shared (`--shared-fs`, e.g. NFS mounted everywhere).
     """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if workers > 0 and address:
+        check_ray_address(address)  # before anything is written, also for s3:// outputs
     local = {flag: path for flag, path in paths.items() if path and "://" not in path}
-    if workers <= 0 or shared_fs or not local or not (address or os.environ.get("RAY_ADDRESS")):
+    if workers <= 0 or shared_fs or not local or not address:
         return
     ray = init_ray(address, workers)
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
@@ -57,6 +60,34 @@ MAX_ATTEMPTS = 3
 PLACEMENT_TIMEOUT_S = 300.0
 """How long queued work may wait with no placed worker before the run stops (see `run_streaming`)."""
 WAIT_SLICE_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
+"""How long the first TCP connection to `--address` may take; Ray's own client retries for minutes."""
+
+
+def check_ray_address(address: str) -> None:
+    """Refuse at once an address where no Ray head listens, before Ray's client retries for minutes.
+
+    `auto` and `local` are Ray's own words and left to it; `host:port` and `ray://host:port` are
+    probed with one TCP connection.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise PipelineError(
+            f"Ray address {address!r} is not host:port: pass --address HEAD_IP:6379 (or ray://HEAD_IP:10001)"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise PipelineError(
+            f"no Ray cluster at {address} ({exc.strerror or exc}): start one with `ray start --head`, "
+            "or fix --address / RAY_ADDRESS (unset it to run on a local cluster)"
+        ) from None
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
@@ -73,6 +104,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         "configure_logging": True,
     }
     if address:
+        check_ray_address(address)
         kwargs["address"] = address
     else:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, num_cpus or 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -114,11 +115,44 @@ def open_location(uri: str) -> Location:
     if "://" not in uri:
         path = os.path.abspath(os.path.expanduser(uri))
         return Location(pafs.LocalFileSystem(), path, path)
+    if uri.startswith("s3://"):
+        check_s3_credentials(uri)
     try:
         fs, root = pafs.FileSystem.from_uri(uri)
+        fs.get_file_info(root)  # reach the server now: a wrong endpoint fails here, in one line
     except (pa.ArrowInvalid, ValueError, OSError) as exc:
-        raise PipelineError(f"cannot open {uri}: {exc} (use a local path or s3://bucket/prefix)") from exc
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        hint = f"check AWS_ENDPOINT_URL={endpoint}" if endpoint else "check the bucket name and network"
+        raise PipelineError(f"cannot open {uri}: {_one_line(exc)} ({hint})") from None
     return Location(fs, root.rstrip("/"), uri)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def check_s3_credentials(uri: str) -> None:
+    """Refuse an s3:// URI when no credentials can be found, instead of unsigned requests failing later.
+
+    botocore (there with s3fs) resolves the same chain as the AWS SDK inside pyarrow: environment,
+    AWS_PROFILE / ~/.aws, web identity (EKS), container and instance roles. `AWS_NO_SIGN_REQUEST=yes`
+    reads a public bucket without any.
+    """
+    if os.environ.get("AWS_NO_SIGN_REQUEST", "").lower() in ("1", "true", "yes"):
+        return
+    import botocore.session
+
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials in ..." per call
+    try:
+        credentials = botocore.session.get_session().get_credentials()
+    except Exception as exc:  # a broken profile file, an unreachable role endpoint
+        raise PipelineError(f"cannot read S3 credentials for {uri}: {_one_line(exc)}") from None
+    if credentials is None:
+        raise PipelineError(
+            f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "plus AWS_ENDPOINT_URL for a server other than AWS; on a cluster pass them to the job "
+            "(pipeline submit --env AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_ENDPOINT_URL)"
+        )
 
 
 def check_writable(location: Location) -> None:

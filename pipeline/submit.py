@@ -52,6 +52,24 @@ class SubmitConfig:
 class SubmitResult:
     job_id: str
     status: str
+    exit_code: int | None = None
+    """The stage's own exit code on the cluster, when the job ran to its end (2: bad input)."""
+    reason: str = ""
+    """For a failed job: the last line of its log, or Ray's message when it never started."""
+    address: str = ""
+
+    def failure_line(self) -> str:
+        """One line for a job that did not succeed: its cause, and where the whole log is."""
+        code = f", exit {self.exit_code}" if self.exit_code is not None else ""
+        return (
+            f"job {self.job_id} {self.status}{code}: {self.reason or 'no log'} "
+            f"(whole log: ray job logs {self.job_id} --address {self.address})"
+        )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _dashboard(address: str | None) -> str:
@@ -102,5 +120,11 @@ def submit(config: SubmitConfig) -> SubmitResult:
             print(logs[printed:], end="", flush=True)
             printed = len(logs)
         if status in FINAL:
-            return SubmitResult(job_id, status)
+            break
         time.sleep(1.0)
+    if status == "SUCCEEDED":
+        return SubmitResult(job_id, status, 0, address=address)
+    info = client.get_job_info(job_id)
+    exit_code = getattr(info, "driver_exit_code", None)
+    reason = _last_line(logs) or " ".join((info.message or "").split())
+    return SubmitResult(job_id, status, exit_code, reason, address)

@@ -192,3 +192,46 @@ def test_set_does_not_apply_to_experts_that_train_nothing(tmp_path):
         )
     )
     assert not summary.failed, [r.error for r in summary.failed]
+
+
+# --- no cluster, no credentials ------------------------------------------------------------------
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on return: nothing listens there
+
+
+@pytest.mark.parametrize("stage", ["rollout", "train-experts"])
+def test_no_cluster_at_the_address_is_one_line_before_any_work(tmp_path, stage):
+    """Ray's client retries an empty address for minutes; the stage must refuse it at once."""
+    out = tmp_path / "out"
+    address = f"127.0.0.1:{_closed_port()}"
+    args = [stage, "--tasks", "babyai-go-to", "--address", address, "--out", str(out), "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args, *(["--episodes", "4"] if stage == "rollout" else [])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "exit=2 ray_initialized=False", result.stdout
+    line = _one_error_line(result)
+    assert f"no Ray cluster at {address}" in line and "ray start --head" in line, line
+    assert not out.exists()
+
+
+def test_missing_s3_credentials_are_one_line_before_any_work(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *ROLLOUT[:5], "--episodes", "2", "--out", "s3://bucket/jat"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    line = _one_error_line(result)
+    assert "no S3 credentials for s3://bucket/jat" in line and "AWS_ACCESS_KEY_ID" in line, line

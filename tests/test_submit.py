@@ -113,7 +113,8 @@ def test_rollout_as_a_cluster_job(ray_head, tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_a_failing_job_fails_the_command(ray_head, tmp_path):
+def test_a_failing_job_fails_the_command(ray_head, tmp_path, capsys):
+    """The stage's exit code comes back (2: bad input), with its last log line and where the log is."""
     code = main(
         [
             "submit",
@@ -129,8 +130,10 @@ def test_a_failing_job_fails_the_command(ray_head, tmp_path):
             str(tmp_path / "never"),
         ]
     )
-    assert code == 1
+    assert code == 2
     assert not (tmp_path / "never").exists()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "FAILED, exit 2" in last and "pongg" in last and "ray job logs" in last, last
 
 
 def test_bad_submissions_fail_before_reaching_a_cluster():

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.common import add_shared_fs, console, csv_list
@@ -257,5 +258,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             job_id=args.job_id,
         )
     )
-    console.print(f"job {result.job_id}: {result.status}")
-    return 0 if result.status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
+    if result.status in ("SUCCEEDED", "PENDING", "RUNNING"):
+        console.print(f"job {result.job_id}: {result.status}")
+        return 0
+    # The stage's own code when it ran (2: bad input it named in its last line), else 1.
+    console.print(f"[red]error:[/] {escape(result.failure_line())}", highlight=False)
+    return result.exit_code if result.exit_code else 1
