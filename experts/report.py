@@ -14,15 +14,39 @@ import logging
 import math
 from typing import Any
 
-from experts.base import CHOSEN, choice_provenance
+from experts.base import CANDIDATES, CHOSEN, choice_provenance
+from experts.budget import TARGET, BudgetEstimate, estimate_budget
 from experts.store import ExpertStore
 from pipeline.registry import get_task
 
 log = logging.getLogger(__name__)
 
 
-def summary_row(metadata: dict[str, Any]) -> dict[str, Any]:
-    """One table row from an expert's metadata."""
+def budget_of(store: ExpertStore, metadata: dict[str, Any]) -> BudgetEstimate | None:
+    """For a trained expert whose task is below JAT's level: the steps its learning curve says it needs.
+
+    The trained network's own evaluation is used, also when a scripted candidate acts instead; None
+    when nothing was trained or evaluated, or the acting policy already reaches the target.
+    """
+    acting = (metadata.get("evaluation") or {}).get("normalised")
+    own = acting
+    if metadata.get(CHOSEN) and metadata[CHOSEN] != metadata.get("backend"):
+        trained = (metadata.get(CANDIDATES) or {}).get(metadata.get("backend")) or {}
+        own = (trained.get("evaluation") or {}).get("normalised")
+    if not metadata.get("trained") or acting is None or own is None or acting >= TARGET:
+        return None
+    scores = get_task(metadata["config"]).scores
+    return estimate_budget(
+        store.curve(metadata["config"]),
+        random_mean=scores.random_mean,
+        expert_mean=scores.expert_mean,
+        evaluated=own,
+        steps_trained=int(metadata.get("steps_trained", 0)),
+    )
+
+
+def summary_row(metadata: dict[str, Any], budget: BudgetEstimate | None = None) -> dict[str, Any]:
+    """One table row from an expert's metadata (and its budget estimate, when it falls short)."""
     evaluation = metadata.get("evaluation") or {}
     return {
         "config": metadata["config"],
@@ -39,6 +63,8 @@ def summary_row(metadata: dict[str, Any]) -> dict[str, Any]:
         # Meta-World: the candidate rollout acts with, and each candidate's normalised score
         "chosen": metadata.get(CHOSEN),
         "candidates": choice_provenance(metadata).get("choice", {}).get("normalised"),
+        # below experts.budget.TARGET: env steps the learning curve says it needs, and how that was read
+        "budget": budget.to_dict() if budget else None,
     }
 
 
@@ -47,7 +73,7 @@ def suite_rows(store: ExpertStore, suite: str) -> list[dict[str, Any]]:
     for config in sorted(store.configs()):
         metadata = store.read_metadata(config)
         if metadata and metadata.get("suite") == suite:
-            rows.append(summary_row(metadata))
+            rows.append(summary_row(metadata, budget_of(store, metadata)))
     return rows
 
 

@@ -42,6 +42,7 @@ from experts.candidates import (
     scripted_candidate,
 )
 from experts.device import RayPlacement, resolve_device
+from experts.report import budget_of
 from experts.store import ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
@@ -99,6 +100,8 @@ class ExpertResult:
     error: str = ""
     chosen: str = ""
     """The backend kept among candidates, when the task had an untrained alternative."""
+    budget: str = ""
+    """Below JAT's level: the steps the learning curve says it needs (`experts.budget`), or why not."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,6 +239,8 @@ def _train_expert(
             result.chosen = kept.backend
             log.info("%s: keeps %s: %s", spec.config, kept.backend, choice.reason)
         result.status, result.evaluation = kept.decision.status, kept.evaluation.to_dict()
+        estimate = budget_of(store, metadata)
+        result.budget = estimate.short() if estimate else ""
     store.write_metadata(spec.config, metadata)  # last: a folder with metadata.json holds a finished expert
     log.info("%s: %s after %d steps", spec.config, result.status, outcome.steps)
     return result

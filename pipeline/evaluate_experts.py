@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from experts.evaluation import check_threshold, evaluate, gate
-from experts.report import write_suite_reports
+from experts.report import budget_of, write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertResult
 from pipeline.errors import PipelineError
@@ -91,6 +91,7 @@ def evaluate_experts(config: EvaluateExpertsConfig) -> EvaluateExpertsSummary:
         metadata["status"] = decision.status
         store.write_metadata(spec.config, metadata)
         log.info("%s: %s (%s)", spec.config, decision.status, decision.reason)
+        estimate = budget_of(store, metadata)
         results.append(
             ExpertResult(
                 spec.config,
@@ -99,6 +100,7 @@ def evaluate_experts(config: EvaluateExpertsConfig) -> EvaluateExpertsSummary:
                 metadata.get("steps_trained", 0),
                 metadata.get("wall_time_s", 0.0),
                 evaluation.to_dict(),
+                budget=estimate.short() if estimate else "",
             )
         )
     reports = write_suite_reports(store, [s.suite for s in specs])

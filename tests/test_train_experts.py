@@ -44,6 +44,11 @@ def _train_on_ray(out: Path, backend: str, hyperparameters: dict, steps: int) ->
         assert (out / config / "learning_curve.csv").is_file()
     rows = json.loads((out / "summary-metaworld.json").read_text())
     assert sorted(r["config"] for r in rows) == ["metaworld-push", "metaworld-reach"]
+    for row, result in zip(rows, sorted(summary.results, key=lambda r: r.config), strict=True):
+        # below JAT's level, the row says what budget the curve asks for (here: too short to tell)
+        assert (row["budget"] is None) == (row["normalised"] >= 0.9), row
+        assert row["budget"] is None or row["budget"]["reason"]
+        assert bool(result.budget) == (row["budget"] is not None), (result, row)
     assert (out / "learning-curves-metaworld.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / ".tmp").exists()
 

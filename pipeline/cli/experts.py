@@ -100,8 +100,10 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
 def _expert_table(title: str, results: list) -> Table:
     table = Table(title=title)
     from experts.base import ExpertStatus
+    from experts.budget import TARGET
 
-    for column in ("config", "backend", "status", "steps", "time", "return", "success", "normalised"):
+    columns = ("config", "backend", "status", "steps", "time", "return", "success", "normalised")
+    for column in (*columns, f"budget to {TARGET}"):
         table.add_column(column)
     colours = {ExpertStatus.ACCEPTED: "green", ExpertStatus.REJECTED: "yellow"}
     for r in results:
@@ -120,6 +122,7 @@ def _expert_table(title: str, results: list) -> Table:
             ret,
             fmt_number(e.get("success_rate")),
             fmt_number(e.get("normalised"), 3),
+            r.budget or "-",
         )
     return table
 
