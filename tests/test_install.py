@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_PACKAGES = ("pipeline", "experts")
@@ -209,7 +210,7 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path: Path) -> None:
-    """`pip install .` then each stage from a folder outside the checkout; every command exits 0."""
+    """`pip install .` then every stage from a folder outside the checkout; every command exits 0."""
     bin_dir = make_venv(tmp_path / "venv", wheel)
     work = tmp_path / "work"
     work.mkdir()
@@ -240,9 +241,36 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
         _run([pipeline, "demo", "--out", "demo", "--episodes", "2", "--workers", "1"], work, env)
         assert "config_name: atari-breakout" in (work / "demo" / "README.md").read_text()
 
+        _run([pipeline, "report", "data", "--json", "quality.json"], work, env)
+        (row,) = json.loads((work / "quality.json").read_text())["configs"]
+        assert row["config"] == "babyai-go-to" and row["episodes"] == {"train": 3, "test": 1}, row
+
         train = [pipeline, "train-experts", "--tasks", "mujoco-pendulum", "--backend", "sb3"]
         _run([*train, "--steps", "256", "--no-eval", "--in-process", "--out", "experts"], work, env)
         metadata = json.loads((work / "experts" / "mujoco-pendulum" / "metadata.json").read_text())
         assert metadata["trained"] and metadata["status"] == "unevaluated"
+        _run(
+            [pipeline, "evaluate-experts", "experts", "--tasks", "mujoco-pendulum", "--episodes", "2"],
+            work,
+            env,
+        )
+        metadata = json.loads((work / "experts" / "mujoco-pendulum" / "metadata.json").read_text())
+        assert metadata["status"] in ("accepted", "rejected") and metadata["evaluation"]["episodes"] == 2
+
+        model = [pipeline, "train-model", "--data", "data", "--configs", "babyai-go-to", "--size", "tiny"]
+        _run([*model, "--steps", "3", "--out", "model", "--no-progress"], work, env)
+        scores = _run(
+            [pipeline, "evaluate", "--model", "model", "--tasks", "babyai-go-to", "--episodes", "1"],
+            work,
+            env,
+        )
+        assert "babyai-go-to" in scores.stdout + scores.stderr
+
+        # A cluster job: the head runs the wheel's interpreter, so the job's `pipeline` is the installed one.
+        with ray_head(bin_dir / "python", env) as address:
+            job = [pipeline, "submit", "--address", address, "--", "rollout", "--tasks", "mujoco-hopper"]
+            job += ["--policy", "random", "--episodes", "3", "--workers", "1", "--no-progress"]
+            _run([*job, "--out", str(work / "job-data")], work, env)
+        _run([pipeline, "validate", "job-data"], work, env)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -3,85 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
-import requests
+from ray_head import ray_head as start_ray_head
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.submit import SubmitConfig
 from pipeline.validate import validate
 
-AGENT_PORT_FLAGS = (
-    "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port",
-    "metrics-export-port",
-    "runtime-env-agent-port",
-    "ray-client-server-port",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def ray_head():
     """A separate single-node Ray cluster with its job server, as `ray start --head` on a head node."""
     bin_dir = Path(sys.executable).parent
-    port, dashboard = _free_port(), _free_port()
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # Ray's socket paths must stay short
-    head = subprocess.Popen(
-        [
-            str(bin_dir / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            f"--temp-dir={temp}",
-            "--disable-usage-stats",
-            # Free ports for every agent: the defaults (e.g. 52365) clash with another Ray on this machine.
-            *(f"--{flag}={_free_port()}" for flag in AGENT_PORT_FLAGS),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{address}/api/version", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        os.killpg(head.pid, signal.SIGKILL)
-        pytest.fail("the Ray head did not start")
-    yield address
-    os.killpg(head.pid, signal.SIGKILL)  # the whole head: gcs, raylet, workers (same session)
-    head.wait()
-    for process in psutil.process_iter(["cmdline"]):
-        if str(temp) in " ".join(process.info["cmdline"] or []):
-            process.kill()
-    shutil.rmtree(temp, ignore_errors=True)
+    with start_ray_head(Path(sys.executable), env) as address:
+        yield address
 
 
 @pytest.mark.ray
