@@ -143,7 +143,29 @@ def card_header(configs: list[CardConfig]) -> dict[str, Any]:
         # A config whose episodes were all dropped has no files: listing it would make
         # `load_dataset` fail for every config of the dataset, so it is left out.
         "configs": [e for c in sorted(configs, key=lambda c: c.name) if (e := c.entry())["data_files"]],
+        "dataset_info": [
+            info for c in sorted(configs, key=lambda c: c.name) if c.stats and (info := _dataset_info(c))
+        ],
     }
+
+
+def _dataset_info(config: CardConfig) -> dict[str, Any] | None:
+    """The config's `dataset_info` entry: episodes per split and the shards' bytes.
+
+    `datasets` keys its cache of a local folder on this entry (with the `configs:` patterns, which do
+    not change when the shards do): without it, `load_dataset` of a folder rewritten in place (or
+    another folder of the same name) returns the rows it cached before. It also checks the episode
+    counts on load.
+    """
+    splits = [
+        {"name": split, "num_examples": int(s["episodes"])}
+        for split, s in sorted(config.stats["splits"].items())
+        if s["episodes"]
+    ]
+    if not splits:
+        return None
+    size = sum(int(s.get("bytes", 0)) for s in config.stats["splits"].values())
+    return {"config_name": config.name, "splits": splits, "download_size": size}
 
 
 def _schema(configs: list[CardConfig]) -> list[dict[str, Any]]:

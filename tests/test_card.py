@@ -88,3 +88,31 @@ def test_figures_are_deterministic_pngs(dataset: Path) -> None:
     assert first.startswith(b"\x89PNG\r\n\x1a\n") and first == again
     assert suite_summary("mujoco", stats) == suite_summary("mujoco", stats)
     assert suite_summary("mujoco", stats) != suite_summary("babyai", stats)
+
+
+def test_a_folder_rewritten_in_place_loads_its_new_rows_not_the_cached_ones(tmp_path: Path) -> None:
+    """`datasets` caches a local folder by name, config and card: the card must change with the data."""
+    from datasets import load_dataset
+
+    from pipeline.rollout import RolloutConfig, run_rollout
+
+    out = tmp_path / "rewritten"  # a name no other test uses: the cache is shared by the session
+    for episodes, overwrite in ((6, False), (12, True)):
+        config = RolloutConfig(
+            out=str(out),
+            tasks=("babyai-go-to",),
+            episodes=episodes,
+            workers=0,
+            overwrite=overwrite,
+            progress=False,
+        )
+        run_rollout(config)
+        loaded = load_dataset(str(out), "babyai-go-to")
+        stored = read_manifest(open_location(str(out)), "babyai-go-to").totals()
+        assert {s: loaded[s].num_rows for s in loaded} == {s: t["episodes"] for s, t in stored.items()}
+        header, _ = _split((out / "README.md").read_text())
+        (info,) = header["dataset_info"]
+        assert info["config_name"] == "babyai-go-to" and info["download_size"] > 0
+        assert {s["name"]: s["num_examples"] for s in info["splits"]} == {
+            s: t["episodes"] for s, t in stored.items()
+        }
