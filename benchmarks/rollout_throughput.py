@@ -58,7 +58,8 @@ from rich.table import Table
 
 from pipeline.envs import make_env
 from pipeline.plan import PlannedEpisode, plan_episodes
-from pipeline.policies import EpisodeFailed, make_policy
+from pipeline.policies import EpisodeFailed
+from pipeline.policy_factory import make_policy
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import SHARD_RECORD_DIR, TMP_DIR
 

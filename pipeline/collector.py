@@ -18,7 +18,8 @@ from pipeline import faults
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode, WorkUnit
-from pipeline.policies import Policy, make_policy
+from pipeline.policies import Policy
+from pipeline.policy_factory import make_policy
 from pipeline.recorder import can_batch, record_batched, record_episode
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import RUN_LEASE_PATH, SHARD_RECORD_DIR

@@ -22,7 +22,7 @@ from pipeline.executor import PLACEMENT_TIMEOUT_S, require_shared_storage, run_s
 from pipeline.layout import write_readme
 from pipeline.manifest import read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, WorkUnit
-from pipeline.policies import check_policy, history_snapshots
+from pipeline.policy_factory import check_policy, history_snapshots
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun

@@ -2,7 +2,8 @@
 
 The job's entrypoint is the same `pipeline ...` command a user runs locally; inside the
 job, `RAY_ADDRESS` is set, so stages join the cluster instead of starting a local one.
-Arguments are parsed here first, so a typo fails before anything reaches the cluster.
+The CLI parses the command's arguments before calling `submit`, so a typo fails before anything
+reaches the cluster (this module stays below the CLI: it never imports it).
 """
 
 from __future__ import annotations
@@ -83,9 +84,6 @@ def _dashboard(address: str | None) -> str:
 
 def submit(config: SubmitConfig) -> SubmitResult:
     """Submit the command as a Ray job; with `wait`, stream its logs and return its final status."""
-    from pipeline.cli import build_parser
-
-    build_parser().parse_args(list(config.command))  # fail here, not on the cluster
     from ray.job_submission import JobSubmissionClient
 
     address = _dashboard(config.address)

@@ -180,7 +180,7 @@ def problems(example: Example) -> list[str]:
 
 def _registry_problems(example: Example, args) -> list[str]:
     """Names resolved in the registry; experts present where the policy needs them (raises PipelineError)."""
-    from pipeline.policies import check_policy
+    from pipeline.policy_factory import check_policy
 
     for name in getattr(args, "configs", None) or []:  # validate, publish, train-model (CONFIG[:WEIGHT])
         get_task(name.partition(":")[0])

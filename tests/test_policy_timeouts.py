@@ -23,7 +23,8 @@ import pytest
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode, episode_seed
-from pipeline.policies import BabyAIBotPolicy, PolicyTimeout, make_policy
+from pipeline.policies import BabyAIBotPolicy, PolicyTimeout
+from pipeline.policy_factory import make_policy
 from pipeline.recorder import record_batched, record_episode
 from pipeline.registry import SUITES, _check_rollout, get_task, suite_tasks
 from pipeline.shards import Episode

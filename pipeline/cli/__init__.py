@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_submit,
     ):
         add(sub)
+    # `submit` checks the command it sends with this same parser (its module cannot import this one)
+    parser.set_defaults(parse_command=parser.parse_args)
     return parser
 
 

@@ -249,6 +249,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from pipeline.submit import SubmitConfig, submit
 
     command = tuple(args.stage[1:] if args.stage[:1] == ["--"] else args.stage)
+    args.parse_command(list(command))  # a typo fails here, not on the cluster
     result = submit(
         SubmitConfig(
             command=command,

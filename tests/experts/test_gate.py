@@ -11,13 +11,8 @@ from experts.store import ExpertStore
 from experts.training import train_expert
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import (
-    BabyAIBotPolicy,
-    MetaWorldScriptedPolicy,
-    RandomPolicy,
-    check_policy,
-    make_policy,
-)
+from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, RandomPolicy
+from pipeline.policy_factory import check_policy, make_policy
 from pipeline.registry import get_task
 
 REACH = get_task("metaworld-reach")

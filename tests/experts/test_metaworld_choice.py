@@ -19,7 +19,7 @@ from experts.store import ExpertStore
 from pipeline.cli import main
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import check_policy, make_policy
+from pipeline.policy_factory import check_policy, make_policy
 from pipeline.registry import get_task
 from pipeline.train_experts import TrainExpertsConfig, train_experts
 

@@ -15,7 +15,7 @@ from experts.store import ExpertStore, PeriodicUpload
 from experts.training import FAILED, train_expert
 from pipeline.envs import make_env
 from pipeline.plan import PlannedEpisode
-from pipeline.policies import make_policy
+from pipeline.policy_factory import make_policy
 from pipeline.recorder import record_episode
 from pipeline.registry import get_task
 
