@@ -30,6 +30,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, co
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from pipeline.errors import PipelineError
+from pipeline.schema import TMP_DIR
 from pipeline.storage import Location, check_writable, open_location
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class FolderTarget:
         self._sizes = {
             self.location.relative(i.path): i.size
             for i in self.location.list("", recursive=True)
-            if i.type == pafs.FileType.File and not self.location.relative(i.path).startswith(".tmp/")
+            if i.type == pafs.FileType.File and not self.location.relative(i.path).startswith(f"{TMP_DIR}/")
         }
 
     def unchanged(self, file: PublishFile) -> bool:
@@ -331,7 +332,6 @@ class FolderTarget:
     def _copy(self, source: Location, file: PublishFile) -> None:
         """Stream a shard into place under a temporary name, checking its sha256 on the way."""
         assert file.source is not None
-        self.location.fs.create_dir(self.location.path(".tmp"), recursive=True)
         tmp = self.location.tmp_path(file.path)
         digest = hashlib.sha256()
         with (
@@ -350,4 +350,4 @@ class FolderTarget:
         self.location.commit(tmp, file.path)
 
     def close(self) -> None:
-        self.location.delete(".tmp")
+        self.location.delete(TMP_DIR)

@@ -237,7 +237,6 @@ class ShardWriter:
         self._pending: list[Episode] = []
         self._pending_bytes = 0
         self._records: list[EpisodeRecord] = []
-        location.fs.create_dir(location.path(".tmp"), recursive=True)
         self._tmp = location.tmp_path(self.relative)
         self._hashing = _HashingStream(location.fs.open_output_stream(self._tmp))
         self._sink = pa.PythonFile(self._hashing, mode="w")

@@ -57,6 +57,8 @@ class Location:
         return path[len(self.root.rstrip("/")) + 1 :]
 
     def tmp_path(self, name: str) -> str:
+        """A fresh temporary name under `.tmp/` (created), where a file is written before `commit`."""
+        self.fs.create_dir(self.path(TMP_DIR), recursive=True)
         return self.path(f"{TMP_DIR}/{uuid.uuid4().hex[:12]}-{name.replace('/', '_')}")
 
     def read_bytes(self, relative: str) -> bytes:
@@ -76,7 +78,6 @@ class Location:
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a whole file atomically: temporary name, then move."""
-        self.fs.create_dir(self.path(TMP_DIR), recursive=True)
         tmp = self.tmp_path(relative)
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
@@ -84,7 +85,6 @@ class Location:
 
     def upload(self, local_path: str, relative: str, chunk: int = 8 << 20) -> None:
         """Copy a local file into place atomically, streamed (checkpoints and buffers can be GBs)."""
-        self.fs.create_dir(self.path(TMP_DIR), recursive=True)
         tmp = self.tmp_path(relative)
         with open(local_path, "rb") as src, self.fs.open_output_stream(tmp) as dst:
             while block := src.read(chunk):
