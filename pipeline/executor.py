@@ -1,8 +1,9 @@
-"""Ray lives here and nowhere else: cluster connection, the actor pool, and a serial mode.
+"""Ray lives here and nowhere else: cluster connection, the actor pool, one-off tasks, a serial mode.
 
 Stages hand this module work units and callbacks; it runs them in-process (`workers=0`, for
 debugging and the fastest tests) or on Ray actors, locally (`ray.init()`) or on the cluster
-named by `--address` / `RAY_ADDRESS`.
+named by `--address` / `RAY_ADDRESS`. Long single jobs with resources of their own (one expert's
+training: CPUs, GPUs) run as one Ray task each (`run_tasks`).
 
 Two promises hold under any failure of an actor or a node:
 - **a unit is never held hostage**: units wait in one shared queue and go to the first actor
@@ -21,6 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import faults
@@ -289,3 +291,119 @@ class _Remote:
         if self.worker is None:
             self.worker = self.factory()
         yield from getattr(self.worker, method)(*args)
+
+
+# --- one Ray task per job ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskRequest:
+    """What one job asks Ray for; `key` names it in progress reports and errors."""
+
+    key: str
+    num_cpus: float
+    num_gpus: float = 0.0
+
+
+def alive_nodes(address: str | None = None) -> list[dict[str, float]]:
+    """The resources (CPU, GPU, ...) of each live node of the cluster."""
+    ray = init_ray(address)
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def cluster_cpus(address: str | None = None) -> int:
+    return int(init_ray(address).cluster_resources().get("CPU", 1))
+
+
+class _Board:
+    """A Ray actor the tasks report to: once placed (started by Ray), then their progress.
+
+    The driver polls it; a placed task is one Ray has scheduled and started."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] = {}
+        self.placed: set[str] = set()
+
+    def started(self, key: str) -> None:
+        self.placed.add(key)
+
+    def report(self, key: str, progress: Any) -> None:
+        self.latest[key] = progress
+
+    def snapshot(self) -> tuple[dict[str, Any], set[str]]:
+        return dict(self.latest), set(self.placed)
+
+
+def _run_task(fn: Callable[[Any, Callable[[Any], None]], Any], job: Any, key: str, board: Any) -> Any:
+    board.started.remote(key)
+    return fn(job, lambda progress: board.report.remote(key, progress))
+
+
+def run_tasks(
+    fn: Callable[[Any, Callable[[Any], None]], Any],
+    jobs: list[tuple[TaskRequest, Any]],
+    on_progress: Callable[[Any], None],
+    on_failure: Callable[[TaskRequest, Exception], Any],
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
+    address: str | None = None,
+    retry_hint: str = "re-run",
+) -> list[Any]:
+    """`fn(job, report)` as one Ray task per job, with the job's CPUs and GPUs; results as they end.
+
+    `fn` must be picklable (a module-level function or a partial of one); `report(progress)` reaches
+    `on_progress` in the driver. A task whose worker dies gives `on_failure(request, error)`.
+    Tasks queued behind this run's own running tasks wait as long as those run. Only when none of
+    this run's tasks is running and some still wait does the clock run: the resources are held by
+    others (another job on the GPUs) or gone (a lost node), and after `placement_timeout_s` the run
+    stops with one line naming what the waiting tasks ask for and what the cluster has free.
+    """
+    ray = init_ray(address)
+    board = ray.remote(num_cpus=0)(_Board).remote()
+    task = ray.remote(max_retries=0)(_run_task)
+    pending = {
+        task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, name=f"task-{r.key}").remote(
+            fn, job, r.key, board
+        ): r
+        for r, job in jobs
+    }
+    results: list[Any] = []
+    starved_since: float | None = None
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SLICE_S)
+            for ref in done:
+                request = pending.pop(ref)
+                try:
+                    results.append(ray.get(ref))
+                except Exception as exc:  # the worker died (OOM, killed): the caller reports it
+                    results.append(on_failure(request, exc))
+            latest, placed = ray.get(board.snapshot.remote())
+            for progress in latest.values():
+                on_progress(progress)
+            if pending and not any(r.key in placed for r in pending.values()):
+                starved_since = starved_since or time.monotonic()
+                if time.monotonic() - starved_since > placement_timeout_s:
+                    waiting = list(pending.values())
+                    raise PipelineError(_unplaced_message(ray, waiting, placement_timeout_s, retry_hint))
+            else:
+                starved_since = None
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        ray.kill(board)
+    return results
+
+
+def _unplaced_message(ray: Any, waiting: list[TaskRequest], waited: float, retry_hint: str) -> str:
+    """One line: which tasks could not be placed, what they ask for, what the cluster has free."""
+    first = waiting[0]
+    asks = f"{first.num_cpus:g} CPU" + (f" + {first.num_gpus:g} GPU" if first.num_gpus else "")
+    try:
+        total, free = ray.cluster_resources(), ray.available_resources()
+    except Exception:  # the cluster itself may be what went away
+        total, free = {}, {}
+    have = ", ".join(f"{free.get(k, 0):g}/{total.get(k, 0):g} {k}" for k in ("CPU", "GPU") if total.get(k))
+    more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
+    return (
+        f"{first.key}{more} could not be placed on Ray for {waited:.0f} s (each asks for {asks}; free in "
+        f"the cluster: {have or 'nothing'}): the resources are held by other jobs or a node is gone; free "
+        f"them or add a node, then {retry_hint}, or raise --placement-timeout"
+    )

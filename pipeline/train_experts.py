@@ -17,9 +17,11 @@ a trained `--backend`) trains every task and still keeps the better of the two.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,14 @@ from experts.report import write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S, init_ray, require_shared_storage
+from pipeline.executor import (
+    PLACEMENT_TIMEOUT_S,
+    TaskRequest,
+    alive_nodes,
+    cluster_cpus,
+    require_shared_storage,
+    run_tasks,
+)
 from pipeline.registry import TaskSpec, check_num_gpus, resolve_tasks
 from pipeline.schema import TMP_DIR
 from pipeline.storage import check_writable
@@ -299,16 +308,15 @@ def _trains(spec: TaskSpec, config: TrainExpertsConfig) -> bool:
         return False
 
 
-def check_gpus(ray: Any, plans: list[ExpertPlan]) -> None:
+def check_gpus(nodes: list[dict[str, float]], plans: list[ExpertPlan]) -> None:
     """Refuse at once GPU requests no node of the cluster can ever meet (Ray would wait forever).
 
     A task runs on one node, so it needs one node with its GPUs and CPUs; GPUs that exist but are
-    busy are the placement timeout's business (`_run_on_ray`).
+    busy are the placement timeout's business (`executor.run_tasks`).
     """
     wanting = [p for p in plans if p.num_gpus > 0]
     if not wanting:
         return
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     most = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
     for plan in wanting:
         with_gpus = [r for r in nodes if r.get("GPU", 0.0) >= plan.num_gpus]
@@ -345,35 +353,31 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
         require_shared_storage({"--out": config.out}, config.address, 1, config.shared_fs)
     store = ExpertStore(config.out)
     check_writable(store.location)
-    ray = None
-    cluster_cpus = None
-    if not config.in_process:
-        ray = init_ray(config.address)
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+    cpus = None if config.in_process else cluster_cpus(config.address)
     plans: list[ExpertPlan] = []
     results: list[ExpertResult] = []
     for spec in specs:  # every task is checked before any is trained; a bad one fails alone
         try:
-            plan = plan_expert(spec, config, cluster_cpus)
+            plan = plan_expert(spec, config, cpus)
             _check_existing(store, spec, config)
         except PipelineError as exc:
             backend = config.backend or spec.expert.get("backend", "?")
             results.append(ExpertResult(spec.config, backend, FAILED, error=str(exc)))
             continue
         plans.append(plan)
-    if ray is not None:
-        check_gpus(ray, plans)
+    if not config.in_process:
+        check_gpus(alive_nodes(config.address), plans)
     if config.overwrite:  # only once nothing stops the run: an impossible request deletes nothing
         for plan in plans:
             store.delete(plan.config)
     started = time.monotonic()
     display = _Display(plans, config.progress)
     try:
-        if ray is None:
+        if config.in_process:
             for plan in plans:
                 results.append(train_expert(plan, store.uri, display.update))
         else:
-            results += _run_on_ray(ray, plans, store.uri, display, config.placement_timeout_s)
+            results += _run_on_ray(plans, config, store.uri, display)
     finally:
         display.close()
         store.location.delete(TMP_DIR)
@@ -384,92 +388,28 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     return TrainExpertsSummary(store.uri, results, time.monotonic() - started, reports)
 
 
-class _Board:
-    """A Ray actor the training tasks report to: once placed (with what Ray gave them), then live
-    progress. The driver polls it; a placed task is one Ray has scheduled and started."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, TrainProgress] = {}
-        self.placed: dict[str, RayPlacement] = {}
-
-    def started(self, config: str, placement: RayPlacement) -> None:
-        self.placed[config] = placement
-
-    def report(self, progress: TrainProgress) -> None:
-        self.latest[progress.config] = progress
-
-    def snapshot(self) -> tuple[dict[str, TrainProgress], set[str]]:
-        return dict(self.latest), set(self.placed)
-
-
-def _remote_train(plan: ExpertPlan, store_uri: str, board: Any) -> ExpertResult:
-    placement = RayPlacement.current()
-    board.started.remote(plan.config, placement)
-    return train_expert(plan, store_uri, lambda progress: board.report.remote(progress), placement)
+def _train_on_worker(
+    store_uri: str, plan: ExpertPlan, report: Callable[[TrainProgress], None]
+) -> ExpertResult:
+    """One expert in a Ray task (executor.run_tasks), recording what Ray gave it."""
+    return train_expert(plan, store_uri, report, RayPlacement.current())
 
 
 def _run_on_ray(
-    ray: Any, plans: list[ExpertPlan], store_uri: str, display: _Display, placement_timeout_s: float
+    plans: list[ExpertPlan], config: TrainExpertsConfig, store_uri: str, display: _Display
 ) -> list[ExpertResult]:
-    """One Ray task per plan with its CPUs and GPUs; stops when queued tasks can no longer be placed.
+    def failed(request: TaskRequest, exc: Exception) -> ExpertResult:
+        backend = next(p.backend for p in plans if p.config == request.key)
+        return ExpertResult(request.key, backend, FAILED, error=f"Ray task died: {exc}")
 
-    Tasks queued behind this run's own running tasks wait as long as those run. Only when none of
-    this run's tasks is running and some still wait does the clock run: the resources are held by
-    others (another job on the GPUs) or gone (a lost node), and after `placement_timeout_s` the run
-    stops with one line naming what the waiting tasks ask for and what the cluster has free.
-    """
-    board = ray.remote(num_cpus=0)(_Board).remote()
-    task = ray.remote(max_retries=0)(_remote_train)
-    pending = {
-        task.options(num_cpus=p.num_cpus, num_gpus=p.num_gpus, name=f"train-{p.config}").remote(
-            p, store_uri, board
-        ): p
-        for p in plans
-    }
-    results: list[ExpertResult] = []
-    starved_since: float | None = None
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in done:
-                plan = pending.pop(ref)
-                try:
-                    results.append(ray.get(ref))
-                except Exception as exc:  # the worker died (OOM, killed): report it like any failure
-                    results.append(
-                        ExpertResult(plan.config, plan.backend, FAILED, error=f"Ray task died: {exc}")
-                    )
-            latest, placed = ray.get(board.snapshot.remote())
-            for progress in latest.values():
-                display.update(progress)
-            if pending and not any(p.config in placed for p in pending.values()):
-                starved_since = starved_since or time.monotonic()
-                if time.monotonic() - starved_since > placement_timeout_s:
-                    raise PipelineError(_unplaced_message(ray, list(pending.values()), placement_timeout_s))
-            else:
-                starved_since = None
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        ray.kill(board)
-    return results
-
-
-def _unplaced_message(ray: Any, waiting: list[ExpertPlan], waited: float) -> str:
-    """One line: which tasks could not be placed, what they ask for, what the cluster has free."""
-    first = waiting[0]
-    asks = f"{first.num_cpus} CPU" + (f" + {first.num_gpus:g} GPU" if first.num_gpus else "")
-    try:
-        total, free = ray.cluster_resources(), ray.available_resources()
-    except Exception:  # the cluster itself may be what went away
-        total, free = {}, {}
-    have = ", ".join(f"{free.get(k, 0):g}/{total.get(k, 0):g} {k}" for k in ("CPU", "GPU") if total.get(k))
-    more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
-    return (
-        f"{first.config}{more} could not be placed on Ray for {waited:.0f} s (each asks for {asks}; free in "
-        f"the cluster: {have or 'nothing'}): the resources are held by other jobs or a node is gone; free "
-        "them or add a node, then re-run with --resume (finished experts are kept), or raise "
-        "--placement-timeout"
+    return run_tasks(
+        functools.partial(_train_on_worker, store_uri),
+        [(TaskRequest(p.config, p.num_cpus, p.num_gpus), p) for p in plans],
+        on_progress=display.update,
+        on_failure=failed,
+        placement_timeout_s=config.placement_timeout_s,
+        address=config.address,
+        retry_hint="re-run with --resume (finished experts are kept)",
     )
 
 

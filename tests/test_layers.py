@@ -119,3 +119,27 @@ def test_the_scan_sees_the_imports_it_checks():
     assert "experts.store" in g["pipeline.policy_factory"]
     assert {"pipeline.rollout", "pipeline.submit"} <= g["pipeline.cli.datasets"]  # function-level
     assert layer("pipeline.rollout") == "stages" and layer("pipeline.cli.datasets") == "cli"
+
+
+RAY_ALLOWED = {
+    "pipeline.executor": "owns Ray: connection, actors, tasks",
+    "experts.device": "reads, inside a training task, what Ray gave it (runtime context)",
+    "pipeline.submit": "the Jobs API client: HTTP to a cluster's job server, it schedules nothing",
+}
+
+
+def test_ray_is_imported_by_the_executor_alone():
+    """One executor owns Ray: a stage that imports it has started its own scheduling."""
+    offenders = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "ray" or n.startswith("ray.") for n in names) and name not in RAY_ALLOWED:
+                offenders.append(f"{name}:{node.lineno}")
+    assert not offenders, f"Ray imported outside pipeline/executor.py: {offenders}"
