@@ -232,9 +232,21 @@ def _checked_expert(where: str, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_suite(suite: str) -> dict[str, TaskSpec]:
-    text = resources.files("env_configs").joinpath(f"{suite}.yaml").read_text()
-    data = yaml.load(text, Loader=_YAML_LOADER)
+    return parse_suite(suite, resources.files("env_configs").joinpath(f"{suite}.yaml").read_text())
+
+
+def parse_suite(suite: str, text: str) -> dict[str, TaskSpec]:
+    """The tasks of `env_configs/<suite>.yaml` from its text; any mistake is one PipelineError line."""
     where = f"env_configs/{suite}.yaml"
+    try:
+        data = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise PipelineError(f"{where} is not valid YAML{at}: {problem} (fix the file)") from None
+    if not isinstance(data, dict) or "tasks" not in data:
+        raise PipelineError(f"{where} must be a mapping with `suite`, `defaults` and `tasks` (fix the file)")
     _check_keys(where, data, _SUITE_KEYS)
     defaults = data.get("defaults", {})
     _check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
@@ -242,35 +254,47 @@ def _load_suite(suite: str) -> dict[str, TaskSpec]:
     _check_expert(f"{where} defaults expert", defaults.get("expert", {}))
     specs = {}
     for short, entry in data["tasks"].items():
-        _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
-        make_kwargs = {**defaults.get("env", {}).get("make_kwargs", {}), **entry.get("make_kwargs", {})}
-        env_section = {k: v for k, v in defaults.get("env", {}).items() if k != "make_kwargs"}
-        spec = TaskSpec(
-            config=f"{suite}-{short}",
-            suite=suite,
-            task=short,
-            env_id=entry["env_id"],
-            jat_env_id=entry["jat_env_id"],
-            make_kwargs=make_kwargs,
-            observation=_space(entry["observation"]),
-            action=_space(entry["action"]),
-            scores=_scores(entry["scores"]),
-            env=env_section,
-            rollout=dict(defaults.get("rollout", {})),
-            expert=_merge_expert(
-                defaults.get("expert", {}), _checked_expert(f"{where} task {short!r} expert", entry)
-            ),
-            max_episode_steps=entry.get("max_episode_steps", env_section.get("max_episode_steps")),
-            env_name=entry.get("env_name"),
-            jat_obs_dim=entry.get("jat_obs_dim"),
-            has_fire=bool(entry.get("has_fire", False)),
-            sample_factory_env=entry.get("sample_factory_env"),
-            expert_source=entry.get("expert_source", ""),
-            notes=tuple(entry.get("notes", ())),
-        )
+        try:
+            spec = _task_spec(suite, short, entry, defaults, where)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"misses the key {exc}" if isinstance(exc, KeyError) else f"is malformed: {exc}"
+            raise PipelineError(f"{where} task {short!r} {what} (fix the file)") from None
         _check_jat_size(f"{where} task {short!r}", spec)
         specs[spec.config] = spec
     return specs
+
+
+def _task_spec(
+    suite: str, short: str, entry: dict[str, Any], defaults: dict[str, Any], where: str
+) -> TaskSpec:
+    """One task's spec from its YAML entry and the suite's defaults (keys checked, values typed)."""
+    _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
+    make_kwargs = {**defaults.get("env", {}).get("make_kwargs", {}), **entry.get("make_kwargs", {})}
+    env_section = {k: v for k, v in defaults.get("env", {}).items() if k != "make_kwargs"}
+    spec = TaskSpec(
+        config=f"{suite}-{short}",
+        suite=suite,
+        task=short,
+        env_id=entry["env_id"],
+        jat_env_id=entry["jat_env_id"],
+        make_kwargs=make_kwargs,
+        observation=_space(entry["observation"]),
+        action=_space(entry["action"]),
+        scores=_scores(entry["scores"]),
+        env=env_section,
+        rollout=dict(defaults.get("rollout", {})),
+        expert=_merge_expert(
+            defaults.get("expert", {}), _checked_expert(f"{where} task {short!r} expert", entry)
+        ),
+        max_episode_steps=entry.get("max_episode_steps", env_section.get("max_episode_steps")),
+        env_name=entry.get("env_name"),
+        jat_obs_dim=entry.get("jat_obs_dim"),
+        has_fire=bool(entry.get("has_fire", False)),
+        sample_factory_env=entry.get("sample_factory_env"),
+        expert_source=entry.get("expert_source", ""),
+        notes=tuple(entry.get("notes", ())),
+    )
+    return spec
 
 
 @cache

@@ -61,6 +61,36 @@ def test_unknown_yaml_key_is_rejected(monkeypatch, tmp_path):
         registry._load_suite("mujoco")
 
 
+def _mujoco_yaml(edit) -> str:
+    data = yaml.safe_load((registry.resources.files("env_configs") / "mujoco.yaml").read_text())
+    edit(data)
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "suite: mujoco\ntasks:\n  hopper: {env_id: [\n",
+            r"env_configs/mujoco.yaml is not valid YAML at line \d+",
+        ),
+        ("- just\n- a list\n", "must be a mapping with `suite`, `defaults` and `tasks`"),
+        (
+            _mujoco_yaml(lambda d: d["tasks"]["hopper"].pop("env_id")),
+            "env_configs/mujoco.yaml task 'hopper' misses the key 'env_id'",
+        ),
+        (
+            _mujoco_yaml(lambda d: d["tasks"]["hopper"].update(observation="17")),
+            "env_configs/mujoco.yaml task 'hopper' is malformed",
+        ),
+    ],
+)
+def test_a_broken_registry_file_is_one_line_naming_the_file_and_place(text, expected):
+    with pytest.raises(PipelineError, match=expected) as raised:
+        registry.parse_suite("mujoco", text)
+    assert "\n" not in str(raised.value) and str(raised.value).endswith("(fix the file)")
+
+
 def _check_env_steps(config: str) -> None:
     spec = get_task(config)
     env = make_env(spec)
