@@ -157,15 +157,66 @@ def dataset_configs(location: Location) -> list[str]:
     )
 
 
-def write_info(location: Location) -> None:
-    """`meta/info.json`: the on-disk format version and what wrote it."""
-    location.write_json(
-        INFO_PATH,
-        {
-            "format_version": FORMAT_VERSION,
-            "writer": "jat-pipeline",
-            "versions": package_versions(),
-            "git_sha": git_sha(),
-            "configs": dataset_configs(location),
-        },
-    )
+@dataclass(frozen=True)
+class DatasetInfo:
+    """`meta/info.json`: what makes a folder a jat-pipeline dataset, and in which on-disk format.
+
+    Written first by a rollout (so a folder killed early is recognisably ours), rewritten as
+    configs are committed and by publish; read back by validate and `--resume`, which refuse a
+    `format_version` they do not read.
+    """
+
+    writer: str
+    """The stage that wrote it: "jat-pipeline" (rollout) or "jat-pipeline publish"."""
+    configs: tuple[str, ...] = ()
+    """Configs with a manifest when it was written."""
+    format_version: int = FORMAT_VERSION
+    """The on-disk layout version (manifests, shards, card); `pipeline.schema.FORMAT_VERSION`."""
+    versions: dict[str, str] = field(default_factory=package_versions)
+    """Versions of the packages that shape the data (`TRACKED_PACKAGES`)."""
+    git_sha: str | None = field(default_factory=git_sha)
+    """The commit of the checkout that wrote it; None when run from an installed wheel."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "writer": self.writer,
+            "versions": dict(self.versions),
+            "git_sha": self.git_sha,
+            "configs": list(self.configs),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> DatasetInfo:
+        unknown = sorted(set(data) - {"format_version", "writer", "versions", "git_sha", "configs"})
+        if unknown:
+            raise PipelineError(f"{where} has unknown key(s) {unknown}: it was not written by this pipeline")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise PipelineError(
+                f"{where} has format_version {data.get('format_version')}, this pipeline reads "
+                f"{FORMAT_VERSION}: use the jat-pipeline version that wrote it, or re-run the rollout"
+            )
+        return cls(
+            writer=str(data.get("writer", "")),
+            configs=tuple(data.get("configs", ())),
+            versions=dict(data.get("versions") or {}),
+            git_sha=data.get("git_sha"),
+        )
+
+
+def write_info(location: Location, writer: str = "jat-pipeline") -> None:
+    """Write `meta/info.json` for the configs the folder holds now (the one writer)."""
+    location.write_json(INFO_PATH, DatasetInfo(writer, tuple(dataset_configs(location))).to_dict())
+
+
+def read_info(location: Location) -> DatasetInfo | None:
+    """`meta/info.json` of a dataset folder (the one reader); None when it has none."""
+    if not location.exists(INFO_PATH):
+        return None
+    try:
+        data = location.read_json(INFO_PATH)
+    except ValueError as exc:
+        raise PipelineError(
+            f"{location.uri}/{INFO_PATH} is not valid JSON ({exc}): --overwrite the run"
+        ) from None
+    return DatasetInfo.from_dict(data, f"{location.uri}/{INFO_PATH}")

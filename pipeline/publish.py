@@ -25,11 +25,11 @@ from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_b
 
 from pipeline.card import CardConfig, card_configs, render_from_stats
 from pipeline.errors import PipelineError, ValidationFailed
-from pipeline.manifest import Manifest, dataset_configs
+from pipeline.manifest import DatasetInfo, Manifest, dataset_configs
 from pipeline.plots import RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
 from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target, check_branch, check_repo_id
 from pipeline.quality import QualityRow, quality_row
-from pipeline.schema import DATA_DIR, FORMAT_VERSION, INFO_PATH, MANIFEST_PATH
+from pipeline.schema import DATA_DIR, INFO_PATH, MANIFEST_PATH
 from pipeline.stats import STATS_PATH, StatsRequest, config_stats
 from pipeline.storage import Location, open_location
 from pipeline.validate import validate
@@ -205,7 +205,7 @@ def _plan(
         {f.path for f in figures} | {p for p in target.paths_under("meta/plots/") if p.endswith(".png")}
     )
     card = render_from_stats(title, list(cards.values()), suite_plots, hub=hub)
-    info = {"format_version": FORMAT_VERSION, "writer": "jat-pipeline publish", "configs": sorted(cards)}
+    info = DatasetInfo("jat-pipeline publish", tuple(sorted(cards))).to_dict()
     groups.append(
         Group(
             "the dataset card",

@@ -20,7 +20,7 @@ from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettin
 from pipeline.errors import PipelineError
 from pipeline.executor import PLACEMENT_TIMEOUT_S, require_shared_storage, run_streaming
 from pipeline.layout import write_readme
-from pipeline.manifest import read_manifest, write_info, write_manifest
+from pipeline.manifest import read_info, read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, WorkUnit
 from pipeline.policy_factory import check_policy, history_snapshots
 from pipeline.registry import get_task, resolve_tasks, variant_config
@@ -151,7 +151,7 @@ def _prepare_output(location: Location, configs: list[str], overwrite: bool, res
     """
     if location.is_empty():
         return set()
-    if not location.exists(INFO_PATH) and not _only_startup_files(location):
+    if read_info(location) is None and not _only_startup_files(location):  # read_info checks the version
         raise PipelineError(
             f"output {location.uri} is not empty and is not a jat-pipeline dataset: choose an empty --out"
         )

@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import Manifest, dataset_configs, read_manifest
+from pipeline.manifest import Manifest, dataset_configs, read_info, read_manifest
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import DATA_DIR, MANIFEST_PATH, SPLITS, arrow_schema
 from pipeline.storage import Location, open_location
@@ -316,6 +316,7 @@ def validate(uri: str, configs: list[str] | None = None) -> ValidationReport:
     location = open_location(uri)
     if not location.exists(""):
         raise PipelineError(f"{uri} does not exist: give the folder or URI a rollout wrote")
+    read_info(location)  # a dataset of another on-disk format is refused here, in one line
     names = list(configs) if configs else dataset_configs(location)
     if not names:
         raise PipelineError(f"{uri} holds no config with a manifest: is it a jat-pipeline dataset?")

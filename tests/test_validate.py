@@ -261,3 +261,25 @@ def test_validate_command_exits_cleanly_every_time(sample_dataset):
     failures = [(code, err[-300:]) for code, err in results if code != 0]
     assert not failures, failures
     assert len(results) == 24
+
+
+def test_info_json_is_read_back_and_another_format_is_refused_in_one_line(dataset_copy):
+    """`meta/info.json` has one writer and one reader; validate and --resume refuse another format."""
+    from pipeline.manifest import DatasetInfo, read_info
+    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.schema import FORMAT_VERSION
+
+    location = open_location(str(dataset_copy))
+    info = read_info(location)
+    assert info == DatasetInfo(info.writer, info.configs, versions=info.versions, git_sha=info.git_sha)
+    assert info.format_version == FORMAT_VERSION and "mujoco-hopper" in info.configs
+
+    path = dataset_copy / "meta" / "info.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(PipelineError, match=f"format_version {FORMAT_VERSION + 1}, this pipeline reads"):
+        validate(str(dataset_copy))
+    resume = RolloutConfig(
+        out=str(dataset_copy), tasks=("mujoco-hopper",), episodes=5, policy="random", resume=True, workers=0
+    )
+    with pytest.raises(PipelineError, match="format_version"):
+        run_rollout(resume)
