@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from experts.base import ExpertStatus
-from pipeline.envs import make_env, step_success
+from pipeline.envs import make_env
+from pipeline.episodes import EpisodeRun, episode_timeout_s, play
 from pipeline.errors import PipelineError
-from pipeline.policies import EpisodeFailed, Policy
+from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
 
 # Evaluation seeds live far from rollout's (plan.py derives those from small run seeds) and training's.
@@ -69,37 +70,21 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
     if episodes < 1:
         raise PipelineError(f"evaluation needs at least 1 episode, got {episodes}")
     env = env if env is not None else make_env(spec)
-    continuous = spec.action.type == "continuous"
     returns: list[float] = []
     lengths: list[int] = []
     successes: list[bool] = []
     failed = 0
     seeds = eval_seeds(seed, episodes)
     for episode_seed in seeds:
-        observation, info = env.reset(seed=episode_seed)
+        # the loop rollout records with (pipeline.episodes): same clipping, success and time limit
+        run = EpisodeRun(env, spec, episode_seed, timeout_s=episode_timeout_s(spec))
         policy.reset(env, episode_seed)
-        total, length, success, reports_success = 0.0, 0, False, False
-        while True:
-            try:
-                action = policy.act(observation, info)
-            except EpisodeFailed:
-                failed += 1
-                break
-            if continuous:
-                action = np.clip(np.asarray(action, dtype=np.float32), spec.action.low, spec.action.high)
-            observation, reward, terminated, truncated, info = env.step(action)
-            total += float(reward)
-            length += 1
-            succeeded = step_success(spec, terminated, float(reward), info)
-            if succeeded is not None:
-                reports_success = True
-                success = success or succeeded
-            if terminated or truncated:
-                break
-        returns.append(total)
-        lengths.append(length)
-        if reports_success or spec.suite == "babyai":
-            successes.append(success)
+        if play(run, lambda r: policy.act(r.observation, r.info)) is not None:
+            failed += 1  # the policy gave up or the episode outlived its limit: scored as played so far
+        returns.append(run.total)
+        lengths.append(run.length)
+        if run.success is not None or spec.suite == "babyai":
+            successes.append(bool(run.success))
     mean = float(np.mean(returns))
     return EvalResult(
         episodes=episodes,

@@ -10,28 +10,22 @@ An episode's content must still depend on its seed alone, whichever episodes sha
 size: rows of a fixed-size matrix product do not depend on each other, while a batch of one
 and a batch of 16 round differently. The batch size is part of the plan, like the seed.
 
-Every episode also has a wall-clock limit (`rollout.episode_timeout_s`), checked between steps,
-so a policy or env that slows to a crawl costs one dropped episode, not a stuck worker. It cannot
-interrupt a single call that never returns: policies with such a risk bound their own calls
-(the BabyAI bot's replan, `pipeline.policies`).
+Every episode has a wall-clock limit (`rollout.episode_timeout_s`); the loop itself, clipping,
+success and the limit are `pipeline.episodes`', shared with expert and model evaluation.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.envs import step_success
+from pipeline.episodes import EpisodeRun, episode_timeout_s, play
 from pipeline.plan import PlannedEpisode
-from pipeline.policies import EpisodeFailed, Policy
+from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
 from pipeline.shards import Episode, encode_frame
-
-# When a suite's YAML sets no `rollout.episode_timeout_s`: far above any healthy episode.
-DEFAULT_EPISODE_TIMEOUT_S = 600.0
 
 
 @runtime_checkable
@@ -49,51 +43,31 @@ def can_batch(policy: Policy) -> bool:
     return isinstance(policy, BatchPolicy) and policy.batchable()
 
 
-class Recording:
-    """One episode being played: its env, its plan, and what will be stored."""
+class Recording(EpisodeRun):
+    """One episode being played into its stored form (`pipeline.episodes` plays it)."""
 
     def __init__(self, env: Any, spec: TaskSpec, planned: PlannedEpisode) -> None:
-        self.env, self.spec, self.planned = env, spec, planned
-        self.timeout_s = float(spec.rollout.get("episode_timeout_s", DEFAULT_EPISODE_TIMEOUT_S))
-        self._deadline = time.monotonic() + self.timeout_s
-        self.observation, self.info = env.reset(seed=planned.seed)
+        super().__init__(env, spec, planned.seed, timeout_s=episode_timeout_s(spec))
+        self.planned = planned
         self.episode = Episode(planned.episode_id, planned.seed, checkpoint_step=planned.checkpoint)
-        self.terminated = False
-        self._continuous = spec.action.type == "continuous"
 
-    def step(self, action: Any) -> bool:
-        """Store the current observation, apply `action`, store its result; True when the episode ended."""
-        spec, episode = self.spec, self.episode
-        if self._continuous:  # what np.clip returns, bit for bit, at a third of its per-step cost
-            action = np.minimum(
-                np.maximum(np.asarray(action, dtype=np.float32), spec.action.low), spec.action.high
-            )
-        if spec.suite == "atari":
-            episode.observations.append(encode_frame(self.observation))
-        elif spec.suite == "babyai":
-            episode.texts.append(self.observation["text_observations"])
-            episode.observations.append(self.observation["discrete_observations"])
+    def record(self, observation: Any, action: Any, reward: float) -> None:
+        episode = self.episode
+        if self.spec.suite == "atari":
+            episode.observations.append(encode_frame(observation))
+        elif self.spec.suite == "babyai":
+            episode.texts.append(observation["text_observations"])
+            episode.observations.append(observation["discrete_observations"])
         else:
-            episode.observations.append(self.observation)
-        self.observation, reward, terminated, truncated, self.info = self.env.step(action)
+            episode.observations.append(observation)
         episode.actions.append(action)
-        episode.rewards.append(float(reward))
-        succeeded = step_success(spec, terminated, float(reward), self.info)
-        if succeeded is not None:
-            episode.success = bool(episode.success) or succeeded
-        self.terminated = bool(terminated)
-        return bool(terminated or truncated)
-
-    def overdue(self) -> str | None:
-        """Why the episode is dropped if it has outlived its wall-clock limit, else None."""
-        if time.monotonic() <= self._deadline:
-            return None
-        return f"episode timeout: still running after {self.timeout_s:g} s (step {len(self.episode.rewards)})"
+        episode.rewards.append(reward)
 
     def result(self) -> Episode | str:
         """The finished episode, or why it is dropped."""
         if self.spec.rollout.get("drop_unfinished", False) and not self.terminated:
             return "unfinished: the episode hit the step limit"
+        self.episode.success = self.success
         return self.episode
 
 
@@ -101,16 +75,8 @@ def record_episode(env: Any, policy: Policy, spec: TaskSpec, planned: PlannedEpi
     """Play one planned episode; return it in stored form, or the reason it was dropped."""
     recording = Recording(env, spec, planned)
     policy.reset(env, planned.seed)
-    while True:
-        try:
-            action = policy.act(recording.observation, recording.info)
-        except EpisodeFailed as exc:
-            return str(exc)
-        if recording.step(action):
-            return recording.result()
-        overdue = recording.overdue()
-        if overdue is not None:
-            return overdue
+    cut_short = play(recording, lambda run: policy.act(run.observation, run.info))
+    return cut_short if cut_short is not None else recording.result()
 
 
 def record_batched(

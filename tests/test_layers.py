@@ -19,6 +19,7 @@ CORE = {
     "pipeline.envs",
     "pipeline.storage",
     "pipeline.policies",
+    "pipeline.episodes",
     "pipeline.plan",
     "pipeline.shards",
     "pipeline.manifest",

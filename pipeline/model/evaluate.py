@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.envs import make_env, step_success
+from pipeline.envs import make_env
+from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
 from pipeline.model.configuration import check_task_fits
 from pipeline.model.inference import IncrementalDecoder
@@ -167,28 +168,15 @@ def run_episodes(
     """Play one episode per seed; the actor gets each observation and the previous reward."""
     stats = EpisodeStats()
     for seed in seeds:
-        observation, info = env.reset(seed=seed)
+        # the loop rollout records with (pipeline.episodes); the model sees the previous reward
+        run = EpisodeRun(env, spec, seed, max_steps=max_steps)
         actor.reset(seed)
-        reward, total, steps, success = None, 0.0, 0, None
-        while True:
-            action = actor.act(observation, reward)
-            observation, reward, terminated, truncated, info = env.step(action)
-            reward = float(reward)
-            total += reward
-            steps += 1
-            succeeded = step_success(spec, terminated, reward, info)
-            if succeeded is not None:
-                success = bool(success) or succeeded
-            if terminated or truncated:
-                stats.truncated += int(truncated and not terminated)
-                break
-            if max_steps is not None and steps >= max_steps:
-                stats.truncated += 1
-                break
-        stats.returns.append(total)
-        stats.lengths.append(steps)
-        if success is not None:
-            stats.successes.append(success)
+        play(run, lambda r: actor.act(r.observation, r.reward))
+        stats.truncated += int(run.cut or (run.truncated and not run.terminated))
+        stats.returns.append(run.total)
+        stats.lengths.append(run.length)
+        if run.success is not None:
+            stats.successes.append(run.success)
         if on_episode is not None:
             on_episode()
     stats.normalised = normalised(spec.scores, stats.returns)
