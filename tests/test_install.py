@@ -255,7 +255,9 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
             env,
         )
         metadata = json.loads((work / "experts" / "mujoco-pendulum" / "metadata.json").read_text())
-        assert metadata["status"] == "rejected" and metadata["evaluation"]["episodes"] == 2  # 256 steps: far below
+        assert (
+            metadata["status"] == "rejected" and metadata["evaluation"]["episodes"] == 2
+        )  # 256 steps: far below
 
         model = [pipeline, "train-model", "--data", "data", "--configs", "babyai-go-to", "--size", "tiny"]
         _run([*model, "--steps", "3", "--out", "model", "--no-progress"], work, env)
