@@ -341,7 +341,7 @@ def _child_train(config: str, steps: int, workers: int, root: str) -> None:
     sampler.start()
 
     spec = get_task(config)
-    hyperparameters = dict(spec.expert["sample-factory"]) | {"num_workers": workers}
+    hyperparameters = spec.expert.settings("sample-factory") | {"num_workers": workers}
     plan = ExpertPlan(
         config=config,
         backend="sample-factory",
@@ -351,7 +351,7 @@ def _child_train(config: str, steps: int, workers: int, root: str) -> None:
         num_cpus=workers,
         eval_episodes=1,
         threshold=0.5,
-        deterministic=bool(spec.expert.get("deterministic", True)),
+        deterministic=spec.expert.deterministic,
         evaluate=False,
         device="cpu",
     )
@@ -392,8 +392,8 @@ def ray_layout() -> list[dict[str, Any]]:
         rows.append(
             {
                 "stage": f"train-experts ({suite})",
-                "asks": f"one Ray task per task: num_cpus={expert.get('num_cpus', 1)}, "
-                f"num_gpus={expert.get('num_gpus', 0)} (backend {expert.get('backend')})",
+                "asks": f"one Ray task per task: num_cpus={expert.num_cpus}, "
+                f"num_gpus={expert.num_gpus:g} (backend {expert.backend})",
                 "tag": f"registry: env_configs/{suite}.yaml",
             }
         )
@@ -436,8 +436,8 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
     out: dict[str, Any] = {"cluster": asdict(cluster), "suites": {}}
     for suite in SUITES:
         specs = suite_tasks(suite)
-        kind = specs[0].rollout.get("policy", "random")
-        backend = specs[0].expert.get("backend")
+        kind = specs[0].rollout.policy
+        backend = specs[0].expert.backend
         if kind == "expert":  # the build's trained experts: default backend, else sb3, else nothing
             cells = _best(record.rollouts, suite, "expert", backend) or _best(
                 record.rollouts, suite, "expert"
@@ -453,7 +453,7 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
         all_cells = [r for r in record.rollouts if r["suite"] == suite and "error" not in r]
         steps_total, length_source = 0.0, ""
         for spec in specs:
-            budget = spec.rollout["budget"]
+            budget = asdict(spec.rollout.budget)
             if "steps" in budget:
                 steps_total += budget["steps"]
                 length_source = "step budget (registry)"
@@ -466,7 +466,7 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
                 length_source = "measured mean episode length of the build policy"
             else:
                 steps_total = math.nan
-        entry["budget"] = dict(specs[0].rollout["budget"])
+        entry["budget"] = {k: v for k, v in asdict(specs[0].rollout.budget).items() if v is not None}
         entry["steps"] = steps_total
         entry["steps_source"] = length_source
         if cells:
@@ -488,9 +488,9 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
         below = f"yes, where the {kind} policy is below 0.9 (all counted: upper bound)"
         entry["experts_needed_where"] = "yes" if kind == "expert" else below
         expert = specs[0].expert
-        entry["expert_steps"] = int(expert.get("steps", 0)) if trainable else 0
-        entry["expert_steps_total"] = sum(int(s.expert.get("steps", 0)) for s in specs) if trainable else 0
-        entry["expert_num_cpus"] = int(expert.get("num_cpus", 1))
+        entry["expert_steps"] = expert.steps if trainable else 0
+        entry["expert_steps_total"] = sum(s.expert.steps for s in specs) if trainable else 0
+        entry["expert_num_cpus"] = expert.num_cpus
         training = [t for t in record.training if "error" not in t and t["suite"] == suite]
         if trainable and training and training[0].get("steps_per_cpu_s"):
             per_cpu = training[0]["steps_per_cpu_s"]
@@ -504,7 +504,7 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
             entry["train_wall_h_cpu_cluster"] = waves * per_task_h
             entry["train_waves"] = waves
         if trainable:
-            frame_skip = int(specs[0].env.get("wrappers", {}).get("frame_skip", 1))
+            frame_skip = specs[0].env.wrappers.frame_skip
             frames = entry["expert_steps_total"] * frame_skip
             entry["train_frames"] = frames
             entry["gpu_h_cited"] = frames / CITED_GPU["frames_per_s"] / 3600

@@ -172,7 +172,7 @@ def main() -> int:
 
     from pipeline.registry import get_task
 
-    hyperparameters = dict(get_task(args.task).expert["sample-factory"])
+    hyperparameters = get_task(args.task).expert.settings("sample-factory")
     hyperparameters["num_workers"] = args.workers
     if args.child:
         _child(args.child, args.task, hyperparameters, args.steps)

@@ -43,8 +43,8 @@ TINY_SF |= {"rollout": 32, "batch_size": 128, "num_batches_per_epoch": 1}
 
 def train_tiny_expert(config: str, root: str, steps: int) -> None:
     spec = get_task(config)
-    backend = spec.expert["backend"]
-    hyperparameters = dict(spec.expert.get(backend, {}))
+    backend = spec.expert.backend
+    hyperparameters = spec.expert.settings(backend)
     if backend == "sample-factory":
         hyperparameters |= TINY_SF
     plan = ExpertPlan(

@@ -117,7 +117,7 @@ class TaskResult:
 def play(env: Any, policy: Any, spec: TaskSpec, episodes: list[PlannedEpisode]) -> int:
     """Step `episodes` with nothing recorded; returns the steps the rollout would keep."""
     kept = 0
-    drop_unfinished = bool(spec.rollout.get("drop_unfinished", False))
+    drop_unfinished = spec.rollout.drop_unfinished
     for planned in episodes:
         observation, info = env.reset(seed=planned.seed)
         policy.reset(env, planned.seed)
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for config in args.tasks:
             spec = get_task(config)
-            kind = DEFAULT_TASKS.get(config) or spec.rollout.get("policy", "random")
+            kind = DEFAULT_TASKS.get(config) or spec.rollout.policy
             results.append(
                 TaskResult(config, kind, args.episodes or calibrate(spec, kind, args.seed, args.seconds))
             )

@@ -115,11 +115,11 @@ def env_spec_record(spec: TaskSpec) -> dict[str, Any]:
         "jat_env_id": spec.jat_env_id,
         "env_name": spec.env_name,
         "make_kwargs": spec.make_kwargs,
-        "env": spec.env,
+        "env": {k: v for k, v in asdict(spec.env).items() if k != "make_kwargs"},  # make_kwargs: above
         "observation": asdict(spec.observation),
         "action": asdict(spec.action),
         "max_episode_steps": spec.max_episode_steps,
-        "training_wrappers": spec.expert.get("training_wrappers", {}),
+        "training_wrappers": asdict(spec.expert.training_wrappers),
     }
 
 

@@ -79,12 +79,11 @@ class ClipReward(gym.RewardWrapper):
 
 
 def make_training_env(spec: TaskSpec) -> gym.Env:
-    """`make_env(spec)` plus the training-only wrappers of `expert.training_wrappers` (Atari: both on)."""
+    """`make_env(spec)` plus the training-only wrappers of `expert.training_wrappers` (Atari: both)."""
     env: gym.Env = TrueEpisodeStats(make_env(spec))
-    atari = spec.suite == "atari"
-    wrappers = spec.expert.get("training_wrappers", {})
-    if wrappers.get("episodic_life", atari):
+    wrappers = spec.expert.training_wrappers
+    if wrappers.episodic_life:
         env = EpisodicLife(env)
-    if wrappers.get("clip_rewards", atari):
+    if wrappers.clip_rewards:
         env = ClipReward(env)
     return env

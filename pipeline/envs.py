@@ -155,18 +155,18 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
         if spec.suite == "atari":
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
-            w = spec.env.get("wrappers", {})
+            w = spec.env.wrappers
             env = FastSeededReset(gym.make(spec.env_id, **spec.make_kwargs))
             env = AtariPreprocessing(
                 env,
-                noop_max=w.get("noop_max", 30),
-                frame_skip=w.get("frame_skip", 4),
-                screen_size=w.get("screen_size", 84),
-                terminal_on_life_loss=w.get("terminal_on_life_loss", False),
+                noop_max=w.noop_max,
+                frame_skip=w.frame_skip,
+                screen_size=w.screen_size,
+                terminal_on_life_loss=w.terminal_on_life_loss,
                 grayscale_obs=True,
                 scale_obs=False,
             )
-            env = FrameStackObservation(env, w.get("frame_stack", 4))
+            env = FrameStackObservation(env, w.frame_stack)
             return ChannelsLastFrames(env)
         if spec.suite == "babyai":
             kwargs = {**spec.make_kwargs, **({"max_steps": max_episode_steps} if max_episode_steps else {})}
@@ -174,7 +174,7 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
         if spec.suite == "metaworld":
             horizon = max_episode_steps or spec.max_episode_steps or 100
             env = gym.make(spec.env_id, env_name=spec.env_name, max_episode_steps=horizon, **spec.make_kwargs)
-            return GoalHiddenObservation(env, hide_goal=spec.env.get("goal_hidden", True))
+            return GoalHiddenObservation(env, hide_goal=spec.env.goal_hidden)
         kwargs = dict(spec.make_kwargs)
         if max_episode_steps:
             kwargs["max_episode_steps"] = max_episode_steps

@@ -24,12 +24,10 @@ from pipeline.envs import step_success
 from pipeline.policies import EpisodeFailed
 from pipeline.registry import TaskSpec
 
-DEFAULT_EPISODE_TIMEOUT_S = 600.0
-"""When a suite's YAML sets no `rollout.episode_timeout_s`: far above any healthy episode."""
-
 
 def episode_timeout_s(spec: TaskSpec) -> float:
-    return float(spec.rollout.get("episode_timeout_s", DEFAULT_EPISODE_TIMEOUT_S))
+    """The suite's `rollout.episode_timeout_s` (declared default: `pipeline.sections`)."""
+    return spec.rollout.episode_timeout_s
 
 
 class EpisodeRun:

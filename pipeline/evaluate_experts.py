@@ -77,10 +77,8 @@ def evaluate_experts(config: EvaluateExpertsConfig) -> EvaluateExpertsSummary:
                     f"no expert for {spec.config} in {store.uri}: train it with `pipeline train-experts`"
                 )
             policy = store.load_policy(spec, metadata)
-            episodes = config.episodes or int(spec.expert.get("eval_episodes", 20))
-            threshold = (
-                config.threshold if config.threshold is not None else float(spec.expert.get("threshold", 0.5))
-            )
+            episodes = config.episodes or spec.expert.eval_episodes
+            threshold = config.threshold if config.threshold is not None else spec.expert.threshold
             evaluation = evaluate(policy, spec, episodes, config.seed)
             decision = gate(evaluation, threshold)
         except PipelineError as exc:

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec
+from pipeline.sections import RolloutSection
 
 POLICY_KINDS = ("expert", "scripted", "random")
 
@@ -30,13 +31,7 @@ class PolicyTimeout(EpisodeFailed):
     """One policy call ran past its time budget; the episode is dropped with the reason."""
 
 
-# JAT's bound on one BabyAI bot replan (data/envs/babyai/create_babyai_dataset.py); the registry's
-# `rollout.bot_replan_timeout_s` overrides it for rollouts.
-DEFAULT_BOT_REPLAN_TIMEOUT_S = 0.02
-# Subgoals one replan may push: a healthy replan pushes at most 8 (39 tasks x 10 episodes measured),
-# a runaway one hundreds within milliseconds. Unlike time, the count depends on the env state alone,
-# so which episodes are dropped does not depend on the machine's load (`rollout.bot_replan_max_subgoals`).
-DEFAULT_BOT_REPLAN_MAX_SUBGOALS = 100
+_ROLLOUT = RolloutSection()  # the bot's bounds when none are given: the registry's declared defaults
 
 
 class Policy(Protocol):
@@ -88,7 +83,7 @@ class _BudgetedStack(list):
 
     __slots__ = ("deadline", "max_pushes", "pushes")
 
-    def __init__(self, items: list[Any], max_pushes: int = DEFAULT_BOT_REPLAN_MAX_SUBGOALS) -> None:
+    def __init__(self, items: list[Any], max_pushes: int = _ROLLOUT.bot_replan_max_subgoals) -> None:
         super().__init__(items)
         self.deadline = float("inf")
         self.pushes = 0
@@ -118,8 +113,8 @@ class BabyAIBotPolicy:
 
     def __init__(
         self,
-        replan_timeout_s: float = DEFAULT_BOT_REPLAN_TIMEOUT_S,
-        replan_max_subgoals: int = DEFAULT_BOT_REPLAN_MAX_SUBGOALS,
+        replan_timeout_s: float = _ROLLOUT.bot_replan_timeout_s,
+        replan_max_subgoals: int = _ROLLOUT.bot_replan_max_subgoals,
     ) -> None:
         from minigrid.utils.baby_ai_bot import BabyAIBot, DisappearedBoxError
 

@@ -16,8 +16,6 @@ from experts.base import ExpertStatus
 from experts.store import ExpertStore
 from pipeline.errors import PipelineError
 from pipeline.policies import (
-    DEFAULT_BOT_REPLAN_MAX_SUBGOALS,
-    DEFAULT_BOT_REPLAN_TIMEOUT_S,
     POLICY_KINDS,
     BabyAIBotPolicy,
     MetaWorldScriptedPolicy,
@@ -128,7 +126,7 @@ def make_policy(
             return ExpertStore(experts_dir or "").load_policy(spec, metadata)
     if spec.suite == "babyai":
         return BabyAIBotPolicy(
-            spec.rollout.get("bot_replan_timeout_s", DEFAULT_BOT_REPLAN_TIMEOUT_S),
-            spec.rollout.get("bot_replan_max_subgoals", DEFAULT_BOT_REPLAN_MAX_SUBGOALS),
+            spec.rollout.bot_replan_timeout_s,
+            spec.rollout.bot_replan_max_subgoals,
         )
     return MetaWorldScriptedPolicy(spec.env_name or "")

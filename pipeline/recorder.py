@@ -65,7 +65,7 @@ class Recording(EpisodeRun):
 
     def result(self) -> Episode | str:
         """The finished episode, or why it is dropped."""
-        if self.spec.rollout.get("drop_unfinished", False) and not self.terminated:
+        if self.spec.rollout.drop_unfinished and not self.terminated:
             return "unfinished: the episode hit the step limit"
         self.episode.success = self.success
         return self.episode

@@ -18,6 +18,13 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.sections import (
+    EnvSection,
+    ExpertSection,
+    RolloutSection,
+    read_expert_section,
+    read_section,
+)
 
 SUITES: tuple[str, ...] = ("atari", "babyai", "metaworld", "mujoco")
 
@@ -39,33 +46,6 @@ _TASK_KEYS = {
 }
 _SUITE_KEYS = {"suite", "defaults", "tasks"}
 _DEFAULT_SECTIONS = {"env", "rollout", "expert"}
-_ROLLOUT_KEYS = {
-    "budget",
-    "test_fraction",
-    "episodes_per_shard",
-    "drop_unfinished",
-    "policy",
-    "envs_per_worker",
-    "episode_timeout_s",
-    "bot_replan_timeout_s",
-    "bot_replan_max_subgoals",
-}
-_ROLLOUT_SECONDS = ("episode_timeout_s", "bot_replan_timeout_s")  # time limits: positive numbers
-_EXPERT_KEYS = {
-    "backend",
-    "steps",
-    "num_cpus",
-    "num_gpus",
-    "history_snapshots",
-    "upload_every_s",
-    "eval_episodes",
-    "threshold",
-    "deterministic",
-    "training_wrappers",
-}
-# A backend's own section (its hyperparameters, checked by the backend); the names of
-# `experts.base.BACKENDS`, which the registry must not import (experts import the registry).
-_EXPERT_BACKEND_SECTIONS = {"sample-factory", "sb3", "babyai-bot", "metaworld-scripted"}
 
 # libyaml's safe loader reads the four suite files ~9x faster than the pure-Python one (0.07 s
 # against 0.63 s): every CLI call and every rollout actor loads the registry.
@@ -121,9 +101,9 @@ class TaskSpec:
     observation: SpaceSpec
     action: SpaceSpec
     scores: Scores
-    env: dict[str, Any] = field(default_factory=dict)  # suite env section (wrappers, horizon…)
-    rollout: dict[str, Any] = field(default_factory=dict)  # suite rollout section
-    expert: dict[str, Any] = field(default_factory=dict)  # suite expert section
+    env: EnvSection = field(default_factory=EnvSection)  # the suite's env section (wrappers, horizon…)
+    rollout: RolloutSection = field(default_factory=RolloutSection)  # the suite's rollout section
+    expert: ExpertSection = field(default_factory=ExpertSection)  # the suite's, merged with the task's
     max_episode_steps: int | None = None
     env_name: str | None = None  # Meta-World task name (e.g. "assembly-v3")
     # JAT's stored observation size, declared apart from `observation` (MuJoCo): a v5 layout cannot slip in
@@ -187,34 +167,6 @@ def _check_jat_size(where: str, spec: TaskSpec) -> None:
         )
 
 
-def _check_rollout(where: str, rollout: dict[str, Any]) -> None:
-    """Refuse unknown rollout keys (a misspelt time limit would silently fall back to a default)."""
-    _check_keys(where, rollout, _ROLLOUT_KEYS)
-    for key in _ROLLOUT_SECONDS:
-        value = rollout.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise PipelineError(f"{where}: {key} must be a positive number of seconds, got {value!r}")
-    count = rollout.get("bot_replan_max_subgoals", 1)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise PipelineError(f"{where}: bot_replan_max_subgoals must be a positive integer, got {count!r}")
-
-
-def check_num_gpus(where: str, value: Any) -> float:
-    """GPUs per training task as Ray takes them: 0, a fraction of one GPU (shared), or whole GPUs."""
-    number = value if isinstance(value, int | float) and not isinstance(value, bool) else -1
-    if not (number == 0 or 0 < number < 1 or (number >= 1 and float(number).is_integer())):
-        raise PipelineError(
-            f"{where} must be 0, a fraction below 1 (a shared GPU) or a whole number of GPUs, got {value!r}"
-        )
-    return float(number)
-
-
-def _check_expert(where: str, expert: dict[str, Any]) -> None:
-    """Refuse unknown expert keys (a misspelt `num_gpus` would silently train on the CPU)."""
-    _check_keys(where, expert, _EXPERT_KEYS | _EXPERT_BACKEND_SECTIONS)
-    check_num_gpus(f"{where} num_gpus", expert.get("num_gpus", 0))
-
-
 def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Per-task `expert:` over the suite's: sections (dicts) merge key by key, other values replace."""
     merged = dict(defaults)
@@ -222,13 +174,6 @@ def _merge_expert(defaults: dict[str, Any], override: dict[str, Any]) -> dict[st
         base = merged.get(key)
         merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
     return merged
-
-
-def _checked_expert(where: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """A task's own `expert:` overrides, checked like the suite's."""
-    expert = entry.get("expert", {})
-    _check_expert(where, expert)
-    return expert
 
 
 def _load_suite(suite: str) -> dict[str, TaskSpec]:
@@ -248,14 +193,15 @@ def parse_suite(suite: str, text: str) -> dict[str, TaskSpec]:
     if not isinstance(data, dict) or "tasks" not in data:
         raise PipelineError(f"{where} must be a mapping with `suite`, `defaults` and `tasks` (fix the file)")
     _check_keys(where, data, _SUITE_KEYS)
-    defaults = data.get("defaults", {})
+    defaults = data.get("defaults") or {}
     _check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
-    _check_rollout(f"{where} defaults rollout", defaults.get("rollout", {}))
-    _check_expert(f"{where} defaults expert", defaults.get("expert", {}))
+    env = read_section(EnvSection, defaults.get("env"), f"{where} defaults env")
+    rollout = read_section(RolloutSection, defaults.get("rollout"), f"{where} defaults rollout")
+    read_expert_section(defaults.get("expert") or {}, f"{where} defaults expert")  # its own mistakes first
     specs = {}
     for short, entry in data["tasks"].items():
         try:
-            spec = _task_spec(suite, short, entry, defaults, where)
+            spec = _task_spec(suite, short, entry, (env, rollout, defaults.get("expert") or {}), where)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             what = f"misses the key {exc}" if isinstance(exc, KeyError) else f"is malformed: {exc}"
             raise PipelineError(f"{where} task {short!r} {what} (fix the file)") from None
@@ -265,28 +211,31 @@ def parse_suite(suite: str, text: str) -> dict[str, TaskSpec]:
 
 
 def _task_spec(
-    suite: str, short: str, entry: dict[str, Any], defaults: dict[str, Any], where: str
+    suite: str,
+    short: str,
+    entry: dict[str, Any],
+    defaults: tuple[EnvSection, RolloutSection, dict],
+    where: str,
 ) -> TaskSpec:
-    """One task's spec from its YAML entry and the suite's defaults (keys checked, values typed)."""
+    """One task's spec from its YAML entry and the suite's sections (keys checked, values typed)."""
     _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
-    make_kwargs = {**defaults.get("env", {}).get("make_kwargs", {}), **entry.get("make_kwargs", {})}
-    env_section = {k: v for k, v in defaults.get("env", {}).items() if k != "make_kwargs"}
+    env, rollout, expert_defaults = defaults
+    own_expert = entry.get("expert") or {}
+    expert = read_expert_section(_merge_expert(expert_defaults, own_expert), f"{where} task {short!r} expert")
     spec = TaskSpec(
         config=f"{suite}-{short}",
         suite=suite,
         task=short,
         env_id=entry["env_id"],
         jat_env_id=entry["jat_env_id"],
-        make_kwargs=make_kwargs,
+        make_kwargs={**env.make_kwargs, **entry.get("make_kwargs", {})},
         observation=_space(entry["observation"]),
         action=_space(entry["action"]),
         scores=_scores(entry["scores"]),
-        env=env_section,
-        rollout=dict(defaults.get("rollout", {})),
-        expert=_merge_expert(
-            defaults.get("expert", {}), _checked_expert(f"{where} task {short!r} expert", entry)
-        ),
-        max_episode_steps=entry.get("max_episode_steps", env_section.get("max_episode_steps")),
+        env=env,
+        rollout=rollout,
+        expert=expert,
+        max_episode_steps=entry.get("max_episode_steps", env.max_episode_steps),
         env_name=entry.get("env_name"),
         jat_obs_dim=entry.get("jat_obs_dim"),
         has_fire=bool(entry.get("has_fire", False)),

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
@@ -27,6 +27,7 @@ from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun
 from pipeline.schema import DATA_DIR, INFO_PATH, RUN_LEASE_PATH, TMP_DIR
+from pipeline.sections import Budget
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
 
@@ -210,7 +211,7 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
                 tuple(history_snapshots(spec, config.experts_dir)), config.episodes or HISTORY_EPISODES
             )
         else:
-            kind = config.policy or spec.rollout.get("policy", "random")
+            kind = config.policy or spec.rollout.policy
             check_policy(kind, spec, config.experts_dir, config.allow_weak)
         budget = (
             {"episodes": history.episodes}
@@ -219,13 +220,13 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             if config.episodes
             else {"steps": config.steps}
             if config.steps
-            else dict(spec.rollout["budget"])
+            else _budget(spec.rollout.budget)
         )
         fraction = config.test_fraction
         settings = {
             "seed": config.seed,
             "budget": budget,
-            "test_fraction": fraction if fraction is not None else spec.rollout.get("test_fraction", 0.1),
+            "test_fraction": fraction if fraction is not None else spec.rollout.test_fraction,
             "policy": kind,
             "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
             "min_return_fraction": config.min_return_fraction,
@@ -233,16 +234,21 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
         }
         _check_both_splits(spec.config, budget, settings["test_fraction"])
         if kind == "expert":
-            width = config.envs_per_worker or spec.rollout.get("envs_per_worker", 1)
+            width = config.envs_per_worker or spec.rollout.envs_per_worker
             settings["envs_per_worker"] = int(width)
         if history:
             settings["history"] = {
                 "snapshots": list(history.snapshots),
                 "episodes_per_snapshot": history.episodes_per_snapshot,
             }
-        per_unit = config.episodes_per_shard or spec.rollout.get("episodes_per_shard", 100)
+        per_unit = config.episodes_per_shard or spec.rollout.episodes_per_shard
         runs[spec.config] = ConfigRun(spec, settings, per_unit)
     return runs
+
+
+def _budget(budget: Budget) -> dict[str, int]:
+    """The registry's budget as the plan stores it: {"episodes": N} or {"steps": N}."""
+    return {k: v for k, v in asdict(budget).items() if v is not None}
 
 
 def _check_both_splits(config: str, budget: dict[str, int], test_fraction: float) -> None:

@@ -156,7 +156,7 @@ def episode_stats(manifest: Manifest, spec: TaskSpec) -> dict[str, Any]:
         "policy": {
             "kind": manifest.plan.get("policy"),
             "provenance": manifest.provenance,
-            "backend": spec.expert.get("backend"),
+            "backend": spec.expert.backend,
             "jat_expert": spec.expert_source or None,
         },
         "plan": {k: manifest.plan.get(k) for k in PLAN_KEYS},

@@ -41,8 +41,9 @@ from pipeline.executor import (
     require_shared_storage,
     run_tasks,
 )
-from pipeline.registry import TaskSpec, check_num_gpus, resolve_tasks
+from pipeline.registry import TaskSpec, resolve_tasks
 from pipeline.schema import TMP_DIR
+from pipeline.sections import check_num_gpus
 from pipeline.storage import check_writable
 
 log = logging.getLogger(__name__)
@@ -150,13 +151,13 @@ class TrainExpertsSummary:
 def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | None) -> ExpertPlan:
     """Merge the task's expert config with the command line into one plan (raises on bad settings)."""
     expert = spec.expert
-    backend_name = config.backend or expert.get("backend")
+    backend_name = config.backend or expert.backend
     if not backend_name:
         raise PipelineError(f"{spec.config}: no expert backend configured; pass --backend")
     backend = get_backend(backend_name)
     hyperparameters = merged_hyperparameters(spec, backend_name, config.hyperparameters)
     backend.check(spec, hyperparameters)
-    num_cpus = config.num_cpus or int(expert.get("num_cpus", 1))
+    num_cpus = config.num_cpus or expert.num_cpus
     if cluster_cpus is not None and num_cpus > cluster_cpus:
         log.warning(
             "%s: asks for %d CPUs, the cluster has %d: using %d",
@@ -166,13 +167,13 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
             cluster_cpus,
         )
         num_cpus = cluster_cpus
-    steps = config.steps or int(expert.get("steps", 0))
+    steps = config.steps or expert.steps
     if backend.trainable and steps < 1:
         raise PipelineError(
             f"{spec.config}: no step budget; pass --steps or set expert.steps in env_configs/"
         )
-    threshold = config.threshold if config.threshold is not None else float(expert.get("threshold", 0.5))
-    snapshots = int(expert.get("history_snapshots", 0))
+    threshold = config.threshold if config.threshold is not None else expert.threshold
+    snapshots = expert.history_snapshots
     history_every, history_every_s = config.history_every, 0.0
     if history_every is None:
         spaced = backend.trainable and snapshots > 0
@@ -186,15 +187,15 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         steps=steps,
         seed=config.seed,
         num_cpus=num_cpus,
-        eval_episodes=config.eval_episodes or int(expert.get("eval_episodes", 20)),
+        eval_episodes=config.eval_episodes or expert.eval_episodes,
         threshold=check_threshold(threshold),
-        deterministic=bool(expert.get("deterministic", True)),
+        deterministic=expert.deterministic,
         resume=config.resume,
         evaluate=config.evaluate,
         time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
         history_every=history_every,
         history_every_s=history_every_s,
-        upload_every_s=float(expert.get("upload_every_s", 300)),
+        upload_every_s=expert.upload_every_s,
         device=config.device,
         num_gpus=gpus_per_task(spec, config),
         alternative=_alternative(spec) if backend.trainable else None,
@@ -219,12 +220,12 @@ def gpus_per_task(spec: TaskSpec, config: TrainExpertsConfig) -> float:
     """GPUs the task's training asks Ray for: `--num-gpus`, else the task's `expert.num_gpus` (0)."""
     if config.num_gpus is not None:
         return float(config.num_gpus)
-    return float(spec.expert.get("num_gpus", 0))
+    return spec.expert.num_gpus
 
 
 def merged_hyperparameters(spec: TaskSpec, backend_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The backend's section of the task's expert config (env_configs/), then the `--set` overrides."""
-    configured = dict(spec.expert.get(backend_name, {}))
+    configured = spec.expert.settings(backend_name)
     if "algo" in overrides and overrides["algo"] != configured.get("algo"):
         configured = {}  # another algorithm: the configured one's settings do not apply to it
     return {**configured, **overrides}
@@ -247,7 +248,7 @@ def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
     if not config.hyperparameters:
         return
     for spec in specs:
-        backend_name = config.backend or spec.expert.get("backend")
+        backend_name = config.backend or spec.expert.backend
         if not backend_name:
             continue
         backend = get_backend(backend_name)
@@ -301,7 +302,7 @@ def check_device_request(specs: list[TaskSpec], config: TrainExpertsConfig) -> N
 
 def _trains(spec: TaskSpec, config: TrainExpertsConfig) -> bool:
     """Whether the task's backend trains a network (a task without a usable one fails in `plan_expert`)."""
-    name = config.backend or spec.expert.get("backend")
+    name = config.backend or spec.expert.backend
     try:
         return bool(name) and get_backend(name).trainable
     except PipelineError:
@@ -361,7 +362,7 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
             plan = plan_expert(spec, config, cpus)
             _check_existing(store, spec, config)
         except PipelineError as exc:
-            backend = config.backend or spec.expert.get("backend", "?")
+            backend = config.backend or spec.expert.backend
             results.append(ExpertResult(spec.config, backend, FAILED, error=str(exc)))
             continue
         plans.append(plan)

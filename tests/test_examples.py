@@ -214,7 +214,7 @@ def _registry_problems(example: Example, args) -> list[str]:
     if args.learning_history:
         return [] if args.experts_dir else [f"{example}: --learning-history needs --experts-dir"]
     for spec in specs:
-        kind = args.policy or spec.rollout.get("policy", "random")
+        kind = args.policy or spec.rollout.policy
         if kind != "expert" or not args.experts_dir:  # with --experts-dir the store decides, at run time
             check_policy(kind, spec, None)
     return []

@@ -27,6 +27,7 @@ from experts.device import RayPlacement, resolve_device
 from pipeline import registry
 from pipeline.errors import PipelineError
 from pipeline.registry import all_tasks, get_task
+from pipeline.sections import EXPERT_BACKEND_SECTIONS
 from pipeline.train_experts import TrainExpertsConfig, plan_expert
 
 TASK = "mujoco-pendulum"
@@ -81,16 +82,16 @@ def _configs(tmp_path: Path, edit) -> Path:
 
 # --- the YAML: expert.num_gpus per suite and per task --------------------------------------------
 def test_num_gpus_defaults_to_0_and_a_task_may_override_it(tmp_path, monkeypatch):
-    assert {spec.expert["num_gpus"] for spec in all_tasks().values()} == {0}
+    assert {spec.expert.num_gpus for spec in all_tasks().values()} == {0}
 
     folder = _configs(tmp_path, lambda data: data["tasks"]["hopper"].update(expert={"num_gpus": 0.5}))
     monkeypatch.setattr(registry.resources, "files", lambda package: folder)
     specs = registry._load_suite("mujoco")
-    assert specs["mujoco-hopper"].expert["num_gpus"] == 0.5
-    assert specs["mujoco-ant"].expert["num_gpus"] == 0
-    assert (
-        specs["mujoco-hopper"].expert["sample-factory"] == get_task("mujoco-hopper").expert["sample-factory"]
-    )
+    assert specs["mujoco-hopper"].expert.num_gpus == 0.5
+    assert specs["mujoco-ant"].expert.num_gpus == 0
+    assert specs["mujoco-hopper"].expert.settings("sample-factory") == get_task(
+        "mujoco-hopper"
+    ).expert.settings("sample-factory")
 
     config = TrainExpertsConfig(out=str(tmp_path / "x"), backend="sb3")
     assert plan_expert(specs["mujoco-hopper"], config, None).num_gpus == 0.5
@@ -104,7 +105,7 @@ def test_num_gpus_defaults_to_0_and_a_task_may_override_it(tmp_path, monkeypatch
     [
         ("defaults", {"num_gpu": 1}, r"unknown key\(s\) \['num_gpu'\]"),
         ("task", {"num_gpu": 1}, r"task 'hopper' expert: unknown key\(s\) \['num_gpu'\]"),
-        ("defaults", {"num_gpus": -1}, "defaults expert num_gpus must be 0, a fraction below 1"),
+        ("defaults", {"num_gpus": -1}, "defaults expert: num_gpus must be 0, a fraction below 1"),
         ("task", {"num_gpus": 1.5}, "a whole number of GPUs, got 1.5"),
         ("task", {"num_gpus": "one"}, "got 'one'"),
     ],
@@ -121,7 +122,7 @@ def test_bad_expert_gpu_settings_are_refused_by_name(tmp_path, monkeypatch, wher
 
 
 def test_backend_sections_the_registry_accepts_are_the_backends():
-    assert set(BACKENDS) == registry._EXPERT_BACKEND_SECTIONS
+    assert set(BACKENDS) == set(EXPERT_BACKEND_SECTIONS)
 
 
 # --- the device, decided in the worker -----------------------------------------------------------

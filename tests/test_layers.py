@@ -20,6 +20,7 @@ CORE = {
     "pipeline.storage",
     "pipeline.policies",
     "pipeline.episodes",
+    "pipeline.sections",
     "pipeline.plan",
     "pipeline.shards",
     "pipeline.manifest",

@@ -26,7 +26,8 @@ from pipeline.plan import PlannedEpisode, episode_seed
 from pipeline.policies import BabyAIBotPolicy, PolicyTimeout
 from pipeline.policy_factory import make_policy
 from pipeline.recorder import record_batched, record_episode
-from pipeline.registry import SUITES, _check_rollout, get_task, suite_tasks
+from pipeline.registry import SUITES, get_task, suite_tasks
+from pipeline.sections import RolloutSection, read_section
 from pipeline.shards import Episode
 
 # config -> {episode id: the step whose replan runs away}, for `--seed 0`.
@@ -143,19 +144,19 @@ def test_a_replan_over_budget_drops_the_episode_at_that_step():
 
 def test_rollout_policy_takes_its_replan_budget_from_the_registry():
     spec = get_task("babyai-unlock")
-    assert spec.rollout["bot_replan_timeout_s"] == 1.0
-    tight = replace(spec, rollout={**spec.rollout, "bot_replan_timeout_s": 0.5})
+    assert spec.rollout.bot_replan_timeout_s == 1.0
+    tight = replace(spec, rollout=replace(spec.rollout, bot_replan_timeout_s=0.5))
     policy = make_policy("scripted", tight, make_env(tight))
     assert policy.provenance()["replan_timeout_s"] == 0.5
 
 
 def test_an_episode_past_its_wall_clock_limit_is_dropped():
     spec = get_task("babyai-go-to")
-    assert spec.rollout["episode_timeout_s"] == 120
+    assert spec.rollout.episode_timeout_s == 120
     env = make_env(spec)
     policy = make_policy("scripted", spec, env)
     assert isinstance(record_episode(env, policy, spec, planned(spec.config, 0)), Episode)
-    hurried = replace(spec, rollout={**spec.rollout, "episode_timeout_s": 1e-9})
+    hurried = replace(spec, rollout=replace(spec.rollout, episode_timeout_s=1e-9))
     result = record_episode(env, policy, hurried, planned(spec.config, 0))
     assert result == "episode timeout: still running after 1e-09 s (step 1)"
 
@@ -191,7 +192,7 @@ def test_lockstep_recording_drops_episodes_past_their_limit():
     episodes = [planned(spec.config, i) for i in range(3)]
     kept = dict(record_batched(envs, policy, spec, episodes))
     assert all(isinstance(kept[e], Episode) for e in episodes)
-    hurried = replace(spec, rollout={**spec.rollout, "episode_timeout_s": 1e-9})
+    hurried = replace(spec, rollout=replace(spec.rollout, episode_timeout_s=1e-9))
     dropped = dict(record_batched(envs, policy, hurried, episodes))
     assert sorted(e.episode_id for e in dropped) == [0, 1, 2]
     assert set(dropped.values()) == {"episode timeout: still running after 1e-09 s (step 1)"}
@@ -199,12 +200,14 @@ def test_lockstep_recording_drops_episodes_past_their_limit():
 
 def test_every_suite_declares_an_episode_limit_and_unknown_rollout_keys_are_refused():
     for suite in SUITES:
-        assert suite_tasks(suite)[0].rollout["episode_timeout_s"] > 0
+        assert suite_tasks(suite)[0].rollout.episode_timeout_s > 0
     with pytest.raises(PipelineError, match=r"unknown key\(s\) \['episode_timout_s'\]"):
-        _check_rollout("env_configs/babyai.yaml defaults rollout", {"episode_timout_s": 60})
+        read_section(RolloutSection, {"episode_timout_s": 60}, "env_configs/babyai.yaml defaults rollout")
     for bad in (0, -1, "60", True):
-        with pytest.raises(PipelineError, match="bot_replan_timeout_s must be a positive number"):
-            _check_rollout("env_configs/babyai.yaml defaults rollout", {"bot_replan_timeout_s": bad})
+        with pytest.raises(PipelineError, match=r"bot_replan_timeout_s must be (a positive number|float)"):
+            read_section(
+                RolloutSection, {"bot_replan_timeout_s": bad}, "env_configs/babyai.yaml defaults rollout"
+            )
 
 
 def _rollout_and_read_drops(out: Any, workers: int) -> dict[str, dict[int, str]]:

@@ -24,7 +24,7 @@ def tiny_plan(
 ) -> ExpertPlan:
     spec = get_task(config)
     base = TINY_SF if backend == "sample-factory" else TINY_SB3_PPO if backend == "sb3" else {}
-    hyperparameters = {**spec.expert.get(backend, {}), **base} if backend != "sb3" else dict(base)
+    hyperparameters = {**spec.expert.settings(backend), **base} if backend != "sb3" else dict(base)
     return ExpertPlan(
         config=config,
         backend=backend,

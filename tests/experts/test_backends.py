@@ -179,7 +179,7 @@ def test_watchdog_stops_a_run_that_makes_no_progress(tmp_path):
 def test_sync_mode_batch_mismatch_is_named_up_front():
     from experts.sample_factory import _check_sync_batches
 
-    settings = dict(get_task("atari-pong").expert["sample-factory"])
+    settings = get_task("atari-pong").expert.settings("sample-factory")
     for workers in (1, 2, 8):  # the shipped Atari settings work at any worker count
         _check_sync_batches("atari-pong", {**settings, "num_workers": workers})
     with pytest.raises(

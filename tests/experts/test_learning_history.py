@@ -110,7 +110,7 @@ def test_time_limited_training_spaces_snapshots_over_time(tmp_path):
     from pipeline.train_experts import TrainExpertsConfig, plan_expert
 
     plan = plan_expert(HOPPER, TrainExpertsConfig(out=str(tmp_path), time_limit_min=30.0), None)
-    assert plan.history_every_s == 30 * 60 / HOPPER.expert["history_snapshots"]
+    assert plan.history_every_s == 30 * 60 / HOPPER.expert.history_snapshots
     job = TrainJob(
         HOPPER, {}, 100, 0, str(tmp_path), "", history_dir=str(tmp_path / "h"), history_every_s=0.2
     )
