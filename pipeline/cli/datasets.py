@@ -77,7 +77,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors (0: in this process)")
     p.add_argument("--policy", choices=["expert", "scripted", "random"], help="default: the suite's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode plan (same seed, same episodes)")
     p.add_argument("--test-fraction", type=float, help="default: JAT's per suite")
     p.add_argument("--max-shard-mb", type=int, default=256, help="size cap per shard (MB)")
     p.add_argument("--episodes-per-shard", type=int, help="default per suite")
@@ -210,8 +210,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors (0: in this process)")
+    p.add_argument("--overwrite", action="store_true", help="replace the demo folder if present")
     p.set_defaults(handler=_cmd_demo)
 
 

@@ -46,7 +46,7 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoints")
     p.add_argument("--overwrite", action="store_true", help="retrain experts that already exist")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
     p.add_argument("--num-cpus", type=int, help="CPUs per training task (default: env_configs/)")
     p.add_argument(
         "--num-gpus",
@@ -93,7 +93,7 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-process", action="store_true", help="train here, one task after another (no Ray)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     add_shared_fs(p, "--out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_train_experts)
 
 
@@ -174,7 +174,7 @@ def _add_evaluate_experts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="atari | babyai | metaworld | mujoco")
     p.add_argument("--tasks", type=csv_list, help="comma-separated task names (default: the whole suite)")
     p.add_argument("--episodes", type=int, help="episodes per expert (default: env_configs/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (fresh episode seeds follow)")
     p.add_argument("--threshold", type=float, help="minimum normalised score to accept (default 0.5)")
     p.set_defaults(handler=_cmd_evaluate_experts)
 

@@ -44,8 +44,10 @@ def _add_train_model(sub: argparse._SubParsersAction) -> None:
         "--size", default="tiny", choices=["tiny", "small", "jat"], help="model size (default tiny)"
     )
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per optimizer step")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 1.0)")
     p.add_argument("--context", type=int, default=256, help="context in steps, non-Atari (JAT: 256)")
     p.add_argument("--atari-context", type=int, default=32, help="context in steps, Atari (JAT: 32)")
     p.add_argument("--out", default="outputs/model", help="model folder (default outputs/model)")
@@ -55,11 +57,11 @@ def _add_train_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rewards", action="store_true", help="do not feed previous rewards (JAT does)")
     p.add_argument("--no-loss-weights", action="store_true", help="drop JAT's per-task loss multipliers")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data sampling and initialisation seed")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the model in OUT")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_train_model)
 
 
@@ -81,6 +83,8 @@ def _cmd_train_model(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             learning_rate=args.lr,
+            **({"weight_decay": args.weight_decay} if args.weight_decay is not None else {}),
+            **({"grad_clip": args.grad_clip} if args.grad_clip is not None else {}),
             context_steps=args.context,
             atari_context_steps=args.atari_context,
             out=args.out,
@@ -119,14 +123,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model folder from train-model")
     p.add_argument("--tasks", type=csv_list, required=True, help="comma-separated task configs and/or suites")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="episode seeds and action sampling")
     p.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling (JAT samples)")
     p.add_argument("--max-episode-steps", type=int, help="extra cap on episode length (partial returns)")
     p.add_argument("--no-baseline", action="store_true", help="skip the measured random-policy baseline")
     p.add_argument("--out", help="results folder (default MODEL/eval)")
-    p.add_argument("--bootstrap-reps", type=int, default=2000)
+    p.add_argument("--bootstrap-reps", type=int, default=2000, help="resamples per interval (default 2000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for acting)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_evaluate)
 
 

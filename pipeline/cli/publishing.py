@@ -37,7 +37,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         "--max-commit-mb", type=int, default=1024, help="MB of new files per commit (default 1024)"
     )
     p.add_argument("--no-xet", action="store_true", help="plain LFS upload (servers without Xet storage)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(handler=_cmd_publish)
 
 

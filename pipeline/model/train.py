@@ -116,9 +116,7 @@ class TrainModelConfig:
         if any(not w > 0 for w in self.weights):
             raise PipelineError(f"sampling weights must be positive, got {list(self.weights)}")
         if not self.learning_rate > 0 or self.weight_decay < 0 or not self.grad_clip > 0:
-            raise PipelineError(
-                "--learning-rate and --grad-clip must be positive, --weight-decay not negative"
-            )
+            raise PipelineError("--lr and --grad-clip must be positive, --weight-decay not negative")
         if not 0 <= self.observation_loss_coef < 1:
             raise PipelineError(
                 f"observation loss coefficient must be in [0, 1), got {self.observation_loss_coef}"
