@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.schema import SPLITS
+from pipeline.sections import Budget
 
 
 @dataclass(frozen=True)
@@ -123,3 +126,80 @@ def make_units(
             units.append(WorkUnit(config, split, next_index[split], tuple(chosen[start : start + per_unit])))
             next_index[split] += 1
     return units
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What makes a config's episodes what they are: seeds, splits, policy, horizon, batching.
+
+    `meta/<config>/plan.json` and the manifest store it (plus the ids planned so far); `--resume`
+    compares it with the command's field by field and refuses any difference, naming it.
+    """
+
+    seed: int
+    budget: Budget
+    test_fraction: float
+    policy: str
+    max_episode_steps: int | None
+    """The CLI's `--max-episode-steps`, else the task's horizon (None: the env's own)."""
+    min_return_fraction: float | None
+    """`--min-return-fraction` (the `-topNN` variants): episodes below it are dropped."""
+    split_rule: int
+    """How splits are planned (`run_state.SPLIT_RULE`); plans from before it was recorded are rule 1."""
+    history: HistoryPlan | None = None
+    """Learning histories: the expert snapshots that play, in training order."""
+    envs_per_worker: int | None = None
+    """Trained experts only: envs per forward pass, which fixes how their actions round."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (keys as plan.json always had them; optional ones only when set)."""
+        out: dict[str, Any] = {
+            "seed": self.seed,
+            "budget": {
+                k: v for k, v in (("episodes", self.budget.episodes), ("steps", self.budget.steps)) if v
+            },
+            "test_fraction": self.test_fraction,
+            "policy": self.policy,
+            "max_episode_steps": self.max_episode_steps,
+            "min_return_fraction": self.min_return_fraction,
+            "split_rule": self.split_rule,
+        }
+        if self.envs_per_worker is not None:
+            out["envs_per_worker"] = self.envs_per_worker
+        if self.history is not None:
+            out["history"] = {
+                "snapshots": list(self.history.snapshots),
+                "episodes_per_snapshot": self.history.episodes_per_snapshot,
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> RunPlan:
+        """Read a stored plan (plan.json or a manifest's `plan`); one line when it is incomplete."""
+        try:
+            history = data.get("history")
+            return cls(
+                seed=int(data["seed"]),
+                budget=Budget(**data["budget"]),
+                test_fraction=float(data["test_fraction"]),
+                policy=str(data.get("policy", "")),
+                max_episode_steps=data.get("max_episode_steps"),
+                min_return_fraction=data.get("min_return_fraction"),
+                split_rule=int(data.get("split_rule", 1)),
+                history=HistoryPlan(tuple(history["snapshots"]), int(history["episodes_per_snapshot"]))
+                if history
+                else None,
+                envs_per_worker=data.get("envs_per_worker"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(
+                f"{where}: the stored plan is incomplete ({exc!r}): re-run the rollout"
+            ) from None
+
+    def differences(self, other: RunPlan) -> list[str]:
+        """'field: was X, now Y' for every field where `other` (the command's) differs from this one."""
+        return [
+            f"{f.name}: was {getattr(self, f.name)!r}, now {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.executor import PLACEMENT_TIMEOUT_S, require_shared_storage, run_streaming
 from pipeline.layout import write_readme
 from pipeline.manifest import read_info, read_manifest, write_info, write_manifest
-from pipeline.plan import HistoryPlan, WorkUnit
+from pipeline.plan import HistoryPlan, RunPlan, WorkUnit
 from pipeline.policy_factory import check_policy, history_snapshots
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
@@ -214,53 +214,43 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             kind = config.policy or spec.rollout.policy
             check_policy(kind, spec, config.experts_dir, config.allow_weak)
         budget = (
-            {"episodes": history.episodes}
+            Budget(episodes=history.episodes)
             if history
-            else {"episodes": config.episodes}
+            else Budget(episodes=config.episodes)
             if config.episodes
-            else {"steps": config.steps}
+            else Budget(steps=config.steps)
             if config.steps
-            else _budget(spec.rollout.budget)
+            else spec.rollout.budget
         )
-        fraction = config.test_fraction
-        settings = {
-            "seed": config.seed,
-            "budget": budget,
-            "test_fraction": fraction if fraction is not None else spec.rollout.test_fraction,
-            "policy": kind,
-            "max_episode_steps": config.max_episode_steps or spec.max_episode_steps,
-            "min_return_fraction": config.min_return_fraction,
-            "split_rule": SPLIT_RULE,
-        }
-        _check_both_splits(spec.config, budget, settings["test_fraction"])
-        if kind == "expert":
-            width = config.envs_per_worker or spec.rollout.envs_per_worker
-            settings["envs_per_worker"] = int(width)
-        if history:
-            settings["history"] = {
-                "snapshots": list(history.snapshots),
-                "episodes_per_snapshot": history.episodes_per_snapshot,
-            }
+        fraction = config.test_fraction if config.test_fraction is not None else spec.rollout.test_fraction
+        _check_both_splits(spec.config, budget, fraction)
+        width = config.envs_per_worker or spec.rollout.envs_per_worker
+        run_plan = RunPlan(
+            seed=config.seed,
+            budget=budget,
+            test_fraction=fraction,
+            policy=kind,
+            max_episode_steps=config.max_episode_steps or spec.max_episode_steps,
+            min_return_fraction=config.min_return_fraction,
+            split_rule=SPLIT_RULE,
+            history=history,
+            envs_per_worker=int(width) if kind == "expert" else None,  # fixes how expert actions round
+        )
         per_unit = config.episodes_per_shard or spec.rollout.episodes_per_shard
-        runs[spec.config] = ConfigRun(spec, settings, per_unit)
+        runs[spec.config] = ConfigRun(spec, run_plan, per_unit)
     return runs
 
 
-def _budget(budget: Budget) -> dict[str, int]:
-    """The registry's budget as the plan stores it: {"episodes": N} or {"steps": N}."""
-    return {k: v for k, v in asdict(budget).items() if v is not None}
-
-
-def _check_both_splits(config: str, budget: dict[str, int], test_fraction: float) -> None:
+def _check_both_splits(config: str, budget: Budget, test_fraction: float) -> None:
     """JAT's format has a train and a test split: refuse, before any work, a run that cannot."""
     if test_fraction <= 0:
         raise PipelineError(
             f"{config}: a test fraction of 0 makes no test split, which the JAT format needs: "
             "give --test-fraction a value in (0, 1)"
         )
-    if budget.get("episodes", 2) < 2:
+    if budget.episodes is not None and budget.episodes < 2:
         raise PipelineError(
-            f"{config}: {budget['episodes']} episode cannot fill a train and a test split: "
+            f"{config}: {budget.episodes} episode cannot fill a train and a test split: "
             "record at least 2 (--episodes 2)"
         )
 
@@ -338,13 +328,13 @@ def run_rollout(config: RolloutConfig) -> RolloutSummary:
 
     settings = WorkerSettings(
         out=location.uri,
-        policies={c: r.settings["policy"] for c, r in runs.items()},
+        policies={c: r.run_plan.policy for c, r in runs.items()},
         experts_dir=config.experts_dir,
         allow_weak=config.allow_weak,
         max_shard_bytes=config.max_shard_bytes,
         max_episode_steps=config.max_episode_steps,
         min_return_fraction=config.min_return_fraction,
-        envs_per_worker={c: r.settings.get("envs_per_worker", 1) for c, r in runs.items()},
+        envs_per_worker={c: r.run_plan.envs_per_worker or 1 for c, r in runs.items()},
         run_id=run_id,
     )
     try:
@@ -424,7 +414,7 @@ class _Display:
         self.started = time.monotonic()
         self.tasks = {}
         for name, run in runs.items():
-            total = run.budget.get("episodes") or run.budget.get("steps")
+            total = run.budget.episodes or run.budget.steps
             self.tasks[name] = self.progress.add_task(name, total=total, episodes=0, steps=0, rate=0.0)
         self.progress.start()
 
@@ -433,7 +423,7 @@ class _Display:
             return
         elapsed = max(time.monotonic() - self.started, 1e-6)
         for name, run in runs.items():
-            done = run.episodes if "episodes" in run.budget else run.steps
+            done = run.episodes if run.budget.episodes is not None else run.steps
             self.progress.update(
                 self.tasks[name],
                 completed=done,

@@ -21,25 +21,14 @@ from typing import Any
 from pipeline.collector import UnitResult, unit_record_path
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest
-from pipeline.plan import HistoryPlan, PlannedEpisode, WorkUnit, is_test, make_units, plan_episodes
+from pipeline.plan import PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
 from pipeline.registry import TaskSpec
 from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
+from pipeline.sections import Budget
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
 PLAN_PATH = "meta/{config}/plan.json"
-# Settings that change what an episode contains or which split it lands in: a resume must use the same.
-FIXED_SETTINGS = (
-    "seed",
-    "budget",
-    "test_fraction",
-    "policy",
-    "max_episode_steps",
-    "min_return_fraction",
-    "history",
-    "envs_per_worker",
-    "split_rule",
-)
 SPLIT_RULE = 2
 """Version of how splits are planned: 2 records forced test ids in plan.json (step budgets get a
 test episode in their first round; a split emptied by drops is topped up)."""
@@ -52,7 +41,8 @@ class ConfigRun:
     """What the driver tracks for one config."""
 
     spec: TaskSpec
-    settings: dict[str, Any]  # FIXED_SETTINGS
+    run_plan: RunPlan
+    """What fixes the config's episodes; plan.json and the manifest store it, --resume compares it."""
     per_unit: int
     next_id: int = 0
     forced_test: set[int] = field(default_factory=set)
@@ -65,29 +55,23 @@ class ConfigRun:
     committed: bool = False
 
     @property
-    def budget(self) -> dict[str, int]:
-        return self.settings["budget"]
+    def budget(self) -> Budget:
+        return self.run_plan.budget
 
     @property
     def needs_more_steps(self) -> bool:
-        return "steps" in self.budget and self.outstanding == 0 and self.steps < self.budget["steps"]
-
-    @property
-    def history(self) -> HistoryPlan | None:
-        history = self.settings.get("history")
-        if not history:
-            return None
-        return HistoryPlan(tuple(history["snapshots"]), int(history["episodes_per_snapshot"]))
+        steps = self.budget.steps
+        return steps is not None and self.outstanding == 0 and self.steps < steps
 
     def _planned(self, first: int, count: int) -> list[PlannedEpisode]:
         return plan_episodes(
             self.spec.config,
             first,
             count,
-            self.settings["seed"],
-            self.settings["test_fraction"],
+            self.run_plan.seed,
+            self.run_plan.test_fraction,
             ensure_test=False,
-            history=self.history,
+            history=self.run_plan.history,
             forced_test=frozenset(self.forced_test),
         )
 
@@ -103,7 +87,7 @@ class ConfigRun:
         so that a small first plan holds both splits.
         """
         ids = range(self.next_id, self.next_id + count)
-        fraction = self.settings["test_fraction"]
+        fraction = self.run_plan.test_fraction
         if force_test and count >= 2 and fraction > 0 and not any(is_test(i, fraction) for i in ids):
             self.forced_test.add(ids[-1])
         episodes = self._planned(self.next_id, count)
@@ -114,21 +98,30 @@ class ConfigRun:
     def first_round(self, location: Location, workers: int) -> list[WorkUnit]:
         """Episode budgets: every episode. Step budgets: one episode per worker (at least two),
         so the budget is overshot by at most the episodes in flight when it is reached."""
-        if "episodes" in self.budget:
-            return self.plan(location, self.budget["episodes"], workers, force_test=True)
+        if self.budget.episodes is not None:
+            return self.plan(location, self.budget.episodes, workers, force_test=True)
         return self.plan(location, max(workers, 2), workers, force_test=True)
 
     def next_round(self, location: Location, workers: int) -> list[WorkUnit]:
         """Step budgets: plan enough episodes for the remaining steps, at the mean length so far."""
         kept = [e for r in self.results.values() if r.shard for e in r.shard.episodes]
         mean_length = max(sum(e.length for e in kept) / len(kept), 1.0) if kept else 1.0
-        count = max(1, -(-(self.budget["steps"] - self.steps) // int(mean_length)))
+        count = max(1, -(-((self.budget.steps or 0) - self.steps) // int(mean_length)))
         return self.plan(location, count, workers)
+
+    def _stored_plan(self) -> dict[str, Any]:
+        """The plan as plan.json and the manifest store it: the RunPlan, the ids planned so far and
+        the ids forced to test."""
+        return {
+            **self.run_plan.to_dict(),
+            "planned_episodes": self.next_id,
+            "forced_test": sorted(self.forced_test),
+        }
 
     def save(self, location: Location) -> None:
         location.write_json(
             PLAN_PATH.format(config=self.spec.config),
-            {**self.settings, "planned_episodes": self.next_id, "forced_test": sorted(self.forced_test)},
+            self._stored_plan(),
         )
 
     # --- results: each unit's counted once, from a live worker or from its record -------------
@@ -201,11 +194,11 @@ class ConfigRun:
     def resume(self, location: Location, workers: int) -> list[WorkUnit]:
         """Pick up an interrupted run: keep recorded units, drop orphans, re-plan the rest."""
         config = self.spec.config
-        saved = location.read_json(PLAN_PATH.format(config=config))
-        saved.setdefault("split_rule", 1)
-        changed = [k for k in FIXED_SETTINGS if saved.get(k) != self.settings.get(k)]
+        path = PLAN_PATH.format(config=config)
+        saved = location.read_json(path)
+        changed = RunPlan.from_dict(saved, f"{location.uri}/{path}").differences(self.run_plan)
         if changed:
-            details = ", ".join(f"{k}: was {saved.get(k)!r}, now {self.settings.get(k)!r}" for k in changed)
+            details = ", ".join(changed)
             raise PipelineError(
                 f"--resume of {config} with different settings ({details}): use the original ones, "
                 "or --overwrite to start again"
@@ -240,7 +233,7 @@ class ConfigRun:
             suite=self.spec.suite,
             env_id=self.spec.env_id,
             make_kwargs=self.spec.make_kwargs,
-            plan={**self.settings, "planned_episodes": self.next_id, "forced_test": sorted(self.forced_test)},
+            plan=self._stored_plan(),
             provenance=next((r.provenance for r in results if r.provenance), {}),
             shards=[r.shard for r in results if r.shard],
             dropped=[d for r in results for d in r.dropped],

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest
-from pipeline.plan import HistoryPlan, PlannedEpisode, plan_episodes
+from pipeline.plan import PlannedEpisode, RunPlan, plan_episodes
 from pipeline.shards import ShardRecord
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -134,27 +135,20 @@ def planned_episodes(manifest: Manifest) -> tuple[dict[int, PlannedEpisode], boo
     to test when the spacing gave none, as `plan_episodes(ensure_test=True)` still does. Any
     other rule is unknown to this version: seeds are still checked, splits are not.
     """
-    plan = manifest.plan
     try:
-        seed, fraction, budget = int(plan["seed"]), float(plan["test_fraction"]), dict(plan["budget"])
-        history = plan.get("history")
-        history_plan = (
-            HistoryPlan(tuple(history["snapshots"]), int(history["episodes_per_snapshot"]))
-            if history
-            else None
-        )
-        forced = frozenset(int(i) for i in plan.get("forced_test", ()))
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"{manifest.config}: the manifest's plan is incomplete ({exc!r}): re-run the rollout"
-    rule = plan.get("split_rule", 1)
+        plan = RunPlan.from_dict(manifest.plan, f"{manifest.config}: the manifest")
+        forced = frozenset(int(i) for i in manifest.plan.get("forced_test", ()))
+    except (PipelineError, TypeError, ValueError) as exc:
+        return f"{manifest.config}: the manifest's plan is incomplete ({exc}): re-run the rollout"
+    rule = plan.split_rule
     planned = plan_episodes(
         manifest.config,
         0,
         manifest.planned_episodes,
-        seed,
-        fraction,
-        ensure_test=rule == 1 and "episodes" in budget,
-        history=history_plan,
+        plan.seed,
+        plan.test_fraction,
+        ensure_test=rule == 1 and plan.budget.episodes is not None,
+        history=plan.history,
         forced_test=forced if rule == 2 else frozenset(),
     )
     return {p.episode_id: p for p in planned}, rule in (1, 2)

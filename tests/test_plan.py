@@ -64,3 +64,37 @@ def test_units_are_split_homogeneous_sized_for_the_workers_and_numbered_on():
     assert next_index == {"train": 4, "test": 4}
     more = make_units("mujoco-hopper", plan[:3], max_per_unit=2, workers=1, next_index=next_index)
     assert [u.key for u in more] == [("mujoco-hopper", "train", 4), ("mujoco-hopper", "train", 5)]
+
+
+def test_run_plan_round_trips_through_its_json_and_names_what_differs():
+    from pipeline.errors import PipelineError
+    from pipeline.plan import RunPlan
+    from pipeline.sections import Budget
+
+    plan = RunPlan(
+        seed=3,
+        budget=Budget(steps=500),
+        test_fraction=0.1,
+        policy="expert",
+        max_episode_steps=None,
+        min_return_fraction=None,
+        split_rule=2,
+        history=HistoryPlan((10, 20), 2),
+        envs_per_worker=16,
+    )
+    stored = plan.to_dict()
+    assert stored["budget"] == {"steps": 500} and stored["history"] == {
+        "snapshots": [10, 20],
+        "episodes_per_snapshot": 2,
+    }
+    assert RunPlan.from_dict({**stored, "planned_episodes": 9, "forced_test": [1]}, "plan.json") == plan
+    other = RunPlan.from_dict({**stored, "seed": 4, "budget": {"episodes": 10}}, "plan.json")
+    assert plan.differences(other) == [
+        "seed: was 3, now 4",
+        "budget: was Budget(episodes=None, steps=500), now Budget(episodes=10, steps=None)",
+    ]
+    without = {k: v for k, v in stored.items() if k not in ("history", "envs_per_worker", "split_rule")}
+    assert "history" not in RunPlan.from_dict(without, "x").to_dict()
+    assert RunPlan.from_dict(without, "x").split_rule == 1  # plans from before the rule was recorded
+    with pytest.raises(PipelineError, match=r"plan\.json: the stored plan is incomplete"):
+        RunPlan.from_dict({"seed": 1}, "plan.json")
