@@ -155,10 +155,10 @@ def _dataset_info(config: CardConfig) -> dict[str, Any] | None:
     `datasets` keys its cache of a local folder on this entry (with the `configs:` patterns, which do
     not change when the shards do): without it, `load_dataset` of a folder rewritten in place (or
     another folder of the same name) returns the rows it cached before. It also checks the episode
-    counts on load.
+    counts on load (`num_examples`; datasets ignores an entry without `num_bytes`).
     """
-    splits = [
-        {"name": split, "num_examples": int(s["episodes"])}
+    splits = [  # num_bytes is datasets' Arrow size, unknown before it loads the split: 0, as unknown
+        {"name": split, "num_bytes": 0, "num_examples": int(s["episodes"])}
         for split, s in sorted(config.stats["splits"].items())
         if s["episodes"]
     ]

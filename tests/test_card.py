@@ -116,3 +116,14 @@ def test_a_folder_rewritten_in_place_loads_its_new_rows_not_the_cached_ones(tmp_
         assert {s["name"]: s["num_examples"] for s in info["splits"]} == {
             s: t["episodes"] for s, t in stored.items()
         }
+
+    # datasets reads the entry (an entry it finds malformed is ignored with a warning): it checks counts
+    from datasets.exceptions import NonMatchingSplitsSizesError
+
+    train = stored["train"]["episodes"]
+    card = (out / "README.md").read_text()
+    (out / "README.md").write_text(
+        card.replace(f"num_examples: {train}\n", f"num_examples: {train + 1}\n", 1)
+    )
+    with pytest.raises(NonMatchingSplitsSizesError):
+        load_dataset(str(out), "babyai-go-to")
