@@ -18,9 +18,9 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
+from experts.metadata import ExpertMetadata, ExpertStatus  # noqa: F401 (ExpertStatus: re-exported)
 from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
@@ -37,47 +37,6 @@ BACKENDS: dict[str, str] = {
 
 CURVE_FILE = "learning_curve.csv"
 CURVE_COLUMNS = ("steps", "wall_time_s", "episodes", "mean_return", "mean_length")
-
-
-class ExpertStatus(StrEnum):
-    """An expert's gate verdict in metadata.json (`status`), and a task's outcome in the stage's table.
-
-    A `StrEnum`, so metadata.json holds the plain words and comparing with them still works."""
-
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    UNEVALUATED = "unevaluated"
-    FAILED = "failed"
-
-
-# metadata.json keys of an expert chosen between candidates (`experts.candidates`): each candidate's
-# evaluation and gate by backend name, the backend that acts in rollouts, and why it was chosen.
-CANDIDATES = "candidates"
-CHOSEN = "chosen"
-CHOICE_REASON = "choice_reason"
-
-
-def acting_backend(metadata: dict[str, Any]) -> str:
-    """The backend whose policy acts for a stored expert: the chosen candidate, else the one trained.
-
-    A Meta-World expert may keep its scripted policy over the network trained for it; the
-    metadata then still describes the training (`backend`, steps, snapshots) and names the choice."""
-    return str(metadata.get(CHOSEN) or metadata["backend"])
-
-
-def choice_provenance(metadata: dict[str, Any]) -> dict[str, Any]:
-    """What a stored expert's policy adds to its provenance when the store chose it among candidates:
-    `{"choice": {"chosen", "normalised" per candidate, "reason"}}`, so a dataset's manifest says which
-    candidate acted and what the other scored; {} for experts without candidates."""
-    if not metadata.get(CHOSEN):
-        return {}
-    scores = {
-        name: (candidate.get("evaluation") or {}).get("normalised")
-        for name, candidate in (metadata.get(CANDIDATES) or {}).items()
-    }
-    return {
-        "choice": {"chosen": metadata[CHOSEN], "normalised": scores, "reason": metadata.get(CHOICE_REASON)}
-    }
 
 
 @dataclass(frozen=True)
@@ -151,8 +110,9 @@ class ExpertBackend(Protocol):
     def train(self, job: TrainJob) -> TrainOutcome:
         """Train (or resume) to `job.steps`: checkpoints in `job.workdir`, final model in `job.model_dir`."""
 
-    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
-        """The saved expert as a policy acting on `pipeline.envs.make_env(spec)` observations."""
+    def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> Policy:
+        """The saved expert as a policy acting on `pipeline.envs.make_env(spec)` observations
+        (`metadata`: the stored expert's, None for an untrained one scored as a candidate)."""
 
     def versions(self) -> dict[str, str]:
         """Library versions to record in the metadata."""

@@ -6,8 +6,8 @@ JAT's expert) while on others they match them. So for a suite with a scripted al
 `train-experts` first scores the scripted policy: where it passes the gate it is kept and nothing
 is trained (unless `--force-train`); elsewhere a network is trained, both are scored on the same
 evaluation seeds, and the higher normalised score is kept. metadata.json records both candidates,
-the choice and why (`experts.base.CANDIDATES`, `CHOSEN`, `CHOICE_REASON`); rollout acts with the
-choice (`experts.base.acting_backend`).
+the choice and why (`ExpertMetadata.candidates`, `chosen`, `choice_reason`); rollout acts with the
+choice (`ExpertMetadata.acting_backend`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from experts.base import CANDIDATES, CHOICE_REASON, CHOSEN, get_backend
+from experts.base import get_backend
 from experts.evaluation import EvalResult, GateDecision, evaluate, gate
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
@@ -62,9 +62,9 @@ class Choice:
     def record(self) -> dict[str, Any]:
         """The metadata.json fields of the choice."""
         return {
-            CANDIDATES: {c.backend: c.to_dict() for c in self.candidates},
-            CHOSEN: self.chosen.backend,
-            CHOICE_REASON: self.reason,
+            "candidates": {c.backend: c.to_dict() for c in self.candidates},
+            "chosen": self.chosen.backend,
+            "choice_reason": self.reason,
         }
 
 
@@ -80,7 +80,7 @@ def scripted_candidate(backend: str, spec: TaskSpec, episodes: int, seed: int, t
     """The untrained alternative (`scripted_alternative`) evaluated and gated."""
     scripted = get_backend(backend)
     scripted.check(spec, {})
-    return evaluate_candidate(backend, scripted.load("", spec, {}), spec, episodes, seed, threshold)
+    return evaluate_candidate(backend, scripted.load("", spec, None), spec, episodes, seed, threshold)
 
 
 def keep_scripted(scripted: Candidate) -> Choice:

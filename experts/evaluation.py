@@ -9,12 +9,12 @@ and an expert below the threshold is rejected; the threshold can never be below 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from experts.base import ExpertStatus
+from experts.metadata import ExpertMetadata, ExpertStatus
 from pipeline.envs import make_env
 from pipeline.episodes import EpisodeRun, episode_timeout_s, play
 from pipeline.errors import PipelineError
@@ -121,3 +121,9 @@ def gate(result: EvalResult, threshold: float = DEFAULT_THRESHOLD) -> GateDecisi
         f"(mean return {result.mean_return:.2f}; random {result.random_mean:.2f}, "
         f"JAT expert {result.expert_reference:.2f})",
     )
+
+
+def judged(metadata: ExpertMetadata, result: EvalResult, decision: GateDecision) -> ExpertMetadata:
+    """`metadata` with an evaluation and the gate's verdict on it (status, threshold, reason)."""
+    gate_record = {"threshold": decision.threshold, "reason": decision.reason}
+    return replace(metadata, evaluation=result.to_dict(), gate=gate_record, status=decision.status)

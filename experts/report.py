@@ -14,55 +14,51 @@ import logging
 import math
 from typing import Any
 
-from experts.base import CANDIDATES, CHOSEN, choice_provenance
 from experts.budget import TARGET, BudgetEstimate, estimate_budget
+from experts.metadata import ExpertMetadata
 from experts.store import ExpertStore
 from pipeline.registry import get_task
 
 log = logging.getLogger(__name__)
 
 
-def budget_of(store: ExpertStore, metadata: dict[str, Any]) -> BudgetEstimate | None:
+def budget_of(store: ExpertStore, metadata: ExpertMetadata) -> BudgetEstimate | None:
     """For a trained expert whose task is below JAT's level: the steps its learning curve says it needs.
 
     The trained network's own evaluation is used, also when a scripted candidate acts instead; None
     when nothing was trained or evaluated, or the acting policy already reaches the target.
     """
-    acting = (metadata.get("evaluation") or {}).get("normalised")
-    own = acting
-    if metadata.get(CHOSEN) and metadata[CHOSEN] != metadata.get("backend"):
-        trained = (metadata.get(CANDIDATES) or {}).get(metadata.get("backend")) or {}
-        own = (trained.get("evaluation") or {}).get("normalised")
-    if not metadata.get("trained") or acting is None or own is None or acting >= TARGET:
+    acting, own = metadata.normalised, (metadata.own_evaluation() or {}).get("normalised")
+    if not metadata.trained or acting is None or own is None or acting >= TARGET:
         return None
-    scores = get_task(metadata["config"]).scores
+    scores = get_task(metadata.config).scores
     return estimate_budget(
-        store.curve(metadata["config"]),
+        store.curve(metadata.config),
         random_mean=scores.random_mean,
         expert_mean=scores.expert_mean,
         evaluated=own,
-        steps_trained=int(metadata.get("steps_trained", 0)),
+        steps_trained=metadata.steps_trained,
     )
 
 
-def summary_row(metadata: dict[str, Any], budget: BudgetEstimate | None = None) -> dict[str, Any]:
+def summary_row(metadata: ExpertMetadata, budget: BudgetEstimate | None = None) -> dict[str, Any]:
     """One table row from an expert's metadata (and its budget estimate, when it falls short)."""
-    evaluation = metadata.get("evaluation") or {}
+    evaluation = metadata.evaluation or {}
     return {
-        "config": metadata["config"],
-        "backend": metadata.get("backend"),
-        "algo": metadata.get("algo"),
-        "status": metadata.get("status"),
-        "steps_trained": metadata.get("steps_trained", 0),
-        "wall_time_s": metadata.get("wall_time_s", 0.0),
+        "config": metadata.config,
+        "backend": metadata.backend,
+        "algo": metadata.algo,
+        "status": str(metadata.status),
+        "steps_trained": metadata.steps_trained,
+        "wall_time_s": metadata.wall_time_s,
         "mean_return": evaluation.get("mean_return"),
         "std_return": evaluation.get("std_return"),
         "success_rate": evaluation.get("success_rate"),
         "normalised": evaluation.get("normalised"),
         "episodes": evaluation.get("episodes"),
         # Meta-World: the candidate rollout acts with, and each candidate's normalised score
-        "chosen": metadata.get(CHOSEN),
-        "candidates": choice_provenance(metadata).get("choice", {}).get("normalised"),
+        "chosen": metadata.chosen,
+        "candidates": metadata.choice_provenance().get("choice", {}).get("normalised"),
         # below experts.budget.TARGET: env steps the learning curve says it needs, and how that was read
         "budget": budget.to_dict() if budget else None,
     }
@@ -72,7 +68,7 @@ def suite_rows(store: ExpertStore, suite: str) -> list[dict[str, Any]]:
     rows = []
     for config in sorted(store.configs()):
         metadata = store.read_metadata(config)
-        if metadata and metadata.get("suite") == suite:
+        if metadata and metadata.suite == suite:
             rows.append(summary_row(metadata, budget_of(store, metadata)))
     return rows
 

@@ -34,8 +34,8 @@ from experts.base import (
     TrainOutcome,
     TrainProgress,
     check_keys,
-    choice_provenance,
 )
+from experts.metadata import ExpertMetadata
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
@@ -409,9 +409,10 @@ class SampleFactoryBackend:
         used = {k: v for k, v in values.items() if k in hp or k in FIXED_KEYS - {"train_dir"}}
         return TrainOutcome(steps=steps, algo="APPO", hyperparameters=used, resumed_from=resumed_from)
 
-    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> SampleFactoryPolicy:
-        deterministic = bool(metadata.get("deterministic", True))
-        return SampleFactoryPolicy(model_dir, spec, deterministic, choice_provenance(metadata))
+    def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> SampleFactoryPolicy:
+        deterministic = metadata.deterministic if metadata else True
+        choice = metadata.choice_provenance() if metadata else {}
+        return SampleFactoryPolicy(model_dir, spec, deterministic, choice)
 
     def versions(self) -> dict[str, str]:
         return {
@@ -437,7 +438,7 @@ class SampleFactoryPolicy:
         self.spec = spec
         self.deterministic = deterministic
         self.model_dir = model_dir
-        self.choice = choice or {}  # experts.base.choice_provenance: the store chose it among candidates
+        self.choice = choice or {}  # ExpertMetadata.choice_provenance: the store chose it among candidates
         try:
             with open(os.path.join(model_dir, "config.json")) as f:
                 self.cfg = AttrDict(json.load(f))

@@ -32,8 +32,8 @@ from experts.base import (
     TrainOutcome,
     TrainProgress,
     check_keys,
-    choice_provenance,
 )
+from experts.metadata import ExpertMetadata
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec
@@ -205,10 +205,11 @@ class SB3Backend:
             steps=int(model.num_timesteps), algo=algo.upper(), hyperparameters=used, resumed_from=resumed_from
         )
 
-    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> SB3Policy:
-        algo = str(metadata.get("hyperparameters", {}).get("algo", "ppo")).lower()
-        deterministic = bool(metadata.get("deterministic", True))
-        return SB3Policy(model_dir, spec, algo, deterministic, choice_provenance(metadata))
+    def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> SB3Policy:
+        algo = str((metadata.hyperparameters if metadata else {}).get("algo", "ppo")).lower()
+        deterministic = metadata.deterministic if metadata else True
+        choice = metadata.choice_provenance() if metadata else {}
+        return SB3Policy(model_dir, spec, algo, deterministic, choice)
 
     def versions(self) -> dict[str, str]:
         return {
@@ -347,7 +348,7 @@ class SB3Policy:
         deterministic: bool = True,
         choice: dict[str, Any] | None = None,
     ) -> None:
-        self.choice = choice or {}  # experts.base.choice_provenance: the store chose it among candidates
+        self.choice = choice or {}  # ExpertMetadata.choice_provenance: the store chose it among candidates
         path = os.path.join(model_dir, "model.zip")
         try:
             self.model = _algo_class(algo).load(path, device="cpu")

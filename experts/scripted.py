@@ -10,7 +10,8 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from experts.base import TrainJob, TrainOutcome, choice_provenance
+from experts.base import TrainJob, TrainOutcome
+from experts.metadata import ExpertMetadata
 from pipeline.errors import PipelineError
 from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, Policy
 from pipeline.registry import TaskSpec
@@ -30,7 +31,7 @@ class BabyAIBotBackend:
     def train(self, job: TrainJob) -> TrainOutcome:
         return TrainOutcome(steps=0, algo="BabyAI bot (minigrid)", hyperparameters={})
 
-    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
+    def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> Policy:
         return BabyAIBotPolicy()
 
     def versions(self) -> dict[str, str]:
@@ -57,8 +58,8 @@ class MetaWorldScriptedBackend:
     def train(self, job: TrainJob) -> TrainOutcome:
         return TrainOutcome(steps=0, algo="Meta-World scripted policy", hyperparameters={})
 
-    def load(self, model_dir: str, spec: TaskSpec, metadata: dict[str, Any]) -> Policy:
-        choice = choice_provenance(metadata)
+    def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> Policy:
+        choice = metadata.choice_provenance() if metadata else {}
         if choice:
             return ChosenMetaWorldScriptedPolicy(spec.env_name or "", choice)
         return MetaWorldScriptedPolicy(spec.env_name or "")

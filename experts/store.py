@@ -25,11 +25,11 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow.fs as pafs
 
-from experts.base import CHOSEN, CURVE_FILE, ExpertStatus, acting_backend, get_backend, read_curve
+from experts.base import CURVE_FILE, get_backend, read_curve
+from experts.metadata import METADATA, ExpertMetadata
 from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
@@ -37,11 +37,9 @@ from pipeline.storage import Location, open_location
 
 log = logging.getLogger(__name__)
 
-METADATA = "metadata.json"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_DIR = "history"
-ACCEPTED, REJECTED, UNEVALUATED = ExpertStatus.ACCEPTED, ExpertStatus.REJECTED, ExpertStatus.UNEVALUATED
 
 
 @dataclass(frozen=True)
@@ -70,19 +68,21 @@ class ExpertStore:
         )
 
     # --- metadata -------------------------------------------------------------------------
-    def read_metadata(self, config: str) -> dict[str, Any] | None:
+    def read_metadata(self, config: str) -> ExpertMetadata | None:
+        """The stored expert's metadata (None: no finished expert for `config`)."""
         if not self.location.exists(f"{config}/{METADATA}"):
             return None
+        where = self.location.path(f"{config}/{METADATA}")
         try:
-            return self.location.read_json(f"{config}/{METADATA}")
+            return ExpertMetadata.from_dict(self.location.read_json(f"{config}/{METADATA}"), where)
         except ValueError as exc:
             raise PipelineError(
                 f"corrupt expert metadata {self.location.path(f'{config}/{METADATA}')}: {exc} "
                 "(retrain with `pipeline train-experts --overwrite`)"
             ) from exc
 
-    def write_metadata(self, config: str, metadata: dict[str, Any]) -> None:
-        self.location.write_json(f"{config}/{METADATA}", metadata)
+    def write_metadata(self, config: str, metadata: ExpertMetadata) -> None:
+        self.location.write_json(f"{config}/{METADATA}", metadata.to_dict())
 
     def has_training_state(self, config: str) -> bool:
         return self.location.exists(f"{config}/{CHECKPOINT_DIR}") or self.location.exists(
@@ -213,11 +213,11 @@ class ExpertStore:
                 shutil.copyfileobj(src, dst)
 
     def load_policy(
-        self, spec: TaskSpec, metadata: dict[str, Any] | None = None, step: int | None = None
+        self, spec: TaskSpec, metadata: ExpertMetadata | None = None, step: int | None = None
     ) -> Policy:
         """The stored expert of `spec` (its snapshot at `step` if given) as a policy.
 
-        The policy is the chosen candidate's (`experts.base.acting_backend`): a Meta-World expert
+        The policy is the chosen candidate's (`ExpertMetadata.acting_backend`): a Meta-World expert
         whose scripted policy outscored the network trained for it acts with the scripted policy.
         Snapshots are the trained network's. PipelineError when there is none or it cannot be read.
         """
@@ -228,8 +228,8 @@ class ExpertStore:
                 f"`pipeline train-experts --tasks {spec.base_config} --out {self.uri}`"
             )
         if step is not None:  # a snapshot is the trained network's, whichever candidate was chosen
-            metadata = {key: value for key, value in metadata.items() if key != CHOSEN}
-        backend = get_backend(acting_backend(metadata))
+            metadata = metadata.without_choice()
+        backend = get_backend(metadata.acting_backend)
         if step is not None and step not in self.history_steps(spec.base_config):
             raise PipelineError(
                 f"the expert for {spec.base_config} in {self.uri} has no learning-history snapshot "

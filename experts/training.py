@@ -42,6 +42,8 @@ from experts.candidates import (
     scripted_candidate,
 )
 from experts.device import RayPlacement, resolve_device
+from experts.evaluation import judged
+from experts.metadata import ExpertMetadata
 from experts.report import budget_of
 from experts.store import ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
@@ -201,41 +203,39 @@ def _train_expert(
         store.copy_curve(staged)
         store.publish(staged)  # remote stores keep the checkpoints of an interrupted run too
     wall_time = wall_before + time.monotonic() - started
-    metadata: dict[str, Any] = {
-        "config": spec.config,
-        "suite": spec.suite,
-        "backend": backend.name,
-        "algo": outcome.algo,
-        "status": ExpertStatus.UNEVALUATED,
-        "trained": backend.trainable,
-        "versions": _versions(backend.versions()),
-        "hyperparameters": outcome.hyperparameters,
-        "deterministic": plan.deterministic,
-        "env_spec": env_spec_record(spec),
-        "steps_target": plan.steps,
-        "steps_trained": outcome.steps,
-        "resumed_from_step": outcome.resumed_from,
-        "wall_time_s": round(wall_time, 1),
-        "seed": plan.seed,
-        "num_cpus": plan.num_cpus,
-        "resources": asdict(resources),
-        "learning_curve": CURVE_FILE if backend.trainable else None,
-        "history_every": plan.history_every,
-        "history_every_s": plan.history_every_s,
-        "history_snapshots": len(history_steps(staged.history_dir)),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    metadata = ExpertMetadata(
+        config=spec.config,
+        suite=spec.suite,
+        backend=backend.name,
+        algo=outcome.algo,
+        status=ExpertStatus.UNEVALUATED,
+        trained=backend.trainable,
+        versions=_versions(backend.versions()),
+        hyperparameters=outcome.hyperparameters,
+        deterministic=plan.deterministic,
+        env_spec=env_spec_record(spec),
+        steps_target=plan.steps,
+        steps_trained=outcome.steps,
+        resumed_from_step=outcome.resumed_from,
+        wall_time_s=round(wall_time, 1),
+        seed=plan.seed,
+        num_cpus=plan.num_cpus,
+        resources=asdict(resources),
+        learning_curve=CURVE_FILE if backend.trainable else None,
+        history_every=plan.history_every,
+        history_every_s=plan.history_every_s,
+        history_snapshots=len(history_steps(staged.history_dir)),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     result = ExpertResult(spec.config, backend.name, ExpertStatus.UNEVALUATED, outcome.steps, wall_time)
     if plan.evaluate:
         choice = _evaluate(
             plan, spec, backend.name, lambda: backend.load(staged.model_dir, spec, metadata), scripted
         )
         kept = choice.chosen if isinstance(choice, Choice) else choice
-        metadata["evaluation"] = kept.evaluation.to_dict()
-        metadata["gate"] = {"threshold": kept.decision.threshold, "reason": kept.decision.reason}
-        metadata["status"] = kept.decision.status
+        metadata = judged(metadata, kept.evaluation, kept.decision)
         if isinstance(choice, Choice):
-            metadata.update(choice.record())
+            metadata = replace(metadata, **choice.record())
             result.chosen = kept.backend
             log.info("%s: keeps %s: %s", spec.config, kept.backend, choice.reason)
         result.status, result.evaluation = kept.decision.status, kept.evaluation.to_dict()

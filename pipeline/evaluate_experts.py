@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from experts.evaluation import check_threshold, evaluate, gate
+from experts.evaluation import check_threshold, evaluate, gate, judged
 from experts.report import budget_of, write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertResult
@@ -84,19 +84,17 @@ def evaluate_experts(config: EvaluateExpertsConfig) -> EvaluateExpertsSummary:
         except PipelineError as exc:
             results.append(ExpertResult(spec.config, "?", FAILED, error=str(exc)))
             continue
-        metadata["evaluation"] = evaluation.to_dict()
-        metadata["gate"] = {"threshold": decision.threshold, "reason": decision.reason}
-        metadata["status"] = decision.status
+        metadata = judged(metadata, evaluation, decision)
         store.write_metadata(spec.config, metadata)
         log.info("%s: %s (%s)", spec.config, decision.status, decision.reason)
         estimate = budget_of(store, metadata)
         results.append(
             ExpertResult(
                 spec.config,
-                metadata["backend"],
+                metadata.backend,
                 decision.status,
-                metadata.get("steps_trained", 0),
-                metadata.get("wall_time_s", 0.0),
+                metadata.steps_trained,
+                metadata.wall_time_s,
                 evaluation.to_dict(),
                 budget=estimate.short() if estimate else "",
             )

@@ -8,11 +8,9 @@ fallback to the bot or scripted expert where a store holds none, and learning-hi
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 
-from experts.base import ExpertStatus
+from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.store import ExpertStore
 from pipeline.errors import PipelineError
 from pipeline.policies import (
@@ -26,7 +24,7 @@ from pipeline.policies import (
 from pipeline.registry import TaskSpec
 
 
-def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) -> dict[str, Any] | None:
+def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) -> ExpertMetadata | None:
     """The metadata of the expert rollout may use for `spec`, None to fall back to the bot/scripted one.
 
     A stored Meta-World expert may be the scripted policy or a trained network, whichever
@@ -46,9 +44,9 @@ def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) ->
             f"`pipeline train-experts --tasks {spec.base_config} --out EXPERTS_DIR` and pass "
             "--experts-dir EXPERTS_DIR, or use --policy random"
         )
-    status = metadata.get("status")
+    status = metadata.status
     if status != ExpertStatus.ACCEPTED and not allow_weak:
-        reason = (metadata.get("gate") or {}).get("reason", "it was never evaluated")
+        reason = (metadata.gate or {}).get("reason", "it was never evaluated")
         fallback = ", or --policy scripted" if scripted_available(spec) else ""
         raise PipelineError(
             f"the expert for {spec.base_config} in {experts_dir} is {status}: {reason}; train it further "
@@ -83,8 +81,8 @@ def history_snapshots(spec: TaskSpec, experts_dir: str | None) -> list[int]:
         )
     store = ExpertStore(experts_dir)
     metadata = store.read_metadata(spec.base_config)
-    if metadata is None or not metadata.get("trained"):
-        what = "no expert" if metadata is None else f"a {metadata.get('backend')} expert (never trained)"
+    if metadata is None or not metadata.trained:
+        what = "no expert" if metadata is None else f"a {metadata.backend} expert (never trained)"
         raise PipelineError(
             f"{experts_dir} holds {what} for {spec.base_config}, so there is no learning history: train "
             f"one with `pipeline train-experts --tasks {spec.base_config} --out {experts_dir}`"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from experts.evaluation import DEFAULT_THRESHOLD, eval_seeds, evaluate, gate
+from experts.metadata import ExpertStatus
 from experts.store import ExpertStore
 from experts.training import train_expert
 from pipeline.envs import make_env
@@ -85,7 +86,7 @@ def test_rollout_refuses_a_rejected_expert_unless_allow_weak(tmp_path):
 
 def test_accepted_stored_expert_is_used(tmp_path):
     experts_dir = _scripted_expert(tmp_path, "babyai-go-to", "babyai-bot", threshold=0.5)
-    assert ExpertStore(experts_dir).read_metadata("babyai-go-to")["status"] == "accepted"
+    assert ExpertStore(experts_dir).read_metadata("babyai-go-to").status == ExpertStatus.ACCEPTED
     assert isinstance(make_policy("expert", GOTO, make_env(GOTO), experts_dir), BabyAIBotPolicy)
 
 

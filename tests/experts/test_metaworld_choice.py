@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from expert_helpers import TINY_SF
 
-from experts.base import CANDIDATES, CHOSEN, ExpertStatus
 from experts.evaluation import eval_seeds
+from experts.metadata import ExpertStatus
 from experts.store import ExpertStore
 from pipeline.cli import main
 from pipeline.envs import make_env
@@ -52,7 +52,7 @@ def low_task(tmp_path_factory) -> tuple[Path, object]:
 def test_below_the_gate_trains_and_keeps_the_better_on_identical_seeds(low_task):
     out, result = low_task
     meta = _meta(out, LOW)
-    candidates = meta[CANDIDATES]
+    candidates = meta["candidates"]
     assert set(candidates) == {SCRIPTED, TRAINED}
     scripted, trained = (candidates[name]["evaluation"] for name in (SCRIPTED, TRAINED))
     assert scripted["normalised"] < 0.5, "premise: the scripted policy is below the gate on this task"
@@ -63,7 +63,7 @@ def test_below_the_gate_trains_and_keeps_the_better_on_identical_seeds(low_task)
     # both candidates played the very same episodes
     assert scripted["seeds"] == trained["seeds"] == eval_seeds(0, EPISODES)
     best = TRAINED if trained["normalised"] > scripted["normalised"] else SCRIPTED
-    assert meta[CHOSEN] == best == result.chosen, meta["choice_reason"]
+    assert meta["chosen"] == best == result.chosen, meta["choice_reason"]
     assert meta["evaluation"] == candidates[best]["evaluation"]
     assert meta["status"] == candidates[best]["status"] == result.status
     assert meta["gate"] == candidates[best]["gate"]
@@ -89,11 +89,11 @@ def test_rollout_expert_records_with_the_kept_candidate(low_task, tmp_path):
     manifest = json.loads((data / "meta" / LOW / "manifest.json").read_text())
     provenance = manifest["provenance"]
     assert manifest["plan"]["policy"] == "expert"
-    assert provenance["choice"]["chosen"] == meta[CHOSEN]
+    assert provenance["choice"]["chosen"] == meta["chosen"]
     assert provenance["choice"]["normalised"] == {
-        name: c["evaluation"]["normalised"] for name, c in meta[CANDIDATES].items()
+        name: c["evaluation"]["normalised"] for name, c in meta["candidates"].items()
     }
-    if meta[CHOSEN] == SCRIPTED:
+    if meta["chosen"] == SCRIPTED:
         assert provenance["policy"] == SCRIPTED and "backend" not in provenance
     else:
         assert provenance["policy"] == "expert" and provenance["backend"] == TRAINED
@@ -108,10 +108,10 @@ def test_a_store_without_the_task_keeps_the_scripted_expert(tmp_path):
 def test_scripted_policy_passing_the_gate_is_kept_untrained(tmp_path):
     result = _train(tmp_path, HIGH)
     meta = _meta(tmp_path, HIGH)
-    assert meta["backend"] == SCRIPTED == meta[CHOSEN] == result.backend
+    assert meta["backend"] == SCRIPTED == meta["chosen"] == result.backend
     assert meta["trained"] is False and meta["steps_trained"] == 0
     assert not (tmp_path / HIGH / "checkpoints").exists() and not (tmp_path / HIGH / "model").exists()
-    assert list(meta[CANDIDATES]) == [SCRIPTED]
+    assert list(meta["candidates"]) == [SCRIPTED]
     assert meta["status"] == ExpertStatus.ACCEPTED and meta["evaluation"]["normalised"] >= 0.5
     assert "--force-train" in meta["choice_reason"]
     policy = make_policy("expert", get_task(HIGH), make_env(get_task(HIGH)), str(tmp_path))
@@ -132,6 +132,6 @@ def test_force_train_trains_where_the_scripted_policy_passes(tmp_path):
     assert main([*args, *tiny, "--num-cpus", "1", "--in-process", "--no-progress", "--out", str(out)]) == 0
     meta = _meta(out, HIGH)
     assert meta["backend"] == TRAINED and meta["steps_trained"] >= 1024
-    scores = {name: c["evaluation"]["normalised"] for name, c in meta[CANDIDATES].items()}
+    scores = {name: c["evaluation"]["normalised"] for name, c in meta["candidates"].items()}
     assert set(scores) == {SCRIPTED, TRAINED}
-    assert meta[CHOSEN] == (TRAINED if scores[TRAINED] > scores[SCRIPTED] else SCRIPTED)
+    assert meta["chosen"] == (TRAINED if scores[TRAINED] > scores[SCRIPTED] else SCRIPTED)
