@@ -34,7 +34,8 @@ def _check_stored(root: Path, backend: str, first, second) -> dict:
     for key in ("versions", "hyperparameters", "env_spec", "wall_time_s", "seed", "evaluation", "status"):
         assert key in meta, key
     assert meta["env_spec"]["env_id"] == "Hopper-v5"
-    assert meta["status"] in ("accepted", "rejected")
+    passes = meta["evaluation"]["normalised"] >= meta["gate"]["threshold"]
+    assert meta["status"] == ("accepted" if passes else "rejected"), meta["gate"]
     curve = read_curve(str(root / "mujoco-hopper" / "learning_curve.csv"))
     assert curve and curve[-1]["steps"] > first.steps  # one curve across both runs
     assert [r["steps"] for r in curve] == sorted(r["steps"] for r in curve)

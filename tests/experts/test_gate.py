@@ -68,7 +68,9 @@ def _scripted_expert(tmp_path, config: str, backend: str, threshold: float) -> s
     plan = tiny_plan(config, backend, 0)
     plan = type(plan)(**{**plan.__dict__, "threshold": threshold, "eval_episodes": 3})
     result = train_expert(plan, str(tmp_path))
-    assert result.status in ("accepted", "rejected"), result.error
+    assert result.status != "failed", result.error
+    passes = result.evaluation["normalised"] >= threshold
+    assert result.status == ("accepted" if passes else "rejected"), result.evaluation
     return str(tmp_path)
 
 
