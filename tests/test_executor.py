@@ -1,0 +1,80 @@
+"""The executor (pipeline/executor.py): its serial mode, its address check and its work queue.
+
+Its Ray paths (actors lost, nodes lost, placement timeouts) are tested with real clusters in
+test_fault_tolerance.py, test_multinode.py, test_crash_points.py and test_gpu_requests.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.executor import check_ray_address, run_streaming
+
+
+class Doubler:
+    """A worker whose units are numbers: it yields the number, then its double."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def work(self, unit: int):
+        self.calls += 1
+        yield unit
+        yield 2 * unit
+
+
+def test_serial_mode_streams_every_item_and_runs_follow_up_units_in_this_process():
+    seen: list[int] = []
+    workers: list[Doubler] = []
+
+    def factory() -> Doubler:
+        workers.append(Doubler())
+        return workers[-1]
+
+    def on_item(item: int) -> list[int]:
+        seen.append(item)
+        return [item + 100] if item == 1 else []  # a follow-up unit, e.g. the next round
+
+    run_streaming(factory, "work", [1, 2], on_item, workers=0)
+    assert seen == [1, 2, 2, 4, 101, 202]  # follow-ups queue behind the units already there
+    assert len(workers) == 1 and workers[0].calls == 3  # one worker, built once
+
+
+def test_a_unit_that_raises_stops_the_run_with_its_error():
+    class Broken:
+        def work(self, unit: int):
+            yield unit
+            raise ValueError(f"unit {unit} is bad")
+
+    with pytest.raises(ValueError, match="unit 7 is bad"):
+        run_streaming(Broken, "work", [7], lambda item: [], workers=0)
+
+
+@pytest.mark.parametrize("address", ["nohost", "host:port", "ray://host:"])
+def test_an_address_that_is_not_host_port_is_refused(address):
+    with pytest.raises(PipelineError, match="is not host:port"):
+        check_ray_address(address)
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=rf"no Ray cluster at 127\.0\.0\.1:{port} .*ray start --head"):
+        check_ray_address(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 10  # refused, not retried
+
+
+def test_an_address_where_something_listens_passes_and_ray_words_are_left_to_ray():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_ray_address(f"127.0.0.1:{server.getsockname()[1]}")
+        check_ray_address(f"ray://127.0.0.1:{server.getsockname()[1]}")
+    check_ray_address("auto")
+    check_ray_address("local")
