@@ -91,7 +91,8 @@ def estimate_budget(
     var_x = sum((x - mean_x) ** 2 for x, _ in fitted)
     slope = sum((x - mean_x) * (y - mean_y) for x, y in fitted) / var_x
     if slope <= 0.01:
-        return estimate(None, round(slope, 4), "no progress over the last half: tune, not a budget")
+        # a plateau (tune it) or a task not yet cracked (more steps may bring it): no trend to extend
+        return estimate(None, round(slope, 4), "flat over the last half: nothing to extrapolate")
     factor = min(10 ** ((target - evaluated) / slope), MAX_FACTOR)
     how = f"log-linear fit of the last {len(fitted)} curve points, {slope:+.2f} per 10x steps"
     return estimate(int(steps_trained * factor), round(slope, 4), how)
