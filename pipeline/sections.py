@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
@@ -188,17 +188,6 @@ def read_expert_section(data: dict[str, Any], where: str) -> ExpertSection:
     if "hyperparameters" in data:
         raise PipelineError(f"{where}: put a backend's settings under its name (sample-factory:, sb3:)")
     return read_section(ExpertSection, {**data, "hyperparameters": backends}, where)
-
-
-def defaults_of(cls: type) -> dict[str, Any]:
-    """The declared defaults of a section, e.g. for documentation."""
-    out = {}
-    for f in fields(cls):
-        if f.default is not MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            out[f.name] = f.default_factory()
-    return out
 
 
 def _typed(where: str, hint: Any, value: Any) -> Any:
