@@ -453,7 +453,7 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
         all_cells = [r for r in record.rollouts if r["suite"] == suite and "error" not in r]
         steps_total, length_source = 0.0, ""
         for spec in specs:
-            budget = asdict(spec.rollout.budget)
+            budget = spec.rollout.budget.to_dict()
             if "steps" in budget:
                 steps_total += budget["steps"]
                 length_source = "step budget (registry)"
@@ -466,7 +466,7 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
                 length_source = "measured mean episode length of the build policy"
             else:
                 steps_total = math.nan
-        entry["budget"] = {k: v for k, v in asdict(specs[0].rollout.budget).items() if v is not None}
+        entry["budget"] = specs[0].rollout.budget.to_dict()
         entry["steps"] = steps_total
         entry["steps_source"] = length_source
         if cells:

@@ -155,9 +155,7 @@ class RunPlan:
         """The JSON form (keys as plan.json always had them; optional ones only when set)."""
         out: dict[str, Any] = {
             "seed": self.seed,
-            "budget": {
-                k: v for k, v in (("episodes", self.budget.episodes), ("steps", self.budget.steps)) if v
-            },
+            "budget": self.budget.to_dict(),
             "test_fraction": self.test_fraction,
             "policy": self.policy,
             "max_episode_steps": self.max_episode_steps,

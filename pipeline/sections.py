@@ -74,6 +74,10 @@ class Budget:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
 
+    def to_dict(self) -> dict[str, int]:
+        """As plans and manifests store it: {"episodes": N} or {"steps": N}."""
+        return {"episodes": self.episodes} if self.episodes is not None else {"steps": self.steps}
+
 
 @dataclass(frozen=True)
 class RolloutSection:

@@ -53,6 +53,27 @@ def test_untagged_lines_are_found() -> None:
     assert untagged_figure_lines(doc) == ["| b | 2 | |", "- 3 cores"]
 
 
+def test_the_committed_figures_render_again_into_the_committed_doc(tmp_path: Path) -> None:
+    """The extrapolation reads today's registry: docs/scaling.json must still render, figure for figure."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--from-json",
+            str(ROOT / "docs" / "scaling.json"),
+            "--out",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    doc, committed = (tmp_path / "scaling.md").read_text(), (ROOT / "docs" / "scaling.md").read_text()
+    assert doc[doc.index("\n## ") :] == committed[committed.index("\n## ") :]
+    assert untagged_figure_lines(doc) == []
+
+
 @pytest.mark.slow
 def test_quick_run_writes_every_section_with_tagged_figures(tmp_path: Path) -> None:
     out = tmp_path / "docs"
