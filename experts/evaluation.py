@@ -16,7 +16,7 @@ import numpy as np
 
 from experts.metadata import ExpertMetadata, ExpertStatus
 from pipeline.envs import make_env
-from pipeline.episodes import EpisodeRun, episode_timeout_s, play
+from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
@@ -77,7 +77,7 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
     seeds = eval_seeds(seed, episodes)
     for episode_seed in seeds:
         # the loop rollout records with (pipeline.episodes): same clipping, success and time limit
-        run = EpisodeRun(env, spec, episode_seed, timeout_s=episode_timeout_s(spec))
+        run = EpisodeRun(env, spec, episode_seed, timeout_s=spec.rollout.episode_timeout_s)
         policy.reset(env, episode_seed)
         if play(run, lambda r: policy.act(r.observation, r.info)) is not None:
             failed += 1  # the policy gave up or the episode outlived its limit: scored as played so far

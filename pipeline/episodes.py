@@ -25,11 +25,6 @@ from pipeline.policies import EpisodeFailed
 from pipeline.registry import TaskSpec
 
 
-def episode_timeout_s(spec: TaskSpec) -> float:
-    """The suite's `rollout.episode_timeout_s` (declared default: `pipeline.sections`)."""
-    return spec.rollout.episode_timeout_s
-
-
 class EpisodeRun:
     """One episode being played: its env after `reset(seed)`, the latest step, and running totals."""
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.episodes import EpisodeRun, episode_timeout_s, play
+from pipeline.episodes import EpisodeRun, play
 from pipeline.plan import PlannedEpisode
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
@@ -47,7 +47,7 @@ class Recording(EpisodeRun):
     """One episode being played into its stored form (`pipeline.episodes` plays it)."""
 
     def __init__(self, env: Any, spec: TaskSpec, planned: PlannedEpisode) -> None:
-        super().__init__(env, spec, planned.seed, timeout_s=episode_timeout_s(spec))
+        super().__init__(env, spec, planned.seed, timeout_s=spec.rollout.episode_timeout_s)
         self.planned = planned
         self.episode = Episode(planned.episode_id, planned.seed, checkpoint_step=planned.checkpoint)
 
