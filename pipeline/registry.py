@@ -22,6 +22,7 @@ from pipeline.sections import (
     EnvSection,
     ExpertSection,
     RolloutSection,
+    check_keys,
     read_expert_section,
     read_section,
 )
@@ -121,12 +122,6 @@ class TaskSpec:
         return self.config[: -len(self.variant) - 1] if self.variant else self.config
 
 
-def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
-
-
 def _space(data: dict[str, Any]) -> SpaceSpec:
     return SpaceSpec(
         type=data["type"],
@@ -192,9 +187,9 @@ def parse_suite(suite: str, text: str) -> dict[str, TaskSpec]:
         raise PipelineError(f"{where} is not valid YAML{at}: {problem} (fix the file)") from None
     if not isinstance(data, dict) or "tasks" not in data:
         raise PipelineError(f"{where} must be a mapping with `suite`, `defaults` and `tasks` (fix the file)")
-    _check_keys(where, data, _SUITE_KEYS)
+    check_keys(where, data, _SUITE_KEYS)
     defaults = data.get("defaults") or {}
-    _check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
+    check_keys(f"{where} defaults", defaults, _DEFAULT_SECTIONS)
     env = read_section(EnvSection, defaults.get("env"), f"{where} defaults env")
     rollout = read_section(RolloutSection, defaults.get("rollout"), f"{where} defaults rollout")
     read_expert_section(defaults.get("expert") or {}, f"{where} defaults expert")  # its own mistakes first
@@ -218,7 +213,7 @@ def _task_spec(
     where: str,
 ) -> TaskSpec:
     """One task's spec from its YAML entry and the suite's sections (keys checked, values typed)."""
-    _check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
+    check_keys(f"{where} task {short!r}", entry, _TASK_KEYS)
     env, rollout, expert_defaults = defaults
     own_expert = entry.get("expert") or {}
     expert = read_expert_section(_merge_expert(expert_defaults, own_expert), f"{where} task {short!r} expert")

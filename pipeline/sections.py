@@ -164,16 +164,20 @@ class ExpertSection:
         return dict(self.hyperparameters.get(backend, {}))
 
 
+def check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse keys not in `allowed`, naming them and the allowed ones (every level of the registry)."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+
+
 def read_section(cls: type, data: Any, where: str) -> Any:
     """`cls` from its YAML mapping: unknown keys refused by name, each value checked against its type."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise PipelineError(f"{where} must be a mapping, got {type(data).__name__} (fix the file)")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(known)}")
+    check_keys(where, data, {f.name for f in fields(cls)})
     hints = typing.get_type_hints(cls)
     values = {name: _typed(f"{where} {name}", hints[name], value) for name, value in data.items()}
     try:
