@@ -109,6 +109,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         check_ray_address(address)
         kwargs["address"] = address
     else:
+        # "local": start one here, never attach to whatever `ray_current_cluster` names (a crashed
+        # `ray start` leaves it behind, and attaching would refuse our num_cpus)
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = max(os.cpu_count() or 1, num_cpus or 1)
     try:
         ray.init(**kwargs)

@@ -78,3 +78,33 @@ def test_an_address_where_something_listens_passes_and_ray_words_are_left_to_ray
         check_ray_address(f"ray://127.0.0.1:{server.getsockname()[1]}")
     check_ray_address("auto")
     check_ray_address("local")
+
+
+@pytest.mark.ray
+def test_a_stale_cluster_file_does_not_capture_a_local_run(tmp_path):
+    """A `ray start` that crashed leaves `ray_current_cluster` behind; a local run must not attach to it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.validate import validate
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay short
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", "babyai-go-to", "--episodes", "4"]
+    result = subprocess.run(
+        [*cmd, "--workers", "1", "--out", str(out), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert validate(str(out)).ok
