@@ -13,7 +13,7 @@ the doc can be traced). Measured here, by CPU time so that other jobs on the mac
   gets one thread, as in a Ray actor with num_cpus=1 (Ray sets OMP_NUM_THREADS=1). Bytes per step on
   disk = shard bytes of the long run (from its manifest) / its steps.
 - experts: tiny experts for the expert-policy rollouts: sb3 through `pipeline train-experts --backend
-  sb3 --steps 2048 --no-eval --in-process` (a subprocess), and the default backend (sample-factory)
+  sb3 --steps 2048 --no-eval --workers 0` (a subprocess), and the default backend (sample-factory)
   from the training measurement below. An expert's inference cost depends on its network, not on how
   well it was trained, so a 2k-20k-step expert costs per step what a 10M-step one does.
 - training: sample-factory (the default backend) per suite, a short and a long run, each in a fresh
@@ -248,7 +248,7 @@ def measure_rollout(
 def train_sb3(config: str, steps: int, root: str) -> dict[str, Any]:
     """The brief's tiny expert: `pipeline train-experts --backend sb3`, as a subprocess (CPU of its tree)."""
     command = [sys.executable, "-m", "pipeline.cli", "train-experts", "--tasks", config, "--backend", "sb3"]
-    command += ["--steps", str(steps), "--no-eval", "--in-process", "--out", root, "--time-limit", "2"]
+    command += ["--steps", str(steps), "--no-eval", "--workers", "0", "--out", root, "--time-limit", "2"]
     command += ["--no-progress"]
     before, started = children_cpu(), time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)

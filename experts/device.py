@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import get_args
 
+from pipeline.configs.experts import Device
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES: tuple[str, ...] = get_args(Device)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class TrainResources:
     cuda_devices: tuple[str, ...] = ()
     """CUDA devices torch saw in the worker (names)."""
     ray: RayPlacement | None = None
-    """What Ray assigned; None when trained in-process (`--in-process`)."""
+    """What Ray assigned; None when trained in this process (`--workers 0`)."""
     note: str = ""
     """Why the device differs from the request (e.g. a GPU only declared to Ray), else empty."""
 

@@ -8,7 +8,6 @@ and an expert below the threshold is rejected; the threshold can never be below 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -20,6 +19,7 @@ from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
+from pipeline.sections import check_threshold
 
 # Evaluation seeds live far from rollout's (plan.py derives those from small run seeds) and training's.
 EVAL_SEED_BASE = 1_000_000_007
@@ -99,14 +99,6 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
         mean_length=float(np.mean(lengths)),
         seeds=tuple(seeds),
     )
-
-
-def check_threshold(threshold: float) -> float:
-    if not isinstance(threshold, int | float) or math.isnan(threshold) or threshold < 0:
-        raise PipelineError(
-            f"the gate threshold must be a normalised score >= 0 (0 = random), got {threshold!r}"
-        )
-    return float(threshold)
 
 
 def gate(result: EvalResult, threshold: float = DEFAULT_THRESHOLD) -> GateDecision:

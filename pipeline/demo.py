@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.configs.datasets import DemoConfig
 from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.validate import validate
 
@@ -24,18 +24,6 @@ DEMO_RUNS: tuple[tuple[tuple[str, ...], str | None], ...] = (
     (("babyai-go-to", "metaworld-reach"), None),  # suite defaults: BabyAI bot, Meta-World scripted
     (("mujoco-hopper", "atari-breakout"), "random"),
 )
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    out: str = "outputs/demo"
-    """Local output folder."""
-    episodes: int = 10
-    """Episodes per task (≥ 2, so that both splits exist)."""
-    workers: int = 2
-    """Ray actors (a local cluster is started)."""
-    overwrite: bool = False
-    """Replace an earlier demo's output."""
 
 
 def run_demo(config: DemoConfig) -> int:

@@ -12,39 +12,16 @@ import logging
 import time
 from dataclasses import dataclass
 
-from experts.evaluation import check_threshold, evaluate, gate, judged
+from experts.evaluation import evaluate, gate, judged
 from experts.report import budget_of, write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertResult
+from pipeline.configs.experts import EvaluateExpertsConfig
 from pipeline.errors import PipelineError
 from pipeline.registry import resolve_tasks
 from pipeline.schema import TMP_DIR
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvaluateExpertsConfig:
-    """Which stored experts to evaluate, and how."""
-
-    experts_dir: str
-    """EXPERTS_DIR written by `train-experts` (local folder or `pyarrow.fs` URI)."""
-    suite: str | None = None
-    """Suite whose experts to evaluate; all its tasks unless `tasks` is set."""
-    tasks: tuple[str, ...] = ()
-    """Task names (short within the suite, or full config names)."""
-    episodes: int | None = None
-    """Episodes per expert; default: the task's `expert.eval_episodes`."""
-    seed: int = 0
-    """Evaluation seed; episodes use fresh seeds derived from it (never rollout's or training's)."""
-    threshold: float | None = None
-    """Minimum normalised score to accept (>= 0, i.e. never below random); default: the task's (0.5)."""
-
-    def __post_init__(self) -> None:
-        if self.episodes is not None and (not isinstance(self.episodes, int) or self.episodes < 1):
-            raise PipelineError(f"--episodes must be a positive integer, got {self.episodes!r}")
-        if self.threshold is not None:
-            check_threshold(self.threshold)
 
 
 @dataclass

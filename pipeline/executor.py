@@ -348,8 +348,12 @@ def run_tasks(
     placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
     address: str | None = None,
     retry_hint: str = "re-run",
+    max_running: int | None = None,
 ) -> list[Any]:
     """`fn(job, report)` as one Ray task per job, with the job's CPUs and GPUs; results as they end.
+
+    At most `max_running` tasks are submitted at once (None: all, and Ray places what fits); the
+    next is submitted as one ends, so a user can leave room on a shared cluster.
 
     `fn` must be picklable (a module-level function or a partial of one); `report(progress)` reaches
     `on_progress` in the driver. A task whose worker dies gives `on_failure(request, error)`.
@@ -361,12 +365,18 @@ def run_tasks(
     ray = init_ray(address)
     board = ray.remote(num_cpus=0)(_Board).remote()
     task = ray.remote(max_retries=0)(_run_task)
-    pending = {
-        task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, name=f"task-{r.key}").remote(
-            fn, job, r.key, board
-        ): r
-        for r, job in jobs
-    }
+    queue = deque(jobs)
+    pending: dict[Any, TaskRequest] = {}
+
+    def submit() -> None:
+        while queue and (max_running is None or len(pending) < max_running):
+            r, job = queue.popleft()
+            ref = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, name=f"task-{r.key}").remote(
+                fn, job, r.key, board
+            )
+            pending[ref] = r
+
+    submit()
     results: list[Any] = []
     starved_since: float | None = None
     try:
@@ -378,6 +388,7 @@ def run_tasks(
                     results.append(ray.get(ref))
                 except Exception as exc:  # the worker died (OOM, killed): the caller reports it
                     results.append(on_failure(request, exc))
+            submit()
             latest, placed = ray.get(board.snapshot.remote())
             for progress in latest.values():
                 on_progress(progress)

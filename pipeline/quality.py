@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest, dataset_configs, read_manifest
 from pipeline.model.metrics import mean, normalised, stratified_bootstrap_ci
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 JAT_BAR = 0.9
 """JAT's bar: an expert (and so its data) counts as expert-level at 0.9 of JAT's expert score."""
-DEFAULT_BOOTSTRAP_REPS = 2000
 """Resamples per interval, as `pipeline evaluate`."""
 CONFIDENCE = 0.95
 _VERSION_KEYS = ("minigrid", "metaworld", "sample-factory", "stable-baselines3")

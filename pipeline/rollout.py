@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
+from pipeline.configs.datasets import RolloutConfig
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S, require_shared_storage, run_streaming
+from pipeline.executor import require_shared_storage, run_streaming
 from pipeline.layout import write_readme
 from pipeline.manifest import read_info, read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, RunPlan, WorkUnit
@@ -28,108 +29,10 @@ from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun
 from pipeline.schema import DATA_DIR, INFO_PATH, RUN_LEASE_PATH, TMP_DIR
 from pipeline.sections import Budget
-from pipeline.shards import DEFAULT_MAX_SHARD_BYTES
 from pipeline.storage import Location, check_writable, open_location
 
 log = logging.getLogger(__name__)
-POSITIVE_SETTINGS = (
-    "episodes",
-    "steps",
-    "max_shard_bytes",
-    "episodes_per_shard",
-    "max_episode_steps",
-    "envs_per_worker",
-)
 HISTORY_EPISODES = 10  # episodes per expert snapshot in a learning history, unless --episodes says
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    """What to record, where, and how."""
-
-    out: str
-    """Dataset root: a local folder or a `pyarrow.fs` URI such as s3://bucket/prefix."""
-    suite: str | None = None
-    """Suite to record (atari, babyai, metaworld, mujoco); all its tasks unless `tasks` is set."""
-    tasks: tuple[str, ...] = ()
-    """Task names (short within the suite, or full config names like `babyai-go-to`)."""
-    episodes: int | None = None
-    """Episodes per task. With neither this nor `steps`, the registry's JAT budget is used."""
-    steps: int | None = None
-    """Steps per task instead of episodes: whole episodes are recorded until this many steps."""
-    workers: int = 1
-    """Ray actors recording in parallel; 0 runs everything in this process (debugging, tests)."""
-    policy: str | None = None
-    """expert | scripted | random; default: the suite's `rollout.policy` in env_configs/."""
-    seed: int = 0
-    """Run seed: episode seeds and splits derive from it, whoever records them."""
-    test_fraction: float | None = None
-    """Share of test episodes; default: JAT's per suite (Atari/Meta-World/MuJoCo 0.1, BabyAI 0.02)."""
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
-    """Size cap per Parquet shard."""
-    episodes_per_shard: int | None = None
-    """Episodes per work unit (and so per shard at most); default per suite in env_configs/."""
-    max_episode_steps: int | None = None
-    """Horizon override (Meta-World: 100 by default, JAT's); None keeps the registry's."""
-    overwrite: bool = False
-    """Replace configs that already exist in `out` (only those; other configs are kept)."""
-    resume: bool = False
-    """Finish an interrupted run of the same command: record only what is missing."""
-    min_return_fraction: float | None = None
-    """Keep only episodes scoring at least this on the expert-normalised scale, (R - random) /
-    (expert - random) against the JAT reference (Gato's 0.8 filter); stored as `<config>-topNN`."""
-    learning_history: bool = False
-    """Record the expert's learning history (Algorithm Distillation): `episodes` episodes (default
-    10) from each snapshot `train-experts` kept, in training order, stored as `<config>-history`
-    with each episode's snapshot step in the manifest."""
-    returns_to_go: bool = False
-    """Also write `meta/<config>/returns_to_go.parquet` (per-step undiscounted returns-to-go, for
-    Decision Transformer users), outside the data files so JAT's features stay exact."""
-    envs_per_worker: int | None = None
-    """Envs each worker steps in lockstep when the policy is a trained expert, so that one forward
-    pass serves them all; default per suite (`rollout.envs_per_worker`). Part of the plan: the
-    padded batch size fixes the expert's rounding, so a resume must keep it."""
-    address: str | None = None
-    """Ray cluster address; default RAY_ADDRESS, else a local cluster."""
-    experts_dir: str | None = None
-    """Where `train-experts` saved experts (for `--policy expert`)."""
-    allow_weak: bool = False
-    """Let `--policy expert` record experts the quality gate rejected (or never evaluated)."""
-    shared_fs: bool = False
-    """Declare a local `out`/`experts_dir` shared by every node (NFS, ...), so a multi-node cluster
-    may write to it; without it such a run is refused (each node would write to its own disk)."""
-    placement_timeout_s: float = PLACEMENT_TIMEOUT_S
-    """How long queued work may wait with no Ray worker placed (a lost node, a full cluster)
-    before the run stops with one line; finished units are kept for `--resume`."""
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.episodes is not None and self.steps is not None:
-            raise PipelineError("give --episodes or --steps, not both")
-        for name in POSITIVE_SETTINGS:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.min_return_fraction is not None and not 0 < self.min_return_fraction <= 1:
-            raise PipelineError(f"--min-return-fraction must be in (0, 1], got {self.min_return_fraction}")
-        if self.overwrite and self.resume:
-            raise PipelineError("--overwrite and --resume exclude each other: pick one")
-        if self.learning_history:
-            if self.steps is not None or self.min_return_fraction is not None:
-                raise PipelineError(
-                    "--learning-history records whole snapshots' episodes: it takes --episodes "
-                    "(per snapshot), not --steps or --min-return-fraction"
-                )
-            if self.policy not in (None, "expert"):
-                raise PipelineError(
-                    "--learning-history records a trained expert: drop --policy or use --policy expert"
-                )
-        if not self.placement_timeout_s > 0:
-            raise PipelineError(f"--placement-timeout must be positive, got {self.placement_timeout_s}")
-        if self.workers < 0:
-            raise PipelineError(f"--workers must be 0 (in-process) or more, got {self.workers}")
-        if self.test_fraction is not None and not 0 <= self.test_fraction < 1:
-            raise PipelineError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
 
 
 @dataclass

@@ -115,6 +115,15 @@ class RolloutSection:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
 
 
+def check_threshold(threshold: float) -> float:
+    """`threshold` as a float if it is a normalised score >= 0 (the gate never accepts below random)."""
+    if not isinstance(threshold, int | float) or math.isnan(threshold) or threshold < 0:
+        raise PipelineError(
+            f"the gate threshold must be a normalised score >= 0 (0 = random), got {threshold!r}"
+        )
+    return float(threshold)
+
+
 def check_num_gpus(where: str, value: Any) -> float:
     """GPUs per training task as Ray takes them: 0, a fraction of one GPU (shared), or whole GPUs."""
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else -1

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.configs.datasets import DEFAULT_MAX_SHARD_BYTES
 from pipeline.schema import DATA_DIR, SHARD_NAME, arrow_schema
 from pipeline.storage import Location
 
-DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
 ROW_GROUP_EPISODES = 8
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -14,39 +14,13 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from pipeline.configs.datasets import SubmitConfig
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_WAIT_S = 120
-
-
-@dataclass(frozen=True)
-class SubmitConfig:
-    command: tuple[str, ...]
-    """The pipeline subcommand and its arguments, e.g. ("rollout", "--suite", "atari", ...)."""
-    address: str | None = None
-    """Ray dashboard (job server) address; default RAY_ADDRESS if it is http(s), else localhost:8265."""
-    env: tuple[str, ...] = ()
-    """Names of environment variables to forward to the job (e.g. AWS_*, HF_TOKEN); values never logged."""
-    wait: bool = True
-    """Follow the job's logs until it ends; the exit code then reflects its status."""
-    job_id: str | None = None
-    """A submission id of your choosing (default: Ray picks one)."""
-
-    def __post_init__(self) -> None:
-        if not self.command:
-            raise PipelineError(
-                "name the stage to submit, e.g. `pipeline submit -- rollout --suite atari ...`"
-            )
-        if self.command[0] in ("submit", "demo"):
-            raise PipelineError(
-                f"`{self.command[0]}` cannot be submitted as a job; submit a stage such as rollout"
-            )
-        missing = [name for name in self.env if name not in os.environ]
-        if missing:
-            raise PipelineError(f"--env names unset variable(s) {missing}: export them first")
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,14 @@ from typing import Any
 
 from experts.base import TrainProgress, closest_keys, get_backend
 from experts.candidates import scripted_alternative
-from experts.device import RayPlacement, check_device, cuda_devices, no_cuda_reason
+from experts.device import RayPlacement, cuda_devices, no_cuda_reason
 from experts.evaluation import check_threshold
 from experts.report import write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
+from pipeline.configs.experts import TrainExpertsConfig
 from pipeline.errors import PipelineError
 from pipeline.executor import (
-    PLACEMENT_TIMEOUT_S,
     TaskRequest,
     alive_nodes,
     cluster_cpus,
@@ -43,97 +43,9 @@ from pipeline.executor import (
 )
 from pipeline.registry import TaskSpec, resolve_tasks
 from pipeline.schema import TMP_DIR
-from pipeline.sections import check_num_gpus
 from pipeline.storage import check_writable
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainExpertsConfig:
-    """What to train, where, and how."""
-
-    out: str
-    """EXPERTS_DIR: a local folder or a `pyarrow.fs` URI; each expert goes to EXPERTS_DIR/<config>/."""
-    suite: str | None = None
-    """Suite to train (atari, babyai, metaworld, mujoco); all its tasks unless `tasks` is set."""
-    tasks: tuple[str, ...] = ()
-    """Task names (short within the suite, or full config names like `mujoco-hopper`)."""
-    backend: str | None = None
-    """sample-factory | sb3 | babyai-bot | metaworld-scripted; default: the suite's `expert.backend`."""
-    steps: int | None = None
-    """Env steps per expert; default: the task's `expert.steps` in env_configs/."""
-    seed: int = 0
-    """Training seed; evaluation uses fresh seeds derived from it."""
-    resume: bool = False
-    """Continue from the experts' latest checkpoints instead of starting over."""
-    overwrite: bool = False
-    """Retrain experts that already exist in `out` (without it, existing ones are refused)."""
-    num_cpus: int | None = None
-    """CPUs per training task (Ray resource and sample-factory worker count); default from the config."""
-    num_gpus: float | None = None
-    """GPUs per training task asked of Ray (a fraction shares one); default: the task's `expert.num_gpus`."""
-    device: str = "auto"
-    """auto | cpu | cuda: torch device of every trained backend; auto is cuda when the task got a GPU
-    torch can use, else cpu."""
-    placement_timeout_s: float = PLACEMENT_TIMEOUT_S
-    """Stop the run when training tasks have waited this long for Ray resources with none of this
-    run's tasks running (GPUs or CPUs held by other jobs)."""
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the backend's hyperparameters, e.g. {"learning_rate": 1e-4} (RL Zoo's --hyperparams)."""
-    eval_episodes: int | None = None
-    """Evaluation episodes per expert; default: the task's `expert.eval_episodes`."""
-    threshold: float | None = None
-    """Minimum normalised score to accept an expert (>= 0); default: the task's `expert.threshold` (0.5).
-    Meta-World: also the score at which the scripted policy is kept without training."""
-    force_train: bool = False
-    """Meta-World: train even the tasks whose scripted policy passes the gate (the better of the two
-    is kept). Without it, and without a trained `backend` named, those keep the scripted policy."""
-    evaluate: bool = True
-    """Evaluate and gate each expert after training."""
-    time_limit_min: float | None = None
-    """Stop each training after this many minutes (the model so far is saved, evaluated and gated)."""
-    in_process: bool = False
-    """Train the tasks one after another in this process instead of on Ray (debugging, tests)."""
-    address: str | None = None
-    """Ray cluster address; default RAY_ADDRESS, else a local cluster (`ray.init()`)."""
-    shared_fs: bool = False
-    """Declare a local `out` shared by every node, so a multi-node cluster may write to it."""
-    progress: bool = True
-    history_every: int | None = None
-    """Learning-history snapshot interval in env steps (0: none); default: `expert.steps` divided by
-    the task's `expert.history_snapshots`."""
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "num_cpus", "eval_episodes"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        every = self.history_every
-        if every is not None and (not isinstance(every, int) or every < 0):
-            raise PipelineError(f"--history-every must be 0 or a positive integer, got {every!r}")
-        if self.time_limit_min is not None and not self.time_limit_min > 0:
-            raise PipelineError(
-                f"--time-limit must be a positive number of minutes, got {self.time_limit_min!r}"
-            )
-        if self.num_gpus is not None:
-            check_num_gpus("--num-gpus", self.num_gpus)
-        check_device(self.device)
-        if not self.placement_timeout_s > 0:
-            raise PipelineError(
-                f"--placement-timeout must be a positive number of seconds, got {self.placement_timeout_s!r}"
-            )
-        if self.resume and self.overwrite:
-            raise PipelineError("give --resume or --overwrite, not both")
-        if self.threshold is not None:
-            check_threshold(self.threshold)
-        if self.backend is not None:
-            backend = get_backend(self.backend)  # unknown names fail here, before any work
-            if self.force_train and not backend.trainable:
-                raise PipelineError(
-                    f"--force-train trains a network, but --backend {self.backend} trains nothing; "
-                    "drop one of them"
-                )
 
 
 @dataclass
@@ -240,11 +152,6 @@ def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
     Meta-World scripted) take no hyperparameters and ignore `--set`; a task without a usable
     backend or algorithm from env_configs/ is left to `plan_expert`, which fails that task alone.
     """
-    if "device" in config.hyperparameters:
-        raise PipelineError(
-            f"--set device={config.hyperparameters['device']!r}: the training device is not a "
-            "hyperparameter; use --device auto|cpu|cuda (and --num-gpus or expert.num_gpus to reserve GPUs)"
-        )
     if not config.hyperparameters:
         return
     for spec in specs:
@@ -345,8 +252,20 @@ def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConf
         )
 
 
+def check_backend(config: TrainExpertsConfig) -> None:
+    """An unknown --backend, or --force-train with a backend that trains nothing, stops the run."""
+    if config.backend is None:
+        return
+    backend = get_backend(config.backend)  # an unknown name fails here, naming the known ones
+    if config.force_train and not backend.trainable:
+        raise PipelineError(
+            f"--force-train trains a network, but --backend {config.backend} trains nothing; drop one of them"
+        )
+
+
 def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     """Train the configured experts; returns one result per task (failed ones included)."""
+    check_backend(config)
     specs = resolve_tasks(config.suite, list(config.tasks) or None)
     check_overrides(specs, config)
     check_device_request(specs, config)
@@ -411,6 +330,7 @@ def _run_on_ray(
         placement_timeout_s=config.placement_timeout_s,
         address=config.address,
         retry_hint="re-run with --resume (finished experts are kept)",
+        max_running=config.workers,
     )
 
 

@@ -187,7 +187,7 @@ def test_set_does_not_apply_to_experts_that_train_nothing(tmp_path):
             tasks=("babyai-go-to",),
             hyperparameters={"learning_rate": 1e-4},
             eval_episodes=1,
-            in_process=True,
+            workers=0,
             progress=False,
         )
     )

@@ -20,13 +20,14 @@ import re
 import shlex
 import subprocess
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.cli import build_parser
+from pipeline.cli.options import config_from
 from pipeline.errors import PipelineError
 from pipeline.registry import SUITES, get_task, resolve_tasks, suite_tasks
 
@@ -158,6 +159,8 @@ def _parse(argv: tuple[str, ...]) -> tuple[object | None, str]:
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             return build_parser().parse_args(list(argv)), ""
+    except PipelineError as exc:  # the CLI's parser reports bad arguments as one line
+        return None, str(exc)
     except SystemExit:
         return None, " ".join(err.getvalue().split()) or "argparse exited"
 
@@ -168,11 +171,11 @@ def problems(example: Example) -> list[str]:
     if args is None:
         return [f"{example} does not parse: {error}"]
     try:
-        if args.command == "submit":
-            stage = tuple(args.stage[1:] if args.stage[:1] == ["--"] else args.stage)
-            if not stage:
-                return [f"{example} submits no stage"]
-            return problems(Example(example.source, stage))
+        if args.subcommand == "submit":
+            args.env = ()  # --env names variables the user exported on their machine, not here
+        config = config_from(args.config_class, args)  # the config's own checks, as the CLI runs them
+        if args.subcommand == "submit":
+            return problems(Example(example.source, config.command))
         return _registry_problems(example, args)
     except PipelineError as exc:
         return [f"{example} would stop: {exc}"]
@@ -184,32 +187,25 @@ def _registry_problems(example: Example, args) -> list[str]:
 
     for name in getattr(args, "configs", None) or []:  # validate, publish, train-model (CONFIG[:WEIGHT])
         get_task(name.partition(":")[0])
-    if args.command == "evaluate":
+    if args.subcommand == "evaluate":
         for name in args.tasks:  # task configs and/or whole suites
             if name in SUITES:
                 suite_tasks(name)
             else:
                 get_task(name)
-    if args.command == "tasks" and args.suite:
+    if args.subcommand == "tasks" and args.suite:
         suite_tasks(args.suite)
-    if args.command not in TASK_COMMANDS:
+    if args.subcommand not in TASK_COMMANDS:
         return []
     specs = resolve_tasks(args.suite, args.tasks or None)
-    if args.command == "train-experts":
-        from pipeline.train_experts import TrainExpertsConfig, check_device_request
+    if args.subcommand == "train-experts":
+        from pipeline.train_experts import check_backend, check_device_request
 
         # As on a cluster (the examples' setting): `--device cuda` must reserve GPUs with --num-gpus.
-        config = TrainExpertsConfig(
-            out=args.out,
-            suite=args.suite,
-            tasks=tuple(args.tasks or ()),
-            backend=args.backend,
-            num_gpus=args.num_gpus,
-            device=args.device,
-            address=args.address or "auto",
-        )
+        config = replace(config_from(args.config_class, args), address=args.address or "auto")
+        check_backend(config)
         check_device_request(specs, config)
-    if args.command != "rollout":
+    if args.subcommand != "rollout":
         return []
     if args.learning_history:
         return [] if args.experts_dir else [f"{example}: --learning-history needs --experts-dir"]
@@ -251,7 +247,7 @@ def test_examples_are_found_everywhere() -> None:
         ("evaluate --model m --tasks babyai,atary", "unknown task"),
         ("evaluate-experts --out experts/ --tasks mujoco-hopper", "does not parse"),
         ("train-experts --suite atari --out e --device cuda", "asks Ray for no GPU"),
-        ("submit --", "submits no stage"),
+        ("submit --", "name the stage to submit"),
     ],
 )
 def test_checker_catches_broken_examples(command: str, expected: str) -> None:
@@ -387,7 +383,9 @@ def test_build_runs_the_stages_in_order_on_each_others_output() -> None:
     parse = build_parser().parse_args
     trains = [parse(list(a)) for a in _stage_commands("train-experts")]
     rollouts = [parse(list(a)) for a in _stage_commands("rollout")]
-    assert {a.command for a in trains} == {"train-experts"} and {a.command for a in rollouts} == {"rollout"}
+    assert {a.subcommand for a in trains} == {"train-experts"} and {a.subcommand for a in rollouts} == {
+        "rollout"
+    }
     assert any(a.num_gpus and a.num_gpus > 0 for a in trains), "no training asks for the GPU group"
     gpu_groups = [g for g, pod in _pod_specs(_rayjobs()["train-experts"]) if "gpu" in str(pod["containers"])]
     assert gpu_groups, "the train-experts cluster has no GPU group"
@@ -396,7 +394,7 @@ def test_build_runs_the_stages_in_order_on_each_others_output() -> None:
     assert {a.suite for a in rollouts} == set(SUITES), "the build leaves a suite out"
     (dataset,) = {a.out for a in rollouts}
     for stage in ("validate", "publish"):
-        assert [parse(list(a)).dir for a in _stage_commands(stage)] == [dataset], stage
+        assert [parse(list(a)).data_dir for a in _stage_commands(stage)] == [dataset], stage
 
 
 def test_dockerfile_installs_the_pinned_wheel_for_both_variants() -> None:

@@ -6,6 +6,7 @@ test_fault_tolerance.py, test_multinode.py, test_crash_points.py and test_gpu_re
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 
@@ -108,3 +109,30 @@ def test_a_stale_cluster_file_does_not_capture_a_local_run(tmp_path):
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert validate(str(out)).ok
+
+
+def _timed(job: int, report) -> tuple[int, float, float]:
+    """A Ray task that reports, then holds its CPU briefly: (job, start, end) on the node's clock."""
+    start = time.monotonic()
+    report(job)
+    time.sleep(0.3)
+    return job, start, time.monotonic()
+
+
+@pytest.mark.ray
+def test_run_tasks_keeps_at_most_max_running_tasks_in_flight(ray_cluster):
+    """`train-experts --workers 1` on a 2-CPU cluster: each task starts only after the last one ended."""
+    import sys
+
+    from ray import cloudpickle
+
+    from pipeline.executor import TaskRequest, run_tasks
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    progress: list[int] = []
+    jobs = [(TaskRequest(f"t{i}", 1, 0), i) for i in range(3)]
+    results = run_tasks(_timed, jobs, progress.append, on_failure=lambda r, e: None, max_running=1)
+    spans = sorted((start, end) for _, start, end in results)
+    assert sorted(job for job, _, _ in results) == [0, 1, 2]
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
+    assert set(progress) <= {0, 1, 2}

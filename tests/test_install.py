@@ -246,7 +246,7 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
         assert row["config"] == "babyai-go-to" and row["episodes"] == {"train": 3, "test": 1}, row
 
         train = [pipeline, "train-experts", "--tasks", "mujoco-pendulum", "--backend", "sb3"]
-        _run([*train, "--steps", "256", "--no-eval", "--in-process", "--out", "experts"], work, env)
+        _run([*train, "--steps", "256", "--no-eval", "--workers", "0", "--out", "experts"], work, env)
         metadata = json.loads((work / "experts" / "mujoco-pendulum" / "metadata.json").read_text())
         assert metadata["trained"] and metadata["status"] == "unevaluated"
         _run(

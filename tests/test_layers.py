@@ -27,12 +27,13 @@ CORE = {
     "pipeline.executor",
 }
 """Errors, schema and paths, registry, envs, storage, the `Policy` interface, plans and manifests,
-and the executor that owns Ray: what every stage and the expert backends stand on."""
+the executor that owns Ray, and the stages' configs (`pipeline.configs.*`, the typed interface the
+CLI and the Python API share): what every stage and the expert backends stand on."""
 LAYERS = ("core", "experts", "stages", "cli")
 
 
 def layer(module: str) -> str:
-    if module in CORE or module == "pipeline":
+    if module in CORE or module == "pipeline" or module.startswith("pipeline.configs"):
         return "core"
     if module == "experts" or module.startswith("experts."):
         return "experts"

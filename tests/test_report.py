@@ -117,9 +117,9 @@ def test_min_normalised_gates_with_exit_codes(sample_dataset: Path, tmp_path: Pa
     ("args", "cause"),
     [
         (["--configs", "mujoco-hoper"], "has no config 'mujoco-hoper': did you mean mujoco-hopper?"),
-        (["--min-normalised", "high"], "--min-normalised must be a number such as 0.9, got 'high'"),
+        (["--min-normalised", "high"], "--min-normalised: must be a number such as 0.5, got 'high'"),
         (["--min-normalised", "nan"], "--min-normalised must be a number"),
-        (["--bootstrap-reps", "0"], "--bootstrap-reps must be at least 1"),
+        (["--bootstrap-reps", "0"], "--bootstrap-reps must be a positive integer, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(sample_dataset: Path, capsys, args: list[str], cause: str) -> None:

@@ -83,7 +83,7 @@ def test_a_failing_task_does_not_stop_the_others(tmp_path):
             tasks=("mujoco-hopper", "babyai-go-to"),
             backend="babyai-bot",
             eval_episodes=2,
-            in_process=True,
+            workers=0,
             progress=False,
         )
     )
@@ -95,7 +95,7 @@ def test_a_failing_task_does_not_stop_the_others(tmp_path):
 
 def test_existing_experts_need_resume_or_overwrite(tmp_path):
     config = TrainExpertsConfig(
-        out=str(tmp_path), tasks=("babyai-go-to",), eval_episodes=1, in_process=True, progress=False
+        out=str(tmp_path), tasks=("babyai-go-to",), eval_episodes=1, workers=0, progress=False
     )
     assert not train_experts(config).failed
     second = train_experts(config)
@@ -116,13 +116,13 @@ def test_existing_experts_need_resume_or_overwrite(tmp_path):
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):
     with pytest.raises(PipelineError, match=match):
-        train_experts(TrainExpertsConfig(out=str(tmp_path / "x"), in_process=True, progress=False, **kwargs))
+        train_experts(TrainExpertsConfig(out=str(tmp_path / "x"), workers=0, progress=False, **kwargs))
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
 def test_cli_exit_codes(tmp_path):
     out = str(tmp_path / "experts")
-    common = ["--out", out, "--in-process", "--eval-episodes", "1", "--no-progress"]
+    common = ["--out", out, "--workers", "0", "--eval-episodes", "1", "--no-progress"]
     assert main(["train-experts", "--tasks", "babyai-go-to", *common]) == 0
     assert main(["train-experts", "--tasks", "babyai-go-to", "--backend", "nope", *common]) == 2
     # A task the backend cannot use fails alone; the exit code reports it.

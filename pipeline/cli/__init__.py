@@ -1,6 +1,8 @@
 """The `pipeline` command: one subcommand per stage. The only package that parses arguments.
 
-Each subcommand builds the stage's typed config and calls the stage's function; user errors
+Each subcommand is generated from its stage's config dataclass (`pipeline/configs/`, through
+`pipeline/cli/options.py`), builds that config from the parsed arguments and calls the stage's
+function; the modules here only render results. Bad arguments, and user errors
 (`PipelineError`) print as one line naming the cause and the fix, with exit code 2. So does a
 full disk (ENOSPC/EDQUOT, also from inside a Ray worker), which any writing stage can meet: every
 stage commits atomically, so the answer is always "free space, then re-run". The subcommands live
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+from typing import NoReturn
 from urllib.parse import urlparse
 
 from rich.logging import RichHandler
@@ -43,12 +47,24 @@ _RESUMABLE = {"rollout", "train-experts", "train-model"}
 
 
 # --- main --------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the pipeline's one line (cause, then where to look) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.fullmatch(r"argument (--[\w-]+|[\w-]+)(?:/\S+)?: (.*)", message, re.S)
+        if match and match[2].startswith(match[1]):  # our own parsers name the flag already
+            message = match[2]
+        elif match:
+            message = f"{match[1]}: {match[2]}"
+        raise PipelineError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pipeline", description="jat-pipeline: build, validate and publish JAT-format datasets."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for add in (
         _add_tasks,
         _add_rollout,
@@ -69,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except PipelineError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
@@ -98,20 +118,20 @@ def disk_full_message(args: argparse.Namespace, exc: OSError) -> str:
     where = f" writing {path}" if path else " (the output or the temporary folder)"
     detail = " ".join(str(exc).split())  # pyarrow's text may span lines
     rerun = "re-run the same command"
-    if args.command in _RESUMABLE and getattr(args, "overwrite", False):
+    if args.subcommand in _RESUMABLE and getattr(args, "overwrite", False):
         rerun += " with --resume in place of --overwrite"
-    elif args.command in _RESUMABLE and not getattr(args, "resume", False):
+    elif args.subcommand in _RESUMABLE and not getattr(args, "resume", False):
         rerun += " with --resume"
     return f"disk full{where} ({detail}): free space there, then {rerun}; what was committed before is kept"
 
 
 def _output_path(args: argparse.Namespace) -> str | None:
     """The stage's output when it is a local folder (a full remote store reports itself otherwise)."""
-    value = getattr(args, _OUTPUT_ARG.get(args.command, ""), None)
-    if value is None and args.command == "publish" and not args.repo_id:
-        from pipeline.publish import DEFAULT_FOLDER_SUFFIX
+    value = getattr(args, _OUTPUT_ARG.get(args.subcommand, ""), None)
+    if value is None and args.subcommand == "publish" and not args.repo_id:
+        from pipeline.configs.publish import DEFAULT_FOLDER_SUFFIX
 
-        value = args.dir.rstrip("/") + DEFAULT_FOLDER_SUFFIX
+        value = args.data_dir.rstrip("/") + DEFAULT_FOLDER_SUFFIX
     if not isinstance(value, str) or urlparse(value).scheme not in ("", "file"):
         return None
     return value

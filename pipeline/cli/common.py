@@ -3,27 +3,11 @@ full disk apart from other failures."""
 
 from __future__ import annotations
 
-import argparse
 import errno
 
 from rich.console import Console
 
 console = Console(stderr=True, soft_wrap=True)
-
-
-def add_shared_fs(p: argparse.ArgumentParser, folders: str) -> None:
-    """`--shared-fs`, the same for every stage that writes local folders from Ray workers."""
-    p.add_argument(
-        "--shared-fs",
-        action="store_true",
-        help=f"a local {folders} is one filesystem mounted on every node "
-        "(else refused on a multi-node cluster)",
-    )
-
-
-def csv_list(value: str) -> list[str]:
-    """`--tasks a,b` → ["a", "b"]."""
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def fmt_number(value: float | None, digits: int = 2) -> str:

@@ -5,58 +5,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.common import csv_list, fmt_number
+from pipeline.cli.common import fmt_number
+from pipeline.cli.options import add_config, config_from
+from pipeline.configs.datasets import ReportConfig
 from pipeline.errors import PipelineError
 
 _LOG_WIDTH = 160
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="score each config against JAT's experts (table, JSON, CI gate)",
-        description="Per config: episodes, mean return, success rate, expert-normalised score with a "
-        "bootstrap 95%% CI over episodes, a flag below JAT's 0.9 bar, and the policy that acted.",
-    )
-    p.add_argument("dir", help="dataset folder or URI (s3://bucket/prefix)")
-    p.add_argument("--configs", type=csv_list, help="comma-separated configs (default: all)")
-    p.add_argument(
-        "--min-normalised",
-        metavar="X",
-        help="exit 1 when any config's normalised score is below X (e.g. 0.9), listing them",
-    )
-    p.add_argument("--json", metavar="FILE", help="also write the rows to FILE as JSON")
-    p.add_argument("--bootstrap-reps", type=int, default=2000, help="resamples per interval (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (same seed, same intervals)")
-    p.set_defaults(handler=_cmd_report)
-
-
-def _threshold(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = math.nan
-    if not math.isfinite(threshold):
-        raise PipelineError(f"--min-normalised must be a number such as 0.9, got {value!r}")
-    return threshold
+    add_config(sub, "report", ReportConfig, _cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from pipeline.quality import CONFIDENCE, JAT_BAR, QualityRequest, below, dataset_quality
 
-    threshold = _threshold(args.min_normalised)
-    request = QualityRequest(args.dir, tuple(args.configs or ()), args.bootstrap_reps, args.seed)
+    config = config_from(ReportConfig, args)
+    threshold = config.min_normalised
+    request = QualityRequest(config.data_dir, config.configs, config.bootstrap_reps, config.seed)
     rows = dataset_quality(request)
     table = Table(
-        title=f"quality of {args.dir} against JAT's experts (95% bootstrap CI over episodes)", box=box.SIMPLE
+        title=f"quality of {config.data_dir} against JAT's experts (95% bootstrap CI over episodes)",
+        box=box.SIMPLE,
     )
     table.add_column("config", no_wrap=True)
     for column in ("train/test", "mean return", "success", "normalised", "95% CI", f"< {JAT_BAR:g}"):
@@ -77,9 +52,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not out.is_terminal:  # logs (dataset CI) have no width: do not squeeze the table into 80 columns
         out = Console(width=max(out.width, _LOG_WIDTH))
     out.print(table)
-    if args.json:
+    if config.json:
         document = {
-            "dataset": args.dir,
+            "dataset": config.data_dir,
             "bar": JAT_BAR,
             "confidence": CONFIDENCE,
             "bootstrap_reps": request.bootstrap_reps,
@@ -87,12 +62,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
             "configs": [r.to_dict() for r in rows],
         }
         try:
-            with open(args.json, "w", encoding="utf-8") as f:
+            with open(config.json, "w", encoding="utf-8") as f:
                 json.dump(document, f, indent=1)
                 f.write("\n")
         except OSError as exc:
             raise PipelineError(
-                f"cannot write --json {args.json}: {exc.strerror} (choose a writable path)"
+                f"cannot write --json {config.json}: {exc.strerror} (choose a writable path)"
             ) from exc
     if threshold is None:
         return 0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.configs.model import EvaluateConfig
 from pipeline.envs import make_env
 from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
@@ -34,47 +35,6 @@ from pipeline.plan import episode_seed
 from pipeline.registry import SUITES, TaskSpec, get_task, suite_tasks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Which model, on which tasks, for how many episodes."""
-
-    model: str
-    """Model folder written by `pipeline train-model`."""
-    tasks: tuple[str, ...]
-    """Task config names (babyai-go-to) and/or whole suites (atari, babyai, metaworld, mujoco)."""
-    episodes: int = 10
-    """Episodes per task."""
-    seed: int = 0
-    """Seeds the episode resets (a stream distinct from rollout's) and action sampling."""
-    greedy: bool = False
-    """Take the most likely discrete action instead of sampling (JAT's evaluation samples)."""
-    max_episode_steps: int | None = None
-    """Extra cap on steps per episode, below the env's own limit (an episode cut there counts as
-    truncated and its return is partial); default: the env's limit only, as JAT evaluated."""
-    random_baseline: bool = True
-    """Also run a uniformly random policy on the same seeds, for a measured baseline."""
-    out: str | None = None
-    """Where results.json/.csv and scores.png go; default MODEL/eval."""
-    bootstrap_reps: int = 2000
-    """Bootstrap resamples for the aggregate intervals."""
-    threads: int | None = 1
-    """torch intra-op threads. Acting is one small forward pass per env step, where a second
-    thread costs more in synchronisation than it gains (badly so on a busy machine); None keeps
-    torch's default."""
-    progress: bool = True
-    """Show a progress bar."""
-
-    def __post_init__(self) -> None:
-        if not self.tasks:
-            raise PipelineError("name some --tasks (task configs like babyai-go-to, or suites like babyai)")
-        if not isinstance(self.episodes, int) or self.episodes < 1:
-            raise PipelineError(f"--episodes must be a positive integer, got {self.episodes!r}")
-        if self.max_episode_steps is not None and self.max_episode_steps < 1:
-            raise PipelineError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
-        if self.bootstrap_reps < 1:
-            raise PipelineError(f"--bootstrap-reps must be positive, got {self.bootstrap_reps}")
 
 
 @dataclass

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.configs.model import TrainModelConfig
 from pipeline.errors import PipelineError
 from pipeline.model.checkpoints import check_out, clear_out, read_checkpoint, save_model, write_checkpoint
-from pipeline.model.configuration import SIZES, check_task_fits, make_config
+from pipeline.model.configuration import check_task_fits, make_config
 from pipeline.model.data import EpisodeTable, TaskData, TaskMixture, jat_loss_weight, load_tables
 from pipeline.model.modeling import JatModel
 from pipeline.model.reporting import plot_losses, read_csv, write_csv, write_json
@@ -47,84 +48,6 @@ RESUME_FIXED = (
     "jat_loss_weights",
     "seed",
 )
-
-
-@dataclass(frozen=True)
-class TrainModelConfig:
-    """What to train on, how big, and for how long."""
-
-    data: str
-    """Dataset folder, S3 copy or Hub repo id, read with `datasets.load_dataset(data, config)`."""
-    configs: tuple[str, ...] = ()
-    """Configs to train on (e.g. babyai-go-to); empty: every config the dataset declares."""
-    weights: tuple[float, ...] = ()
-    """Sampling weight per config, in `configs` order; empty: equal weights (JAT's default)."""
-    size: str = "tiny"
-    """Model size preset: tiny | small | jat."""
-    steps: int = 1000
-    """Optimizer steps in total (a resumed run continues up to this)."""
-    batch_size: int = 8
-    """Windows per batch; all from one task."""
-    learning_rate: float = 3e-4
-    """Peak AdamW learning rate."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    warmup_steps: int | None = None
-    """Linear warm-up steps; default 5 % of `steps` (cosine decay to 10 % follows)."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip."""
-    context_steps: int = 256
-    """Context in steps for BabyAI, Meta-World and MuJoCo (JAT: 256)."""
-    atari_context_steps: int = 32
-    """Context in steps for Atari (JAT: 32)."""
-    observation_loss_coef: float = 0.005
-    """κ in κ·observation loss + (1-κ)·action loss (JAT: 0.005)."""
-    use_rewards: bool = True
-    """Feed the previous reward with each observation, as JAT does."""
-    jat_loss_weights: bool = True
-    """Scale each task's loss by JAT's multiplier (Meta-World 50, MuJoCo 10, …)."""
-    out: str = "outputs/model"
-    """Model folder (local): final model, checkpoint, loss CSVs and plot."""
-    checkpoint_every: int = 250
-    """Steps between checkpoints (each also records the test-split loss)."""
-    eval_batches: int = 2
-    """Test-split batches per task at each checkpoint (0: none)."""
-    max_minutes: float | None = None
-    """Stop (checkpoint and save) after this much wall time, whatever `steps` says."""
-    resume: bool = False
-    """Continue from `out`/checkpoint."""
-    overwrite: bool = False
-    """Replace an existing model in `out`."""
-    seed: int = 0
-    """Seeds model init, batch sampling and test batches."""
-    threads: int | None = None
-    """torch intra-op threads; default torch's."""
-    progress: bool = True
-    """Show a progress bar."""
-
-    def __post_init__(self) -> None:
-        if self.size not in SIZES:
-            raise PipelineError(f"unknown --size {self.size!r}; choose one of {', '.join(SIZES)}")
-        for name in ("steps", "batch_size", "checkpoint_every", "context_steps", "atari_context_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise PipelineError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.weights and len(self.weights) != len(self.configs):
-            raise PipelineError(
-                f"give one weight per config: {len(self.weights)} weights, {len(self.configs)} configs"
-            )
-        if any(not w > 0 for w in self.weights):
-            raise PipelineError(f"sampling weights must be positive, got {list(self.weights)}")
-        if not self.learning_rate > 0 or self.weight_decay < 0 or not self.grad_clip > 0:
-            raise PipelineError("--lr and --grad-clip must be positive, --weight-decay not negative")
-        if not 0 <= self.observation_loss_coef < 1:
-            raise PipelineError(
-                f"observation loss coefficient must be in [0, 1), got {self.observation_loss_coef}"
-            )
-        if self.eval_batches < 0 or (self.max_minutes is not None and not self.max_minutes > 0):
-            raise PipelineError("--eval-batches must be ≥ 0 and --max-minutes positive")
-        if self.resume and self.overwrite:
-            raise PipelineError("--resume and --overwrite contradict each other: choose one")
 
 
 @dataclass

@@ -34,7 +34,7 @@ def _meta(root: Path, config: str) -> dict:
 
 
 def _train(out: Path, config: str, **overrides):
-    settings = {"eval_episodes": EPISODES, "num_cpus": 1, "in_process": True, "progress": False}
+    settings = {"eval_episodes": EPISODES, "num_cpus": 1, "workers": 0, "progress": False}
     # A tiny budget: if a path trains that should not, it is over in seconds and the asserts say so.
     settings |= {"steps": 2048, "hyperparameters": dict(TINY_SF), "history_every": 1024}
     summary = train_experts(TrainExpertsConfig(out=str(out), tasks=(config,), **{**settings, **overrides}))
@@ -67,9 +67,11 @@ def test_below_the_gate_trains_and_keeps_the_better_on_identical_seeds(low_task)
     assert meta["evaluation"] == candidates[best]["evaluation"]
     assert meta["status"] == candidates[best]["status"] == result.status
     assert meta["gate"] == candidates[best]["gate"]
-    for name, candidate in candidates.items():
-        accepted = candidate["evaluation"]["normalised"] >= candidate["gate"]["threshold"]
-        assert candidate["status"] == (ExpertStatus.ACCEPTED if accepted else ExpertStatus.REJECTED), name
+    # the scripted policy scores below the gate on these fixed seeds (asserted above): rejected
+    assert candidates[SCRIPTED]["status"] == ExpertStatus.REJECTED
+    # the tiny network's score depends on its training run; its verdict must follow the gate either way
+    accepted = trained["normalised"] >= candidates[TRAINED]["gate"]["threshold"]
+    assert candidates[TRAINED]["status"] == (ExpertStatus.ACCEPTED if accepted else ExpertStatus.REJECTED)
     # learning-history snapshots are the trained network's, whichever candidate was chosen
     store = ExpertStore(str(out))
     snapshot = store.load_policy(get_task(LOW), step=store.history_steps(LOW)[-1]).provenance()
@@ -129,7 +131,7 @@ def test_force_train_trains_where_the_scripted_policy_passes(tmp_path):
     out = tmp_path / "experts"
     tiny = [arg for key, value in TINY_SF.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     args = ["train-experts", "--tasks", HIGH, "--force-train", "--steps", "1024", "--eval-episodes", "2"]
-    assert main([*args, *tiny, "--num-cpus", "1", "--in-process", "--no-progress", "--out", str(out)]) == 0
+    assert main([*args, *tiny, "--num-cpus", "1", "--workers", "0", "--no-progress", "--out", str(out)]) == 0
     meta = _meta(out, HIGH)
     assert meta["backend"] == TRAINED and meta["steps_trained"] >= 1024
     scores = {name: c["evaluation"]["normalised"] for name, c in meta["candidates"].items()}

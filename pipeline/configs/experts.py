@@ -1,0 +1,156 @@
+"""Configs of the expert subcommands: train-experts, evaluate-experts."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from pipeline.configs import option, positive
+from pipeline.errors import PipelineError
+from pipeline.executor import PLACEMENT_TIMEOUT_S
+from pipeline.sections import check_num_gpus, check_threshold
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def hyperparameter(item: str) -> tuple[str, Any]:
+    """`key=value` with a YAML value (numbers, lists, booleans), RL Zoo's --hyperparams style."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; a user means the number
+        with contextlib.suppress(ValueError):
+            parsed = float(parsed)
+    return key.strip(), parsed
+
+
+@dataclass(frozen=True)
+class TrainExpertsConfig:
+    """Train, evaluate and gate one expert per task on Ray.
+
+    Train one expert per task (one Ray task each), evaluate it against JAT's reference and mark it
+    accepted or rejected for `rollout --policy expert`. An interrupted run continues with --resume.
+    """
+
+    out: str = option(metavar="EXPERTS_DIR")
+    """EXPERTS_DIR: a local folder or a `pyarrow.fs` URI; each expert goes to EXPERTS_DIR/<config>/."""
+    suite: str | None = None
+    """Suite to train (atari, babyai, metaworld, mujoco): all its tasks unless --tasks is given."""
+    tasks: tuple[str, ...] = ()
+    """Comma-separated task names, short within the suite or full configs like mujoco-hopper."""
+    backend: str | None = None
+    """sample-factory | sb3 | babyai-bot | metaworld-scripted; default: the suite's `expert.backend`."""
+    steps: int | None = None
+    """Env steps per expert; default: the task's `expert.steps` in env_configs/."""
+    time_limit_min: float | None = option(None, flag="--time-limit", metavar="MIN")
+    """Minutes of training per expert at most (the model so far is saved, evaluated and gated)."""
+    history_every: int | None = None
+    """Keep a learning-history snapshot every N env steps, 0 for none; default: --steps divided by the
+    task's `expert.history_snapshots`."""
+    resume: bool = False
+    """Continue from the experts' latest checkpoints instead of starting over."""
+    overwrite: bool = False
+    """Retrain experts that already exist in the output (without it they are refused)."""
+    seed: int = 0
+    """Training seed; evaluation uses fresh seeds derived from it."""
+    num_cpus: int | None = None
+    """CPUs per training task (Ray resource and sample-factory worker count); default: env_configs/."""
+    num_gpus: float | None = None
+    """GPUs per training task asked of Ray, a fraction to share one; default: the task's
+    `expert.num_gpus` (0)."""
+    device: Device = "auto"
+    """Torch device of every trained backend: auto is cuda when the task got a GPU torch can use,
+    else cpu."""
+    placement_timeout_s: float = option(PLACEMENT_TIMEOUT_S, flag="--placement-timeout", metavar="S")
+    """Stop with one line when training tasks wait this many seconds for Ray resources with none of
+    this run's tasks running (GPUs held by other jobs, a lost node)."""
+    hyperparameters: dict[str, Any] = option(
+        factory=dict, flag="--set", parse=hyperparameter, repeat=True, metavar="KEY=VALUE"
+    )
+    """Override a backend hyperparameter (repeatable), e.g. --set learning_rate=1e-4, RL Zoo's
+    --hyperparams (the device is --device, not --set)."""
+    eval_episodes: int | None = None
+    """Evaluation episodes per expert; default: the task's `expert.eval_episodes`."""
+    threshold: float | None = None
+    """Minimum normalised score to accept an expert (>= 0); default: the task's `expert.threshold`
+    (0.5). Meta-World tasks whose scripted policy reaches it keep that policy untrained."""
+    force_train: bool = False
+    """Meta-World: train even where the scripted policy passes the gate (the better of the two, scored
+    on the same seeds, is kept)."""
+    evaluate: bool = option(True, flag="--no-eval")
+    """Evaluate and gate each expert after training; --no-eval leaves them unevaluated."""
+    workers: int | None = None
+    """Experts trained at once on Ray; default: as many as the cluster places. 0 trains them in this
+    process, one after another, without Ray."""
+    address: str | None = None
+    """Ray cluster address; default RAY_ADDRESS, else a local cluster."""
+    shared_fs: bool = False
+    """Declare that a local EXPERTS_DIR is one filesystem mounted on every node; without it a
+    multi-node cluster refuses a local folder."""
+    progress: bool = True
+    """Progress bars; --no-progress: logs only."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "num_cpus", "eval_episodes"):
+            positive(name, getattr(self, name))
+        positive("history_every", self.history_every, zero=True)
+        positive("workers", self.workers, zero=True)
+        if self.time_limit_min is not None and not self.time_limit_min > 0:
+            raise PipelineError(
+                f"--time-limit must be a positive number of minutes, got {self.time_limit_min!r}"
+            )
+        if self.num_gpus is not None:
+            check_num_gpus("--num-gpus", self.num_gpus)
+        if self.device not in get_args(Device):
+            raise PipelineError(f"--device {self.device!r}: choose one of {', '.join(get_args(Device))}")
+        if not self.placement_timeout_s > 0:
+            raise PipelineError(
+                f"--placement-timeout must be a positive number of seconds, got {self.placement_timeout_s!r}"
+            )
+        if self.resume and self.overwrite:
+            raise PipelineError("give --resume or --overwrite, not both")
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+        if "device" in self.hyperparameters:
+            raise PipelineError(
+                f"--set device={self.hyperparameters['device']!r}: the training device is not a "
+                "hyperparameter; use --device auto|cpu|cuda (and --num-gpus or expert.num_gpus to reserve "
+                "GPUs)"
+            )
+
+    @property
+    def in_process(self) -> bool:
+        """Train here, without Ray (`--workers 0`)."""
+        return self.workers == 0
+
+
+@dataclass(frozen=True)
+class EvaluateExpertsConfig:
+    """Re-evaluate stored experts and re-apply the quality gate.
+
+    Play N episodes per stored expert on fresh seeds, score it against JAT's reference and mark it
+    accepted or rejected; writes a summary table and learning-curve PNG per suite.
+    """
+
+    experts_dir: str = option(positional=True, metavar="EXPERTS_DIR")
+    """EXPERTS_DIR written by train-experts (a local folder or `pyarrow.fs` URI)."""
+    suite: str | None = None
+    """Suite whose experts to evaluate: all its tasks unless --tasks is given."""
+    tasks: tuple[str, ...] = ()
+    """Comma-separated task names, short within the suite or full configs."""
+    episodes: int | None = None
+    """Episodes per expert; default: the task's `expert.eval_episodes`."""
+    seed: int = 0
+    """Evaluation seed; episodes use fresh seeds derived from it (never rollout's or training's)."""
+    threshold: float | None = None
+    """Minimum normalised score to accept (>= 0, never below random); default: the task's (0.5)."""
+
+    def __post_init__(self) -> None:
+        positive("episodes", self.episodes)
+        if self.threshold is not None:
+            check_threshold(self.threshold)

@@ -1,0 +1,164 @@
+"""Configs of the JAT-model subcommands: train-model, evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from pipeline.configs import option, positive
+from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS
+from pipeline.errors import PipelineError
+
+ModelSize = Literal["tiny", "small", "jat"]
+
+
+def _mixture(items: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """`("babyai-go-to:2", "metaworld-reach")` -> configs and, if any weight is given, one weight each."""
+    configs, weights = [], []
+    for item in items:
+        name, _, weight = item.partition(":")
+        try:
+            weights.append(float(weight) if weight else 1.0)
+        except ValueError as exc:
+            raise PipelineError(
+                f"bad sampling weight in {item!r}: write CONFIG:WEIGHT, e.g. babyai-go-to:2"
+            ) from exc
+        configs.append(name)
+    return tuple(configs), tuple(weights) if any(":" in i for i in items) else ()
+
+
+@dataclass(frozen=True)
+class TrainModelConfig:
+    """Train the thin JAT model on a JAT-format dataset.
+
+    Train a JAT model (GPT-Neo backbone) on configs of a dataset folder, S3 copy or Hub repo;
+    checkpoints let --resume continue an interrupted run.
+    """
+
+    data: str
+    """Dataset folder, S3 copy or Hub repo id, read with `datasets.load_dataset(data, config)`."""
+    configs: tuple[str, ...] = ()
+    """Comma-separated configs, each optionally CONFIG:WEIGHT (a sampling weight); default: every
+    config the dataset declares, equal weights (JAT's default)."""
+    weights: tuple[float, ...] = option((), hidden=True)
+    """Sampling weight per config, in `configs` order (from CONFIG:WEIGHT); empty: equal weights."""
+    size: ModelSize = "tiny"
+    """Model size preset (jat: JAT's published backbone, hidden 768, 12 layers, 12 heads)."""
+    steps: int = 1000
+    """Optimizer steps in total (a resumed run continues up to this)."""
+    batch_size: int = 8
+    """Windows per batch, all from one task."""
+    learning_rate: float = option(3e-4, flag="--lr")
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int | None = None
+    """Linear warm-up steps; default 5 % of --steps (cosine decay to 10 % follows)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    context_steps: int = option(256, flag="--context")
+    """Context in steps for BabyAI, Meta-World and MuJoCo (JAT: 256)."""
+    atari_context_steps: int = option(32, flag="--atari-context")
+    """Context in steps for Atari (JAT: 32)."""
+    observation_loss_coef: float = 0.005
+    """κ in κ·observation loss + (1-κ)·action loss (JAT: 0.005)."""
+    use_rewards: bool = option(True, flag="--no-rewards")
+    """Feed the previous reward with each observation, as JAT does; --no-rewards does not."""
+    jat_loss_weights: bool = option(True, flag="--no-loss-weights")
+    """Scale each task's loss by JAT's multiplier (Meta-World 50, MuJoCo 10, ...); --no-loss-weights
+    drops them."""
+    out: str = "outputs/model"
+    """Model folder (local): final model, checkpoint, loss CSVs and plot."""
+    checkpoint_every: int = 250
+    """Steps between checkpoints (each also records the test-split loss)."""
+    eval_batches: int = 2
+    """Test-split batches per task at each checkpoint (0: none)."""
+    max_minutes: float | None = None
+    """Stop (checkpoint and save) after this much wall time, whatever --steps says."""
+    resume: bool = option(False, group="mode")
+    """Continue from OUT/checkpoint."""
+    overwrite: bool = option(False, group="mode")
+    """Replace an existing model in OUT."""
+    seed: int = 0
+    """Seeds model init, batch sampling and test batches."""
+    threads: int | None = None
+    """Torch intra-op threads; default: torch's."""
+    progress: bool = True
+    """A progress bar; --no-progress: logs only."""
+
+    def __post_init__(self) -> None:
+        if any(":" in c for c in self.configs):
+            if self.weights:
+                raise PipelineError("give weights as CONFIG:WEIGHT in --configs or as `weights`, not both")
+            configs, weights = _mixture(self.configs)
+            object.__setattr__(self, "configs", configs)
+            object.__setattr__(self, "weights", weights)
+        if self.size not in get_args(ModelSize):
+            sizes = ", ".join(get_args(ModelSize))
+            raise PipelineError(f"unknown --size {self.size!r}; choose one of {sizes}")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            positive(name, getattr(self, name))
+        positive("context", self.context_steps)
+        positive("atari_context", self.atari_context_steps)
+        positive("warmup_steps", self.warmup_steps, zero=True)
+        positive("threads", self.threads)
+        if self.weights and len(self.weights) != len(self.configs):
+            raise PipelineError(
+                f"give one weight per config: {len(self.weights)} weights, {len(self.configs)} configs"
+            )
+        if any(not w > 0 for w in self.weights):
+            raise PipelineError(f"sampling weights must be positive, got {list(self.weights)}")
+        if not self.learning_rate > 0 or self.weight_decay < 0 or not self.grad_clip > 0:
+            raise PipelineError("--lr and --grad-clip must be positive, --weight-decay not negative")
+        if not 0 <= self.observation_loss_coef < 1:
+            raise PipelineError(
+                f"--observation-loss-coef must be in [0, 1), got {self.observation_loss_coef}"
+            )
+        if self.eval_batches < 0 or (self.max_minutes is not None and not self.max_minutes > 0):
+            raise PipelineError("--eval-batches must be ≥ 0 and --max-minutes positive")
+        if self.resume and self.overwrite:
+            raise PipelineError("--resume and --overwrite contradict each other: choose one")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Score a trained model in the real environments.
+
+    Run episodes with the model (KV-cached decoding); report raw, normalised and IQM scores with
+    stratified-bootstrap intervals, against a measured random baseline.
+    """
+
+    model: str
+    """Model folder written by train-model."""
+    tasks: tuple[str, ...]
+    """Comma-separated task configs (babyai-go-to) and/or whole suites (atari, babyai, metaworld,
+    mujoco)."""
+    episodes: int = 10
+    """Episodes per task."""
+    seed: int = 0
+    """Seeds the episode resets (a stream distinct from rollout's) and action sampling."""
+    greedy: bool = False
+    """Take the most likely discrete action instead of sampling (JAT's evaluation samples)."""
+    max_episode_steps: int | None = None
+    """Extra cap on steps per episode, below the env's own limit (an episode cut there counts as
+    truncated and its return is partial); default: the env's limit only, as JAT evaluated."""
+    random_baseline: bool = option(True, flag="--no-baseline")
+    """Also run a uniformly random policy on the same seeds, for a measured baseline; --no-baseline
+    skips it."""
+    out: str | None = None
+    """Where results.json/.csv and scores.png go; default MODEL/eval."""
+    bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
+    """Bootstrap resamples for the aggregate intervals."""
+    threads: int | None = 1
+    """Torch intra-op threads (1 is fastest for acting: one small forward pass per env step, where a
+    second thread costs more in synchronisation than it gains)."""
+    progress: bool = True
+    """A progress bar; --no-progress: logs only."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise PipelineError("name some --tasks (task configs like babyai-go-to, or suites like babyai)")
+        positive("episodes", self.episodes)
+        positive("max_episode_steps", self.max_episode_steps)
+        positive("bootstrap_reps", self.bootstrap_reps)
+        positive("threads", self.threads)
