@@ -26,7 +26,8 @@ from pipeline.plots import RETURNS_PLOT, SUITE_PLOT
 from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
 from pipeline.registry import get_task
 from pipeline.schema import FEATURES
-from pipeline.stats import STATS_PATH, episode_stats
+from pipeline.stats import episode_stats
+from pipeline.stats_types import STATS_PATH, ConfigStats
 from pipeline.storage import Location
 
 TEMPLATES_PACKAGE = "dataset_card"
@@ -49,8 +50,8 @@ class CardConfig:
     """One config as the card shows it: its statistics, or only the YAML entry of an earlier card."""
 
     name: str
-    stats: dict[str, Any] | None = None
-    """Content of `meta/<config>/stats.json` (or `pipeline.stats.episode_stats`); None if unknown."""
+    stats: ConfigStats | None = None
+    """Its `meta/<config>/stats.json` (or `pipeline.stats.episode_stats`); None if unknown."""
     yaml_entry: dict[str, Any] | None = None
     """The `configs:` entry to keep when there are no statistics."""
     returns_plot: str | None = None
@@ -62,7 +63,7 @@ class CardConfig:
 
     @property
     def total_steps(self) -> int:
-        return sum(s["steps"] for s in self.stats["splits"].values()) if self.stats else 0
+        return self.stats.total_steps if self.stats else 0
 
     def entry(self) -> dict[str, Any]:
         """The `configs:` YAML entry mapping each split to its shard pattern."""
@@ -70,7 +71,7 @@ class CardConfig:
             if self.yaml_entry is None:
                 raise ValueError(f"config {self.name} has neither statistics nor a YAML entry")
             return self.yaml_entry
-        files = [{"split": s, "path": p} for s, p in self.stats["data_files"].items()]
+        files = [{"split": s, "path": p} for s, p in self.stats.data_files.items()]
         return {"config_name": self.name, "data_files": files}
 
 
@@ -125,8 +126,8 @@ def _size_category(episodes: int) -> str:
 
 def card_header(configs: list[CardConfig]) -> dict[str, Any]:
     """The YAML metadata: configs with data files per split, license, task categories, tags."""
-    suites = sorted({c.stats["suite"] for c in configs if c.stats} | {c.name.split("-")[0] for c in configs})
-    episodes = sum(s["episodes"] for c in configs if c.stats for s in c.stats["splits"].values())
+    suites = sorted({c.stats.suite for c in configs if c.stats} | {c.name.split("-")[0] for c in configs})
+    episodes = sum(c.stats.total_episodes for c in configs if c.stats)
     return {
         "pretty_name": TITLE,
         "license": LICENSE,
@@ -158,20 +159,20 @@ def _dataset_info(config: CardConfig) -> dict[str, Any] | None:
     counts on load (`num_examples`; datasets ignores an entry without `num_bytes`).
     """
     splits = [  # num_bytes is datasets' Arrow size, unknown before it loads the split: 0, as unknown
-        {"name": split, "num_bytes": 0, "num_examples": int(s["episodes"])}
-        for split, s in sorted(config.stats["splits"].items())
-        if s["episodes"]
+        {"name": split, "num_bytes": 0, "num_examples": s.episodes}
+        for split, s in sorted(config.stats.splits.items())
+        if s.episodes
     ]
     if not splits:
         return None
-    size = sum(int(s.get("bytes", 0)) for s in config.stats["splits"].values())
+    size = sum(s.bytes for s in config.stats.splits.values())
     return {"config_name": config.name, "splits": splits, "download_size": size}
 
 
 def _schema(configs: list[CardConfig]) -> list[dict[str, Any]]:
     out = []
     for suite in ("atari", "babyai", "metaworld", "mujoco"):
-        names = [c.name for c in configs if c.stats and c.stats["suite"] == suite]
+        names = [c.name for c in configs if c.stats and c.stats.suite == suite]
         if not names:
             continue
         features = FEATURES[suite]
@@ -202,7 +203,7 @@ def render_from_stats(
     known = [c for c in configs if c.stats]
     example = known[0] if known else configs[0]
     header = yaml.safe_dump(card_header(configs), sort_keys=False, allow_unicode=True)
-    suite = example.stats["suite"] if example.stats else example.name.split("-")[0]
+    suite = example.stats.suite if example.stats else example.name.split("-")[0]
     plots = [{"suite": p.rsplit("/", 1)[-1].removesuffix(".png"), "path": p} for p in sorted(suite_plots)]
     return (
         _environment()
@@ -254,6 +255,6 @@ def render_card(location: Location, configs: list[str]) -> str:
                 quality=quality_row(manifest),
             )
         )
-    suites = sorted({c.stats["suite"] for c in cards if c.stats})
+    suites = sorted({c.stats.suite for c in cards if c.stats})
     plots = [SUITE_PLOT.format(suite=s) for s in suites if location.exists(SUITE_PLOT.format(suite=s))]
     return render_from_stats(location.uri, cards, plots, hub=False)

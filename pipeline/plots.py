@@ -9,7 +9,6 @@ or date, so the same statistics always give the same bytes — re-publishing upl
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline.schema import SPLITS
+from pipeline.stats_types import ConfigStats
 
 RETURNS_PLOT = "meta/{config}/returns.png"
 SUITE_PLOT = "meta/plots/{suite}.png"
@@ -30,17 +30,17 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def returns_histogram(stats: dict[str, Any]) -> bytes:
+def returns_histogram(stats: ConfigStats) -> bytes:
     """Episode returns per split, with JAT's random and expert reference returns marked."""
     figure = Figure(figsize=(6, 3.2), layout="constrained")
     ax = figure.add_subplot()
-    edges = np.asarray(stats["histogram_edges"])
+    edges = np.asarray(stats.histogram_edges)
     bottom = np.zeros(len(edges) - 1)
     for split in SPLITS:
-        entry = stats["splits"].get(split)
+        entry = stats.splits.get(split)
         if entry is None:
             continue
-        counts = np.asarray(entry["histogram"], dtype=float)
+        counts = np.asarray(entry.histogram, dtype=float)
         ax.bar(
             edges[:-1],
             counts,
@@ -50,33 +50,33 @@ def returns_histogram(stats: dict[str, Any]) -> bytes:
             color=COLOURS[split],
             edgecolor="white",
             linewidth=0.5,
-            label=f"{split} ({entry['episodes']} episodes)",
+            label=f"{split} ({entry.episodes} episodes)",
         )
         bottom += counts
-    for name, style in (("random", ":"), ("expert", "--")):
-        value = stats["reference_scores"][name]
+    scores = stats.reference_scores
+    for name, value, style in (("random", scores.random, ":"), ("expert", scores.expert, "--")):
         ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"JAT {name} ({value:.4g})")
     ax.set_xlabel("episode return")
     ax.set_ylabel("episodes")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{stats['config']}: episode returns", fontsize=10)
+    ax.set_title(f"{stats.config}: episode returns", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return _png(figure)
 
 
-def suite_summary(suite: str, all_stats: list[dict[str, Any]]) -> bytes:
+def suite_summary(suite: str, all_stats: list[ConfigStats]) -> bytes:
     """JAT-normalised score (0 = random, 1 = JAT expert) of every config of a suite, train split."""
-    rows = sorted((s for s in all_stats if s["suite"] == suite), key=lambda s: s["config"])
+    rows = sorted((s for s in all_stats if s.suite == suite), key=lambda s: s.config)
     height = 1.2 + 0.28 * max(len(rows), 1)
     figure = Figure(figsize=(7, height), layout="constrained")
     ax = figure.add_subplot()
     names, means, stds = [], [], []
     for s in rows:
-        entry = s["splits"].get("train") or next(iter(s["splits"].values()))
-        score = entry["normalised_score"]
-        names.append(s["config"].removeprefix(f"{suite}-"))
-        means.append(score["mean"] if score["mean"] is not None else np.nan)
-        stds.append(score["std"] if score["std"] is not None else 0.0)
+        entry = s.splits.get("train") or next(iter(s.splits.values()))
+        score = entry.normalised_score
+        names.append(s.config.removeprefix(f"{suite}-"))
+        means.append(score.mean if score.mean is not None else np.nan)
+        stds.append(score.std if score.std is not None else 0.0)
     y = np.arange(len(rows))
     ax.barh(y, means, xerr=stds, color=COLOURS["train"], error_kw={"linewidth": 0.8})
     ax.set_yticks(y, names, fontsize=7)

@@ -24,69 +24,19 @@ from dataclasses import dataclass, field
 from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from pipeline.card import CardConfig, card_configs, render_from_stats
+from pipeline.configs.publish import PublishConfig
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs
 from pipeline.plots import RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
-from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target, check_branch, check_repo_id
+from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target
 from pipeline.quality import QualityRow, quality_row
 from pipeline.schema import DATA_DIR, INFO_PATH, MANIFEST_PATH
-from pipeline.stats import STATS_PATH, StatsRequest, config_stats
+from pipeline.stats import StatsRequest, config_stats
+from pipeline.stats_types import STATS_PATH, ConfigStats
 from pipeline.storage import Location, open_location
 from pipeline.validate import validate
 
 log = logging.getLogger(__name__)
-
-DEFAULT_FOLDER_SUFFIX = "-publish"
-
-
-@dataclass(frozen=True)
-class PublishConfig:
-    """What to publish, where, and in which commit sizes."""
-
-    data_dir: str
-    """The dataset to publish: a folder (or URI) written by `pipeline rollout`."""
-    repo_id: str | None = None
-    """Hub dataset repo ORG/NAME. Without it, the layout goes to `to_folder` (the embedded default)."""
-    configs: tuple[str, ...] = ()
-    """Configs to publish (default: every config of `data_dir`); the target's other configs are kept."""
-    private: bool = False
-    """Create the repo private (an existing repo keeps its visibility)."""
-    revision: str | None = None
-    """Branch to commit to (created from main if missing); default main."""
-    to_folder: str | None = None
-    """Write the publishable layout to this folder instead (default without repo id: `<data_dir>-publish`)."""
-    max_commit_files: int = 100
-    """At most this many files per commit: bounded commits keep every request small and retryable."""
-    max_commit_bytes: int = 1 << 30
-    """At most this many bytes of new files per commit (a single larger file still gets its own commit)."""
-    xet: bool = True
-    """Let huggingface_hub use Xet storage when installed; False forces the plain LFS upload (for servers
-    without Xet, such as the tests' local Hub). `HF_HUB_DISABLE_XET=1` does the same."""
-    progress: bool = True
-    """Show a progress bar of the bytes uploaded."""
-
-    def __post_init__(self) -> None:
-        if not self.data_dir:
-            raise PipelineError("give the dataset folder to publish (DATA_DIR)")
-        if self.repo_id is not None and self.to_folder is not None:
-            raise PipelineError(
-                "give --repo-id (publish to the Hub) or --to-folder (write a folder), not both"
-            )
-        if self.repo_id is not None:
-            check_repo_id(self.repo_id)
-        elif self.private or self.revision:
-            raise PipelineError("--private and --revision apply to the Hub: give --repo-id ORG/NAME as well")
-        if self.revision is not None:
-            check_branch(self.revision)
-        for name in ("max_commit_files", "max_commit_bytes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if len(set(self.configs)) != len(self.configs):
-            raise PipelineError(f"--configs lists a config twice: {', '.join(self.configs)}")
-
-    @property
-    def folder(self) -> str:
-        return self.to_folder or self.data_dir.rstrip("/") + DEFAULT_FOLDER_SUFFIX
 
 
 @dataclass
@@ -128,6 +78,8 @@ class PublishSummary:
     upload_seconds: float = 0.0
     seconds: float = 0.0
     head: str | None = None
+    tag: str | None = None
+    """The Hub tag now naming `head` (`jat-format-v<format_version>`); None for a folder."""
     card_configs: list[str] = field(default_factory=list)
     commit_log: list[tuple[str, int, int, float]] = field(default_factory=list)
     """Per commit: message, files, bytes, seconds (shard commits vs. metadata commits in benchmarks)."""
@@ -157,9 +109,9 @@ def _json_bytes(data: object) -> bytes:
 
 
 def _plan(
-    location: Location, names: list[str], stats: dict[str, dict], target: Target, title: str, hub: bool
-) -> tuple[list[Group], list[str]]:
-    """File groups in publishing order, and the configs the resulting card lists."""
+    location: Location, names: list[str], stats: dict[str, ConfigStats], target: Target, title: str, hub: bool
+) -> tuple[list[Group], DatasetInfo]:
+    """File groups in publishing order, and the published `meta/info.json` (the configs the card lists)."""
     groups: list[Group] = []
     quality: dict[str, QualityRow] = {}
     for name in names:
@@ -169,7 +121,7 @@ def _plan(
         shards = [PublishFile(s.path, s.num_bytes, s.sha256, source=s.path) for s in manifest.shards]
         meta = [
             PublishFile.generated(MANIFEST_PATH.format(config=name), manifest_bytes),
-            PublishFile.generated(STATS_PATH.format(config=name), _json_bytes(stats[name])),
+            PublishFile.generated(STATS_PATH.format(config=name), _json_bytes(stats[name].to_dict())),
             PublishFile.generated(RETURNS_PLOT.format(config=name), returns_histogram(stats[name])),
         ]
         keep = {f.path for f in shards + meta}
@@ -199,35 +151,35 @@ def _plan(
     known = [c.stats for c in cards.values() if c.stats]
     figures = [
         PublishFile.generated(SUITE_PLOT.format(suite=s), suite_summary(s, known))
-        for s in sorted({stats[n]["suite"] for n in names})
+        for s in sorted({stats[n].suite for n in names})
     ]
     suite_plots = sorted(
         {f.path for f in figures} | {p for p in target.paths_under("meta/plots/") if p.endswith(".png")}
     )
     card = render_from_stats(title, list(cards.values()), suite_plots, hub=hub)
-    info = DatasetInfo("jat-pipeline publish", tuple(sorted(cards))).to_dict()
+    info = DatasetInfo("jat-pipeline publish", tuple(sorted(cards)))
     groups.append(
         Group(
             "the dataset card",
             [
                 *figures,
-                PublishFile.generated(INFO_PATH, _json_bytes(info)),
+                PublishFile.generated(INFO_PATH, _json_bytes(info.to_dict())),
                 PublishFile.generated("README.md", card.encode()),
             ],
         )
     )
-    return groups, sorted(cards)
+    return groups, info
 
 
 def _published_config(target: Target, name: str, entry: dict | None) -> CardConfig:
     """A config already on the target: from its stats.json, else from its card entry alone."""
-    raw = target.read(STATS_PATH.format(config=name))
+    path = STATS_PATH.format(config=name)
+    raw = target.read(path)
     if raw is None:
         return CardConfig(name, None, yaml_entry=entry)
+    stats = ConfigStats.from_dict(json.loads(raw), f"{target.name}/{path}")
     plot = RETURNS_PLOT.format(config=name)
-    return CardConfig(
-        name, json.loads(raw), returns_plot=plot if target.paths_under(plot) else None, stats_file=True
-    )
+    return CardConfig(name, stats, returns_plot=plot if target.paths_under(plot) else None, stats_file=True)
 
 
 def _pack(
@@ -315,11 +267,12 @@ def publish(config: PublishConfig) -> PublishSummary:
             )
         stats = {name: config_stats(location, StatsRequest(name)) for name in names}
         target.prepare()
-        groups, listed = _plan(
+        groups, info = _plan(
             location, names, stats, target, config.repo_id or target.name, hub=bool(config.repo_id)
         )
-        summary = PublishSummary(target.name, names, card_configs=listed)
+        summary = PublishSummary(target.name, names, card_configs=list(info.configs))
         _upload(groups, target, location, config, summary)
+        summary.tag = target.tag(info)  # after the last commit: the tag never names a partial publish
         summary.head = getattr(target, "head", None)
     finally:
         target.close()

@@ -7,6 +7,11 @@ commit leaves the branch where it was), chained with `parent_commit` so a concur
 detected instead of overwritten. In a folder each file is written under a temporary name and
 renamed, so a file present is a complete file.
 
+A finished Hub publish is tagged `jat-format-v<format_version>` (the `DatasetInfo` it published):
+the tag names the latest complete publish in that on-disk format, so it is set only after the
+last commit and moved (deleted, re-created) when a later publish adds a commit. A consumer pinning
+`revision="jat-format-v1"` never sees a half-finished publish. A folder has no tags.
+
 The Hub token comes from `HF_TOKEN` or the login cache through `huggingface_hub.get_token()`;
 it is passed to the client and never formatted into a message, a log line or a file.
 """
@@ -17,7 +22,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,15 +33,17 @@ import pyarrow.fs as pafs
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+from pipeline.configs.publish import check_branch, check_repo_id
 from pipeline.errors import PipelineError
+from pipeline.manifest import DatasetInfo
 from pipeline.schema import TMP_DIR
 from pipeline.storage import Location, check_writable, open_location
 
 log = logging.getLogger(__name__)
 
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
-BRANCH = re.compile(r"[A-Za-z0-9][\w./-]{0,99}")
 COPY_CHUNK = 8 << 20
+FORMAT_TAG = "jat-format-v{version}"
+"""The tag naming main's latest publish in a format version; another branch's gets `-<branch>`."""
 
 
 @dataclass(frozen=True)
@@ -64,19 +70,6 @@ def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def check_repo_id(repo_id: str) -> None:
-    if not REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
-        raise PipelineError(
-            f"malformed repo id {repo_id!r}: use ORG/NAME "
-            "(letters, digits, '-', '_', '.'; e.g. my-org/jat-dataset)"
-        )
-
-
-def check_branch(branch: str) -> None:
-    if not BRANCH.fullmatch(branch) or ".." in branch or branch.endswith((".lock", "/")):
-        raise PipelineError(f"invalid --revision {branch!r}: give a branch name such as main or v2")
-
-
 class Target(Protocol):
     """A publish destination."""
 
@@ -95,6 +88,10 @@ class Target(Protocol):
     def apply(
         self, files: list[PublishFile], deletions: list[str], message: str, source: Location
     ) -> None: ...
+
+    def tag(self, info: DatasetInfo) -> str | None:
+        """Mark the finished publish with its format version; the tag's name, or None without tags."""
+        ...
 
     def close(self) -> None: ...
 
@@ -271,6 +268,40 @@ class HubTarget:
                 os.remove(path)
         self.head = info.oid
 
+    def tag(self, info: DatasetInfo) -> str:
+        """Point `jat-format-v<N>` at the head this publish left (also after a run with no commit).
+
+        The tag is the branch's: main's is `jat-format-v<N>`, another branch's
+        `jat-format-v<N>-<branch>`, so a preview on a side branch never takes main's tag away.
+        Called once, after the last commit: an interrupted publish leaves the tag on the previous
+        complete one, and its re-run (no commit left to make) still tags. The Hub cannot move a
+        tag, so one on an older commit is deleted and re-created.
+        """
+        assert self.api is not None and self.head is not None, "prepare() first"
+        name = FORMAT_TAG.format(version=info.format_version)
+        if self.branch != "main":
+            name += f"-{self.branch}"
+        message = f"jat-pipeline: the latest data in JAT format v{info.format_version} on {self.branch}"
+        try:
+            refs = self.api.list_repo_refs(self.repo_id, repo_type="dataset")
+            current = next((t.target_commit for t in refs.tags if t.name == name), None)
+            if current == self.head:
+                log.info("%s already tags %s", name, self.head)
+                return name
+            if current is not None:
+                self.api.delete_tag(self.repo_id, tag=name, repo_type="dataset")
+            self.api.create_tag(
+                self.repo_id, tag=name, tag_message=message, revision=self.head, repo_type="dataset"
+            )
+        except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
+            raise self._fail(
+                f"tagging {self.head} as {name}",
+                exc,
+                "re-run the same command: the data is committed, the re-run only sets the tag",
+            ) from None
+        log.info("tagged %s as %s%s", self.head, name, f" (moved from {current})" if current else "")
+        return name
+
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -348,6 +379,10 @@ class FolderTarget:
                 "re-run `pipeline validate`, then publish again"
             )
         self.location.commit(tmp, file.path)
+
+    def tag(self, info: DatasetInfo) -> None:
+        """A folder has no tags: its `meta/info.json` already states the format version."""
+        return None
 
     def close(self) -> None:
         self.location.delete(TMP_DIR)

@@ -8,6 +8,9 @@ the per-feature mean/std/min/max of continuous observations and actions that Dec
 Transformer users normalise states with, per-step reward moments, and discrete action counts.
 `config_stats` joins both into the machine-readable `meta/<config>/stats.json`.
 
+The results are the typed, frozen dataclasses of `pipeline.stats_types` (`ConfigStats` down to
+`Summary`), which the card, the figures and the publisher read by attribute.
+
 Everything here is deterministic for a given dataset (no timestamps), so publishing the same
 data twice produces byte-identical files and uploads nothing the second time.
 """
@@ -15,9 +18,7 @@ data twice produces byte-identical files and uploads nothing the second time.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -25,25 +26,39 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.manifest import Manifest, read_manifest
+from pipeline.plan import RunPlan
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import SHARD_GLOB, SPLITS, step_columns
+from pipeline.stats_types import (
+    BATCH_EPISODES,
+    HISTOGRAM_BINS,
+    VECTOR_COLUMNS,
+    ActionSpace,
+    ConfigStats,
+    FeatureMoments,
+    FeatureStats,
+    NormalisedScore,
+    PlanSummary,
+    PolicyInfo,
+    ReferenceScores,
+    RewardMoments,
+    Space,
+    SplitStats,
+    Summary,
+    as_floats,
+    finite_or_none,
+)
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
 
-STATS_VERSION = 1
-STATS_PATH = "meta/{config}/stats.json"
-HISTOGRAM_BINS = 20
-BATCH_EPISODES = 32
-# Per-step columns whose per-feature moments are computed: JAT's continuous vectors.
-VECTOR_COLUMNS = ("continuous_observations", "continuous_actions")
-
-PLAN_KEYS = ("seed", "budget", "test_fraction", "max_episode_steps", "history")  # shown on the card
-
 
 @dataclass
 class Moments:
-    """Running count/mean/M2/min/max per feature, mergeable batch by batch without precision loss."""
+    """Running count/mean/M2/min/max per feature, mergeable batch by batch without precision loss.
+
+    The accumulator of one pass (mutable, never leaves this module): `result()` is what is kept.
+    """
 
     count: int = 0
     mean: np.ndarray | None = None
@@ -71,38 +86,29 @@ class Moments:
         self.high = np.maximum(self.high, values.max(axis=0))
         self.count = total
 
-    def to_dict(self) -> dict[str, Any]:
+    def result(self) -> FeatureMoments:
+        """The per-feature moments merged so far."""
         if self.mean is None:
-            return {"count": 0}
-        return {
-            "count": int(self.count),
-            "mean": _floats(self.mean),
-            "std": _floats(np.sqrt(self.m2 / self.count)),
-            "min": _floats(self.low),
-            "max": _floats(self.high),
-        }
+            return FeatureMoments()
+        return FeatureMoments(
+            int(self.count),
+            as_floats(self.mean),
+            as_floats(np.sqrt(self.m2 / self.count)),
+            as_floats(self.low),
+            as_floats(self.high),
+        )
+
+    def scalar(self) -> RewardMoments:
+        """The moments of a one-feature column (rewards) as scalars."""
+        moments = self.result()
+        if not moments.count:
+            return RewardMoments()
+        return RewardMoments(
+            moments.count, Summary(moments.mean[0], moments.std[0], moments.min[0], moments.max[0])
+        )
 
 
-def _floats(values: np.ndarray) -> list[float]:
-    return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
-
-
-def _summary(values: np.ndarray) -> dict[str, float] | None:
-    if values.size == 0:
-        return None
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def episode_stats(manifest: Manifest, spec: TaskSpec) -> dict[str, Any]:
+def episode_stats(manifest: Manifest, spec: TaskSpec) -> ConfigStats:
     """Per-split counts and return statistics from the manifest alone (no shard is read)."""
     scores = spec.scores
     records = {
@@ -112,7 +118,7 @@ def episode_stats(manifest: Manifest, spec: TaskSpec) -> dict[str, Any]:
     edges = (
         np.histogram_bin_edges(all_returns, bins=HISTOGRAM_BINS) if all_returns.size else np.array([0.0, 1.0])
     )
-    splits: dict[str, Any] = {}
+    splits: dict[str, SplitStats] = {}
     for split in SPLITS:
         episodes = records[split]
         if not episodes:
@@ -120,51 +126,46 @@ def episode_stats(manifest: Manifest, spec: TaskSpec) -> dict[str, Any]:
         returns = np.array([e.episode_return for e in episodes], dtype=np.float64)
         lengths = np.array([e.length for e in episodes], dtype=np.float64)
         successes = [e.success for e in episodes if e.success is not None]
-        summary = _summary(returns)
-        assert summary is not None
-        normalised = {
-            "mean": _finite_or_none(scores.normalise(summary["mean"])),
-            "std": _finite_or_none(summary["std"] / abs(scores.expert_mean - scores.random_mean)),
-        }
-        human = scores.human_normalise(summary["mean"])
-        splits[split] = {
-            "episodes": len(episodes),
-            "steps": int(lengths.sum()),
-            "shards": sum(1 for s in manifest.shards if s.split == split),
-            "bytes": sum(s.num_bytes for s in manifest.shards if s.split == split),
-            "length": _summary(lengths),
-            "return": summary,
-            "normalised_score": normalised,
-            "human_normalised_score": _finite_or_none(human),
-            "success_rate": float(np.mean(successes)) if successes else None,
-            "histogram": np.histogram(returns, bins=edges)[0].astype(int).tolist(),
-        }
-    return {
-        "format_version": STATS_VERSION,
-        "config": manifest.config,
-        "suite": manifest.suite,
-        "env_id": manifest.env_id,
-        "jat_env_id": spec.jat_env_id,
-        "make_kwargs": manifest.make_kwargs,
-        "observation": {"type": spec.observation.type, "shape": list(spec.observation.shape)},
-        "action": {"type": spec.action.type, "shape": list(spec.action.shape), "n": spec.action.n},
-        "reference_scores": {
-            "expert": scores.expert_mean,
-            "random": scores.random_mean,
-            "human": scores.human_mean,
-        },
-        "policy": {
-            "kind": manifest.plan.get("policy"),
-            "provenance": manifest.provenance,
-            "backend": spec.expert.backend,
-            "jat_expert": spec.expert_source or None,
-        },
-        "plan": {k: manifest.plan.get(k) for k in PLAN_KEYS},
-        "dropped": len(manifest.dropped),
-        "data_files": {s: SHARD_GLOB.format(config=manifest.config, split=s) for s in splits},
-        "histogram_edges": _floats(edges),
-        "splits": splits,
-    }
+        summary = Summary.of(returns)
+        length = Summary.of(lengths)
+        assert summary is not None and length is not None
+        splits[split] = SplitStats(
+            episodes=len(episodes),
+            steps=int(lengths.sum()),
+            shards=sum(1 for s in manifest.shards if s.split == split),
+            bytes=sum(s.num_bytes for s in manifest.shards if s.split == split),
+            length=length,
+            episode_return=summary,
+            normalised_score=NormalisedScore(
+                mean=finite_or_none(scores.normalise(summary.mean)),
+                std=finite_or_none(summary.std / abs(scores.expert_mean - scores.random_mean)),
+            ),
+            human_normalised_score=finite_or_none(scores.human_normalise(summary.mean)),
+            success_rate=float(np.mean(successes)) if successes else None,
+            histogram=tuple(int(c) for c in np.histogram(returns, bins=edges)[0]),
+        )
+    plan = RunPlan.from_dict(manifest.plan, f"{manifest.config}: the manifest")
+    return ConfigStats(
+        config=manifest.config,
+        suite=manifest.suite,
+        env_id=manifest.env_id,
+        jat_env_id=spec.jat_env_id,
+        make_kwargs=manifest.make_kwargs,
+        observation=Space(spec.observation.type, tuple(spec.observation.shape)),
+        action=ActionSpace(spec.action.type, tuple(spec.action.shape), spec.action.n),
+        reference_scores=ReferenceScores(scores.expert_mean, scores.random_mean, scores.human_mean),
+        policy=PolicyInfo(
+            kind=plan.policy or None,
+            provenance=manifest.provenance,
+            backend=spec.expert.backend,
+            jat_expert=spec.expert_source or None,
+        ),
+        plan=PlanSummary.of(plan),
+        dropped=len(manifest.dropped),
+        data_files={s: SHARD_GLOB.format(config=manifest.config, split=s) for s in splits},
+        histogram_edges=as_floats(edges),
+        splits=splits,
+    )
 
 
 def _step_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -178,12 +179,12 @@ def _step_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def feature_stats(
     location: Location, manifest: Manifest, batch_episodes: int = BATCH_EPISODES
-) -> dict[str, Any]:
+) -> dict[str, FeatureStats]:
     """Per-split, per-feature moments of the vector columns, streamed one record batch at a time."""
     columns = [
         c for c in step_columns(manifest.suite) if c in VECTOR_COLUMNS or c in ("rewards", "discrete_actions")
     ]
-    out: dict[str, Any] = {}
+    out: dict[str, FeatureStats] = {}
     for split in SPLITS:
         shards = [s for s in manifest.shards if s.split == split]
         if not shards:
@@ -207,12 +208,13 @@ def feature_stats(
                         )
                         counts = np.bincount(actions.astype(np.int64), minlength=action_counts.size)
                         action_counts = np.pad(action_counts, (0, counts.size - action_counts.size)) + counts
-        entry: dict[str, Any] = {name: m.to_dict() for name, m in moments.items()}
-        if "rewards" in entry and entry["rewards"].get("count"):
-            entry["rewards"] = {k: (v[0] if isinstance(v, list) else v) for k, v in entry["rewards"].items()}
-        if "discrete_actions" in columns:
-            entry["discrete_actions"] = {"counts": action_counts.astype(int).tolist()}
-        out[split] = entry
+        out[split] = FeatureStats(
+            rewards=moments["rewards"].scalar(),
+            discrete_action_counts=tuple(int(c) for c in action_counts)
+            if "discrete_actions" in columns
+            else None,
+            **{name: moments[name].result() for name in VECTOR_COLUMNS if name in moments},
+        )
     return out
 
 
@@ -232,14 +234,14 @@ class StatsRequest:
             raise ValueError(f"batch_episodes must be positive, got {self.batch_episodes}")
 
 
-def config_stats(location: Location, request: StatsRequest) -> dict[str, Any]:
+def config_stats(location: Location, request: StatsRequest) -> ConfigStats:
     """The content of `meta/<config>/stats.json` for one config of the dataset at `location`."""
     manifest = read_manifest(location, request.config)
     spec = get_task(request.config)
     stats = episode_stats(manifest, spec)
     if request.features:
         features = feature_stats(location, manifest, request.batch_episodes)
-        for split, entry in features.items():
-            stats["splits"][split]["features"] = entry
-        log.debug("%s: feature statistics over %s", request.config, {s: len(v) for s, v in features.items()})
+        splits = {name: replace(split, features=features.get(name)) for name, split in stats.splits.items()}
+        stats = replace(stats, splits=splits)
+        log.debug("%s: feature statistics over %s splits", request.config, len(features))
     return stats

@@ -3,8 +3,9 @@
 Payloads and headers follow the client's source (`hf_api.py`, `_commit_api.py`, `lfs.py`,
 `file_download.py`): preupload answers "lfs" for binary/large/LFS-pattern files with the remote
 oid (sha256 for LFS, git blob oid otherwise), the LFS batch API hands out "basic" PUT + verify
-actions (none for objects already stored, which is what makes re-uploads free), and the NDJSON
-commit checks every operation before writing one snapshot.
+actions (none for objects already stored, which is what makes re-uploads free), the NDJSON
+commit checks every operation before writing one snapshot, and tags are created on a revision
+(409 when the name is taken, as `create_tag` expects) and listed by `list_repo_refs`.
 """
 
 from __future__ import annotations
@@ -347,6 +348,8 @@ class HubRoutes:
     def route_refs(self) -> None:
         self._repo()
         refs = self.hub.store.refs(self.kind, self.repo_id)
+        tags = self.hub.store.tags(self.kind, self.repo_id)
+        prs = self.query.get("include_prs", ["0"])[0] not in ("0", "false")
         self._json(
             {
                 "branches": [
@@ -354,9 +357,30 @@ class HubRoutes:
                     for b, oid in sorted(refs.items())
                 ],
                 "converts": [],
-                "tags": [],
+                "tags": [
+                    {"name": t, "ref": f"refs/tags/{t}", "targetCommit": tag["oid"]}
+                    for t, tag in sorted(tags.items())
+                ],
+                **({"pullRequests": []} if prs else {}),
             }
         )
+
+    def route_tag(self) -> None:
+        """`create_tag`: POST {"tag", "message"?} to /tag/{revision} (a branch, tag or commit oid)."""
+        self._need_write()
+        self._repo()
+        body = self._json_body()
+        tag = body.get("tag")
+        if not isinstance(tag, str) or not re.fullmatch(r"[A-Za-z0-9][\w./-]{0,99}", tag) or ".." in tag:
+            raise HubError(400, f"invalid tag name {tag!r}")
+        self.hub.store.create_tag(self.kind, self.repo_id, tag, self.params["rev"], body.get("message") or "")
+        self._json({"success": True})
+
+    def route_delete_tag(self) -> None:
+        self._need_write()
+        self._repo()
+        self.hub.store.delete_tag(self.kind, self.repo_id, self.params["tag"])
+        self._json({"success": True})
 
     def route_commits(self) -> None:
         self._repo()

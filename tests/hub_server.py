@@ -4,9 +4,9 @@ The Hub cannot be reached from the test machines, so publishing is tested agains
 on 127.0.0.1, with the client pointed at it through `HF_ENDPOINT` (or `HfApi(endpoint=...)`).
 It implements the routes `huggingface_hub` 2.4 calls for what the pipeline does — whoami,
 create_repo, create_branch, preupload, the LFS batch API with the "basic" transfer (PUT + verify),
-the NDJSON commit, tree listing (paginated), paths-info, repo info, refs, commit history and
-HEAD/GET (with ranges) on `resolve` — read from the client's source (`hf_api.py`,
-`_commit_api.py`, `lfs.py`, `file_download.py`), so payloads and headers match.
+the NDJSON commit, tree listing (paginated), paths-info, repo info, refs, tags (create_tag,
+delete_tag), commit history and HEAD/GET (with ranges) on `resolve` — read from the client's
+source (`hf_api.py`, `_commit_api.py`, `lfs.py`, `file_download.py`), so payloads and headers match.
 
 Storage (`hub_store.py`) is real files with real commit history: content-addressed blobs, one
 JSON snapshot per commit, branch heads replaced atomically; a commit is applied only after every
@@ -55,6 +55,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", API + r"/paths-info/(?P<rev>[^/]+)$", "paths-info"),
     ("POST", API + r"/branch/(?P<branch>[^/]+)$", "branch"),
     ("GET", API + r"/refs$", "refs"),
+    ("POST", API + r"/tag/(?P<rev>[^/]+)$", "tag"),
+    ("DELETE", API + r"/tag/(?P<tag>[^/]+)$", "delete-tag"),
     ("GET", API + r"/commits/(?P<rev>[^/]+)$", "commits"),
     ("GET", API + r"/xet-(?:read|write)-token/(?P<rev>[^/]+)$", "xet"),
     ("POST", rf"^/(?:(?P<type>datasets)/)?{REPO}\.git/info/lfs/objects/batch$", "lfs-batch"),
@@ -192,6 +194,9 @@ class _Handler(HubRoutes, BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
 
     # --- plumbing ---
     def _dispatch(self, method: str) -> None:

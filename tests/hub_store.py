@@ -3,9 +3,10 @@
 Blobs are content-addressed by sha256 under `objects/` (LFS and regular files alike). Each
 commit is a JSON snapshot of the whole file map (path -> sha256, size, git oid, LFS or not) with
 its parent, message and what it changed, under the repo's `commits/`; branch heads live in
-`refs.json`. Every file is replaced atomically (temporary name, then rename), and a branch
-moves only under the store lock after the new commit is written, so a failed or rejected
-commit leaves the branch at its previous revision.
+`refs.json`, tags (name -> commit oid and message) in `tags.json`. Every file is replaced
+atomically (temporary name, then rename), and a branch moves only under the store lock after
+the new commit is written, so a failed or rejected commit leaves the branch at its previous
+revision.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class HubStore:
-    """Repos on disk: blobs by sha256, commits as JSON snapshots, branch heads in refs.json."""
+    """Repos on disk: blobs by sha256, commits as JSON snapshots, branch heads and tags in JSON maps."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -88,6 +89,30 @@ class HubStore:
     def refs(self, kind: str, repo_id: str) -> dict[str, str]:
         return json.loads((self.repo_dir(kind, repo_id) / "refs.json").read_text())
 
+    def tags(self, kind: str, repo_id: str) -> dict[str, dict[str, str]]:
+        """Tag name -> {"oid", "message"}; a repo never tagged has no `tags.json`."""
+        path = self.repo_dir(kind, repo_id) / "tags.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def create_tag(self, kind: str, repo_id: str, tag: str, rev: str, message: str) -> str:
+        """Tag the commit `rev` resolves to (a branch, a tag or an oid); a taken name is a conflict."""
+        with self.lock:
+            oid = self.resolve(kind, repo_id, rev)["oid"]
+            tags = self.tags(kind, repo_id)
+            if tag in tags:
+                raise HubError(409, f"Tag already exists: refs/tags/{tag}")
+            tags[tag] = {"oid": oid, "message": message}
+            write_atomic(self.repo_dir(kind, repo_id) / "tags.json", json.dumps(tags).encode())
+            return oid
+
+    def delete_tag(self, kind: str, repo_id: str, tag: str) -> None:
+        with self.lock:
+            tags = self.tags(kind, repo_id)
+            if tag not in tags:
+                raise HubError(404, f"Invalid rev id: refs/tags/{tag}", "RevisionNotFound")
+            del tags[tag]
+            write_atomic(self.repo_dir(kind, repo_id) / "tags.json", json.dumps(tags).encode())
+
     def create(self, kind: str, repo_id: str, private: bool) -> bool:
         with self.lock:
             base = self.repo_dir(kind, repo_id)
@@ -114,12 +139,14 @@ class HubStore:
         return json.loads(path.read_text())
 
     def resolve(self, kind: str, repo_id: str, rev: str) -> dict[str, Any]:
-        """A branch name or a full commit oid → that commit's record."""
+        """A branch name, a tag name or a full commit oid → that commit's record."""
         self.repo(kind, repo_id)
         refs = self.refs(kind, repo_id)
-        rev = rev.removeprefix("refs/heads/")
-        if rev in refs:
-            return self.commit_record(kind, repo_id, refs[rev])
+        if rev.removeprefix("refs/heads/") in refs:
+            return self.commit_record(kind, repo_id, refs[rev.removeprefix("refs/heads/")])
+        tags = self.tags(kind, repo_id)
+        if rev.removeprefix("refs/tags/") in tags:
+            return self.commit_record(kind, repo_id, tags[rev.removeprefix("refs/tags/")]["oid"])
         if re.fullmatch(r"[0-9a-f]{40}", rev):
             return self.commit_record(kind, repo_id, rev)
         raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")

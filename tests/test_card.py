@@ -48,10 +48,10 @@ def test_local_card_loads_with_datasets_and_shows_statistics(dataset: Path, tmp_
     assert loaded["train"].num_rows == manifest.totals()["train"]["episodes"]
     assert loaded["test"].num_rows == manifest.totals()["test"]["episodes"]
     stats = episode_stats(manifest, get_task("mujoco-hopper"))
-    train = stats["splits"]["train"]
+    train = stats.splits["train"]
     row = (
-        f"| train | {train['episodes']} | {train['steps']} | {train['shards']} | "
-        f"{train['return']['mean']:.4g} ± {train['return']['std']:.4g} |"
+        f"| train | {train.episodes} | {train.steps} | {train.shards} | "
+        f"{train.episode_return.mean:.4g} ± {train.episode_return.std:.4g} |"
     )
     assert row in body
     assert f'load_dataset("{copy}", "{CONFIGS[0]}")' in body

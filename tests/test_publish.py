@@ -27,12 +27,14 @@ from publish_helpers import CONFIGS, LOAD_SCRIPT, copy_configs, local_digests
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import read_manifest
 from pipeline.publish import PublishConfig, publish
+from pipeline.schema import FORMAT_VERSION
 from pipeline.storage import open_location
 from pipeline.validate import validate
 
 pytestmark = pytest.mark.hub
 REPO = "jat-org/jat-small"
 KILLED = ("babyai-go-to", "mujoco-hopper")  # the resume tests use two configs: two shards each
+TAG = f"jat-format-v{FORMAT_VERSION}"
 
 
 @pytest.fixture
@@ -138,6 +140,46 @@ def test_rerun_after_success_changes_nothing(dataset: Path, hub: HubServer) -> N
     assert again.unchanged_files > 0
     assert hub.head(REPO) == head and len(hub.history(REPO)) == commits
     assert hub.counts["lfs-upload"] == uploads and hub.counts["commit"] == commits - 1
+
+
+def _tags(server: HubServer) -> dict[str, str]:
+    """The repo's tags as the real client lists them: name -> commit."""
+    refs = HfApi(endpoint=server.url, token=server.token).list_repo_refs(REPO, repo_type="dataset")
+    return {t.name: t.target_commit for t in refs.tags}
+
+
+def test_publish_tags_its_head_with_the_format_version_and_moves_the_tag(
+    dataset: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    first = _publish(dataset, configs=("mujoco-hopper",))
+    assert first.tag == TAG and _tags(hub) == {TAG: hub.head(REPO)} == {TAG: first.head}
+    info = json.loads(hub.read(REPO, "meta/info.json"))
+    assert info["format_version"] == FORMAT_VERSION and info["configs"] == ["mujoco-hopper"]
+    assert hub.files(REPO, TAG) == hub.files(REPO)  # the tag is a revision like any other
+    again = _publish(dataset, configs=("mujoco-hopper",))  # nothing new: the tag is left alone
+    assert again.commits == 0 and again.tag == TAG and _tags(hub) == {TAG: first.head}
+    assert (hub.counts["tag"], hub.counts["delete-tag"]) == (1, 0)
+
+    later = copy_configs(dataset, tmp_path / "later", ("babyai-go-to",))
+    hub.fail("commit", after=1)  # a multi-commit publish of new data, interrupted after its first commit
+    with pytest.raises(PipelineError, match="re-run the same command"):
+        _publish(later, max_commit_files=1)
+    assert hub.head(REPO) != first.head and _tags(hub) == {TAG: first.head}  # never on a partial publish
+    second = _publish(later)
+    assert second.commits == 1 and second.head == hub.head(REPO)
+    assert _tags(hub) == {TAG: second.head} and hub.counts["delete-tag"] == 1  # moved to the new head
+    assert f"format v{FORMAT_VERSION}" in hub.store.tags("dataset", REPO)[TAG]["message"]
+    assert json.loads(hub.read(REPO, "meta/info.json", revision=TAG))["configs"] == list(KILLED)
+
+
+def test_a_publish_interrupted_before_tagging_is_tagged_by_its_rerun(dataset: Path, hub: HubServer) -> None:
+    hub.fail("tag")
+    with pytest.raises(PipelineError, match=f"tagging .* as {TAG} .*HTTP 500.*only sets the tag") as info:
+        _publish(dataset, configs=("mujoco-hopper",))
+    assert "README.md" in hub.files(REPO) and _tags(hub) == {}
+    assert hub.token not in str(info.value)
+    again = _publish(dataset, configs=("mujoco-hopper",))
+    assert (again.commits, again.tag) == (0, TAG) and _tags(hub) == {TAG: hub.head(REPO)}
 
 
 def _assert_complete(hub: HubServer, dataset: Path, configs: tuple[str, ...]) -> None:
@@ -270,6 +312,7 @@ def test_private_repo_on_a_branch_with_the_login_cache_token(
     assert hub.store.repo("dataset", REPO)["private"]
     assert set(hub.files(REPO, "main")) == {".gitattributes"}
     assert "README.md" in hub.files(REPO, "v1")
+    assert _tags(hub) == {f"{TAG}-v1": hub.head(REPO, "v1")}  # the branch's own tag: main's is untouched
     anonymous = HfApi(endpoint=hub.url, token=False)
     with pytest.raises(RepositoryNotFoundError):
         anonymous.dataset_info(REPO)
@@ -281,7 +324,7 @@ def test_to_folder_is_the_default_and_loads(dataset: Path, tmp_path: Path) -> No
     source = copy_configs(dataset, tmp_path / "ds", ("metaworld-reach",))
     summary = publish(PublishConfig(str(source), progress=False))
     folder = tmp_path / "ds-publish"
-    assert summary.target == str(folder) and (folder / "README.md").is_file()
+    assert summary.target == str(folder) and (folder / "README.md").is_file() and summary.tag is None
     assert validate(str(folder)).ok
     loaded = load_dataset(str(folder), "metaworld-reach")
     totals = read_manifest(open_location(str(source)), "metaworld-reach").totals()
