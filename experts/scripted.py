@@ -32,7 +32,7 @@ class BabyAIBotBackend:
         return TrainOutcome(steps=0, algo="BabyAI bot (minigrid)", hyperparameters={})
 
     def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> Policy:
-        return BabyAIBotPolicy()
+        return BabyAIBotPolicy.for_task(spec)
 
     def versions(self) -> dict[str, str]:
         return {"minigrid": version("minigrid")}

@@ -130,6 +130,12 @@ class BabyAIBotPolicy:
         self._stack: _BudgetedStack = _BudgetedStack([])
         self._step = 0
 
+    @classmethod
+    def for_task(cls, spec: TaskSpec) -> BabyAIBotPolicy:
+        """The bot with the task's bounds from env_configs/, whichever way it is asked for (scripted
+        policy or stored expert): the same episodes are kept or dropped either way."""
+        return cls(spec.rollout.bot_replan_timeout_s, spec.rollout.bot_replan_max_subgoals)
+
     def reset(self, env: gym.Env, seed: int) -> None:
         self._bot = self._bot_class(env.unwrapped)
         self._stack = self._bot.stack = _BudgetedStack(self._bot.stack, self.replan_max_subgoals)

@@ -123,8 +123,5 @@ def make_policy(
         if metadata is not None:
             return ExpertStore(experts_dir or "").load_policy(spec, metadata)
     if spec.suite == "babyai":
-        return BabyAIBotPolicy(
-            spec.rollout.bot_replan_timeout_s,
-            spec.rollout.bot_replan_max_subgoals,
-        )
+        return BabyAIBotPolicy.for_task(spec)
     return MetaWorldScriptedPolicy(spec.env_name or "")
