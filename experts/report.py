@@ -17,6 +17,7 @@ from typing import Any
 from experts.budget import TARGET, BudgetEstimate, estimate_budget
 from experts.metadata import ExpertMetadata
 from experts.store import ExpertStore
+from pipeline.errors import PipelineError
 from pipeline.registry import get_task
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,16 @@ def summary_row(metadata: ExpertMetadata, budget: BudgetEstimate | None = None) 
 
 
 def suite_rows(store: ExpertStore, suite: str) -> list[dict[str, Any]]:
+    """One row per readable expert of `suite`. An unreadable metadata.json is left out with a warning:
+    the stage has already reported that task as failed, and the other experts' summary must not be
+    lost with it."""
     rows = []
     for config in sorted(store.configs()):
-        metadata = store.read_metadata(config)
+        try:
+            metadata = store.read_metadata(config)
+        except PipelineError as exc:
+            log.warning("left out of the %s summary: %s", suite, exc)
+            continue
         if metadata and metadata.suite == suite:
             rows.append(summary_row(metadata, budget_of(store, metadata)))
     return rows

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 JAT_BAR = 0.9
 """JAT's bar: an expert (and so its data) counts as expert-level at 0.9 of JAT's expert score."""
-"""Resamples per interval, as `pipeline evaluate`."""
 CONFIDENCE = 0.95
 _VERSION_KEYS = ("minigrid", "metaworld", "sample-factory", "stable-baselines3")
 
