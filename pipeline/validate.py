@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest, dataset_configs, read_info, read_manifest
 from pipeline.registry import TaskSpec, get_task
+from pipeline.replay import replay_config
 from pipeline.schema import DATA_DIR, MANIFEST_PATH, SPLITS, arrow_schema
 from pipeline.storage import Location, open_location
 from pipeline.validate_manifest import StepBytes, StoredSteps, capped, check_plan, check_rows
@@ -307,11 +308,13 @@ def validate_config(location: Location, config: str) -> ConfigReport:
     return report
 
 
-def validate(uri: str, configs: list[str] | None = None) -> ValidationReport:
+def validate(uri: str, configs: list[str] | None = None, replay: int = 0) -> ValidationReport:
     """Validate the named configs (default: every config with a manifest) of the dataset at `uri`.
 
     Without `configs`, the whole dataset is checked, so files and folders under `data/` that
-    belong to no config with a manifest fail it too.
+    belong to no config with a manifest fail it too. With `replay` K, each config that passed the
+    file checks also has its first K episodes re-simulated (`pipeline.replay`); any that do not
+    reproduce fail it.
     """
     location = open_location(uri)
     if not location.exists(""):
@@ -323,4 +326,9 @@ def validate(uri: str, configs: list[str] | None = None) -> ValidationReport:
     for name in names:
         get_task(name)  # unknown names fail at once, with the closest valid ones
     strays = [] if configs else _dataset_strays(location)
-    return ValidationReport(location.uri, [validate_config(location, name) for name in names], strays)
+    reports = [validate_config(location, name) for name in names]
+    for report in reports:
+        if replay and report.ok:  # replaying rows that failed the checks would only repeat them
+            result = replay_config(location, report.config, replay)
+            report.errors += [m.line(report.config) for m in result.mismatches]
+    return ValidationReport(location.uri, reports, strays)

@@ -89,7 +89,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.validate import validate
 
     config = config_from(ValidateConfig, args)
-    report = validate(config.data_dir, list(config.configs) or None)
+    report = validate(config.data_dir, list(config.configs) or None, replay=config.replay)
     out = Console(soft_wrap=True)
     for c in report.configs:
         status = "[green]ok[/]" if c.ok else f"[red]FAILED ({len(c.errors)})[/]"

@@ -140,6 +140,12 @@ class ValidateConfig:
     """Dataset folder or URI (s3://bucket/prefix)."""
     configs: tuple[str, ...] = ()
     """Comma-separated configs; default: all."""
+    replay: int = option(0, metavar="K")
+    """Also re-simulate each config's first K episodes (by id) from their seed and actions and fail on
+    any difference (`pipeline replay`); 0: no replay."""
+
+    def __post_init__(self) -> None:
+        positive("replay", self.replay, zero=True)
 
 
 @dataclass(frozen=True)
