@@ -96,7 +96,7 @@ def _template_source(name: str) -> str | None:
     return template.read_text(encoding="utf-8") if template.is_file() else None
 
 
-def _environment() -> jinja2.Environment:
+def card_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template_source),
         undefined=jinja2.StrictUndefined,
@@ -206,7 +206,7 @@ def render_from_stats(
     suite = example.stats.suite if example.stats else example.name.split("-")[0]
     plots = [{"suite": p.rsplit("/", 1)[-1].removesuffix(".png"), "path": p} for p in sorted(suite_plots)]
     return (
-        _environment()
+        card_environment()
         .get_template("README.md.j2")
         .render(
             header_yaml=header,

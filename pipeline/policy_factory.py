@@ -12,6 +12,7 @@ import gymnasium as gym
 
 from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.store import ExpertStore
+from pipeline.configs.release_hub import HF_SCHEME
 from pipeline.errors import PipelineError
 from pipeline.policies import (
     POLICY_KINDS,
@@ -24,6 +25,16 @@ from pipeline.policies import (
 from pipeline.registry import TaskSpec
 
 
+def _store(experts_dir: str | None, spec: TaskSpec, history: bool = False) -> ExpertStore:
+    """The experts store; `hf://ORG/PREFIX` (`publish-experts`) is read from a local copy of the
+    task's repo ORG/PREFIX-<config>, fetched first (only what changed since the last fetch)."""
+    if experts_dir and experts_dir.startswith(HF_SCHEME):
+        from pipeline.hub_models import expert_store_root
+
+        return ExpertStore(expert_store_root(experts_dir, spec.base_config, history))
+    return ExpertStore(experts_dir or "")
+
+
 def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) -> ExpertMetadata | None:
     """The metadata of the expert rollout may use for `spec`, None to fall back to the bot/scripted one.
 
@@ -34,7 +45,7 @@ def _stored_expert(spec: TaskSpec, experts_dir: str | None, allow_weak: bool) ->
     """
     metadata = None
     if experts_dir:
-        metadata = ExpertStore(experts_dir).read_metadata(spec.base_config)
+        metadata = _store(experts_dir, spec).read_metadata(spec.base_config)
     if metadata is None:
         if scripted_available(spec):
             return None
@@ -79,7 +90,7 @@ def history_snapshots(spec: TaskSpec, experts_dir: str | None) -> list[int]:
             "--learning-history records an expert's snapshots: pass --experts-dir EXPERTS_DIR "
             "written by `pipeline train-experts`"
         )
-    store = ExpertStore(experts_dir)
+    store = _store(experts_dir, spec, history=True)
     metadata = store.read_metadata(spec.base_config)
     if metadata is None or not metadata.trained:
         what = "no expert" if metadata is None else f"a {metadata.backend} expert (never trained)"
@@ -91,8 +102,13 @@ def history_snapshots(spec: TaskSpec, experts_dir: str | None) -> list[int]:
     if len(steps) < 2:
         raise PipelineError(
             f"the expert for {spec.base_config} in {experts_dir} kept {len(steps)} learning-history "
-            "snapshot(s), a history needs 2 or more: retrain it with `pipeline train-experts --overwrite "
-            "--history-every N` (default: expert.steps / expert.history_snapshots)"
+            "snapshot(s), a history needs 2 or more: "
+            + (
+                "publish them with `pipeline publish-experts --with-history`"
+                if experts_dir.startswith(HF_SCHEME)
+                else "retrain it with `pipeline train-experts --overwrite --history-every N` (default: "
+                "expert.steps / expert.history_snapshots)"
+            )
         )
     return steps
 
@@ -114,14 +130,14 @@ def make_policy(
     With `step`, the expert's learning-history snapshot at that training step (no gate).
     """
     if step is not None:
-        return ExpertStore(experts_dir or "").load_policy(spec, step=step)
+        return _store(experts_dir, spec, history=True).load_policy(spec, step=step)
     check_policy(kind, spec, experts_dir, allow_weak)
     if kind == "random":
         return RandomPolicy(env.action_space)
     if kind == "expert":
         metadata = _stored_expert(spec, experts_dir, allow_weak)
         if metadata is not None:
-            return ExpertStore(experts_dir or "").load_policy(spec, metadata)
+            return _store(experts_dir, spec).load_policy(spec, metadata)
     if spec.suite == "babyai":
         return BabyAIBotPolicy.for_task(spec)
     return MetaWorldScriptedPolicy(spec.env_name or "")

@@ -111,7 +111,10 @@ def _plain_lfs(enabled: bool) -> Iterator[None]:
 
 
 class HubTarget:
-    """A dataset repo on the Hub (or any server speaking its API at `HF_ENDPOINT`)."""
+    """A dataset repo on the Hub (or any server speaking its API at `HF_ENDPOINT`); `repo_type` "model"
+    makes it a model repo (`pipeline.hub_models`)."""
+
+    repo_type = "dataset"
 
     def __init__(self, repo_id: str, branch: str | None, private: bool, xet: bool) -> None:
         check_repo_id(repo_id)
@@ -119,7 +122,8 @@ class HubTarget:
             check_branch(branch)
         self.repo_id, self.branch, self.private, self.xet = repo_id, branch or "main", private, xet
         self.endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-        self.name = f"{self.endpoint}/datasets/{repo_id}" + (f"@{branch}" if branch else "")
+        kind = "datasets/" if self.repo_type == "dataset" else ""
+        self.name = f"{self.endpoint}/{kind}{repo_id}" + (f"@{branch}" if branch else "")
         self.api: HfApi | None = None
         self.head: str | None = None
         self._tree: dict[str, Any] = {}
@@ -160,10 +164,12 @@ class HubTarget:
         """Create the repo (and branch) if needed, then list what is already there."""
         assert self.api is not None, "check() first"
         try:
-            self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
+            self.api.create_repo(self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True)
             if self.branch != "main":
-                self.api.create_branch(self.repo_id, branch=self.branch, repo_type="dataset", exist_ok=True)
-            info = self.api.dataset_info(self.repo_id, revision=self.branch)
+                self.api.create_branch(
+                    self.repo_id, branch=self.branch, repo_type=self.repo_type, exist_ok=True
+                )
+            info = self.api.repo_info(self.repo_id, revision=self.branch, repo_type=self.repo_type)
             self.head = info.sha
             if info.private != self.private:
                 log.warning(
@@ -174,7 +180,7 @@ class HubTarget:
             self._tree = {
                 entry.path: entry
                 for entry in self.api.list_repo_tree(
-                    self.repo_id, recursive=True, revision=self.head, repo_type="dataset"
+                    self.repo_id, recursive=True, revision=self.head, repo_type=self.repo_type
                 )
                 if hasattr(entry, "blob_id")
             }
@@ -211,7 +217,7 @@ class HubTarget:
             local = self.api.hf_hub_download(
                 self.repo_id,
                 path,
-                repo_type="dataset",
+                repo_type=self.repo_type,
                 revision=self.head,
                 cache_dir=os.path.join(self._tmp, "cache"),
             )
@@ -245,7 +251,7 @@ class HubTarget:
                     self.repo_id,
                     operations,
                     commit_message=message,
-                    repo_type="dataset",
+                    repo_type=self.repo_type,
                     revision=self.branch,
                     parent_commit=self.head,
                 )
@@ -283,15 +289,15 @@ class HubTarget:
             name += f"-{self.branch}"
         message = f"jat-pipeline: the latest data in JAT format v{info.format_version} on {self.branch}"
         try:
-            refs = self.api.list_repo_refs(self.repo_id, repo_type="dataset")
+            refs = self.api.list_repo_refs(self.repo_id, repo_type=self.repo_type)
             current = next((t.target_commit for t in refs.tags if t.name == name), None)
             if current == self.head:
                 log.info("%s already tags %s", name, self.head)
                 return name
             if current is not None:
-                self.api.delete_tag(self.repo_id, tag=name, repo_type="dataset")
+                self.api.delete_tag(self.repo_id, tag=name, repo_type=self.repo_type)
             self.api.create_tag(
-                self.repo_id, tag=name, tag_message=message, revision=self.head, repo_type="dataset"
+                self.repo_id, tag=name, tag_message=message, revision=self.head, repo_type=self.repo_type
             )
         except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
             raise self._fail(

@@ -24,8 +24,10 @@ from rich.markup import escape
 from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
+from pipeline.cli.hub_release import _add_publish_experts, _add_publish_model
 from pipeline.cli.model import _add_evaluate, _add_train_model
 from pipeline.cli.publishing import _add_publish
+from pipeline.cli.release import _add_render, _add_replay
 from pipeline.cli.report import _add_report
 from pipeline.errors import PipelineError
 
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_tasks,
         _add_rollout,
         _add_validate,
+        _add_replay,
+        _add_render,
         _add_report,
         _add_demo,
         _add_publish,
@@ -76,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_train_experts,
         _add_evaluate_experts,
+        _add_publish_experts,
+        _add_publish_model,
         _add_submit,
     ):
         add(sub)

@@ -129,7 +129,8 @@ class EvaluateConfig:
     """
 
     model: str
-    """Model folder written by train-model."""
+    """Model folder written by train-model, or ORG/NAME of a model published with publish-model (downloaded
+    from the Hub when no such folder exists)."""
     tasks: tuple[str, ...]
     """Comma-separated task configs (babyai-go-to) and/or whole suites (atari, babyai, metaworld,
     mujoco)."""
@@ -146,7 +147,8 @@ class EvaluateConfig:
     """Also run a uniformly random policy on the same seeds, for a measured baseline; --no-baseline
     skips it."""
     out: str | None = None
-    """Where results.json/.csv and scores.png go; default MODEL/eval."""
+    """Where results.json/.csv and scores.png go; default MODEL/eval (outputs/eval/ORG--NAME for a Hub
+    model)."""
     bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
     """Bootstrap resamples for the aggregate intervals."""
     threads: int | None = 1

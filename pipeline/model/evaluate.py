@@ -25,6 +25,8 @@ from pipeline.configs.model import EvaluateConfig
 from pipeline.envs import make_env
 from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
+from pipeline.hub_models import model_folder
+from pipeline.model.checkpoints import MODEL_FILES
 from pipeline.model.configuration import check_task_fits
 from pipeline.model.inference import IncrementalDecoder
 from pipeline.model.metrics import Aggregate, aggregate, human_normalised, normalised
@@ -168,10 +170,12 @@ def load_model(path: str | Path) -> tuple[JatModel, MissionTokenizer]:
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Run every task's episodes with the model (and the random baseline); write results and a plot."""
     specs = resolve_eval_tasks(config.tasks)
-    model, tokenizer = load_model(config.model)
+    folder, repo_id = model_folder(config.model, list(MODEL_FILES))  # ORG/NAME: downloaded from the Hub
+    model, tokenizer = load_model(folder)
     for spec in specs:
         check_task_fits(model.config, spec)
-    out = Path(config.out).expanduser() if config.out else Path(config.model).expanduser() / "eval"
+    default_out = Path("outputs", "eval", repo_id.replace("/", "--")) if repo_id else folder / "eval"
+    out = Path(config.out).expanduser() if config.out else default_out
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)

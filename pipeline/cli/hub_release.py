@@ -1,0 +1,62 @@
+"""CLI subcommands releasing to the Hub's model repos: publish-experts, publish-model."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli.options import add_config, config_from
+from pipeline.configs.release_hub import PublishExpertsConfig, PublishModelConfig
+
+
+# --- publish-experts / publish-model -----------------------------------------------------------
+def _add_publish_experts(sub: argparse._SubParsersAction) -> None:
+    add_config(sub, "publish-experts", PublishExpertsConfig, _cmd_publish_experts)
+
+
+def _cmd_publish_experts(args: argparse.Namespace) -> int:
+    from pipeline.publish_experts import publish_experts
+
+    config = config_from(PublishExpertsConfig, args)
+    summary = publish_experts(config)
+    table = Table(title=f"publish-experts {summary.experts_dir} ({summary.seconds:.1f} s)")
+    for column in ("config", "status", "repo", "files uploaded", "MB", "unchanged", "deleted"):
+        table.add_column(column)
+    for release in summary.releases:
+        r = release.result
+        table.add_row(
+            release.config,
+            str(release.status),
+            r.target,
+            str(len(r.uploaded)),
+            f"{r.uploaded_bytes / 1e6:.2f}",
+            str(r.unchanged),
+            str(len(r.deleted)),
+        )
+    out = Console(soft_wrap=True)
+    out.print(table)
+    if config.to_folder is None:
+        out.print(f"use them with: pipeline rollout --policy expert --experts-dir hf://{config.repo_prefix}")
+    return 0
+
+
+def _add_publish_model(sub: argparse._SubParsersAction) -> None:
+    add_config(sub, "publish-model", PublishModelConfig, _cmd_publish_model)
+
+
+def _cmd_publish_model(args: argparse.Namespace) -> int:
+    from pipeline.publish_model import publish_model
+
+    config = config_from(PublishModelConfig, args)
+    summary = publish_model(config)
+    r = summary.result
+    out = Console(soft_wrap=True)
+    out.print(
+        f"publish-model → {r.target}: {len(r.uploaded)} file(s) uploaded ({r.uploaded_bytes / 1e6:.2f} MB), "
+        f"{r.unchanged} unchanged, {len(r.deleted)} deleted in {summary.seconds:.1f} s"
+    )
+    if summary.repo_id:
+        out.print(f"score it with: pipeline evaluate --model {summary.repo_id} --tasks TASKS")
+    return 0

@@ -1,0 +1,100 @@
+"""`pipeline publish-model` and `pipeline evaluate --model ORG/NAME` against the tests' local Hub server.
+
+The tiny model trained by conftest (a few steps on the sample dataset) is evaluated locally, published
+with its evaluation, and evaluated again from the repo id, as a user would: same seed, same episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from hub_server import HubServer
+from huggingface_hub import constants
+
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+from pipeline.model.evaluate import EvaluateConfig, evaluate
+from pipeline.publish_model import PublishModelConfig, publish_model
+
+pytestmark = pytest.mark.hub
+REPO = "jat-org/jat-tiny"
+TASK = "mujoco-hopper"
+EVAL = {"tasks": (TASK,), "episodes": 1, "max_episode_steps": 20, "bootstrap_reps": 50, "progress": False}
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """A fresh server; the client in this process is pointed at it, with a fresh download cache."""
+    server = HubServer(tmp_path / "hub").start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", server.token)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-cache" / "token"))
+    yield server
+    server.stop()
+
+
+def _returns(results: Path) -> list[dict]:
+    tasks = json.loads(results.read_text())["tasks"]
+    return [{k: t[k] for k in ("config", "episodes", "mean_return", "normalised_mean")} for t in tasks]
+
+
+def test_publish_then_evaluate_from_the_hub_gives_the_same_results(trained_model, hub, tmp_path, monkeypatch):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_model, model_dir)
+    evaluate(EvaluateConfig(model=str(model_dir), **EVAL))  # writes MODEL/eval, published with the model
+
+    summary = publish_model(PublishModelConfig(str(model_dir), repo_id=REPO, xet=False))
+    files = hub.files(REPO, kind="model")
+    expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
+    expected |= {"training.json", "losses.csv", "losses.png", "eval/results.json", "eval/scores.png"}
+    assert expected <= set(files) and not any(p.startswith("checkpoint") for p in files)
+    assert files["model.safetensors"]["lfs"]
+    assert set(summary.result.uploaded) == set(files) - {".gitattributes"}
+
+    text = hub.read(REPO, "README.md", kind="model").decode()
+    header = yaml.safe_load(text.split("---", 2)[1])
+    assert header["library_name"] == "jat-pipeline" and "reinforcement-learning" in header["tags"]
+    local = json.loads((model_dir / "eval" / "results.json").read_text())["tasks"][0]
+    [result] = header["model-index"][0]["results"]
+    assert result["dataset"]["name"] == "Hopper-v5"
+    assert result["metrics"][0]["value"] == f"{local['mean_return']:.2f} +/- {local['std_return']:.2f}"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert f"| `hidden_size` | {config['hidden_size']} |" in text and f"| {TASK} | 1 |" in text
+    assert "![scores](eval/scores.png)" in text and f"pipeline evaluate --model {REPO}" in text
+
+    again = publish_model(PublishModelConfig(str(model_dir), repo_id=REPO, xet=False))
+    assert again.result.uploaded == () and again.result.unchanged == len(files) - 1
+
+    # from the repo id, through the CLI, into the default output folder: the same episodes
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", "--model", REPO, "--tasks", TASK, "--episodes", "1", "--max-episode-steps", "20"]
+    assert main([*argv, "--bootstrap-reps", "50", "--no-progress"]) == 0
+    remote = tmp_path / "outputs" / "eval" / "jat-org--jat-tiny" / "results.json"
+    assert _returns(remote) == _returns(model_dir / "eval" / "results.json")
+
+
+def test_missing_repo_and_bad_input_are_one_line(trained_model, hub, tmp_path, capsys):
+    with pytest.raises(PipelineError, match="neither a local folder nor a model repo"):
+        evaluate(EvaluateConfig(model="jat-org/no-such-model", **EVAL))
+    assert main(["evaluate", "--model", "jat-org/no-such-model", "--tasks", TASK]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "jat-org/no-such-model is neither" in errors[0], errors
+
+    with pytest.raises(PipelineError, match="one of --repo-id"):
+        PublishModelConfig(str(trained_model))
+    with pytest.raises(PipelineError, match=r"missing config\.json, model\.safetensors"):
+        publish_model(PublishModelConfig(str(tmp_path), repo_id=REPO, xet=False))
+    assert hub.head(REPO, kind="model") is None  # refused before creating the repo
+
+    folder = tmp_path / "folder"
+    assert main(["publish-model", str(trained_model), "--to-folder", str(folder)]) == 0
+    assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+    assert not (folder / "checkpoint").exists()
+    assert hub.token not in capsys.readouterr().out
