@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 	# sample-factory pins numpy<2, gymnasium<1, huggingface_hub<1: install it alone, no deps;
 	# experts/sample_factory applies its numpy>=2.4 fix at import time.
 	$(PIP) install -q --no-deps sample-factory==2.1.1
+	# MuJoCo renders offscreen through OSMesa without a GPU (render, the cards' clips): Debian's
+	# libosmesa6, installed when missing and possible (root with apt); never fatal, render says why.
+	@ldconfig -p | grep -q libOSMesa \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libosmesa6 >/dev/null 2>&1 \
+	       && echo "installed libosmesa6 (MuJoCo offscreen rendering)"; } \
+	  || echo "note: no libOSMesa; MuJoCo/Meta-World clips are skipped (apt-get install libosmesa6)"
 	touch $(STAMP)
 
 demo: install

@@ -44,6 +44,9 @@ _OUTPUT_ARG = {
     "publish": "to_folder",
     "evaluate": "out",
     "demo": "out",
+    "render": "out",
+    "publish-experts": "to_folder",
+    "publish-model": "to_folder",
 }
 _RESUMABLE = {"rollout", "train-experts", "train-model"}
 
