@@ -236,6 +236,9 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
         _run([pipeline, "publish", "data", "--to-folder", "published", "--no-progress"], work, env)
         assert "config_name: babyai-go-to" in (work / "published" / "README.md").read_text()
         assert list((work / "published" / "data" / "babyai-go-to").glob("*.parquet"))
+        _run([pipeline, "replay", "data", "--config", "babyai-go-to", "--episodes", "all"], work, env)
+        _run([pipeline, "render", "data", "--config", "babyai-go-to", "--out", "go-to.gif"], work, env)
+        assert (work / "go-to.gif").read_bytes()[:6] == b"GIF89a"
 
         # One task per suite on a local Ray cluster (workers run the wheel too), validated and loaded.
         _run([pipeline, "demo", "--out", "demo", "--episodes", "2", "--workers", "1"], work, env)
@@ -257,6 +260,12 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
         metadata = json.loads((work / "experts" / "mujoco-pendulum" / "metadata.json").read_text())
         # 256 steps of training are far below the gate
         assert metadata["status"] == "rejected" and metadata["evaluation"]["episodes"] == 2
+        publish_experts = [pipeline, "publish-experts", "experts", "--tasks", "mujoco-pendulum"]
+        _run([*publish_experts, "--repo-prefix", "org/jat-expert", "--to-folder", "expert-repos"], work, env)
+        assert (
+            "mujoco-pendulum"
+            in (work / "expert-repos" / "jat-expert-mujoco-pendulum" / "README.md").read_text()
+        )
 
         model = [pipeline, "train-model", "--data", "data", "--configs", "babyai-go-to", "--size", "tiny"]
         _run([*model, "--steps", "3", "--out", "model", "--no-progress"], work, env)
@@ -266,6 +275,8 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
             env,
         )
         assert "babyai-go-to" in scores.stdout + scores.stderr
+        _run([pipeline, "publish-model", "model", "--to-folder", "model-repo"], work, env)
+        assert (work / "model-repo" / "README.md").is_file()
 
         # A cluster job: the head runs the wheel's interpreter, so the job's `pipeline` is the installed one.
         with ray_head(bin_dir / "python", env) as address:
