@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS
+from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS, ReportConfig
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest, dataset_configs, read_manifest
 from pipeline.model.metrics import mean, normalised, stratified_bootstrap_ci
@@ -39,24 +39,6 @@ JAT_BAR = 0.9
 """JAT's bar: an expert (and so its data) counts as expert-level at 0.9 of JAT's expert score."""
 CONFIDENCE = 0.95
 _VERSION_KEYS = ("minigrid", "metaworld", "sample-factory", "stable-baselines3")
-
-
-@dataclass(frozen=True)
-class QualityRequest:
-    """Which dataset and configs to score, and how the bootstrap runs."""
-
-    data_dir: str
-    """Dataset folder or URI (s3://bucket/prefix)."""
-    configs: tuple[str, ...] = ()
-    """Configs to score; empty: every config with a manifest."""
-    bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
-    """Bootstrap resamples per interval."""
-    seed: int = 0
-    """Seed of the bootstrap: the same seed gives the same intervals."""
-
-    def __post_init__(self) -> None:
-        if self.bootstrap_reps < 1:
-            raise PipelineError(f"--bootstrap-reps must be at least 1, got {self.bootstrap_reps}")
 
 
 @dataclass(frozen=True)
@@ -214,8 +196,9 @@ def _configs(location: Location, requested: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(requested)) or available
 
 
-def dataset_quality(request: QualityRequest) -> list[QualityRow]:
-    """A row per requested config of the dataset, in the order asked (default: sorted)."""
+def dataset_quality(request: ReportConfig) -> list[QualityRow]:
+    """A row per requested config of the dataset, in the order asked (default: sorted); the
+    request's gate (`min_normalised`) is the caller's, applied to the rows with `below`."""
     location = open_location(request.data_dir)
     rows = []
     for config in _configs(location, request.configs):

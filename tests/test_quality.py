@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
+from pipeline.configs.datasets import ReportConfig
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.quality import (
     JAT_BAR,
-    QualityRequest,
     QualityRow,
     below,
     dataset_quality,
@@ -172,11 +172,11 @@ def test_describe_policy_names_what_acted_in_one_line(plan, provenance, expected
 
 def test_a_dataset_is_scored_per_config_in_the_order_asked(sample_dataset):
     location = open_location(str(sample_dataset))
-    rows = dataset_quality(QualityRequest(str(sample_dataset), bootstrap_reps=20))
+    rows = dataset_quality(ReportConfig(str(sample_dataset), bootstrap_reps=20))
     assert [r.config for r in rows] == ["atari-breakout", "babyai-go-to", "metaworld-reach", "mujoco-hopper"]
     assert rows[3] == quality_row(read_manifest(location, "mujoco-hopper"), 20, 0)
     asked = dataset_quality(
-        QualityRequest(str(sample_dataset), ("mujoco-hopper", "babyai-go-to", "mujoco-hopper"), 20)
+        ReportConfig(str(sample_dataset), ("mujoco-hopper", "babyai-go-to", "mujoco-hopper"), 20)
     )
     assert [r.config for r in asked] == ["mujoco-hopper", "babyai-go-to"]  # asked twice, scored once
     assert asked[1].success_rate == 1.0 and asked[1].policy.startswith("scripted: babyai-bot")
@@ -186,27 +186,27 @@ def test_missing_empty_or_unknown_is_refused_naming_the_fix(sample_dataset, tmp_
     with pytest.raises(
         PipelineError, match=r"does not exist: give the folder a `pipeline rollout --out` wrote$"
     ):
-        dataset_quality(QualityRequest(str(tmp_path / "nope")))
+        dataset_quality(ReportConfig(str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(
         PipelineError, match=r"holds no finished config .*record one with `pipeline rollout --out "
     ):
-        dataset_quality(QualityRequest(str(tmp_path / "empty")))
+        dataset_quality(ReportConfig(str(tmp_path / "empty")))
     with pytest.raises(PipelineError) as info:
-        dataset_quality(QualityRequest(str(sample_dataset), ("mujoco-hoper",)))
+        dataset_quality(ReportConfig(str(sample_dataset), ("mujoco-hoper",)))
     assert str(info.value) == (
         f"{sample_dataset} has no config 'mujoco-hoper': did you mean mujoco-hopper? "
         "it holds atari-breakout, babyai-go-to, metaworld-reach, mujoco-hopper"
     )
-    with pytest.raises(PipelineError, match=r"^--bootstrap-reps must be at least 1, got 0$"):
-        QualityRequest(str(sample_dataset), bootstrap_reps=0)
+    with pytest.raises(PipelineError, match=r"^--bootstrap-reps must be a positive integer, got 0$"):
+        ReportConfig(str(sample_dataset), bootstrap_reps=0)
 
 
 def test_a_config_without_a_manifest_is_not_scored(sample_dataset, tmp_path):
     copy = tmp_path / "dataset"
     shutil.copytree(sample_dataset, copy)
     (copy / "meta" / "atari-breakout" / "manifest.json").unlink()  # interrupted before its commit
-    assert [r.config for r in dataset_quality(QualityRequest(str(copy), bootstrap_reps=5))] == [
+    assert [r.config for r in dataset_quality(ReportConfig(str(copy), bootstrap_reps=5))] == [
         "babyai-go-to",
         "metaworld-reach",
         "mujoco-hopper",

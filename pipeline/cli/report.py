@@ -23,12 +23,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.quality import CONFIDENCE, JAT_BAR, QualityRequest, below, dataset_quality
+    from pipeline.quality import CONFIDENCE, JAT_BAR, below, dataset_quality
 
     config = config_from(ReportConfig, args)
     threshold = config.min_normalised
-    request = QualityRequest(config.data_dir, config.configs, config.bootstrap_reps, config.seed)
-    rows = dataset_quality(request)
+    rows = dataset_quality(config)
     table = Table(
         title=f"quality of {config.data_dir} against JAT's experts (95% bootstrap CI over episodes)",
         box=box.SIMPLE,
@@ -57,8 +56,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             "dataset": config.data_dir,
             "bar": JAT_BAR,
             "confidence": CONFIDENCE,
-            "bootstrap_reps": request.bootstrap_reps,
-            "seed": request.seed,
+            "bootstrap_reps": config.bootstrap_reps,
+            "seed": config.seed,
             "configs": [r.to_dict() for r in rows],
         }
         try:
