@@ -22,7 +22,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
-from pipeline.plots import RETURNS_PLOT, SUITE_PLOT
+from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT
 from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
 from pipeline.registry import get_task
 from pipeline.schema import FEATURES
@@ -60,6 +60,8 @@ class CardConfig:
     """True when `meta/<config>/stats.json` (with per-feature statistics) is published with the card."""
     quality: QualityRow | None = None
     """Its score against JAT's expert with a bootstrap CI (`pipeline.quality`), if its manifest is at hand."""
+    clip: str | None = None
+    """Repository-relative path of the GIF of its first episode, if one is published with the card."""
 
     @property
     def total_steps(self) -> int:
@@ -240,12 +242,12 @@ def card_configs(text: str) -> list[dict[str, Any]]:
 
 
 def render_card(location: Location, configs: list[str]) -> str:
-    """The README of a dataset folder, from its manifests (plots linked only if they exist there)."""
+    """The README of a dataset folder, from its manifests (figures and clips linked only where they exist)."""
     cards = []
     for config in configs:
         manifest = read_manifest(location, config)
         stats = episode_stats(manifest, get_task(config))
-        plot = RETURNS_PLOT.format(config=config)
+        plot, clip = RETURNS_PLOT.format(config=config), EPISODE_CLIP.format(config=config)
         cards.append(
             CardConfig(
                 config,
@@ -253,6 +255,7 @@ def render_card(location: Location, configs: list[str]) -> str:
                 returns_plot=plot if location.exists(plot) else None,
                 stats_file=location.exists(STATS_PATH.format(config=config)),
                 quality=quality_row(manifest),
+                clip=clip if location.exists(clip) else None,
             )
         )
     suites = sorted({c.stats.suite for c in cards if c.stats})

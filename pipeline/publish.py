@@ -1,8 +1,8 @@
 """`pipeline publish`: push validated configs to a Hub dataset repo (or a folder), resumably.
 
 Nothing is published from a dataset that fails `pipeline validate`. Files go up in a fixed
-order — per config its shards, then its manifest, statistics and figure (with the removal of
-its stale files); the dataset card, suite figures and info last — cut into commits only where a
+order — per config its shards, then its manifest, statistics, figure and clip (with the removal
+of its stale files); the dataset card, suite figures and info last — cut into commits only where a
 commit would exceed the file-count or byte limit. Each commit is atomic on the Hub, so the
 remote never advertises a config ahead of its data, and few commits are made (the Hub
 rate-limits them). A file already published with the same checksum is skipped — shard
@@ -12,6 +12,10 @@ uploads only what is missing and a re-run after success makes no commit at all.
 Publishing some configs keeps the others: the card is rendered from the union of the configs
 published now and those already there (their `stats.json` read back from the target), and only
 the paths of the configs being published are ever replaced or deleted.
+
+Each config published gets a short GIF of its first episode (`pipeline.render.clip_gif`, drawn by
+re-simulation, the same bytes for the same data), shown in its card section; a config whose clip
+cannot be drawn (MuJoCo without OpenGL) is published without one, never refused.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from pipeline.card import CardConfig, card_configs, render_from_stats
 from pipeline.configs.publish import PublishConfig
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs
-from pipeline.plots import RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
+from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
 from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target
 from pipeline.quality import QualityRow, quality_row
+from pipeline.render import ClipMaker
 from pipeline.schema import DATA_DIR, INFO_PATH, MANIFEST_PATH
 from pipeline.stats import StatsRequest, config_stats
 from pipeline.stats_types import STATS_PATH, ConfigStats
@@ -41,7 +46,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Group:
-    """A config's files in publishing order (shards, then manifest, statistics, figure), or the card's."""
+    """A config's files in publishing order (shards; manifest, statistics, figure, clip), or the card's."""
 
     label: str
     files: list[PublishFile]
@@ -108,8 +113,26 @@ def _json_bytes(data: object) -> bytes:
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
+def _clips(location: Location, names: list[str]) -> dict[str, bytes]:
+    """The GIF of each config's first episode, for those that can be drawn here."""
+    maker, clips = ClipMaker(), {}
+    for name in names:
+        started = time.monotonic()
+        gif = maker.gif(location, name)
+        if gif is not None:
+            clips[name] = gif
+            log.info("%s: clip drawn, %.0f kB in %.1f s", name, len(gif) / 1e3, time.monotonic() - started)
+    return clips
+
+
 def _plan(
-    location: Location, names: list[str], stats: dict[str, ConfigStats], target: Target, title: str, hub: bool
+    location: Location,
+    names: list[str],
+    stats: dict[str, ConfigStats],
+    clips: dict[str, bytes],
+    target: Target,
+    title: str,
+    hub: bool,
 ) -> tuple[list[Group], DatasetInfo]:
     """File groups in publishing order, and the published `meta/info.json` (the configs the card lists)."""
     groups: list[Group] = []
@@ -124,6 +147,8 @@ def _plan(
             PublishFile.generated(STATS_PATH.format(config=name), _json_bytes(stats[name].to_dict())),
             PublishFile.generated(RETURNS_PLOT.format(config=name), returns_histogram(stats[name])),
         ]
+        if name in clips:
+            meta.append(PublishFile.generated(EPISODE_CLIP.format(config=name), clips[name]))
         keep = {f.path for f in shards + meta}
         stale = [
             p
@@ -135,7 +160,12 @@ def _plan(
 
     cards = {
         n: CardConfig(
-            n, stats[n], returns_plot=RETURNS_PLOT.format(config=n), stats_file=True, quality=quality[n]
+            n,
+            stats[n],
+            returns_plot=RETURNS_PLOT.format(config=n),
+            stats_file=True,
+            quality=quality[n],
+            clip=EPISODE_CLIP.format(config=n) if n in clips else None,
         )
         for n in names
     }
@@ -178,8 +208,14 @@ def _published_config(target: Target, name: str, entry: dict | None) -> CardConf
     if raw is None:
         return CardConfig(name, None, yaml_entry=entry)
     stats = ConfigStats.from_dict(json.loads(raw), f"{target.name}/{path}")
-    plot = RETURNS_PLOT.format(config=name)
-    return CardConfig(name, stats, returns_plot=plot if target.paths_under(plot) else None, stats_file=True)
+    plot, clip = RETURNS_PLOT.format(config=name), EPISODE_CLIP.format(config=name)
+    return CardConfig(
+        name,
+        stats,
+        returns_plot=plot if target.paths_under(plot) else None,
+        stats_file=True,
+        clip=clip if target.paths_under(clip) else None,
+    )
 
 
 def _pack(
@@ -266,9 +302,10 @@ def publish(config: PublishConfig) -> PublishSummary:
                 "and fix or re-record"
             )
         stats = {name: config_stats(location, StatsRequest(name)) for name in names}
+        clips = _clips(location, names) if config.clips else {}
         target.prepare()
         groups, info = _plan(
-            location, names, stats, target, config.repo_id or target.name, hub=bool(config.repo_id)
+            location, names, stats, clips, target, config.repo_id or target.name, hub=bool(config.repo_id)
         )
         summary = PublishSummary(target.name, names, card_configs=list(info.configs))
         _upload(groups, target, location, config, summary)

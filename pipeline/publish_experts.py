@@ -7,19 +7,24 @@ The expert of config C in EXPERTS_DIR goes to ORG/<prefix>-C:
     learning_curve.csv    and learning_curve.png (drawn by `experts.report.plot_curves`)
     model/                what the backend loads as a policy
     history/<step>/       learning-history snapshots, only with --with-history
-    replay.gif            a replay clip, when EXPERTS_DIR/C/replay.gif exists (`REPLAY_GIF`)
+    replay.gif            a replay clip: EXPERTS_DIR/C/replay.gif, else drawn here (`REPLAY_GIF`)
 
 so the repo's files are the store's layout for C, and `hf://ORG/<prefix>` works as an experts dir
 (`pipeline.hub_models.expert_store_root`). checkpoints/ (training state for --resume) stays
 local. Every expert is checked before the first upload: a failed one is refused, an unevaluated one
 too unless --allow-unevaluated. A re-run compares each file's checksum with the repo's and commits
 only what changed (nothing, after a complete run).
+
+Without a replay.gif the expert records an episode (a rollout into a temporary folder, seed 0) that
+`pipeline.render.clip_gif` draws; a local EXPERTS_DIR keeps it as C/replay.gif, so a re-run draws
+nothing. A replay that cannot be drawn (MuJoCo without OpenGL) leaves the card without one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -35,14 +40,20 @@ from pipeline.errors import PipelineError
 from pipeline.hub_cards import render_expert_card
 from pipeline.hub_models import ModelRepoTarget, PushResult, folder_files, push, repo_file
 from pipeline.publish_targets import FolderTarget, PublishFile, Target
-from pipeline.registry import resolve_tasks
+from pipeline.registry import get_task, resolve_tasks
+from pipeline.render import GL_SUITES, ClipMaker
+from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.storage import open_location
 
 log = logging.getLogger(__name__)
 
 CURVE_PLOT = "learning_curve.png"
 REPLAY_GIF = "replay.gif"
-"""Hook for `pipeline render`: a clip saved as EXPERTS_DIR/<config>/replay.gif is published and shown
-on the card; without one the card has no replay section."""
+"""The card's replay clip: EXPERTS_DIR/<config>/replay.gif when there (e.g. from `pipeline render`),
+else drawn by `_replay`; without either the card has no replay section."""
+REPLAY_EPISODES = 2
+"""Episodes the replay's rollout records: the first is drawn, but a rollout fills a train and a test
+split, so it needs two."""
 
 
 @dataclass(frozen=True)
@@ -96,15 +107,59 @@ def _select(store: ExpertStore, config: PublishExpertsConfig) -> dict[str, Exper
     return metas
 
 
+def _replay(store: ExpertStore, name: str, clips: ClipMaker) -> PublishFile | None:
+    """A replay of the expert acting, drawn from an episode it records now; None if it cannot be.
+
+    The rollout (seed 0, in this process) and the drawing are deterministic, so a remote store's
+    re-run gives the same bytes; a local store keeps the clip, so its re-run draws nothing.
+    """
+    if get_task(name).suite in GL_SUITES and not clips.usable_gl():
+        return None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="jat-replay-") as folder:
+        recording = RolloutConfig(
+            out=folder,
+            tasks=(name,),
+            episodes=REPLAY_EPISODES,
+            workers=0,
+            policy="expert",
+            experts_dir=store.uri,
+            allow_weak=True,
+            progress=False,
+        )
+        try:
+            run_rollout(recording)
+        except Exception as exc:  # the replay is an extra: the expert is published without it
+            log.warning("no replay for %s: recording an episode failed: %s", name, " ".join(str(exc).split()))
+            return None
+        gif = clips.gif(open_location(folder), name)
+    if gif is None:
+        return None
+    if store.location.is_local:
+        try:
+            store.location.write_bytes(f"{name}/{REPLAY_GIF}", gif)
+        except OSError as exc:  # a read-only store: published all the same, drawn again next time
+            log.warning("could not keep %s's replay in %s: %s", name, store.uri, exc)
+    log.info("%s: replay drawn, %.0f kB in %.1f s", name, len(gif) / 1e3, time.monotonic() - started)
+    return PublishFile.generated(REPLAY_GIF, gif)
+
+
 def _files(
-    store: ExpertStore, metadata: ExpertMetadata, config: PublishExpertsConfig, repo_id: str
+    store: ExpertStore,
+    metadata: ExpertMetadata,
+    config: PublishExpertsConfig,
+    repo_id: str,
+    clips: ClipMaker,
 ) -> list[PublishFile]:
-    """The repo's files: the store's layout for the config (no checkpoints), the plot and the card."""
+    """The repo's files: the store's layout for the config (no checkpoints), plot, replay and card."""
     name, location = metadata.config, store.location
     files = [repo_file(location, f"{name}/{METADATA}", METADATA)]
     for optional in (CURVE_FILE, REPLAY_GIF):
         if location.exists(f"{name}/{optional}"):
             files.append(repo_file(location, f"{name}/{optional}", optional))
+    if config.clips and not any(f.path == REPLAY_GIF for f in files):
+        replay = _replay(store, name, clips)
+        files += [replay] if replay is not None else []
     files += folder_files(location, f"{name}/{MODEL_DIR}", MODEL_DIR)
     if config.with_history:
         files += folder_files(location, f"{name}/{HISTORY_DIR}", HISTORY_DIR)
@@ -137,6 +192,7 @@ def publish_experts(config: PublishExpertsConfig) -> PublishExpertsSummary:
         raise PipelineError(f"{store.uri} does not exist: give the EXPERTS_DIR train-experts wrote")
     metas = _select(store, config)
     summary = PublishExpertsSummary(store.uri, [])
+    clips = ClipMaker()
     quiet = are_progress_bars_disabled()
     disable_progress_bars()
     try:
@@ -146,7 +202,7 @@ def publish_experts(config: PublishExpertsConfig) -> PublishExpertsSummary:
             try:
                 target.check()
                 target.prepare()
-                files = _files(store, metadata, config, repo_id)
+                files = _files(store, metadata, config, repo_id, clips)
                 managed = (f"{MODEL_DIR}/",) + ((f"{HISTORY_DIR}/",) if config.with_history else ())
                 result = push(target, files, managed, f"Publish the {name} expert", store.location)
             finally:

@@ -82,8 +82,11 @@ def _load_back(server: HubServer, tmp_path: Path, repo: str, configs: tuple[str,
 
 
 def _publish(dataset: Path, **kwargs: object):
+    """Without clips unless asked (tests/test_publish_clips.py covers them; Meta-World's costs ~10 s)."""
     return publish(
-        PublishConfig(str(dataset), **{"repo_id": REPO, "xet": False, "progress": False, **kwargs})
+        PublishConfig(
+            str(dataset), **{"repo_id": REPO, "xet": False, "progress": False, "clips": False, **kwargs}
+        )
     )
 
 
@@ -258,6 +261,7 @@ def test_killed_upload_resumes_without_duplicates_and_never_leaks_token(
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_complete(hub, dataset, KILLED)
     assert f"the card lists {len(KILLED)} config(s)" in done.stdout
+    assert "meta/babyai-go-to/episode.gif" in hub.files(REPO)  # the CLI draws clips (BabyAI's needs no GL)
     for text in (out1, err1, done.stdout, done.stderr):
         assert hub.token not in text
     for root in (dataset, tmp_path):  # the dataset, the HF cache of the runs, the server's storage
@@ -322,14 +326,14 @@ def test_to_folder_is_the_default_and_loads(dataset: Path, tmp_path: Path) -> No
     from datasets import load_dataset
 
     source = copy_configs(dataset, tmp_path / "ds", ("metaworld-reach",))
-    summary = publish(PublishConfig(str(source), progress=False))
+    summary = publish(PublishConfig(str(source), progress=False, clips=False))
     folder = tmp_path / "ds-publish"
     assert summary.target == str(folder) and (folder / "README.md").is_file() and summary.tag is None
     assert validate(str(folder)).ok
     loaded = load_dataset(str(folder), "metaworld-reach")
     totals = read_manifest(open_location(str(source)), "metaworld-reach").totals()
     assert loaded["train"].num_rows == totals["train"]["episodes"] and loaded["test"].num_rows == 1
-    again = publish(PublishConfig(str(source), progress=False))
+    again = publish(PublishConfig(str(source), progress=False, clips=False))
     assert again.uploaded_files == 0 and again.unchanged_files == summary.uploaded_files
 
 

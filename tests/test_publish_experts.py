@@ -7,6 +7,7 @@ from the published repos, compared shard by shard.
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from hub_server import HubServer
 from huggingface_hub import constants
+from PIL import Image
 from publish_helpers import local_digests
 
 from experts.store import ExpertStore
@@ -24,6 +26,7 @@ from pipeline.manifest import read_manifest
 from pipeline.policy_factory import history_snapshots
 from pipeline.publish_experts import PublishExpertsConfig, publish_experts
 from pipeline.registry import get_task
+from pipeline.render import CLIP_MUJOCO_SIZE
 from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.storage import open_location
 from pipeline.train_experts import TrainExpertsConfig, train_experts
@@ -31,6 +34,7 @@ from pipeline.train_experts import TrainExpertsConfig, train_experts
 pytestmark = pytest.mark.hub
 PREFIX = "jat-org/jat-expert"
 PENDULUM = "mujoco-pendulum"
+OSMESA = ctypes.util.find_library("OSMesa")
 TINY_PPO = {"algo": "ppo", "n_steps": 256, "batch_size": 64, "n_epochs": 2, "checkpoint_every": 512}
 
 
@@ -95,6 +99,7 @@ def test_publish_then_rollout_from_the_hub_records_the_same_episodes(experts, hu
         "learning_curve.csv",
         "learning_curve.png",
         "model/model.zip",
+        *(["replay.gif"] if OSMESA else []),  # MuJoCo draws its replay through OSMesa
     }  # no checkpoints/ (training state), no history/ without --with-history
     assert files["model/model.zip"]["lfs"]
     assert (
@@ -111,7 +116,14 @@ def test_publish_then_rollout_from_the_hub_records_the_same_episodes(experts, hu
     assert metric["type"] == "mean_reward"
     assert metric["value"] == f"{evaluation['mean_return']:.2f} +/- {evaluation['std_return']:.2f}"
     assert "![learning curve](learning_curve.png)" in text and "**rejected**" in text
-    assert f"--experts-dir hf://{PREFIX} --allow-weak" in text and "replay" not in text.lower()
+    assert f"--experts-dir hf://{PREFIX} --allow-weak" in text
+    # the replay: one episode recorded with the expert and drawn, kept in the (local) store for re-runs
+    kept = experts / PENDULUM / "replay.gif"
+    if OSMESA:
+        assert "![replay](replay.gif)" in text
+        assert hub.read(repo, "replay.gif", kind="model") == kept.read_bytes()
+        with Image.open(kept) as gif:
+            assert gif.n_frames > 1 and gif.width == CLIP_MUJOCO_SIZE
 
     # a re-run with nothing changed uploads nothing and makes no commit
     commits = len(hub.history(repo, kind="model"))
@@ -165,6 +177,12 @@ def test_unevaluated_and_failed_experts_are_refused_before_any_upload(experts, h
     summary = _publish(experts, tasks=("babyai-go-to",), allow_unevaluated=True)
     card = hub.read(f"{PREFIX}-babyai-go-to", "README.md", kind="model").decode()
     assert "Not evaluated" in card and "model-index" not in card
+    replay = hub.read(f"{PREFIX}-babyai-go-to", "replay.gif", kind="model")  # the bot's replay, drawn
+    assert (
+        "![replay](replay.gif)" in card and replay == (experts / "babyai-go-to" / "replay.gif").read_bytes()
+    )
+    with Image.open(experts / "babyai-go-to" / "replay.gif") as gif:
+        assert gif.n_frames > 1
     assert [r.status for r in summary.releases] == ["unevaluated"]
 
     local = tmp_path / "experts"
@@ -175,6 +193,17 @@ def test_unevaluated_and_failed_experts_are_refused_before_any_upload(experts, h
         _publish(local, tasks=(PENDULUM,), allow_unevaluated=True)
     with pytest.raises(PipelineError, match="holds no expert for mujoco-hopper"):
         _publish(local, tasks=("mujoco-hopper",))
+
+
+def test_no_clips_draws_no_replay(experts, tmp_path):
+    local = tmp_path / "experts"
+    shutil.copytree(experts, local)
+    (local / PENDULUM / "replay.gif").unlink(missing_ok=True)
+    _publish(local, tasks=(PENDULUM,), to_folder=str(tmp_path / "repos"), clips=False)
+    repo = tmp_path / "repos" / f"jat-expert-{PENDULUM}"
+    assert (repo / "model" / "model.zip").is_file() and not (repo / "replay.gif").exists()
+    assert "replay" not in (repo / "README.md").read_text().lower()
+    assert not (local / PENDULUM / "replay.gif").exists()
 
 
 def test_hf_experts_dir_without_a_repo_falls_back_like_a_local_store(hub, tmp_path):

@@ -66,6 +66,10 @@ class PublishConfig:
     servers without Xet, such as the tests' local Hub). `HF_HUB_DISABLE_XET=1` does the same."""
     progress: bool = True
     """A progress bar of the bytes uploaded; --no-progress: logs only."""
+    clips: bool = True
+    """Show a short GIF of each config's first episode on the card (meta/<config>/episode.gif, drawn
+    by re-simulation; MuJoCo and Meta-World need MUJOCO_GL=osmesa with libosmesa6, else get none);
+    --no-clips: none (the clips of the configs published are removed)."""
 
     def __post_init__(self) -> None:
         if not self.data_dir:

@@ -53,6 +53,11 @@ class PublishExpertsConfig:
     xet: bool = option(True, flag="--no-xet")
     """Let huggingface_hub use Xet storage when installed; --no-xet forces the plain LFS upload (servers
     without Xet, such as the tests' local Hub)."""
+    clips: bool = True
+    """Show a replay on each card: EXPERTS_DIR/<config>/replay.gif, else one episode recorded with the
+    expert and drawn (kept as replay.gif in a local EXPERTS_DIR; MuJoCo and Meta-World need
+    MUJOCO_GL=osmesa with libosmesa6, else get none); --no-clips: draw none (a replay.gif already in
+    EXPERTS_DIR is still published)."""
 
     def __post_init__(self) -> None:
         if not self.experts_dir:
