@@ -15,6 +15,17 @@ CPU microseconds per env step (user + system time of the run's whole process tre
 inference and rollout workers, start-up included). Wall-clock figures follow whatever else runs on the
 machine (on 2 shared cores they swing by 30 % or more between rounds); CPU time per step barely does, so
 on a busy machine the CPU ratio is the fair view of our backend's overhead. Target: ours/direct >= 0.9.
+
+    python benchmarks/expert_training.py --backends sample-factory,sb3,rllib [--task ...] [--steps ...]
+
+compares our backends instead, each through its own `train` on the same task, step budget and number
+of env workers (sample-factory `num_workers`, rllib `num_env_runners`; sb3 steps its envs in one
+process): sample-factory with the task's settings, rllib with the task's `expert.rllib` settings (PPO),
+sb3 with PPO at stable-baselines3's defaults (the task's own sb3 algorithm may be off-policy, whose cost
+per step is of another kind). Each recipe's learning cost is included: these are the figures a user
+gets, not the env-stepping speed alone. CPU time there is sampled from the child's whole process tree
+every 0.5 s (RLlib's env runners are Ray workers under the local Ray started in the child, not
+processes it waits for), so it misses the last half second of each process.
 """
 
 from __future__ import annotations
@@ -150,8 +161,115 @@ def run_ours(
     return outcome.steps, time.monotonic() - started, clock.points
 
 
+class TreeCPU:
+    """CPU seconds (user + system) of this process and all its descendants, sampled every 0.5 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.root, self.seen = psutil.Process(), {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        for process in [self.root, *self.root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except Exception:  # exited meanwhile
+                continue
+            self.seen[process.pid] = times.user + times.system
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            self._sample()
+
+    def total(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        return sum(self.seen.values())
+
+
+def backend_settings(name: str, config: str, workers: int) -> dict[str, Any]:
+    """The settings each backend is compared with (see the docstring)."""
+    from pipeline.registry import get_task
+
+    spec = get_task(config)
+    if name == "sample-factory":
+        return {**spec.expert.settings(name), "num_workers": workers}
+    if name == "rllib":
+        return {**spec.expert.settings(name), "num_env_runners": workers, "checkpoint_every": 10**12}
+    return {"algo": "ppo", "n_envs": workers, "checkpoint_every": 10**12}
+
+
+def run_backend(name: str, config: str, steps: int, workdir: str, workers: int) -> dict[str, Any]:
+    from experts.base import TrainJob, get_backend
+    from pipeline.registry import get_task
+
+    clock = Clock()
+    job = TrainJob(
+        spec=get_task(config),
+        hyperparameters=backend_settings(name, config, workers),
+        steps=steps,
+        seed=0,
+        workdir=os.path.join(workdir, "ckpt"),
+        model_dir=os.path.join(workdir, "model"),
+        num_cpus=workers,
+        report=lambda progress: clock.record(progress.steps),
+    )
+    cpu = TreeCPU()
+    started = time.monotonic()
+    outcome = get_backend(name).train(job)
+    seconds = time.monotonic() - started
+    return {"kind": name, "steps": outcome.steps, "seconds": seconds, "steady_fps": steady_fps(clock.points),
+            "cpu_s": cpu.total()}  # fmt: skip
+
+
+def compare_backends(args: argparse.Namespace) -> int:
+    import subprocess
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    for round_ in range(args.rounds):
+        for name in args.backends.split(","):
+            command = [sys.executable, __file__, "--task", args.task, "--steps", str(args.steps),
+                       "--workers", str(args.workers), "--child", f"backend:{name}"]  # fmt: skip
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            results.setdefault(name, []).append(result)
+            print(
+                f"round {round_ + 1} {name:>14}: {result['steps']} steps in {result['seconds']:.1f} s = "
+                f"{result['steps'] / result['seconds']:.0f} FPS end to end, {result['steady_fps']:.0f} FPS "
+                f"steady; {result['cpu_s']:.1f} CPU s = {result['cpu_s'] / result['steps'] * 1e6:.0f} CPU "
+                "us/step",
+                flush=True,
+            )
+    print(f"{args.task}, {args.workers} env workers, {args.steps} steps x {args.rounds} rounds (medians)")
+    summary = {}
+    for name, runs in results.items():
+        summary[name] = {
+            "fps": statistics.median(r["steps"] / r["seconds"] for r in runs),
+            "steady_fps": statistics.median(r["steady_fps"] for r in runs),
+            "cpu_us_per_step": statistics.median(r["cpu_s"] / r["steps"] * 1e6 for r in runs),
+        }
+        print(f"{name:>14}: " + ", ".join(f"{k} {v:.0f}" for k, v in summary[name].items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"task": args.task, "steps": args.steps, "runs": results, "summary": summary}, f, indent=1
+            )
+    return 0
+
+
 def _child(kind: str, config: str, hyperparameters: dict[str, Any], steps: int) -> None:
     """One measurement in a fresh process (sample-factory keeps global state), printed as JSON."""
+    if kind.startswith("backend:"):
+        with tempfile.TemporaryDirectory(prefix="bench-backend-") as workdir:
+            workers = int(hyperparameters["num_workers"])
+            print(json.dumps(run_backend(kind.split(":", 1)[1], config, steps, workdir, workers)))
+        return
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as workdir:
         run = run_direct if kind == "direct" else run_ours
         done, seconds, points = run(config, hyperparameters, steps, workdir)
@@ -168,6 +286,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="sample-factory rollout workers")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the figures to this file too")
+    parser.add_argument(
+        "--backends", help="compare these of our backends instead, e.g. sample-factory,sb3,rllib"
+    )
     args = parser.parse_args()
 
     from pipeline.registry import get_task
@@ -177,6 +298,8 @@ def main() -> int:
     if args.child:
         _child(args.child, args.task, hyperparameters, args.steps)
         return 0
+    if args.backends:
+        return compare_backends(args)
 
     import subprocess
 

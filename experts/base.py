@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 BACKENDS: dict[str, str] = {
     "sample-factory": "experts.sample_factory:SampleFactoryBackend",
     "sb3": "experts.sb3:SB3Backend",
+    "rllib": "experts.rllib:RLlibBackend",
     "babyai-bot": "experts.scripted:BabyAIBotBackend",
     "metaworld-scripted": "experts.scripted:MetaWorldScriptedBackend",
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 
-EXPERT_BACKEND_SECTIONS = ("sample-factory", "sb3", "babyai-bot", "metaworld-scripted")
+EXPERT_BACKEND_SECTIONS = ("sample-factory", "sb3", "rllib", "babyai-bot", "metaworld-scripted")
 """A backend's own `expert:` sub-section (its hyperparameters, checked by the backend when it trains);
 the names of `experts.base.BACKENDS`, which the registry must not import (experts import it)."""
 

@@ -70,6 +70,9 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
     hyperparameters = merged_hyperparameters(spec, backend_name, config.hyperparameters)
     backend.check(spec, hyperparameters)
     num_cpus = config.num_cpus or expert.num_cpus
+    task_cpus = getattr(backend, "task_cpus", None)  # rllib: its env runners ask Ray for their own CPUs
+    if task_cpus is not None and not config.num_cpus:
+        num_cpus = task_cpus(hyperparameters)
     if cluster_cpus is not None and num_cpus > cluster_cpus:
         log.warning(
             "%s: asks for %d CPUs, the cluster has %d: using %d",

@@ -128,6 +128,8 @@ RAY_ALLOWED = {
     "pipeline.executor": "owns Ray: connection, actors, tasks",
     "experts.device": "reads, inside a training task, what Ray gave it (runtime context)",
     "pipeline.submit": "the Jobs API client: HTTP to a cluster's job server, it schedules nothing",
+    "experts.rllib": "RLlib trains on the cluster it is given; scheduling stays in the executor",
+    "experts.rllib_policy": "loads an RLlib RLModule to act; no scheduling",
 }
 
 

@@ -44,7 +44,8 @@ class TrainExpertsConfig:
     tasks: tuple[str, ...] = ()
     """Comma-separated task names, short within the suite or full configs like mujoco-hopper."""
     backend: str | None = None
-    """sample-factory | sb3 | babyai-bot | metaworld-scripted; default: the suite's `expert.backend`."""
+    """sample-factory | sb3 | rllib | babyai-bot | metaworld-scripted; default: the suite's
+    `expert.backend`."""
     steps: int | None = None
     """Env steps per expert; default: the task's `expert.steps` in env_configs/."""
     time_limit_min: float | None = option(None, flag="--time-limit", metavar="MIN")

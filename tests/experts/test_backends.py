@@ -145,7 +145,7 @@ def test_importing_one_backend_imports_no_other():
         "assert 'stable_baselines3' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert set(BACKENDS) == {"sample-factory", "sb3", "babyai-bot", "metaworld-scripted"}
+    assert set(BACKENDS) == {"sample-factory", "sb3", "rllib", "babyai-bot", "metaworld-scripted"}
 
 
 def test_rollout_refuses_a_weak_trained_expert(sf_hopper, tmp_path):
