@@ -25,7 +25,7 @@ from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
 from pipeline.cli.hub_release import _add_publish_experts, _add_publish_model
-from pipeline.cli.model import _add_evaluate, _add_train_model
+from pipeline.cli.model import _add_convert_jat, _add_evaluate, _add_train_model
 from pipeline.cli.publishing import _add_publish
 from pipeline.cli.release import _add_render, _add_replay
 from pipeline.cli.report import _add_report
@@ -47,6 +47,7 @@ _OUTPUT_ARG = {
     "render": "out",
     "publish-experts": "to_folder",
     "publish-model": "to_folder",
+    "convert-jat": "out",
 }
 _RESUMABLE = {"rollout", "train-experts", "train-model"}
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_publish,
         _add_train_model,
         _add_evaluate,
+        _add_convert_jat,
         _add_train_experts,
         _add_evaluate_experts,
         _add_publish_experts,

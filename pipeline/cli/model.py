@@ -1,4 +1,4 @@
-"""CLI subcommands of the JAT model: train-model, evaluate."""
+"""CLI subcommands of the JAT model: train-model, evaluate, convert-jat."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.table import Table
 
 from pipeline.cli.common import fmt_number
 from pipeline.cli.options import add_config, config_from
-from pipeline.configs.model import EvaluateConfig, TrainModelConfig
+from pipeline.configs.model import ConvertJatConfig, EvaluateConfig, TrainModelConfig
 
 
 # --- train-model / evaluate --------------------------------------------------------------------
@@ -91,4 +91,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     out.print(agg)
     out.print(f"results: {result.out}/results.json, results.csv, scores.png")
+    return 0
+
+
+# --- convert-jat -------------------------------------------------------------------------------
+def _add_convert_jat(sub: argparse._SubParsersAction) -> None:
+    add_config(sub, "convert-jat", ConvertJatConfig, _cmd_convert_jat)
+
+
+def _cmd_convert_jat(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.model.convert_jat import convert_jat
+
+    config = config_from(ConvertJatConfig, args)
+    hf_logging.disable_progress_bar()
+    result = convert_jat(config)
+    Console(soft_wrap=True).print(
+        f"convert-jat → {result.out}: {result.mapped} tensors mapped, {result.dropped} dropped "
+        f"(unused by RL tasks), {result.parameters / 1e6:.1f}M parameters; "
+        f"score it with `pipeline evaluate --model {result.out} --tasks ...`"
+    )
     return 0

@@ -1,4 +1,4 @@
-"""Configs of the JAT-model subcommands: train-model, evaluate."""
+"""Configs of the JAT-model subcommands: train-model, evaluate, convert-jat."""
 
 from __future__ import annotations
 
@@ -164,3 +164,21 @@ class EvaluateConfig:
         positive("max_episode_steps", self.max_episode_steps)
         positive("bootstrap_reps", self.bootstrap_reps)
         positive("threads", self.threads)
+
+
+@dataclass(frozen=True)
+class ConvertJatConfig:
+    """Convert JAT's released checkpoint into this model, for `pipeline evaluate`.
+
+    Map every tensor of JAT's own JatModel checkpoint (`huggingface-cli download jat-project/jat`)
+    onto the thin model, with JAT's GPT-2 mission encoding, so that it computes what JAT computed.
+    """
+
+    checkpoint: str = option(positional=True, metavar="CHECKPOINT_DIR")
+    """Folder of JAT's checkpoint: config.json, model.safetensors or pytorch_model.bin (sharded or
+    not), and its GPT-2 tokenizer.json."""
+    out: str = "outputs/jat"
+    """Model folder to write (config.json, model.safetensors, tokenizer.json), read by `pipeline evaluate
+    --model`."""
+    overwrite: bool = False
+    """Replace a non-empty --out."""

@@ -19,6 +19,9 @@ from pipeline.errors import PipelineError
 # its eval used 32 steps for Atari and 256 elsewhere, and it trained Atari on 64-token windows.
 DEFAULT_CONTEXT_STEPS = {"atari": 32, "babyai": 256, "metaworld": 256, "mujoco": 256}
 
+# "words": our word-level mission tokenizer; "gpt2": JAT's GPT-2 text path (converted checkpoints).
+TEXT_ENCODINGS = ("words", "gpt2")
+
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "discrete_embed_dim": 8},
     "small": {"hidden_size": 384, "num_layers": 6, "num_heads": 6, "discrete_embed_dim": 8},
@@ -48,6 +51,19 @@ class JatConfig(GPTNeoConfig):
       continuous and discrete observations; images carry none).
     - context_steps: per-suite context in steps; max_position_embeddings must hold 2x the largest.
     - size_name: the preset this config came from (informational).
+
+    Options that only a checkpoint converted from JAT's own (`pipeline convert-jat`) turns on, so
+    that it computes what JAT computed; the defaults are this model's own design:
+    - text_encoding: "words" (default): the mission's ids come from the word-level
+      `MissionTokenizer` and the discrete entries and text ids have their own small embeddings.
+      "gpt2": JAT's path — ids from GPT-2's byte-level BPE (the checkpoint's tokenizer.json, padded
+      with its end-of-text id to 64), and the 148 ints and 64 text ids all look up one shared
+      (text_vocab_size x hidden) token embedding, each followed by a linear layer to
+      discrete_embed_dim units and a ReLU, then flattened and projected as in "words".
+    - predict_discrete_observations: False skips BabyAI's observation prediction (JAT: "way too
+      expensive"; its observation loss is 0 there) and has no discrete decoder.
+    - image_decoder_attention: squeeze-excitation after the image decoder's first two transposed
+      convs, as JAT's decoder has.
     """
 
     model_type = "jat_pipeline"
@@ -67,6 +83,9 @@ class JatConfig(GPTNeoConfig):
     use_rewards: bool = True
     context_steps: dict | None = None
     size_name: str = "custom"
+    text_encoding: str = "words"
+    predict_discrete_observations: bool = True
+    image_decoder_attention: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.context_steps is None:
@@ -77,6 +96,8 @@ class JatConfig(GPTNeoConfig):
         super().validate_architecture()
         if self.continuous_expand not in ("cyclic", "zero"):
             raise ValueError(f"continuous_expand must be 'cyclic' or 'zero', got {self.continuous_expand!r}")
+        if self.text_encoding not in TEXT_ENCODINGS:
+            raise ValueError(f"text_encoding must be one of {TEXT_ENCODINGS}, got {self.text_encoding!r}")
         if not 0.0 <= self.observation_loss_coef < 1.0:
             raise ValueError(f"observation_loss_coef must be in [0, 1), got {self.observation_loss_coef}")
         longest = max(self.context_steps.values())

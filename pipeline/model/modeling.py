@@ -85,9 +85,12 @@ class ImageEncoder(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """(N, hidden) -> (N, 4, 84, 84) in [-1, 1]: the encoder mirrored with transposed convs."""
+    """(N, hidden) -> (N, 4, 84, 84) in [-1, 1]: the encoder mirrored with transposed convs.
 
-    def __init__(self, channels: int, hidden_size: int) -> None:
+    `attention` adds squeeze-excitation after the first two upsamplings, as JAT's decoder has
+    (only converted JAT checkpoints turn it on: `JatConfig.image_decoder_attention`)."""
+
+    def __init__(self, channels: int, hidden_size: int, attention: bool = False) -> None:
         super().__init__()
         self.fc = nn.Linear(hidden_size, 128 * 11 * 11)
         self.up1 = nn.ConvTranspose2d(128, 64, 3, stride=2, padding=1, output_padding=1)  # 22
@@ -95,34 +98,57 @@ class ImageDecoder(nn.Module):
         self.up2 = nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)  # 42
         self.norm2 = nn.InstanceNorm2d(32)
         self.up3 = nn.ConvTranspose2d(32, channels, 3, stride=2, padding=1, output_padding=1)  # 84
+        self.att1 = SqueezeExcite(64) if attention else nn.Identity()
+        self.att2 = SqueezeExcite(32) if attention else nn.Identity()
 
     def forward(self, h: Tensor) -> Tensor:
         x = self.fc(h).view(-1, 128, 11, 11)
         x = F.leaky_relu(self.norm1(self.up1(x)))
-        x = F.interpolate(x, size=(21, 21))
-        x = F.leaky_relu(self.norm2(self.up2(x)))
+        x = self.att1(F.interpolate(x, size=(21, 21)))
+        x = self.att2(F.leaky_relu(self.norm2(self.up2(x))))
         return torch.tanh(self.up3(x))
 
 
+class SharedTokenEntries(nn.Module):
+    """JAT's per-entry encoding (`text_encoding="gpt2"`): one (vocab x hidden) token embedding for
+    discrete entries and text ids alike, then a linear layer to a few units and a ReLU."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, out_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        self.linear = nn.Linear(hidden_size, out_size)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.relu(self.linear(self.embedding(ids)))
+
+
 class DiscreteObservationEncoder(nn.Module):
-    """Discrete entries (N, 148) and text tokens (N, 64) -> (N, out): embed each, flatten, project."""
+    """Discrete entries (N, 148) and text tokens (N, 64) -> (N, out): embed each, flatten, project.
+
+    With `text_encoding="words"` the entries and the text ids have their own small embeddings;
+    with "gpt2" both go through `SharedTokenEntries`, as JAT's multi-discrete encoder did."""
 
     def __init__(self, config: JatConfig, out_size: int) -> None:
         super().__init__()
         e = config.discrete_embed_dim
         self.size = config.max_discrete_obs_size
         self.text_tokens = config.max_text_tokens
-        self.values = nn.Embedding(config.discrete_obs_values, e)
-        self.text = nn.Embedding(config.text_vocab_size, e)
+        if config.text_encoding == "gpt2":
+            self.entries = SharedTokenEntries(config.text_vocab_size, config.hidden_size, e)
+        else:
+            self.values = nn.Embedding(config.discrete_obs_values, e)
+            self.text = nn.Embedding(config.text_vocab_size, e)
         self.proj = nn.Linear((config.max_discrete_obs_size + config.max_text_tokens) * e, out_size)
 
     def forward(self, discrete: Tensor, text: Tensor | None) -> Tensor:
         discrete = F.pad(discrete, (0, self.size - discrete.shape[-1]))
-        parts = [self.values(discrete).flatten(-2)]
         if text is None:
             text = discrete.new_zeros(*discrete.shape[:-1], self.text_tokens)
         text = F.pad(text, (0, self.text_tokens - text.shape[-1]))
-        parts.append(self.text(text).flatten(-2))
+        if hasattr(self, "entries"):
+            embedded = self.entries(torch.cat([discrete, text], dim=-1)).flatten(-2)
+            return self.proj(embedded)
+        parts = [self.values(discrete).flatten(-2), self.text(text).flatten(-2)]
         return self.proj(torch.cat(parts, dim=-1))
 
 
@@ -165,9 +191,10 @@ class JatModel(GPTNeoPreTrainedModel):
         reward_unit = 1 if config.use_rewards else 0
         self.transformer = GPTNeoModel(config)
         self.image_encoder = ImageEncoder(config.image_channels, h)
-        self.image_decoder = ImageDecoder(config.image_channels, h)
+        self.image_decoder = ImageDecoder(config.image_channels, h, config.image_decoder_attention)
         self.discrete_encoder = DiscreteObservationEncoder(config, h - reward_unit)
-        self.discrete_decoder = nn.Linear(h, config.max_discrete_obs_size * config.discrete_obs_classes)
+        if config.predict_discrete_observations:
+            self.discrete_decoder = nn.Linear(h, config.max_discrete_obs_size * config.discrete_obs_classes)
         self.continuous_encoder = nn.Linear(config.max_continuous_size, h)
         self.continuous_decoder = nn.Linear(h, config.max_continuous_size)
         self.action_embedding = nn.Embedding(config.max_discrete_actions, h)
@@ -333,6 +360,8 @@ class JatModel(GPTNeoPreTrainedModel):
             target = normalise_images(image_observations[:, 1:][valid])
             return pred, F.mse_loss(pred, target)
         if discrete_observations is not None:
+            if not self.config.predict_discrete_observations:
+                return None, zero  # JAT's choice (converted checkpoints): no BabyAI observation loss
             n_classes = self.config.discrete_obs_classes
             size = self.config.max_discrete_obs_size
             if not return_loss:
