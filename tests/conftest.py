@@ -65,3 +65,21 @@ def dataset_copy(sample_dataset, tmp_path) -> Path:
 @pytest.fixture
 def rollout():
     return _rollout
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh local Hub-API server (tests/hub_server.py); this process's real huggingface_hub client
+    points at it with a valid token and a fresh download cache, never at a login cache."""
+    from hub_server import HubServer
+    from huggingface_hub import constants
+
+    server = HubServer(tmp_path / "hub").start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", server.token)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-cache" / "token"))
+    yield server
+    server.stop()

@@ -43,19 +43,6 @@ def dataset(sample_dataset: Path) -> Path:
     return sample_dataset
 
 
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
-    """A fresh server; the client in this process is pointed at it (token via HF_TOKEN)."""
-    server = HubServer(tmp_path / "hub").start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-cache" / "token"))
-    yield server
-    server.stop()
-
-
 def _env(server: HubServer, tmp_path: Path, token: str | None = None) -> dict[str, str]:
     """Environment of a user process talking to the server (fresh HF cache, LFS uploads)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}

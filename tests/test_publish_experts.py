@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hub_server import HubServer
-from huggingface_hub import constants
 from PIL import Image
 from publish_helpers import local_digests
 
@@ -50,20 +48,6 @@ def experts(tmp_path_factory) -> Path:
     for config in (ppo, bot):
         assert not train_experts(config).failed
     return out
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
-    """A fresh server; the client in this process is pointed at it, with a fresh download cache."""
-    server = HubServer(tmp_path / "hub").start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-cache" / "token"))
-    yield server
-    server.stop()
 
 
 def _publish(experts: Path, **kwargs: object):

@@ -10,7 +10,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 
 from pipeline.errors import PipelineError
@@ -22,19 +21,6 @@ from pipeline.storage import open_location
 REPO = "jat-org/targets"
 TAG = f"jat-format-v{FORMAT_VERSION}"
 INFO = DatasetInfo(writer="jat-pipeline publish", configs=("mujoco-hopper",), versions={}, git_sha=None)
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
-    """A fresh local Hub server; this process's client points at it with a valid token."""
-    server = HubServer(tmp_path / "hub").start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-cache" / "token"))
-    yield server
-    server.stop()
 
 
 def _shard(dataset: Path) -> PublishFile:

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hub_server import HubServer
-from huggingface_hub import constants
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
@@ -24,20 +22,6 @@ pytestmark = pytest.mark.hub
 REPO = "jat-org/jat-tiny"
 TASK = "mujoco-hopper"
 EVAL = {"tasks": (TASK,), "episodes": 1, "max_episode_steps": 20, "bootstrap_reps": 50, "progress": False}
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
-    """A fresh server; the client in this process is pointed at it, with a fresh download cache."""
-    server = HubServer(tmp_path / "hub").start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-cache" / "token"))
-    yield server
-    server.stop()
 
 
 def _returns(results: Path) -> list[dict]:
