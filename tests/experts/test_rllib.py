@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_s3 import s3_server  # noqa: F401  (the module's real moto server fixture)
 
 from experts.base import get_backend, read_curve
 from experts.rllib import CHECKPOINTS, RUNNER_NODES
@@ -179,3 +180,39 @@ def test_rllib_keeps_its_own_sub_section():
     assert get_task("atari-pong").expert.settings("rllib")["algo"] == "appo"
     plan = replace(_plan(256), hyperparameters={})
     assert get_backend("rllib").task_cpus(plan.hyperparameters) == 1
+
+
+@pytest.mark.s3
+def test_rllib_expert_on_s3_uploads_resumes_elsewhere_and_acts(s3_server, ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    """A remote EXPERTS_DIR: checkpoints reach S3, a 'fresh machine' resumes from them and acts."""
+    import pyarrow.fs as pafs
+
+    from pipeline.plan import PlannedEpisode
+    from pipeline.policy_factory import make_policy
+    from pipeline.recorder import record_episode
+
+    uri = f"{s3_server}/rllib-experts"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-a"))
+    first = train_expert(_plan(256), uri)
+    assert first.status != FAILED, first.error
+    fs, root = pafs.FileSystem.from_uri(uri)
+    names = {
+        i.path.split("/rllib-experts/", 1)[1]
+        for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    }
+    assert f"{CONFIG}/metadata.json" in names
+    assert any(n.startswith(f"{CONFIG}/checkpoints/{CHECKPOINTS}/checkpoint_") for n in names), sorted(names)
+    assert not any(".partial" in n for n in names)  # never a half-written checkpoint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-b"))  # nothing local: resume from S3
+    second = train_expert(_plan(512, resume=True), uri)
+    assert second.status != FAILED, second.error
+    with fs.open_input_stream(f"{root}/{CONFIG}/metadata.json") as f:
+        meta = json.loads(f.read())
+    assert meta["resumed_from_step"] == first.steps and meta["steps_trained"] == second.steps >= 512
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-c"))
+    env = make_env(PENDULUM)
+    policy = make_policy("expert", PENDULUM, env, experts_dir=uri, allow_weak=True)
+    episode = record_episode(env, policy, PENDULUM, PlannedEpisode(0, 7, "train"))
+    assert not isinstance(episode, str) and episode.length > 0
