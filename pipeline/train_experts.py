@@ -28,7 +28,6 @@ from typing import Any
 from experts.base import TrainProgress, closest_keys, get_backend
 from experts.candidates import scripted_alternative
 from experts.device import RayPlacement, cuda_devices, no_cuda_reason
-from experts.evaluation import check_threshold
 from experts.report import write_suite_reports
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
@@ -43,6 +42,7 @@ from pipeline.executor import (
 )
 from pipeline.registry import TaskSpec, resolve_tasks
 from pipeline.schema import TMP_DIR
+from pipeline.sections import check_threshold
 from pipeline.storage import check_writable
 
 log = logging.getLogger(__name__)
