@@ -38,6 +38,7 @@ SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
 TASK_COMMANDS = {"rollout", "train-experts", "evaluate-experts"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "RAY_AUTH_TOKEN"}
 BUILD_STAGES = ["train-experts", "rollout", "validate", "publish"]
+MODEL_STAGES = ["train-model"]  # after the build, on its dataset; not a stage of kuberay-build.sh
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,10 @@ def test_examples_are_found_everywhere() -> None:
     """The extractor finds the examples (a parser change that found none would pass every check)."""
     sources = {e.source.split(":")[0] for e in EXAMPLES}
     assert len([e for e in RUNNABLE if e.source.startswith("README.md")]) >= 15
-    for path in ["docker/ray-cluster.yaml", *(f"docker/rayjob-{s}.yaml" for s in BUILD_STAGES)]:
+    for path in [
+        "docker/ray-cluster.yaml",
+        *(f"docker/rayjob-{s}.yaml" for s in BUILD_STAGES + MODEL_STAGES),
+    ]:
         assert path in sources, f"no `pipeline` command found in {path}"
     commands = {e.argv[0] for e in RUNNABLE if e.argv}
     assert {"rollout", "validate", "publish", "train-experts", "submit"} <= commands
@@ -316,7 +320,7 @@ def test_launcher_config_passes_rays_schema_and_sets_up_auth() -> None:
 
 
 def _rayjobs() -> dict[str, dict]:
-    return {stage: _load(f"rayjob-{stage}.yaml") for stage in BUILD_STAGES}
+    return {stage: _load(f"rayjob-{stage}.yaml") for stage in BUILD_STAGES + MODEL_STAGES}
 
 
 def _pod_specs(job: dict) -> list[tuple[str, dict]]:
@@ -326,7 +330,7 @@ def _pod_specs(job: dict) -> list[tuple[str, dict]]:
     return [(name, group["template"]["spec"]) for name, group in groups]
 
 
-@pytest.mark.parametrize("stage", BUILD_STAGES)
+@pytest.mark.parametrize("stage", BUILD_STAGES + MODEL_STAGES)
 def test_rayjob_is_pinned_secret_free_and_authenticated(stage: str) -> None:
     """KubeRay's CRDs are not installed here: the fields that matter are checked by hand."""
     import ray

@@ -130,6 +130,9 @@ RAY_ALLOWED = {
     "pipeline.submit": "the Jobs API client: HTTP to a cluster's job server, it schedules nothing",
     "experts.rllib": "RLlib trains on the cluster it is given; scheduling stays in the executor",
     "experts.rllib_policy": "loads an RLlib RLModule to act; no scheduling",
+    "pipeline.executor_train": (
+        "Ray Train runs the model's data-parallel workers; the executor's counterpart for torch DDP"
+    ),
 }
 
 

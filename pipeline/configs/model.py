@@ -8,8 +8,26 @@ from typing import Literal, get_args
 from pipeline.configs import option, positive
 from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS
 from pipeline.errors import PipelineError
+from pipeline.executor import PLACEMENT_TIMEOUT_S
 
 ModelSize = Literal["tiny", "small", "jat"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def _check_device(device: str, precision: str) -> None:
+    """Choices and the one combination known wrong without looking at the hardware (fp16 on CPU).
+
+    Whether CUDA exists is checked when the run starts (`pipeline.model.devices`), not here: the
+    configs import no torch."""
+    if device not in get_args(Device):
+        raise PipelineError(f"unknown --device {device!r}; choose one of {', '.join(get_args(Device))}")
+    if precision not in get_args(Precision):
+        raise PipelineError(
+            f"unknown --precision {precision!r}; choose one of {', '.join(get_args(Precision))}"
+        )
+    if device == "cpu" and precision == "fp16":
+        raise PipelineError("--precision fp16 needs CUDA: on --device cpu use --precision bf16 or fp32")
 
 
 def _mixture(items: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -36,7 +54,8 @@ class TrainModelConfig:
     """
 
     data: str
-    """Dataset folder, S3 copy or Hub repo id, read with `datasets.load_dataset(data, config)`."""
+    """Dataset folder, s3://bucket/prefix or Hub dataset repo id: its Parquet shards are read as
+    training needs them (row groups in a bounded cache), never loaded whole."""
     configs: tuple[str, ...] = ()
     """Comma-separated configs, each optionally CONFIG:WEIGHT (a sampling weight); default: every
     config the dataset declares, equal weights (JAT's default)."""
@@ -85,8 +104,49 @@ class TrainModelConfig:
     """Torch intra-op threads; default: torch's."""
     progress: bool = True
     """A progress bar; --no-progress: logs only."""
+    # devices and precision (issue 16)
+    device: Device = "auto"
+    """Where to train: auto (CUDA when torch sees a GPU, else CPU), cpu or cuda. Checkpoints load on
+    any device, so a run may resume elsewhere."""
+    precision: Precision = "fp32"
+    """Autocast precision of the forward pass: fp32 (none), bf16 (CPU or GPU), fp16 (CUDA only, with a
+    gradient scaler). Weights and optimizer state stay fp32; a resumed run keeps its precision."""
+    grad_accum: int = 1
+    """Micro-batches of --batch-size per optimizer step (gradient accumulation): each step trains on
+    batch_size x N windows of one task, with the loss one batch that large would have."""
+    compile: bool = False
+    """torch.compile the training forward pass (inductor; on CPU it needs a C compiler): the first
+    steps of each batch shape are slow while it compiles."""
+
+    # data-parallel training on Ray Train (issue 16)
+    num_workers: int = 0
+    """Data-parallel workers on Ray Train (torch DDP; RAY_ADDRESS or a local cluster); 0 trains in this
+    process. --batch-size stays the global batch: each worker decodes its own slice of every batch, so
+    a run gives the same batches and, up to float rounding, the same losses with any number of workers."""
+    gpus_per_worker: float = 0.0
+    """GPUs per worker with --num-workers (1: one each, NCCL); 0 trains on CPUs (gloo)."""
+    storage: str | None = None
+    """Where Ray Train keeps the run's checkpoints with --num-workers: a folder every node sees, or
+    s3://bucket/prefix; --resume continues from the latest one there. Default OUT/ray-checkpoints."""
+    placement_timeout_s: float = option(PLACEMENT_TIMEOUT_S, flag="--placement-timeout", metavar="S")
+    """With --num-workers: stop with one line when the workers cannot all be placed on Ray for this many
+    seconds (GPUs held by another job, a lost node)."""
 
     def __post_init__(self) -> None:
+        _check_device(self.device, self.precision)
+        positive("grad_accum", self.grad_accum)
+        positive("num_workers", self.num_workers, zero=True)
+        if self.num_workers == 0 and (self.gpus_per_worker or self.storage):
+            raise PipelineError("--gpus-per-worker and --storage need --num-workers (Ray Train workers)")
+        if self.gpus_per_worker < 0 or not self.placement_timeout_s > 0:
+            raise PipelineError("--gpus-per-worker must be ≥ 0 and --placement-timeout positive")
+        if self.num_workers and self.batch_size % self.num_workers:
+            raise PipelineError(
+                f"--batch-size {self.batch_size} is the global batch: make it a multiple of "
+                f"--num-workers {self.num_workers}"
+            )
+        if self.num_workers and self.device == "cuda" and not self.gpus_per_worker:
+            raise PipelineError("--device cuda with --num-workers needs --gpus-per-worker (e.g. 1)")
         if any(":" in c for c in self.configs):
             if self.weights:
                 raise PipelineError("give weights as CONFIG:WEIGHT in --configs or as `weights`, not both")
@@ -156,8 +216,27 @@ class EvaluateConfig:
     second thread costs more in synchronisation than it gains)."""
     progress: bool = True
     """A progress bar; --no-progress: logs only."""
+    # devices, precision and parallel episodes (issue 16)
+    device: Device = "auto"
+    """Where the model acts: auto (CUDA when torch sees a GPU, else CPU), cpu or cuda."""
+    precision: Precision = "fp32"
+    """Autocast precision of the model's forward passes: fp32 (none), bf16, fp16 (CUDA only)."""
+    workers: int = 0
+    """Ray actors playing episodes in parallel, one model copy each (CPU); 0 plays them in this
+    process. Per-episode results are the same either way: every episode has its own seeds."""
+    address: str | None = None
+    """Ray cluster address for --workers; default RAY_ADDRESS, else a local cluster."""
+    shared_fs: bool = False
+    """Declare that a local --model folder is one filesystem mounted on every node (NFS, ...); without
+    it a multi-node cluster refuses a local folder for --workers (a Hub ORG/NAME works anywhere)."""
 
     def __post_init__(self) -> None:
+        _check_device(self.device, self.precision)
+        positive("workers", self.workers, zero=True)
+        if self.workers > 0 and self.device == "cuda":
+            raise PipelineError(
+                "--workers actors act on CPU: use --device cuda with --workers 0, or --device cpu/auto"
+            )
         if not self.tasks:
             raise PipelineError("name some --tasks (task configs like babyai-go-to, or suites like babyai)")
         positive("episodes", self.episodes)

@@ -75,8 +75,12 @@ def write_checkpoint(out: Path, model: JatModel, tokenizer: MissionTokenizer, st
     shutil.rmtree(old, ignore_errors=True)
 
 
-def read_checkpoint(checkpoint: Path) -> tuple[JatModel, MissionTokenizer, dict[str, Any]]:
-    """Model, tokenizer and trainer state of a checkpoint (our own file: full unpickling is safe)."""
-    model = JatModel.from_pretrained(checkpoint)
+def read_checkpoint(
+    checkpoint: Path, device: torch.device | str = "cpu"
+) -> tuple[JatModel, MissionTokenizer, dict[str, Any]]:
+    """Model (on `device`), tokenizer and trainer state of a checkpoint (our own file: full unpickling
+    is safe). The state is mapped to the CPU whatever device wrote it: RNG states must be CPU tensors,
+    and `optimizer.load_state_dict` moves its tensors to the parameters' device itself."""
+    model = JatModel.from_pretrained(checkpoint).to(device)
     tokenizer = MissionTokenizer.load(checkpoint, model.config.max_text_tokens)
-    return model, tokenizer, torch.load(checkpoint / STATE_FILE, weights_only=False)
+    return model, tokenizer, torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)

@@ -1,31 +1,51 @@
-"""Training data straight from the published layout: `load_dataset(dir_or_repo, config)`.
+"""Training data read where it lives: a dataset folder, `s3://…` or a Hub repo, shard by shard.
 
-Each config is loaded with `datasets` (a local folder, an S3 copy or a Hub repo all read the
-same way through the README's `configs:` YAML) and kept as its memory-mapped Arrow table.
-Batches are drawn like JAT's training mixture: a task is picked by its sampling weight and
-all rows of a batch come from it (one modality per batch); each row is a window of one
-episode, at most the suite's context long, decoded only for the steps it covers (Atari
-frames stay PNG bytes until a window needs them).
+The dataset's README `configs:` YAML (the card `pipeline publish` uploads; without one, the
+pipeline's own `data/CONFIG/SPLIT-*.parquet` layout) names each split's Parquet shards. Shards
+are read through `pipeline.storage` (pyarrow filesystems: local, S3) and a Hub repo's shards of
+the configs in use are fetched into the Hub cache, so nothing is converted or loaded whole:
+opening a split reads only its `rewards` column (episode lengths), and a window reads the row
+group (≤ 8 episodes) holding its episode into a byte-bounded LRU cache shared by all splits.
+
+Batches are drawn like JAT's training mixture: a task is picked by its sampling weight and all
+rows of a batch come from it (one modality per batch); each row is a window of one episode, at
+most the suite's context long, decoded only for the steps it covers (Atari frames stay PNG bytes
+until a window needs them). With data-parallel workers, the global batch is drawn from one
+stream that every rank advances alike, and each rank decodes its own contiguous slice of it:
+the global batch does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import logging
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import torch
+import yaml
 from PIL import Image
 
 from pipeline.errors import PipelineError
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import FEATURES
+from pipeline.schema import FEATURES, SHARD_GLOB
+from pipeline.storage import open_location
 
 log = logging.getLogger(__name__)
+
+CACHE_BYTES = 512 << 20
+"""Decoded row groups kept in memory per process (about 8 Atari episodes of 1,000 steps take
+~30 MB): a bound on what training holds of the data, whatever the dataset's size."""
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def jat_loss_weight(config: str) -> float:
@@ -40,37 +60,180 @@ def jat_loss_weight(config: str) -> float:
     return 1.0
 
 
-def load_split(data: str, config: str, split: str) -> pa.Table | None:
-    """One split of one config as an Arrow table (None when the dataset has no such split)."""
-    import datasets
+# --- where the shards are ----------------------------------------------------------------------
+class DatasetFiles:
+    """A dataset's configs and each split's shard paths, wherever the dataset lives."""
 
-    spec = get_task(config)  # unknown names fail here, before any loading
-    try:
-        ds = datasets.load_dataset(data, config, split=split)
-    except ValueError as exc:
-        if str(exc).startswith("Unknown split"):
+    def __init__(self, data: str) -> None:
+        self.data = data
+        self.hub_root: Path | None = None
+        if "://" in data:
+            self.location = open_location(data)
+            if self.location.fs.get_file_info(self.location.root).type == pafs.FileType.NotFound:
+                raise PipelineError(f"cannot load {data}: nothing there (check the bucket and prefix)")
+        elif Path(data).expanduser().exists():
+            self.location = open_location(data)
+        elif _REPO_ID.match(data):
+            self.hub_root = Path(_hub_download(data, ["README.md"]))
+            self.location = open_location(str(self.hub_root))
+        else:
+            raise PipelineError(
+                f"cannot load {data}: no such folder (give a dataset folder, s3://bucket/prefix, "
+                "or a Hub repo id ORG/NAME)"
+            )
+        self.patterns = self._read_card()
+
+    def _read_card(self) -> dict[str, dict[str, list[str]]] | None:
+        """config -> split -> path patterns, from README.md's YAML header (None: no card)."""
+        if not self.location.exists("README.md"):
             return None
-        raise PipelineError(f"cannot load config {config!r} from {data}: {exc}") from exc
-    except OSError as exc:  # FileNotFoundError, connection errors (offline Hub)
+        text = self.location.read_bytes("README.md").decode()
+        match = re.match(r"^---\n(.*?)\n---", text, re.S)
+        header = yaml.safe_load(match.group(1)) if match else {}
+        out: dict[str, dict[str, list[str]]] = {}
+        for entry in (header or {}).get("configs", []):
+            for item in entry.get("data_files", []):
+                paths = item["path"] if isinstance(item["path"], list) else [item["path"]]
+                out.setdefault(entry["config_name"], {}).setdefault(item["split"], []).extend(paths)
+        return out
+
+    def configs(self) -> list[str]:
+        if self.patterns is not None:
+            return sorted(self.patterns)
+        return sorted(i.base_name for i in self.location.list("data") if i.type == pafs.FileType.Directory)
+
+    def shards(self, config: str, split: str) -> list[str] | None:
+        """The split's shard paths in the location's filesystem, sorted (None: no such split)."""
+        if self.patterns is not None:
+            if config not in self.patterns:
+                raise PipelineError(
+                    f"cannot load config {config!r} from {self.data}: it has {', '.join(self.configs())}"
+                )
+            patterns = self.patterns[config].get(split)
+            if patterns is None:
+                return None
+        else:
+            patterns = [SHARD_GLOB.format(config=config, split=split)]
+        if self.hub_root is not None:
+            _hub_download(self.data, patterns)
+        found = set()
+        for pattern in patterns:
+            folder = pattern.split("*", 1)[0].rpartition("/")[0]
+            for info in self.location.list(folder, recursive=True):
+                if info.type == pafs.FileType.File and fnmatch.fnmatch(
+                    self.location.relative(info.path), pattern
+                ):
+                    found.add(info.path)
+        if not found and self.patterns is None:
+            return None
+        return sorted(found)
+
+
+def _hub_download(repo_id: str, patterns: list[str]) -> str:
+    """The files matching `patterns` of dataset repo `repo_id`, in the Hub cache (fetched once)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
         raise PipelineError(
-            f"cannot load {data}: {exc} (give a dataset folder, or a Hub repo id online)"
-        ) from exc
-    expected = set(FEATURES[spec.suite])
-    missing = expected - set(ds.column_names)
-    if missing:
+            f"cannot load {repo_id}: no such folder, and no such dataset on the Hub "
+            "(give a dataset folder, s3://bucket/prefix, or a Hub repo id ORG/NAME)"
+        ) from None
+    except LocalEntryNotFoundError:
         raise PipelineError(
-            f"{data} config {config} lacks columns {sorted(missing)}: is it a JAT-format dataset?"
-        )
-    return ds.with_format("arrow")[0 : ds.num_rows]
+            f"cannot load {repo_id}: no such folder, and the Hub is offline or unreachable "
+            "(give a dataset folder, or unset HF_HUB_OFFLINE to read a Hub repo)"
+        ) from None
+    except OSError as exc:  # HTTP errors and connection failures
+        raise PipelineError(f"cannot load {repo_id} from the Hub: {' '.join(str(exc).split())}") from None
 
 
-def _slice_values(column: pa.ChunkedArray, row: int, start: int, length: int) -> pa.Array:
-    return column[row].values.slice(start, length)
+def config_names(data: str) -> list[str]:
+    """Every config the dataset declares (its card's `configs:`, else its `data/` folders)."""
+    return DatasetFiles(data).configs()
 
 
-def _nested(column: pa.ChunkedArray, row: int, start: int, length: int, dtype: type) -> np.ndarray:
+# --- reading episodes --------------------------------------------------------------------------
+class _RowGroupCache:
+    """Decoded row groups, least recently used dropped first beyond `capacity` bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.used = capacity, 0
+        self.items: OrderedDict[tuple, pa.Table] = OrderedDict()
+
+    def get(self, key: tuple, load) -> pa.Table:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        table = load()
+        self.items[key] = table
+        self.used += table.nbytes
+        while self.used > self.capacity and len(self.items) > 1:
+            _, dropped = self.items.popitem(last=False)
+            self.used -= dropped.nbytes
+        return table
+
+
+CACHE = _RowGroupCache(CACHE_BYTES)
+
+
+class ShardSplit:
+    """One split of one config, as Parquet shards read on demand (episode lengths up front)."""
+
+    def __init__(self, fs: pafs.FileSystem, paths: list[str], cache: _RowGroupCache = CACHE) -> None:
+        self.fs, self.paths, self.cache = fs, paths, cache
+        self.metadata = [pq.read_metadata(fs.open_input_file(p)) for p in paths]
+        self.column_names = self.metadata[0].schema.to_arrow_schema().names if paths else []
+        lengths, where = [], []
+        for f, path in enumerate(paths):
+            parquet = pq.ParquetFile(fs.open_input_file(path), metadata=self.metadata[f])
+            for g in range(self.metadata[f].num_row_groups):
+                rewards = parquet.read_row_group(g, columns=["rewards"]).column("rewards")
+                lengths.append(pc.list_value_length(rewards).to_numpy(zero_copy_only=False))
+                where += [(f, g, i) for i in range(len(rewards))]
+        self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+        self.where = where
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.lengths)
+
+    def _row_group(self, f: int, g: int, columns: list[str] | None = None) -> pa.Table:
+        parquet = pq.ParquetFile(self.fs.open_input_file(self.paths[f]), metadata=self.metadata[f])
+        return parquet.read_row_group(g, columns=columns)
+
+    def episode(self, row: int) -> pa.Table:
+        """Episode `row` as a one-row table (its row group read through the cache)."""
+        f, g, i = self.where[row]
+        group = self.cache.get((self.paths[f], g), lambda: self._row_group(f, g))
+        return group.slice(i, 1)
+
+    def column(self, name: str):
+        """One column, row group by row group (nothing kept)."""
+        for f, metadata in enumerate(self.metadata):
+            for g in range(metadata.num_row_groups):
+                yield self._row_group(f, g, [name]).column(name)
+
+
+class _WholeColumn:
+    """A column read in full only when indexed."""
+
+    def __init__(self, source: ShardSplit, name: str) -> None:
+        self.source, self.name = source, name
+
+    def __getitem__(self, row: int):
+        return pa.chunked_array([c for column in self.source.column(self.name) for c in column.chunks])[row]
+
+
+def _slice_values(column: pa.ChunkedArray, start: int, length: int) -> pa.Array:
+    return column[0].values.slice(start, length)
+
+
+def _nested(column: pa.ChunkedArray, start: int, length: int, dtype: type) -> np.ndarray:
     """Steps [start, start+length) of a list<list<x>> cell as a (length, dim) array."""
-    steps = _slice_values(column, row, start, length)
+    steps = _slice_values(column, start, length)
     flat = steps.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
     return flat.reshape(len(steps), -1)
 
@@ -83,12 +246,11 @@ def decode_frames(pngs: list[bytes]) -> np.ndarray:
 class EpisodeTable:
     """One split of one config: episode lengths, and windows of steps as numpy arrays."""
 
-    def __init__(self, table: pa.Table, spec: TaskSpec, tokenizer: MissionTokenizer | None) -> None:
-        self.table = table
+    def __init__(self, source: ShardSplit, spec: TaskSpec, tokenizer: MissionTokenizer | None) -> None:
+        self.source = source
         self.spec = spec
         self.tokenizer = tokenizer
-        self.lengths = pc.list_value_length(table.column("rewards")).to_numpy(zero_copy_only=False)
-        self.columns = {name: table.column(name) for name in table.column_names}
+        self.lengths = source.lengths
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -99,35 +261,42 @@ class EpisodeTable:
 
     def window(self, row: int, start: int, length: int) -> dict[str, np.ndarray]:
         """Steps [start, start+length) of episode `row`, with the reward received before each."""
-        c = self.columns
+        episode = self.source.episode(row)
+        c = {name: episode.column(name) for name in episode.column_names}
         out: dict[str, np.ndarray] = {}
         if "image_observations" in c:
-            frames = _slice_values(c["image_observations"], row, start, length).field("bytes").to_pylist()
+            frames = _slice_values(c["image_observations"], start, length).field("bytes").to_pylist()
             out["image_observations"] = decode_frames(frames)
         if "discrete_observations" in c:
-            out["discrete_observations"] = _nested(c["discrete_observations"], row, start, length, np.int64)
+            out["discrete_observations"] = _nested(c["discrete_observations"], start, length, np.int64)
         if "text_observations" in c and self.tokenizer is not None:
-            texts = _slice_values(c["text_observations"], row, start, length).to_pylist()
+            texts = _slice_values(c["text_observations"], start, length).to_pylist()
             out["text_observations"] = self.tokenizer.encode(texts)
         if "continuous_observations" in c:
-            out["continuous_observations"] = _nested(
-                c["continuous_observations"], row, start, length, np.float32
-            )
+            out["continuous_observations"] = _nested(c["continuous_observations"], start, length, np.float32)
         if "continuous_actions" in c:
-            out["continuous_actions"] = _nested(c["continuous_actions"], row, start, length, np.float32)
+            out["continuous_actions"] = _nested(c["continuous_actions"], start, length, np.float32)
         else:
-            actions = _slice_values(c["discrete_actions"], row, start, length)
+            actions = _slice_values(c["discrete_actions"], start, length)
             out["discrete_actions"] = actions.to_numpy(zero_copy_only=False).astype(np.int64)
         first = max(start - 1, 0)
-        rewards = _slice_values(c["rewards"], row, first, start + length - 1 - first)
+        rewards = _slice_values(c["rewards"], first, start + length - 1 - first)
         previous = rewards.to_numpy(zero_copy_only=False).astype(np.float32)
         out["rewards"] = np.concatenate([np.zeros(1, np.float32), previous]) if start == 0 else previous
         return out
 
+    @property
+    def columns(self) -> dict[str, pa.ChunkedArray]:
+        """Whole columns by name, each read from every row group (for inspection: training reads windows)."""
+        return {name: _WholeColumn(self.source, name) for name in self.source.column_names}
+
     def missions(self) -> list[str]:
-        if "text_observations" not in self.columns:
+        if "text_observations" not in self.source.column_names:
             return []
-        return pc.unique(pc.list_flatten(self.columns["text_observations"])).to_pylist()
+        found: set[str] = set()
+        for column in self.source.column("text_observations"):
+            found.update(pc.unique(pc.list_flatten(column)).to_pylist())
+        return sorted(found)
 
 
 def collate(windows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -143,6 +312,21 @@ def collate(windows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         batch[key] = torch.from_numpy(np.stack(rows))
     batch["mask"] = torch.from_numpy(np.stack([np.arange(longest) < len(w["rewards"]) for w in windows]))
     return batch
+
+
+@dataclass(frozen=True)
+class Part:
+    """This worker's share of each global batch: rank `rank` of `world` takes a contiguous slice."""
+
+    rank: int = 0
+    world: int = 1
+
+    def slice(self, batch_size: int) -> slice:
+        per = batch_size // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+WHOLE = Part()
 
 
 @dataclass
@@ -161,19 +345,22 @@ class TaskData:
         return self.spec.config
 
     def sample(
-        self, rng: np.random.Generator, batch_size: int, split: str = "train"
+        self, rng: np.random.Generator, batch_size: int, split: str = "train", part: Part = WHOLE
     ) -> dict[str, torch.Tensor]:
-        """A batch of windows: episodes drawn in proportion to their length, start uniform."""
+        """A batch of windows: episodes drawn in proportion to their length, start uniform.
+
+        All `batch_size` windows are drawn from `rng` (cheap: indices only), so every rank's
+        generator stays in step; only `part`'s slice of them is read and decoded."""
         table = self.train if split == "train" else self.test
         if table is None or len(table) == 0:
             raise PipelineError(f"{self.config} has no {split} episodes")
         p = table.lengths / table.lengths.sum()
-        windows = []
+        picks = []
         for row in rng.choice(len(table), size=batch_size, p=p):
             n = int(table.lengths[row])
             start = int(rng.integers(0, max(n - self.context, 0) + 1))
-            windows.append(table.window(int(row), start, min(self.context, n - start)))
-        return collate(windows)
+            picks.append((int(row), start, min(self.context, n - start)))
+        return collate([table.window(*pick) for pick in picks[part.slice(batch_size)]])
 
 
 class TaskMixture:
@@ -186,19 +373,44 @@ class TaskMixture:
         weights = np.asarray([t.weight for t in tasks], dtype=np.float64)
         self.probabilities = weights / weights.sum()
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[TaskData, dict[str, torch.Tensor]]:
+    def sample(
+        self, rng: np.random.Generator, batch_size: int, part: Part = WHOLE
+    ) -> tuple[TaskData, dict[str, torch.Tensor]]:
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
-        return task, task.sample(rng, batch_size)
+        return task, task.sample(rng, batch_size, part=part)
 
 
-def load_tables(data: str, configs: list[str]) -> dict[str, tuple[pa.Table, pa.Table | None]]:
-    """Load every config's train (required) and test (optional) split."""
+def _open_split(files: DatasetFiles, config: str, split: str) -> ShardSplit | None:
+    spec = get_task(config)  # unknown names fail here, before any loading
+    paths = files.shards(config, split)
+    if paths is None:
+        return None
+    source = ShardSplit(files.location.fs, paths)
+    missing = set(FEATURES[spec.suite]) - set(source.column_names)
+    if paths and missing:
+        raise PipelineError(
+            f"{files.data} config {config} lacks columns {sorted(missing)}: is it a JAT-format dataset?"
+        )
+    return source
+
+
+def load_split(data: str, config: str, split: str) -> ShardSplit | None:
+    """One split of one config (None when the dataset has no such split)."""
+    get_task(config)
+    return _open_split(DatasetFiles(data), config, split)
+
+
+def load_tables(data: str, configs: list[str]) -> dict[str, tuple[ShardSplit, ShardSplit | None]]:
+    """Open every config's train (required) and test (optional) split: episode lengths only."""
+    for config in configs:
+        get_task(config)  # every name checked before any reading
+    files = DatasetFiles(data)
     out = {}
     for config in configs:
-        train = load_split(data, config, "train")
+        train = _open_split(files, config, "train")
         if train is None or train.num_rows == 0:
             raise PipelineError(f"{data} has no train episodes for {config}: roll some out first")
-        out[config] = (train, load_split(data, config, "test"))
+        out[config] = (train, _open_split(files, config, "test"))
         log.info(
             "%s: %d train / %d test episodes",
             config,

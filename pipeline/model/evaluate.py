@@ -7,6 +7,13 @@ Returns are normalised against the registry's JAT references — (return - rando
 (expert - random), and by the human reference for Atari — and aggregated per domain by mean
 and IQM with stratified-bootstrap 95 % intervals. A uniformly random policy can be run on the
 same episode seeds alongside, as a measured baseline.
+
+Each episode is a work unit (`EpisodeUnit`) played by an `EvaluateWorker`: in this process
+(`--workers 0`) or on Ray actors through the project's executor (`--workers N`, one model copy per
+actor). An episode's env seed comes from `pipeline.plan.episode_seed` and its action-sampling
+generator is re-seeded from that seed at the episode's start, so an episode's outcome depends on
+nothing another episode did: the rows are the same whichever worker plays which episode, in
+whatever order.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,9 +34,11 @@ from pipeline.configs.model import EvaluateConfig
 from pipeline.envs import make_env
 from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
+from pipeline.executor import require_shared_storage, run_streaming
 from pipeline.hub_models import model_folder
 from pipeline.model.checkpoints import MODEL_FILES
-from pipeline.model.configuration import check_task_fits
+from pipeline.model.configuration import JatConfig, check_task_fits
+from pipeline.model.devices import resolve_device
 from pipeline.model.inference import IncrementalDecoder
 from pipeline.model.metrics import Aggregate, aggregate, human_normalised, normalised
 from pipeline.model.modeling import JatModel
@@ -124,23 +135,104 @@ class _ModelActor:
         return self.decoder.act(observation, reward)
 
 
-def run_episodes(
-    env: Any, spec: TaskSpec, actor: Any, seeds: list[int], max_steps: int | None, on_episode: Any = None
-) -> EpisodeStats:
-    """Play one episode per seed; the actor gets each observation and the previous reward."""
-    stats = EpisodeStats()
-    for seed in seeds:
+@dataclass(frozen=True)
+class EpisodeUnit:
+    """One episode to play: the executor's work unit."""
+
+    config: str
+    policy: Literal["model", "random"]
+    index: int
+    seed: int
+
+    def describe(self) -> str:
+        return f"{self.config} {self.policy} episode {self.index}"
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """What one episode gave; `seconds` is the only field that varies between identical runs."""
+
+    unit: EpisodeUnit
+    total: float
+    length: int
+    success: bool | None
+    truncated: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs to build its model copy and play units (picklable, sent to each actor)."""
+
+    model: str
+    device: str
+    precision: str
+    greedy: bool
+    seed: int
+    max_episode_steps: int | None
+    threads: int | None
+
+
+class EvaluateWorker:
+    """Plays episode units with one model copy and one decoder per task it meets.
+
+    It keeps the env of the task it last played only: units come task by task, and a suite's
+    dozens of envs (Atari's emulators) need not all stay open."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.device = resolve_device(settings.device, settings.precision)
+        folder, _ = model_folder(settings.model, list(MODEL_FILES))  # a Hub model: fetched on this node
+        self.model, self.tokenizer = load_model(folder, self.device)
+        self.env: tuple[str, Any] | None = None
+        self.decoders: dict[str, IncrementalDecoder] = {}
+
+    def play(self, unit: EpisodeUnit) -> Iterator[EpisodeOutcome]:
+        started = time.monotonic()
+        spec = get_task(unit.config)
+        if self.env is None or self.env[0] != unit.config:
+            self.close()
+            self.env = (unit.config, make_env(spec))  # the registry's horizon: references used it
+        env = self.env[1]
+        if unit.policy == "random":
+            actor: Any = _RandomActor(env)
+        else:
+            if unit.config not in self.decoders:
+                s = self.settings
+                self.decoders[unit.config] = IncrementalDecoder(
+                    self.model, spec, self.tokenizer, deterministic=s.greedy, precision=s.precision
+                )
+            actor = _ModelActor(self.decoders[unit.config], self.settings.seed)
         # the loop rollout records with (pipeline.episodes); the model sees the previous reward
-        run = EpisodeRun(env, spec, seed, max_steps=max_steps)
-        actor.reset(seed)
+        run = EpisodeRun(env, spec, unit.seed, max_steps=self.settings.max_episode_steps)
+        actor.reset(unit.seed)
         play(run, lambda r: actor.act(r.observation, r.reward))
-        stats.truncated += int(run.cut or (run.truncated and not run.terminated))
-        stats.returns.append(run.total)
-        stats.lengths.append(run.length)
-        if run.success is not None:
-            stats.successes.append(run.success)
-        if on_episode is not None:
-            on_episode()
+        yield EpisodeOutcome(
+            unit,
+            run.total,
+            run.length,
+            run.success,
+            bool(run.cut or (run.truncated and not run.terminated)),
+            time.monotonic() - started,
+        )
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env[1].close()
+            self.env = None
+
+
+def episode_stats(spec: TaskSpec, outcomes: list[EpisodeOutcome]) -> EpisodeStats:
+    """One policy's outcomes on one task, in episode order, with their normalised scores."""
+    stats = EpisodeStats()
+    for o in sorted(outcomes, key=lambda o: o.unit.index):
+        stats.truncated += int(o.truncated)
+        stats.returns.append(o.total)
+        stats.lengths.append(o.length)
+        if o.success is not None:
+            stats.successes.append(o.success)
     stats.normalised = normalised(spec.scores, stats.returns)
     if spec.suite == "atari":
         stats.human_normalised = human_normalised(spec.scores, stats.returns)
@@ -156,62 +248,106 @@ def resolve_eval_tasks(names: tuple[str, ...]) -> list[TaskSpec]:
     return specs
 
 
-def load_model(path: str | Path) -> tuple[JatModel, MissionTokenizer]:
-    path = Path(path).expanduser()
+def _check_model_folder(path: Path) -> None:
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise PipelineError(
             f"{path} holds no trained model (config.json + model.safetensors): "
             "train one with `pipeline train-model --out DIR`"
         )
-    model = JatModel.from_pretrained(path).eval()
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[JatModel, MissionTokenizer]:
+    """A saved model on `device` (it loads on any device, whichever wrote it), and its tokenizer."""
+    path = Path(path).expanduser()
+    _check_model_folder(path)
+    model = JatModel.from_pretrained(path).to(device).eval()
     return model, MissionTokenizer.load(path, model.config.max_text_tokens)
 
 
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Run every task's episodes with the model (and the random baseline); write results and a plot."""
+    resolve_device(config.device, config.precision)  # before any work: one line if impossible
     specs = resolve_eval_tasks(config.tasks)
     folder, repo_id = model_folder(config.model, list(MODEL_FILES))  # ORG/NAME: downloaded from the Hub
-    model, tokenizer = load_model(folder)
+    _check_model_folder(folder)
+    model_config = JatConfig.from_pretrained(folder)
     for spec in specs:
-        check_task_fits(model.config, spec)
+        check_task_fits(model_config, spec)
+    local_model = None if repo_id else str(folder.resolve())
+    require_shared_storage({"--model": local_model}, config.address, config.workers, config.shared_fs)
     default_out = Path("outputs", "eval", repo_id.replace("/", "--")) if repo_id else folder / "eval"
     out = Path(config.out).expanduser() if config.out else default_out
     out.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    display = _Display(config.progress, specs, config.episodes * (2 if config.random_baseline else 1))
-    results: list[TaskResult] = []
+    policies: tuple[Literal["model", "random"], ...] = (
+        ("model", "random") if config.random_baseline else ("model",)
+    )
+    units = [
+        EpisodeUnit(spec.config, policy, i, episode_seed(config.seed, f"eval:{spec.config}", i))
+        for spec in specs
+        for policy in policies
+        for i in range(config.episodes)
+    ]
+    settings = WorkerSettings(
+        model=repo_id or str(folder.resolve()),
+        device=config.device,
+        precision=config.precision,
+        greedy=config.greedy,
+        seed=config.seed,
+        max_episode_steps=config.max_episode_steps,
+        threads=config.threads,
+    )
+    display = _Display(config.progress, specs, config.episodes * len(policies))
+    outcomes: dict[tuple[str, str, int], EpisodeOutcome] = {}
+    expected = {spec.config: config.episodes * len(policies) for spec in specs}
+    results: dict[str, TaskResult] = {}
+
+    def take(outcome: EpisodeOutcome) -> list[EpisodeUnit]:
+        u = outcome.unit
+        if (u.config, u.policy, u.index) in outcomes:  # a unit re-run after its worker died
+            return []
+        outcomes[(u.config, u.policy, u.index)] = outcome
+        display.advance(u.config)
+        expected[u.config] -= 1
+        if expected[u.config] == 0:
+            results[u.config] = _task_result(get_task(u.config), outcomes)
+        return []
+
     try:
-        for spec in specs:
-            started = time.monotonic()
-            env = make_env(spec)  # the registry's horizon: references were measured with it
-            seeds = [episode_seed(config.seed, f"eval:{spec.config}", i) for i in range(config.episodes)]
-            decoder = IncrementalDecoder(
-                model, spec, tokenizer, deterministic=config.greedy, seed=config.seed
-            )
-            tick = display.ticker(spec.config)
-            model_stats = run_episodes(
-                env, spec, _ModelActor(decoder, config.seed), seeds, config.max_episode_steps, tick
-            )
-            baseline = None
-            if config.random_baseline:
-                baseline = run_episodes(env, spec, _RandomActor(env), seeds, config.max_episode_steps, tick)
-            env.close()
-            results.append(
-                TaskResult(spec.config, spec.suite, model_stats, baseline, time.monotonic() - started)
-            )
-            log.info(
-                "%s: mean return %.2f, normalised %s",
-                spec.config,
-                np.mean(model_stats.returns),
-                model_stats.summary()["normalised_mean"],
+        if config.workers == 0:
+            worker = EvaluateWorker(settings)
+            try:
+                for unit in units:
+                    for outcome in worker.play(unit):
+                        take(outcome)
+            finally:
+                worker.close()
+        else:
+            run_streaming(
+                partial(EvaluateWorker, settings), "play", units, take, config.workers, config.address
             )
     finally:
         display.close()
-    aggregates = _aggregates(results, config.bootstrap_reps, config.seed)
-    result = EvaluateResult(results, aggregates, str(out))
+    task_results = [results[spec.config] for spec in specs]
+    aggregates = _aggregates(task_results, config.bootstrap_reps, config.seed)
+    result = EvaluateResult(task_results, aggregates, str(out))
     _write(out, result, config)
     return result
+
+
+def _task_result(spec: TaskSpec, outcomes: dict[tuple[str, str, int], EpisodeOutcome]) -> TaskResult:
+    """A finished task's stats; its seconds are the sum of its episodes' (workers overlap in time)."""
+    mine = [o for (config, _, _), o in outcomes.items() if config == spec.config]
+    model_stats = episode_stats(spec, [o for o in mine if o.unit.policy == "model"])
+    baseline_outcomes = [o for o in mine if o.unit.policy == "random"]
+    baseline = episode_stats(spec, baseline_outcomes) if baseline_outcomes else None
+    log.info(
+        "%s: mean return %.2f, normalised %s",
+        spec.config,
+        np.mean(model_stats.returns),
+        model_stats.summary()["normalised_mean"],
+    )
+    seconds = sum(o.seconds for o in mine)
+    return TaskResult(spec.config, spec.suite, model_stats, baseline, seconds)
 
 
 def _aggregates(results: list[TaskResult], reps: int, seed: int) -> list[Aggregate]:
@@ -269,11 +405,9 @@ class _Display:
         self.task = self.progress.add_task("evaluate", total=len(specs) * per_task, current="")
         self.progress.start()
 
-    def ticker(self, name: str) -> Any:
-        if self.progress is None:
-            return None
-        self.progress.update(self.task, current=name)
-        return lambda: self.progress.advance(self.task)
+    def advance(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, current=name, advance=1)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.model.devices import autocast
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec
@@ -54,8 +55,11 @@ class IncrementalDecoder:
         keep_steps: int | None = None,
         deterministic: bool = False,
         seed: int = 0,
+        precision: str = "fp32",
     ) -> None:
         self.model = model.eval()
+        self.device = next(model.parameters()).device  # inputs follow the model
+        self.precision = precision
         self.spec = spec
         self.tokenizer = tokenizer
         self.context = context_steps or model.config.context_for(spec.suite)
@@ -67,6 +71,7 @@ class IncrementalDecoder:
         if not 0 <= self.keep < self.context:
             raise ValueError(f"keep_steps must be in [0, {self.context}), got {self.keep}")
         self.deterministic = deterministic
+        # a CPU generator whatever the device: the same seed samples the same actions anywhere
         self.generator = torch.Generator().manual_seed(seed)
         self.continuous = spec.action.type == "continuous"
         self.reset()
@@ -86,6 +91,11 @@ class IncrementalDecoder:
             raise RuntimeError("record_action() must follow observe() before the next observation")
         inputs = observation_inputs(self.spec, observation, self.tokenizer)
         inputs["rewards"] = torch.tensor([[0.0 if reward is None else float(reward)]])
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with autocast(self.device, self.precision):
+            return self._observe(inputs)
+
+    def _observe(self, inputs: dict[str, Tensor]) -> Tensor:
         obs_emb = self.model.embed_observations(**inputs)
         new = obs_emb if self.last_action is None else torch.cat([self.last_action, obs_emb], dim=1)
         if self.cached_tokens + new.shape[1] > 2 * self.context:
@@ -99,7 +109,7 @@ class IncrementalDecoder:
         self.cached_tokens += new.shape[1]
         self.pending_obs = obs_emb
         size = self.spec.action.dim if self.continuous else None
-        pred = self.model.predict_actions(out.last_hidden_state[:, -1], size)[0]
+        pred = self.model.predict_actions(out.last_hidden_state[:, -1], size)[0].float().cpu()
         return pred[:size] if self.continuous else pred
 
     @torch.no_grad()
@@ -107,11 +117,13 @@ class IncrementalDecoder:
         """Feed a_t: its token enters the cache with the next observation."""
         if self.pending_obs is None:
             raise RuntimeError("observe() must come before record_action()")
-        if self.continuous:
-            tensor = torch.as_tensor(np.asarray(action, dtype=np.float32)).view(1, 1, -1)
-            emb = self.model.embed_actions(continuous_actions=tensor)
-        else:
-            emb = self.model.embed_actions(discrete_actions=torch.tensor([[int(action)]]))
+        with autocast(self.device, self.precision):
+            if self.continuous:
+                tensor = torch.as_tensor(np.asarray(action, dtype=np.float32)).view(1, 1, -1)
+                emb = self.model.embed_actions(continuous_actions=tensor.to(self.device))
+            else:
+                action_id = torch.tensor([[int(action)]], device=self.device)
+                emb = self.model.embed_actions(discrete_actions=action_id)
         self.history.append((self.pending_obs, emb))
         self.pending_obs, self.last_action = None, emb
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_helpers import SAMPLE_CONFIGS
+from test_s3 import s3_server  # noqa: F401 (the moto S3 server fixture)
 
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
-from pipeline.model.data import TaskData, TaskMixture, jat_loss_weight, load_split
+from pipeline.model.data import (
+    EpisodeTable,
+    ShardSplit,
+    TaskData,
+    TaskMixture,
+    _RowGroupCache,
+    jat_loss_weight,
+    load_split,
+    load_tables,
+)
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import get_task
 from pipeline.storage import open_location
@@ -24,7 +34,7 @@ def test_tables_match_the_manifest(sample_dataset, episode_tables):
 def test_windows_hold_the_stored_steps(episode_tables):
     babyai = episode_tables["babyai-go-to"]
     window = babyai.window(0, 2, 5)
-    stored = babyai.columns["discrete_observations"][0].as_py()
+    stored = babyai.source.episode(0).column("discrete_observations")[0].as_py()
     np.testing.assert_array_equal(window["discrete_observations"], np.asarray(stored[2:7]))
     assert window["text_observations"].shape == (5, 64) and (window["text_observations"][:, 0] > 1).all()
     atari = episode_tables["atari-breakout"].window(0, 0, 3)
@@ -81,3 +91,35 @@ def test_tokenizer_round_trip_and_unknown_words(tmp_path):
     tok.save(tmp_path)
     again = MissionTokenizer.load(tmp_path, 64)
     np.testing.assert_array_equal(again.encode(["go to the red ball"]), ids[:1])
+
+
+def test_missing_data_stops_in_one_line(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PipelineError, match="no such folder, and the Hub is offline"):
+        load_tables("nobody/no-such-dataset", ["babyai-go-to"])
+
+
+@pytest.mark.s3
+def test_s3_shards_stream_like_the_local_folder(sample_dataset, s3_server):  # noqa: F811
+    """The same episodes from s3:// as from the folder, read row group by row group (bounded cache)."""
+    import pyarrow.fs as pafs
+
+    location = open_location(f"{s3_server}/copy")
+    pafs.copy_files(str(sample_dataset), location.root, destination_filesystem=location.fs)
+    local = load_tables(str(sample_dataset), ["atari-breakout", "mujoco-hopper"])
+    remote = load_tables(f"{s3_server}/copy", ["atari-breakout", "mujoco-hopper"])
+    for config in ("atari-breakout", "mujoco-hopper"):
+        np.testing.assert_array_equal(remote[config][0].lengths, local[config][0].lengths)
+    spec = get_task("atari-breakout")
+    cache = _RowGroupCache(1)  # holds one row group at a time
+    split = ShardSplit(remote["atari-breakout"][0].fs, remote["atari-breakout"][0].paths, cache)
+    here, there = EpisodeTable(local["atari-breakout"][0], spec, None), EpisodeTable(split, spec, None)
+    for row in range(len(there)):
+        np.testing.assert_array_equal(
+            there.window(row, 1, 3)["image_observations"], here.window(row, 1, 3)["image_observations"]
+        )
+    assert len(cache.items) == 1
+    with pytest.raises(PipelineError, match="nothing there"):
+        load_tables(f"{s3_server}/missing", ["babyai-go-to"])
