@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -47,6 +46,14 @@ from pipeline.model.data import (
 from pipeline.model.devices import autocast, resolve_device
 from pipeline.model.modeling import JatModel
 from pipeline.model.reporting import plot_losses, read_csv, write_csv, write_json
+from pipeline.model.steps import (
+    TrainDisplay,
+    loss_counts,
+    lr_schedule,
+    micro_batches,
+    recent_losses,
+    to_device,
+)
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec, get_task
 
@@ -93,16 +100,6 @@ def _resolve_configs(config: TrainModelConfig) -> list[str]:
     return config_names(config.data)
 
 
-def _schedule(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
 @torch.no_grad()
 def _test_losses(
     model: JatModel, mixture: TaskMixture, config: TrainModelConfig, device: torch.device
@@ -118,46 +115,12 @@ def _test_losses(
         rng = np.random.default_rng(config.seed + 1)
         values = []
         for _ in range(config.eval_batches):
-            batch = _to(task.sample(rng, config.batch_size, "test"), device)
+            batch = to_device(task.sample(rng, config.batch_size, "test"), device)
             with autocast(device, config.precision):
                 values.append(float(model(**batch).loss))
         losses[task.config] = float(np.mean(values))
     model.train()
     return losses
-
-
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _micro_batches(batch: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
-    """Split a batch into `n` micro-batches of consecutive rows, each cut to its longest real row."""
-    if n == 1:
-        return [batch]
-    chunks = {k: v.tensor_split(n) for k, v in batch.items()}
-    parts = []
-    for i in range(n):
-        longest = int(chunks["mask"][i].sum(1).max())  # padding is at the end of each row
-        parts.append({k: c[i][:, :longest] for k, c in chunks.items()})
-    return parts
-
-
-def _loss_counts(batch: dict[str, torch.Tensor], config: Any) -> tuple[int, int]:
-    """What the model's action and observation losses average over, in this batch.
-
-    The model returns means (`JatModel.forward`): the action loss over real steps, the observation
-    loss over steps with a successor (times BabyAI's entries that have a class). Weighting each
-    micro-batch's means by its share of these counts makes the accumulated loss and gradient those
-    of the whole batch, whatever padding the micro-batches have."""
-    mask = batch["mask"]
-    actions = int(mask.sum())
-    valid = mask[:, 1:]
-    if "discrete_observations" in batch:
-        if not config.predict_discrete_observations:
-            return actions, 0
-        entries = batch["discrete_observations"][:, 1:][valid]
-        return actions, int((entries < config.discrete_obs_classes).sum())
-    return actions, int(valid.sum())
 
 
 def _fresh_model(
@@ -219,7 +182,7 @@ class _Run:
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.steps // 20)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(warmup, config.steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule(warmup, config.steps))
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
         self.records: list[dict[str, Any]] = []
@@ -243,12 +206,12 @@ class _Run:
 
         The batch (batch_size x grad_accum windows) is drawn at once and split into micro-batches,
         so a run with --grad-accum N draws exactly the windows of a run with an N times larger
-        --batch-size, and (by `_loss_counts`) computes its loss and gradient."""
+        --batch-size, and (by `loss_counts`) computes its loss and gradient."""
         task, batch = self.mixture.sample(
             self.rng, self.config.batch_size * self.config.grad_accum, part=self.part
         )
-        parts = _micro_batches(batch, self.config.grad_accum)
-        counts = [_loss_counts(part, self.model.config) for part in parts]
+        parts = micro_batches(batch, self.config.grad_accum)
+        counts = [loss_counts(part, self.model.config) for part in parts]
         # over all ranks' windows: each rank's share of the global means, times the world size that
         # DDP's gradient averaging divides by, sums to the gradient of the whole global batch
         totals = self.sum_over_ranks([sum(c) for c in zip(*counts, strict=True)])
@@ -258,7 +221,7 @@ class _Run:
         action_loss = observation_loss = 0.0
         for part, (actions, observations) in zip(parts, counts, strict=True):
             with autocast(self.device, self.config.precision):
-                output = self.forward(**_to(part, self.device))
+                output = self.forward(**to_device(part, self.device))
             action = output.action_loss.float() * (actions / total_actions)
             observation = output.observation_loss.float() * (observations / total_observations)
             loss = kappa * observation + (1.0 - kappa) * action  # the model's own formula
@@ -401,7 +364,7 @@ def train_model(config: TrainModelConfig, worker: TrainWorker | None = None) -> 
         log.info("resuming %s at step %d", out, run.step)
 
     model.train()
-    display = _Display(config.progress and worker is None, run.step, config.steps)
+    display = TrainDisplay(config.progress and worker is None, run.step, config.steps)
     started = time.monotonic()
     train_seconds, tokens, stopped_early = 0.0, 0, False
     test_losses: dict[str, float] = {}
@@ -434,7 +397,7 @@ def train_model(config: TrainModelConfig, worker: TrainWorker | None = None) -> 
         tokens=tokens,
         tokens_per_second=tokens / max(train_seconds, 1e-9),
         stopped_early=stopped_early,
-        train_losses=_recent_losses(run.records),
+        train_losses=recent_losses(run.records),
         test_losses=test_losses,
     )
     if rank0:
@@ -487,39 +450,3 @@ def _jsonable(config: TrainModelConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["configs"], data["weights"] = list(config.configs), list(config.weights)
     return data
-
-
-def _recent_losses(records: list[dict[str, Any]], last: int = 50) -> dict[str, float]:
-    """Mean training loss of each task over its last `last` batches."""
-    by_task: dict[str, list[float]] = {}
-    for row in records:
-        by_task.setdefault(row["config"], []).append(float(row["loss"]))
-    return {k: float(np.mean(v[-last:])) for k, v in by_task.items()}
-
-
-class _Display:
-    """A rich progress bar with the current loss and tokens/s."""
-
-    def __init__(self, enabled: bool, done: int, total: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("train-model"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} tokens/s"),
-            TimeElapsedColumn(),
-        )
-        self.task = self.progress.add_task("train", total=total, completed=done, loss=float("nan"), rate=0.0)
-        self.progress.start()
-
-    def update(self, step: int, loss: float, rate: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, loss=loss, rate=rate)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
