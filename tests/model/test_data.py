@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from model_helpers import SAMPLE_CONFIGS
@@ -123,3 +125,60 @@ def test_s3_shards_stream_like_the_local_folder(sample_dataset, s3_server):  # n
     assert len(cache.items) == 1
     with pytest.raises(PipelineError, match="nothing there"):
         load_tables(f"{s3_server}/missing", ["babyai-go-to"])
+
+
+@pytest.mark.hub
+def test_hub_repo_gives_the_episodes_of_the_folder(sample_dataset, hub, tmp_path, monkeypatch):
+    """Published to the local Hub-API server, then read back by repo id: the folder's episodes,
+    fetched from the fixture's endpoint into the fixture's fresh cache; training runs on them."""
+    from huggingface_hub import constants
+
+    from pipeline.configs.publish import PublishConfig
+    from pipeline.model.train import TrainModelConfig, train_model
+    from pipeline.publish import publish
+
+    repo, config = "jat-org/sample", "babyai-go-to"
+    publish(PublishConfig(str(sample_dataset), repo_id=repo, xet=False, progress=False, clips=False))
+    local = load_tables(str(sample_dataset), [config])[config]
+    remote = load_tables(repo, [config])[config]
+    assert hub.counts["resolve"] > 0  # read from this server, not from the folder or huggingface.co
+    cache = tmp_path / "hf-home"  # the fixture's HF_HOME, set after huggingface_hub was imported
+    assert remote[0].paths and all(Path(p).is_relative_to(cache) for p in remote[0].paths)
+    assert (remote[1] is None) == (local[1] is None)
+    columns = ["rewards", "discrete_actions", "discrete_observations", "text_observations"]
+    for there, here in zip(remote, local, strict=True):
+        if here is None:
+            continue
+        np.testing.assert_array_equal(there.lengths, here.lengths)
+        for row in range(here.num_rows):
+            theirs, ours = there.episode(row), here.episode(row)
+            assert theirs.select(columns).to_pylist() == ours.select(columns).to_pylist()
+
+    reads = hub.counts["resolve"]
+    with monkeypatch.context() as offline:  # the cached snapshot serves offline, without a request
+        offline.setattr(constants, "HF_HUB_OFFLINE", True)
+        again = load_tables(repo, [config])[config]
+    np.testing.assert_array_equal(again[0].lengths, local[0].lengths)
+    assert hub.counts["resolve"] == reads
+
+    out = tmp_path / "tiny"
+    result = train_model(
+        TrainModelConfig(
+            data=repo,
+            configs=(config,),
+            steps=2,
+            size="tiny",
+            batch_size=2,
+            context_steps=16,
+            checkpoint_every=1000,
+            eval_batches=0,
+            out=str(out),
+            progress=False,
+        )
+    )
+    assert result.step == 2 and (out / "model.safetensors").exists()
+
+    missing = "cannot load jat-org/missing: no such folder, and no such dataset on the Hub"
+    with pytest.raises(PipelineError, match=missing) as error:
+        load_tables("jat-org/missing", [config])
+    assert "\n" not in str(error.value)
