@@ -15,15 +15,26 @@ resident set just before training; on CUDA `torch.cuda.max_memory_allocated`.
     .venv/bin/python benchmarks/model_throughput.py --data outputs/demo
     .venv/bin/python benchmarks/model_throughput.py --data DIR --configs babyai-go-to --sizes tiny,small,jat
     .venv/bin/python benchmarks/model_throughput.py --data DIR --precisions fp32,bf16 --grad-accum 1,4
+    .venv/bin/python benchmarks/model_throughput.py --data DIR --threads 1 \
+        --jat-python /tmp/jat-venv/bin/python
+
+With --jat-python, every measurement of ours is followed by one of JAT's original `JatModel` (in
+JAT's own venv, `benchmarks/jat_throughput_child.py`) with the same backbone shape, trained for the
+same steps on batches of the same suites, window lengths and padding that our run drew (recorded as
+it trained), so both sides count the same tokens; the table adds JAT's tokens/s and peak memory and
+the ours/JAT ratios. JAT's child builds its batches from random values outside its timer, while ours
+times its sampling and decoding: the ratio slightly favours JAT.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import resource
 import statistics
+import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -60,12 +71,39 @@ def _rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def _measure(arm: Arm, args: argparse.Namespace, out: str) -> Sample:
-    """One training run in this (fresh) process."""
+def _record_batches(plan: list[dict]) -> None:
+    """Make `TaskMixture.sample` append each drawn batch's shape to `plan` (this process only).
+
+    What JAT's side needs to train on the same shapes: the suite, each window's real length and the
+    padded length, the observation / action sizes."""
+    from pipeline.model.data import TaskMixture
+
+    sample = TaskMixture.sample
+
+    def recording(self, *args, **kwargs):
+        task, batch = sample(self, *args, **kwargs)
+        mask = batch["mask"]
+        step = {"suite": task.spec.suite, "lengths": mask.sum(1).tolist(), "padded": int(mask.shape[1])}
+        if "continuous_actions" in batch:
+            step["obs_dim"] = int(batch["continuous_observations"].shape[-1])
+            step["act_dim"] = int(batch["continuous_actions"].shape[-1])
+        else:
+            step["actions"] = int(task.spec.action.n)
+        plan.append(step)
+        return task, batch
+
+    TaskMixture.sample = recording
+
+
+def _measure(arm: Arm, args: argparse.Namespace, out: str) -> tuple[Sample, list[dict]]:
+    """One training run in this (fresh) process; also returns the batches' shapes it trained on."""
     import torch
     from transformers.utils import logging as hf_logging
 
     from pipeline.model.train import TrainModelConfig, train_model
+
+    plan: list[dict] = []
+    _record_batches(plan)
 
     logging.basicConfig(level=logging.WARNING)
     hf_logging.disable_progress_bar()
@@ -98,7 +136,36 @@ def _measure(arm: Arm, args: argparse.Namespace, out: str) -> Sample:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
         rise = peak - before
-    return Sample(result.tokens_per_second, result.parameters, peak, rise, torch.get_num_threads())
+    sample = Sample(result.tokens_per_second, result.parameters, peak, rise, torch.get_num_threads())
+    return sample, plan
+
+
+def _measure_jat(arm: Arm, args: argparse.Namespace, plan: list[dict], path: Path) -> Sample:
+    """JAT's original model on `plan`'s shapes, in a child under JAT's interpreter."""
+    from pipeline.model.configuration import SIZES
+
+    preset = SIZES[arm.size]
+    path.write_text(
+        json.dumps(
+            {
+                "hidden_size": preset["hidden_size"],
+                "num_layers": preset["num_layers"],
+                "num_heads": preset["num_heads"],
+                "precision": arm.precision,
+                "grad_accum": arm.grad_accum,
+                "steps": plan,
+            }
+        )
+    )
+    child = Path(__file__).resolve().parent / "jat_throughput_child.py"
+    command = [args.jat_python, str(child), "--plan", str(path)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"JAT's child failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    return Sample(r["tokens_per_second"], r["parameters"], r["peak_mb"], r["rise_mb"], r["threads"])
 
 
 def main() -> None:
@@ -113,7 +180,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="windows per micro-batch")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch threads (default torch's)")
+    parser.add_argument(
+        "--jat-python",
+        help="interpreter of JAT's venv (e.g. /tmp/jat-venv/bin/python): also measure JAT's original model",
+    )
     args = parser.parse_args()
+    if args.jat_python and not Path(args.jat_python).is_file():
+        parser.error(
+            f"--jat-python {args.jat_python} does not exist: build JAT's venv (benchmarks/jat_reference.py)"
+        )
 
     def items(text: str) -> list[str]:
         return [s for s in text.split(",") if s]
@@ -125,6 +200,7 @@ def main() -> None:
         )
     ]
     samples: dict[Arm, list[Sample]] = {arm: [] for arm in arms}
+    jat: dict[Arm, list[Sample]] = {arm: [] for arm in arms}
     spawn = get_context("spawn")
     console = Console(width=150)
     with tempfile.TemporaryDirectory(prefix="jat-bench-") as tmp:
@@ -132,10 +208,15 @@ def main() -> None:
             for i, arm in enumerate(arms):
                 with ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
                     out = str(Path(tmp) / f"{i}-{repeat}")
-                    sample = pool.submit(_measure, arm, args, out).result()
+                    sample, plan = pool.submit(_measure, arm, args, out).result()
                 samples[arm].append(sample)
                 rate, peak = sample.tokens_per_second, sample.peak_mb
                 console.log(f"{arm.label()}: {rate:.0f} tokens/s, peak {peak:.0f} MB")
+                if args.jat_python:
+                    theirs = _measure_jat(arm, args, plan, Path(tmp) / f"plan-{i}-{repeat}.json")
+                    jat[arm].append(theirs)
+                    rate, peak = theirs.tokens_per_second, theirs.peak_mb
+                    console.log(f"{arm.label()} JAT's model: {rate:.0f} tokens/s, peak {peak:.0f} MB")
     threads = samples[arms[0]][0].threads
     table = Table(
         title=f"training throughput on {args.configs} ({args.steps} steps x {args.repeats}, "
@@ -172,6 +253,40 @@ def main() -> None:
             f"{max(s.rise_mb for s in samples[arm]):.0f}",
         )
     console.print(table)
+    if args.jat_python:
+        console.print(_jat_table(arms, samples, jat))
+
+
+def _jat_table(arms: list[Arm], ours: dict[Arm, list[Sample]], jat: dict[Arm, list[Sample]]) -> Table:
+    """Ours and JAT's original side by side; ratios of medians, and their range over repeats."""
+    table = Table(title="ours vs JAT's original JatModel (same backbone, steps, windows and tokens)")
+    for column in (
+        "arm",
+        "parameters ours / JAT",
+        "tokens/s ours",
+        "tokens/s JAT",
+        "ours/JAT tokens/s",
+        "per-repeat ratios",
+        "peak MB ours / JAT",
+        "rise MB ours / JAT",
+    ):
+        table.add_column(column)
+    for arm in arms:
+        a, b = ours[arm], jat[arm]
+        mine = statistics.median(s.tokens_per_second for s in a)
+        theirs = statistics.median(s.tokens_per_second for s in b)
+        ratios = [x.tokens_per_second / y.tokens_per_second for x, y in zip(a, b, strict=True)]
+        table.add_row(
+            arm.label(),
+            f"{a[0].parameters / 1e6:.1f}M / {b[0].parameters / 1e6:.1f}M",
+            f"{mine:.0f}",
+            f"{theirs:.0f}",
+            f"{mine / theirs:.2f}x",
+            f"{min(ratios):.2f}-{max(ratios):.2f}",
+            f"{max(s.peak_mb for s in a):.0f} / {max(s.peak_mb for s in b):.0f}",
+            f"{max(s.rise_mb for s in a):.0f} / {max(s.rise_mb for s in b):.0f}",
+        )
+    return table
 
 
 if __name__ == "__main__":
