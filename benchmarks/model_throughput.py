@@ -51,9 +51,12 @@ class Arm:
     device: str
     precision: str
     grad_accum: int
+    workers: int = 0
+    """Ray Train DDP workers (`--num-workers`); 0: one process, as `train-model` without it."""
 
     def label(self) -> str:
-        return f"{self.size} {self.device} {self.precision} x{self.grad_accum}"
+        ddp = f" {self.workers} DDP workers" if self.workers else ""
+        return f"{self.size} {self.device} {self.precision} x{self.grad_accum}{ddp}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def _measure(arm: Arm, args: argparse.Namespace, out: str) -> tuple[Sample, list
             steps=args.steps,
             batch_size=args.batch_size,
             grad_accum=arm.grad_accum,
+            num_workers=arm.workers,
             device=arm.device,
             precision=arm.precision,
             checkpoint_every=10**9,
@@ -176,6 +180,12 @@ def main() -> None:
     parser.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda, auto")
     parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (CUDA)")
     parser.add_argument("--grad-accum", default="1", help="comma-separated micro-batches per step")
+    parser.add_argument(
+        "--num-workers",
+        default="0",
+        help="comma-separated Ray Train DDP worker counts (0: one process); with workers, --batch-size "
+        "is the global batch and peak MB is the driver's alone",
+    )
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per measurement")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per micro-batch")
     parser.add_argument("--repeats", type=int, default=2)
@@ -194,11 +204,17 @@ def main() -> None:
         return [s for s in text.split(",") if s]
 
     arms = [
-        Arm(size, device, precision, int(accum))
-        for size, device, precision, accum in itertools.product(
-            items(args.sizes), items(args.devices), items(args.precisions), items(args.grad_accum)
+        Arm(size, device, precision, int(accum), int(workers))
+        for size, device, precision, accum, workers in itertools.product(
+            items(args.sizes),
+            items(args.devices),
+            items(args.precisions),
+            items(args.grad_accum),
+            items(args.num_workers),
         )
     ]
+    if args.jat_python and any(arm.workers for arm in arms):
+        parser.error("--jat-python compares one process with JAT's: drop --num-workers for that run")
     samples: dict[Arm, list[Sample]] = {arm: [] for arm in arms}
     jat: dict[Arm, list[Sample]] = {arm: [] for arm in arms}
     spawn = get_context("spawn")
@@ -229,6 +245,7 @@ def main() -> None:
         "device",
         "precision",
         "grad accum",
+        "DDP workers",
         "tokens/s (median)",
         "min-max",
         "vs " + first.label(),
@@ -246,6 +263,7 @@ def main() -> None:
             arm.device,
             arm.precision,
             str(arm.grad_accum),
+            str(arm.workers or "-"),
             f"{median:.0f}",
             f"{min(rates):.0f}-{max(rates):.0f}",
             f"{median / base:.2f}x",
