@@ -18,6 +18,7 @@ The endpoint is HF_ENDPOINT read at call time (as the publisher does), and the t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -183,15 +184,23 @@ def expert_store_root(uri: str, config: str, history: bool = False) -> str:
             "`pipeline publish-experts` (e.g. hf://my-org/jat-expert)"
         )
     root = hub_cache_dir("experts", *prefix.split("/"))
+    _fetch_expert(endpoint(), root, expert_repo_id(prefix, config), config, history)
+    return root
+
+
+@functools.cache
+def _fetch_expert(server: str, root: str, repo_id: str, config: str, history: bool) -> None:
+    """Fetch one expert repo into `root/config`, once per process for the same server and cache:
+    the policy factory asks for the store several times per task (the gate check, the metadata,
+    the model), and every actor of a run should act with the same revision anyway. A failed fetch
+    raises, and is not remembered."""
     local = os.path.join(root, config)
-    repo_id = expert_repo_id(prefix, config)
     if download(repo_id, local, ignore=None if history else ["history/*"]) is None:
-        log.info("%s: no expert repo %s on %s", uri, repo_id, endpoint())
+        log.info("no expert repo %s on %s", repo_id, server)
         shutil.rmtree(local, ignore_errors=True)
     else:
-        log.debug("%s: %s fetched into %s", uri, repo_id, local)
+        log.debug("%s fetched into %s", repo_id, local)
     os.makedirs(root, exist_ok=True)
-    return root
 
 
 def model_folder(name: str, files: list[str]) -> tuple[Path, str | None]:

@@ -116,7 +116,10 @@ def test_publish_then_rollout_from_the_hub_records_the_same_episodes(experts, hu
 
     # the published expert records the same episodes as the local one
     _rollout(tmp_path / "local", str(experts))
+    infos = hub.counts["info"]
     _rollout(tmp_path / "remote", f"hf://{PREFIX}")
+    # one fetch of the expert repo for the whole run, not one per look at the store (gate, metadata, model)
+    assert hub.counts["info"] - infos == 1
     shards = [
         [(s.path, s.sha256) for s in read_manifest(open_location(str(tmp_path / d)), PENDULUM).shards]
         for d in ("local", "remote")
