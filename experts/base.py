@@ -159,21 +159,22 @@ class CurveRecorder:
     """Appends learning-curve rows to `workdir/learning_curve.csv`, one per `every_s` seconds.
 
     Rows aggregate the episodes finished since the previous row. The file survives in the
-    workdir, so a resumed run continues the same curve and the same wall-clock count.
+    workdir, so a resumed run continues the same curve and the same wall-clock count. A run
+    resumed from a checkpoint at `resumed_from` steps first drops the rows a killed run wrote
+    after that checkpoint (all of them when it resumes from none): that training was undone,
+    and the curve must not show those steps twice. The wall clock keeps counting the time the
+    killed run spent, as the metadata's wall time does.
     """
 
-    def __init__(self, workdir: str, every_s: float = 10.0) -> None:
+    def __init__(self, workdir: str, every_s: float = 10.0, resumed_from: int = 0) -> None:
         self.path = os.path.join(workdir, CURVE_FILE)
         self.every_s = every_s
-        self.wall_offset = 0.0
-        if os.path.exists(self.path):
-            rows = read_curve(self.path)
-            if rows:
-                self.wall_offset = float(rows[-1]["wall_time_s"])
-        else:
+        rows = read_curve(self.path)
+        self.wall_offset = max((row["wall_time_s"] for row in rows), default=0.0)
+        kept = [row for row in rows if row["steps"] <= resumed_from]
+        if not os.path.exists(self.path) or kept != rows:
             os.makedirs(workdir, exist_ok=True)
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(CURVE_COLUMNS)
+            _write_curve(self.path, kept)
         self.started = time.monotonic()
         self.last_row = self.started
         self._returns: list[float] = []
@@ -254,6 +255,25 @@ def history_steps(directory: str) -> list[int]:
     if not os.path.isdir(directory):
         return []
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def _write_curve(path: str, rows: list[dict[str, float]]) -> None:
+    """The curve file holding exactly `rows`, replaced whole (a kill leaves the old file or the new)."""
+    partial = f"{path}.partial"
+    with open(partial, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CURVE_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    int(row["steps"]),
+                    f"{row['wall_time_s']:.1f}",
+                    int(row["episodes"]),
+                    f"{row['mean_return']:.6g}",
+                    f"{row['mean_length']:.1f}",
+                ]
+            )
+    os.replace(partial, path)
 
 
 def read_curve(path: str) -> list[dict[str, float]]:

@@ -35,6 +35,7 @@ from experts.base import (
     TrainProgress,
     check_keys,
 )
+from experts.checkpoints import load_checkpoint
 from experts.metadata import ExpertMetadata
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
@@ -136,15 +137,13 @@ def _named_steps(path: str) -> int | None:
 
 def _checkpoint_steps(path: str) -> int:
     """Env steps recorded in a checkpoint; a PipelineError naming the file when it cannot be read."""
-    import torch
-
+    state = load_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         return int(state["env_steps"])
-    except Exception as exc:
+    except (TypeError, KeyError, ValueError) as exc:
         raise PipelineError(
-            f"corrupt checkpoint {path}: {type(exc).__name__}: {exc} "
-            "(delete that file to resume from the previous checkpoint, or retrain with --overwrite)"
+            f"checkpoint {path} records no env_steps: it is not a sample-factory checkpoint "
+            "(delete it to resume from the previous checkpoint, or retrain with --overwrite)"
         ) from exc
 
 
@@ -189,6 +188,8 @@ class _Observer:
         self.last_report = 0.0
         self.last_step = time.monotonic()
         self.steps = start_steps
+        self.restarted_at: int | None = None
+        """Env steps the learner reported below the checkpoint it resumed from (a lost resume)."""
 
     def episodic(self, runner: Any, msg: dict[str, Any], policy_id: int) -> None:
         stats = msg.get("episodic", {})
@@ -223,6 +224,12 @@ class _Observer:
         # updates it: we keep it current so the time limit works.
         runner.total_train_seconds = time.monotonic() - self.started
         self.last_step = time.monotonic()
+        if runner.env_steps and sum(runner.env_steps.values()) < self.start_steps:
+            # The learner did not load the checkpoint we resumed from: stop before the store is told
+            # otherwise (the check that made sample-factory's silent fresh starts visible).
+            self.restarted_at = int(sum(runner.env_steps.values()))
+            runner._stop_training(failed=True)
+            return
         self.steps = int(sum(runner.env_steps.values()))
         self.recorder.maybe_write(self.steps)
         now = time.monotonic()
@@ -379,7 +386,7 @@ class SampleFactoryBackend:
             config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s, job.device
         )
         cfg, runner = make_runner(cfg)
-        recorder = CurveRecorder(job.workdir)
+        recorder = CurveRecorder(job.workdir, resumed_from=resumed_from)
         observer = _Observer(job, recorder, resumed_from)
         runner.register_observer(observer)
         runner.register_episodic_stats_handler(observer.episodic)
@@ -392,6 +399,12 @@ class SampleFactoryBackend:
             )
         status = runner.run()
         log_file = os.path.join(job.workdir, EXPERIMENT, "sf_log.txt")
+        if observer.restarted_at is not None:
+            raise PipelineError(
+                f"{config}: sample-factory restarted at {observer.restarted_at} env steps instead of "
+                f"resuming from {latest} ({resumed_from} steps); its reason is in {log_file}. Nothing was "
+                "recorded as trained: fix the cause and rerun with --resume"
+            )
         if watchdog.fired:
             raise RuntimeError(
                 f"sample-factory made no progress for {hp.get('stall_timeout_s', 600)} s: a worker probably "
@@ -442,8 +455,8 @@ class SampleFactoryPolicy:
         try:
             with open(os.path.join(model_dir, "config.json")) as f:
                 self.cfg = AttrDict(json.load(f))
-            state = torch.load(os.path.join(model_dir, "model.pth"), map_location="cpu", weights_only=False)
-        except Exception as exc:
+            state = load_checkpoint(os.path.join(model_dir, "model.pth"))
+        except (OSError, ValueError, PipelineError) as exc:
             raise PipelineError(
                 f"cannot load the sample-factory expert in {model_dir}: {type(exc).__name__}: {exc} "
                 "(retrain it with `pipeline train-experts --overwrite`)"

@@ -183,7 +183,7 @@ class SB3Backend:
                 policy_kwargs=policy_kwargs or None,
                 **hp,
             )
-        recorder = CurveRecorder(job.workdir)
+        recorder = CurveRecorder(job.workdir, resumed_from=resumed_from)
         history = HistoryKeeper(job)
         callback = _callback(job, recorder, history, checkpoint_dir, every, resumed_from, save_buffer)
         remaining = max(0, job.steps - model.num_timesteps)

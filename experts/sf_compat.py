@@ -1,4 +1,13 @@
-"""Compatibility fix for sample-factory 2.1.1 with numpy >= 2.4 and gymnasium 1.x.
+"""Compatibility fixes for sample-factory 2.1.1 with numpy >= 2.4, torch >= 2.6 and gymnasium 1.x.
+
+1. Checkpoint loading. `Learner.load_checkpoint` calls `torch.load` with torch's default
+`weights_only=True`, which refuses the numpy scalars sample-factory itself saves (`best_performance`),
+logs the refusal three times and returns None: a resumed training then starts again from step 0
+without a word. It is replaced by one that loads through `experts.checkpoints.load_checkpoint`
+(exactly the numpy globals these files hold) and raises, naming the file, when a checkpoint
+cannot be read: never a silent fresh start.
+
+2. Trajectory buffers.
 
 sample-factory writes per-step policy outputs into its trajectory buffers through
 `TensorDict._set_data_func`. Some of those outputs arrive as 1-element arrays (shape (1,))
@@ -38,13 +47,25 @@ def _size(data: Any) -> int:
     return data.size if isinstance(data, np.ndarray) else data.numel()
 
 
+def _load_checkpoint(checkpoints: list[str], device: Any) -> dict[str, Any] | None:
+    """`Learner.load_checkpoint` with safe numpy globals; None only when there is no checkpoint."""
+    from experts.checkpoints import load_checkpoint
+
+    if not checkpoints:
+        return None
+    return load_checkpoint(checkpoints[-1], map_location=device)
+
+
 def apply() -> None:
-    """Patch sample-factory's TensorDict in this process (idempotent)."""
+    """Patch sample-factory's TensorDict and checkpoint loader in this process (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
     import torch
+    from sample_factory.algo.learning.learner import Learner
     from sample_factory.algo.utils.tensor_dict import TensorDict
+
+    Learner.load_checkpoint = staticmethod(_load_checkpoint)
 
     original = TensorDict._set_data_func
 

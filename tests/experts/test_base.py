@@ -81,12 +81,27 @@ def test_the_curve_gets_one_row_per_interval_aggregating_the_episodes_since_the_
 def test_a_resumed_curve_continues_the_file_and_the_wall_clock(tmp_path):
     path = tmp_path / CURVE_FILE
     path.write_text(",".join(CURVE_COLUMNS) + "\n100,42.5,3,1.5,9.0\n")
-    curve = CurveRecorder(str(tmp_path), every_s=0.0)
+    curve = CurveRecorder(str(tmp_path), every_s=0.0, resumed_from=100)
     assert curve.wall_offset == 42.5 and curve.wall_time >= 42.5
     curve.episode(4.0, 4)
     curve.maybe_write(250)  # every_s=0: every call with episodes writes
     rows = read_curve(str(path))
     assert [r["steps"] for r in rows] == [100.0, 250.0] and rows[1]["wall_time_s"] >= 42.5
+
+
+@pytest.mark.parametrize(("resumed_from", "kept"), [(200, [100.0, 200.0]), (0, [])])
+def test_a_resume_drops_the_rows_written_after_its_checkpoint(tmp_path, resumed_from, kept):
+    """A run killed after its checkpoint at 200 steps wrote rows to 400; the resume undid them."""
+    path = tmp_path / CURVE_FILE
+    rows = ["100,10.0,3,1.5,9.0", "200,20.0,3,2.5,9.0", "300,30.0,3,3.5,9.0", "400,40.0,3,4.5,9.0"]
+    path.write_text(",".join(CURVE_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    curve = CurveRecorder(str(tmp_path), every_s=0.0, resumed_from=resumed_from)
+    assert [r["steps"] for r in read_curve(str(path))] == kept
+    assert curve.wall_offset == 40.0  # the killed run's time was spent all the same
+    curve.episode(4.0, 4)
+    curve.maybe_write(resumed_from + 150)
+    assert [r["steps"] for r in read_curve(str(path))] == [*kept, resumed_from + 150.0]
+    assert not (tmp_path / f"{CURVE_FILE}.partial").exists()
 
 
 def test_reading_a_missing_or_header_only_curve_gives_no_rows(tmp_path):
