@@ -112,6 +112,8 @@ def test_refused_before_serving_and_stopped_cleanly(sample_dataset):
         port = taken.getsockname()[1]
         with pytest.raises(PipelineError, match=f"port {port} on 127.0.0.1 is in use: pick another --port"):
             Viewer(ViewConfig(str(sample_dataset), config="atari-breakout", port=port))
+    with pytest.raises(PipelineError, match=r"--port must be in 0\.\.65535, got 70000"):
+        ViewConfig(str(sample_dataset), config="atari-breakout", port=70000)
     never = Viewer(ViewConfig(str(sample_dataset), config="atari-breakout", port=0))
     never.stop()  # before serving: returns at once
     served = Viewer(ViewConfig(str(sample_dataset), config="atari-breakout", port=0)).start()

@@ -50,7 +50,7 @@ class ViewConfig:
     port: int = DEFAULT_VIEW_PORT
     """Port on 127.0.0.1 (0: any free port)."""
     max_frames: int = 1000
-    """Frames drawn per episode at most (MuJoCo and Meta-World draw about 0.1 s a frame without a GPU)."""
+    """Frames drawn per episode at most (MuJoCo and Meta-World draw 0.1-0.2 s a frame in software)."""
 
     def __post_init__(self) -> None:
         positive("max_frames", self.max_frames)
