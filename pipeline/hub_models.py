@@ -160,6 +160,38 @@ def download(
         ) from None
 
 
+def dataset_snapshot(repo_id: str, patterns: list[str], revision: str | None = None) -> str:
+    """The files matching `patterns` of dataset repo `repo_id`, in the Hub cache (fetched once);
+    the snapshot folder (`.../snapshots/<commit>`), whose name pins later downloads to that commit.
+
+    Endpoint and cache are read from the environment at call time: huggingface_hub reads
+    HF_ENDPOINT and HF_HOME once, at import, and would ignore a later setting. Used by
+    `train-model --data ORG/NAME` and `pipeline.dataset.open_dataset("ORG/NAME")`."""
+    home = os.environ.get("HF_HOME")
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(home, "hub") if home else constants.HF_HUB_CACHE)
+    try:
+        return snapshot_download(
+            repo_id,
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=patterns,
+            cache_dir=cache,
+            endpoint=endpoint(),
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise PipelineError(
+            f"cannot load {repo_id}: no such folder, and no such dataset on the Hub "
+            "(give a dataset folder, s3://bucket/prefix, or a Hub repo id ORG/NAME)"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise PipelineError(
+            f"cannot load {repo_id}: no such folder, and the Hub is offline or unreachable "
+            "(give a dataset folder, or unset HF_HUB_OFFLINE to read a Hub repo)"
+        ) from None
+    except OSError as exc:  # HTTP errors and connection failures
+        raise PipelineError(f"cannot load {repo_id} from the Hub: {' '.join(str(exc).split())}") from None
+
+
 def is_hub_experts(uri: str | None) -> bool:
     return bool(uri) and uri.startswith(HF_SCHEME)  # type: ignore[union-attr]
 

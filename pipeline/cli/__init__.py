@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from pipeline.cli.browse import _add_info, _add_view
 from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_replay,
         _add_render,
         _add_report,
+        _add_info,
+        _add_view,
         _add_demo,
         _add_publish,
         _add_train_model,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import fnmatch
 import io
 import logging
-import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import yaml
 from PIL import Image
 
 from pipeline.errors import PipelineError
+from pipeline.hub_models import dataset_snapshot
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import FEATURES, SHARD_GLOB
@@ -75,7 +75,7 @@ class DatasetFiles:
         elif Path(data).expanduser().exists():
             self.location = open_location(data)
         elif _REPO_ID.match(data):
-            self.hub_root = Path(_hub_download(data, ["README.md"]))  # .../snapshots/<commit>
+            self.hub_root = Path(dataset_snapshot(data, ["README.md"]))  # .../snapshots/<commit>
             self.location = open_location(str(self.hub_root))
         else:
             raise PipelineError(
@@ -116,7 +116,7 @@ class DatasetFiles:
         else:
             patterns = [SHARD_GLOB.format(config=config, split=split)]
         if self.hub_root is not None:  # the card's commit, so that the shards land in the same snapshot
-            _hub_download(self.data, patterns, revision=self.hub_root.name)
+            dataset_snapshot(self.data, patterns, revision=self.hub_root.name)
         found = set()
         for pattern in patterns:
             folder = pattern.split("*", 1)[0].rpartition("/")[0]
@@ -128,41 +128,6 @@ class DatasetFiles:
         if not found and self.patterns is None:
             return None
         return sorted(found)
-
-
-def _hub_download(repo_id: str, patterns: list[str], revision: str | None = None) -> str:
-    """The files matching `patterns` of dataset repo `repo_id`, in the Hub cache (fetched once).
-
-    Endpoint and cache are read from the environment at call time, as `pipeline.hub_models` does:
-    huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import, and would ignore a later setting."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
-    from pipeline.hub_models import endpoint
-
-    home = os.environ.get("HF_HOME")
-    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(home, "hub") if home else constants.HF_HUB_CACHE)
-    try:
-        return snapshot_download(
-            repo_id,
-            repo_type="dataset",
-            revision=revision,
-            allow_patterns=patterns,
-            cache_dir=cache,
-            endpoint=endpoint(),
-        )
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise PipelineError(
-            f"cannot load {repo_id}: no such folder, and no such dataset on the Hub "
-            "(give a dataset folder, s3://bucket/prefix, or a Hub repo id ORG/NAME)"
-        ) from None
-    except LocalEntryNotFoundError:
-        raise PipelineError(
-            f"cannot load {repo_id}: no such folder, and the Hub is offline or unreachable "
-            "(give a dataset folder, or unset HF_HUB_OFFLINE to read a Hub repo)"
-        ) from None
-    except OSError as exc:  # HTTP errors and connection failures
-        raise PipelineError(f"cannot load {repo_id} from the Hub: {' '.join(str(exc).split())}") from None
 
 
 def config_names(data: str) -> list[str]:
