@@ -221,3 +221,51 @@ def test_recorded_episodes_replay_bit_for_bit(envpool_registry, rollout, tmp_pat
     result = replay_config(open_location(str(tmp_path / "data")), "atari-breakout")
     assert result.ok, [m.line("atari-breakout") for m in result.mismatches]
     assert result.exact == len(result.episodes) == 3 and result.steps > 3
+
+
+@needs_envpool
+def test_training_env_is_envpools_learner_view():
+    """`make_training_env` (episodic life, clipped rewards) on envpool semantics gives the learner
+    what Sample Factory gave it from envpool: done at each life loss, clipped rewards, and at a done
+    the next life's reset frame (its `EnvPoolResetFixWrapper` puts it in place of the last frame)."""
+    from experts.wrappers import make_training_env
+
+    ours, theirs = make_training_env(_envpool_spec("atari-breakout")), _envpool("Breakout-v5")
+    obs, _ = ours.reset(seed=0)
+    their_obs, _ = theirs.reset()
+    learner_episodes = 1
+    actions = np.random.default_rng(1).integers(4, size=4000)
+    for t, action in enumerate(actions):
+        obs, reward, terminated, truncated, _ = ours.step(int(action))
+        their_obs, their_reward, their_terminated, their_truncated, their_info = theirs.step(
+            np.array([action])
+        )
+        assert (reward, terminated, truncated) == (
+            float(their_reward[0]),
+            bool(their_terminated[0]),
+            bool(their_truncated[0]),
+        ), t
+        if terminated and their_info["terminated"][0]:
+            break
+        if terminated:
+            their_obs, *_ = theirs.step(np.array([0]))  # envpool's reset, continuing the game
+            assert np.array_equal(ours.reset()[0], obs)
+            learner_episodes += 1
+        assert np.array_equal(obs, _channels_last(their_obs)), t
+    assert learner_episodes == 5  # one per life
+
+
+def test_training_env_starts_the_next_life_without_another_step():
+    from experts.wrappers import make_training_env
+
+    env = make_training_env(_envpool_spec("atari-breakout"))
+    env.reset(seed=0)
+    ale = env.unwrapped.ale
+    while True:
+        obs, _, terminated, _, info = env.step(0)  # NOOP: Breakout's ball is lost at once
+        if terminated:
+            break
+    assert info["life_loss"] and info["lives"] == 4
+    frame = ale.getEpisodeFrameNumber()
+    again, _ = env.reset()
+    assert np.array_equal(again, obs) and ale.getEpisodeFrameNumber() == frame
