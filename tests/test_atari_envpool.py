@@ -176,20 +176,20 @@ def test_episodes_depend_on_the_seed_alone_and_span_the_whole_game():
     assert losses == 4  # five lives, one episode
 
 
-def _yaml_with(env_lines: str) -> str:
+def _yaml_with(semantics: str) -> str:
+    """atari.yaml with another `atari_semantics` in its env section."""
     text = Path(registry.__file__).parent.parent.joinpath("env_configs", "atari.yaml").read_text()
-    return text.replace("  env:\n", f"  env:\n{env_lines}", 1)
+    assert "\n    atari_semantics: gymnasium\n" in text
+    return text.replace("\n    atari_semantics: gymnasium\n", f"\n    atari_semantics: {semantics}\n", 1)
 
 
 def test_the_registry_key_is_typed_and_checked():
-    specs = registry.parse_suite("atari", _yaml_with("    atari_semantics: envpool\n"))
+    specs = registry.parse_suite("atari", _yaml_with("envpool"))
     assert specs["atari-pong"].env.atari_semantics == "envpool"
     assert get_task("atari-pong").env.atari_semantics == "gymnasium"
     with pytest.raises(PipelineError, match="atari_semantics must be one of"):
-        registry.parse_suite("atari", _yaml_with("    atari_semantics: envpol\n"))
-    bad = _yaml_with("    atari_semantics: envpool\n").replace(
-        "terminal_on_life_loss: false", "terminal_on_life_loss: true"
-    )
+        registry.parse_suite("atari", _yaml_with("envpol"))
+    bad = _yaml_with("envpool").replace("terminal_on_life_loss: false", "terminal_on_life_loss: true")
     with pytest.raises(PipelineError, match="handles life loss itself"):
         registry.parse_suite("atari", bad)
 
@@ -200,11 +200,7 @@ def envpool_registry(monkeypatch):
     original = registry._load_suite
 
     def load(suite: str):
-        return (
-            registry.parse_suite(suite, _yaml_with("    atari_semantics: envpool\n"))
-            if suite == "atari"
-            else original(suite)
-        )
+        return registry.parse_suite(suite, _yaml_with("envpool")) if suite == "atari" else original(suite)
 
     registry.all_tasks.cache_clear()
     monkeypatch.setattr(registry, "_load_suite", load)
