@@ -43,16 +43,23 @@ class TrueEpisodeStats(gym.Wrapper):
 
 
 class EpisodicLife(gym.Wrapper):
-    """A lost life ends the learner's episode; the game itself goes on until it is really over."""
+    """A lost life ends the learner's episode; the game itself goes on until it is really over.
+
+    Under `atari_semantics: envpool` the env has already done envpool's life-loss reset (NOOPs, FIRE)
+    inside the step that lost the life (`info["life_loss"]`): the next learner episode then starts
+    from that step's observation, with no further step, exactly as envpool's `episodic_life` does.
+    """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self._lives = 0
         self._game_over = True
+        self._after_reset: tuple[Any, dict[str, Any]] | None = None
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._game_over = terminated or truncated
+        self._after_reset = (obs, info) if info.get("life_loss") else None
         lives = int(info.get("lives", 0))
         if 0 < lives < self._lives:
             terminated = True
@@ -60,6 +67,10 @@ class EpisodicLife(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if not self._game_over and self._after_reset is not None:
+            obs, info = self._after_reset
+            self._lives = int(info.get("lives", 0))
+            return obs, info
         if not self._game_over:
             obs, _, terminated, truncated, info = self.env.step(0)  # NOOP, continue the same game
             if not (terminated or truncated):

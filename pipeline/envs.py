@@ -156,6 +156,19 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
             w = spec.env.wrappers
+            if spec.env.atari_semantics == "envpool":
+                from pipeline.atari_envpool import EnvpoolAtari
+
+                # envpool counts its limit in agent steps; ALE's own frame limit would end games earlier
+                ale_env = gym.make(spec.env_id, **{**spec.make_kwargs, "max_num_frames_per_episode": 0})
+                return EnvpoolAtari(
+                    ale_env,
+                    noop_max=w.noop_max,
+                    frame_skip=w.frame_skip,
+                    screen_size=w.screen_size,
+                    frame_stack=w.frame_stack,
+                    step_limit=max_episode_steps or w.step_limit,
+                )
             env = FastSeededReset(gym.make(spec.env_id, **spec.make_kwargs))
             env = AtariPreprocessing(
                 env,

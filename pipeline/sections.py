@@ -20,6 +20,9 @@ EXPERT_BACKEND_SECTIONS = ("sample-factory", "sb3", "rllib", "babyai-bot", "meta
 """A backend's own `expert:` sub-section (its hyperparameters, checked by the backend when it trains);
 the names of `experts.base.BACKENDS`, which the registry must not import (experts import it)."""
 
+ATARI_SEMANTICS = ("gymnasium", "envpool")
+"""How Atari envs act (`EnvSection.atari_semantics`)."""
+
 
 @dataclass(frozen=True)
 class AtariWrappers:
@@ -33,6 +36,14 @@ class AtariWrappers:
     """Stored episodes run to game over; training may end them at a life loss (`TrainingWrappers`)."""
     clip_rewards: bool = False
     """Stored rewards are the game's; training may clip them (`TrainingWrappers`)."""
+    step_limit: int = 27000
+    """`atari_semantics: envpool` only: agent steps per game before truncation (envpool's
+    `max_episode_steps`, 108000 frames); the gymnasium path keeps ALE v5's 108000-frame limit."""
+
+    def __post_init__(self) -> None:
+        for name in ("noop_max", "frame_skip", "screen_size", "frame_stack", "step_limit"):
+            if getattr(self, name) < (0 if name == "noop_max" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,24 @@ class EnvSection:
     """The suite's horizon when a task sets none (Meta-World: JAT's 100 steps)."""
     goal_hidden: bool = True
     """Meta-World: zero the goal in stored observations, as JAT did (the scripted policy sees it)."""
+    atari_semantics: str = "gymnasium"
+    """Atari: `gymnasium` (`AtariPreprocessing`: no FIRE, a life loss changes nothing) or `envpool`
+    (`pipeline.atari_envpool`: what JAT's Sample Factory experts saw, FIRE on reset and envpool's
+    life-loss reset, the stored episode still one whole game with unclipped rewards)."""
+
+    def __post_init__(self) -> None:
+        if self.atari_semantics not in ATARI_SEMANTICS:
+            raise ValueError(
+                f"atari_semantics must be one of {list(ATARI_SEMANTICS)}, got {self.atari_semantics!r}"
+            )
+        w = self.wrappers
+        if self.atari_semantics == "envpool" and (
+            w.terminal_on_life_loss or w.clip_rewards or w.noop_max < 1
+        ):
+            raise ValueError(
+                "atari_semantics envpool handles life loss itself and stores unclipped rewards: "
+                "set wrappers terminal_on_life_loss and clip_rewards to false and noop_max >= 1"
+            )
 
 
 @dataclass(frozen=True)

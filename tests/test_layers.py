@@ -17,6 +17,7 @@ CORE = {
     "pipeline.schema",
     "pipeline.registry",
     "pipeline.envs",
+    "pipeline.atari_envpool",
     "pipeline.storage",
     "pipeline.policies",
     "pipeline.episodes",
