@@ -22,13 +22,17 @@ $(STAMP): pyproject.toml
 	# sample-factory pins numpy<2, gymnasium<1, huggingface_hub<1: install it alone, no deps;
 	# experts/sample_factory applies its numpy>=2.4 fix at import time.
 	$(PIP) install -q --no-deps sample-factory==2.1.1
-	# MuJoCo renders offscreen through OSMesa without a GPU (render, the cards' clips): Debian's
-	# libosmesa6, installed when missing and possible (root with apt); never fatal, render says why.
-	@ldconfig -p | grep -q libOSMesa \
-	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	       && apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libosmesa6 >/dev/null 2>&1 \
-	       && echo "installed libosmesa6 (MuJoCo offscreen rendering)"; } \
-	  || echo "note: no libOSMesa; MuJoCo/Meta-World clips are skipped (apt-get install libosmesa6)"
+	# Debian packages, installed when missing and possible (root with apt), never fatal: libosmesa6 for
+	# MuJoCo's offscreen rendering (render, the cards' clips; render says why without it), chromium for
+	# the episode viewer's browser test (it skips, saying so, without it).
+	@missing=""; ldconfig -p | grep -q libOSMesa || missing="libosmesa6"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	      && apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null 2>&1 \
+	      && echo "installed$$missing (Debian packages)"; } \
+	    || echo "note: could not install$$missing: MuJoCo clips / the browser test are skipped"; \
+	  fi
 	touch $(STAMP)
 
 demo: install
