@@ -22,6 +22,8 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 # dtype kinds a checkpoint may hold: booleans, integers, floats (no objects, no strings, no voids).
+REFUSED_GLOBAL = r"(?:Unsupported global: GLOBAL|unsupported GLOBAL|but got <class ')\s*([\w.]+)"
+"""Where torch's refusal names the global (its wording differs by the reason it refuses)."""
 _PLAIN_DTYPES = ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")
 
 
@@ -51,7 +53,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Any:
         with safe_globals(allowed_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL|but got <class ')\s*([\w.]+)", str(exc))
+        found = re.search(REFUSED_GLOBAL, str(exc))
         what = f"the global {found[1]}" if found else "an object"
         raise PipelineError(
             f"refused to load {path}: it holds {what}, which a checkpoint of weights and numbers never "

@@ -69,6 +69,9 @@ class ExpertMetadata:
     chosen: str | None = None
     """Meta-World: the candidate that acts in rollouts (the better on the same seeds)."""
     choice_reason: str | None = None
+    source: dict[str, Any] | None = None
+    """Imported experts (`pipeline import-experts`): the released repo, the revision it resolved to,
+    the framework and its version, the files read with their sha256, the card's license."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", ExpertStatus(self.status))
@@ -111,7 +114,7 @@ class ExpertMetadata:
         """The JSON form; the choice keys only for experts chosen among candidates."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["status"] = str(self.status)
-        for key in ("candidates", "chosen", "choice_reason"):
+        for key in ("candidates", "chosen", "choice_reason", "source"):
             if out[key] is None:
                 del out[key]
         return out

@@ -461,13 +461,8 @@ class SampleFactoryPolicy:
                 f"cannot load the sample-factory expert in {model_dir}: {type(exc).__name__}: {exc} "
                 "(retrain it with `pipeline train-experts --overwrite`)"
             ) from exc
-        if spec.observation.type == "image":  # what ChannelsFirst gave the model in training
-            h, w, c = spec.observation.shape
-            obs_space: gym.Space = gym.spaces.Box(0, 255, (c, h, w), np.uint8)
-        else:
-            obs_space = gym.spaces.Box(-np.inf, np.inf, spec.observation.shape, np.float32)
-        action_space = _action_space(spec)
-        self.model = create_actor_critic(self.cfg, gym.spaces.Dict({"obs": obs_space}), action_space)
+        obs_space = gym.spaces.Dict({"obs": observation_space(spec)})
+        self.model = create_actor_critic(self.cfg, obs_space, action_space(spec))
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.steps_trained = int(state.get("env_steps", 0))
@@ -534,7 +529,15 @@ class SampleFactoryPolicy:
         }
 
 
-def _action_space(spec: TaskSpec) -> gym.Space:
+def observation_space(spec: TaskSpec) -> gym.Space:
+    """The observation space the network sees: images channels first, as `ChannelsFirst` gives them."""
+    if spec.observation.type == "image":
+        h, w, c = spec.observation.shape
+        return gym.spaces.Box(0, 255, (c, h, w), np.uint8)
+    return gym.spaces.Box(-np.inf, np.inf, spec.observation.shape, np.float32)
+
+
+def action_space(spec: TaskSpec) -> gym.Space:
     if spec.action.type == "discrete":
         return gym.spaces.Discrete(int(spec.action.n or 0))
     return gym.spaces.Box(spec.action.low, spec.action.high, spec.action.shape, np.float32)

@@ -125,7 +125,7 @@ def env_spec_record(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
-def _versions(backend_versions: dict[str, str]) -> dict[str, str]:
+def versions_of(backend_versions: dict[str, str]) -> dict[str, str]:
     names = ("jat-pipeline", "gymnasium", "numpy", "ale-py", "minigrid", "metaworld", "mujoco")
     found = {}
     for name in names:
@@ -210,7 +210,7 @@ def _train_expert(
         algo=outcome.algo,
         status=ExpertStatus.UNEVALUATED,
         trained=backend.trainable,
-        versions=_versions(backend.versions()),
+        versions=versions_of(backend.versions()),
         hyperparameters=outcome.hyperparameters,
         deterministic=plan.deterministic,
         env_spec=env_spec_record(spec),

@@ -184,6 +184,9 @@ class ExpertSection:
     """Minimum normalised score the gate accepts."""
     deterministic: bool = True
     """Evaluate and record with the expert's most likely action, not a sample."""
+    released_deterministic: bool = True
+    """Imported released experts (`pipeline import-experts`) act as JAT acted with them: the most
+    likely action (Meta-World), or a sample (false: Atari and MuJoCo, JAT ran no --eval_deterministic)."""
     training_wrappers: TrainingWrappers = field(default_factory=TrainingWrappers)
     """Wrappers used while training only (Atari: episodic life, reward clipping; set in atari.yaml)."""
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)

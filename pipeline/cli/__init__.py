@@ -24,7 +24,7 @@ from rich.markup import escape
 from pipeline.cli.browse import _add_info, _add_view
 from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
-from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
+from pipeline.cli.experts import _add_evaluate_experts, _add_import_experts, _add_train_experts
 from pipeline.cli.hub_release import _add_publish_experts, _add_publish_model
 from pipeline.cli.model import _add_convert_jat, _add_evaluate, _add_train_model
 from pipeline.cli.publishing import _add_publish
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _OUTPUT_ARG = {
     "rollout": "out",
     "train-experts": "out",
+    "import-experts": "out",
     "train-model": "out",
     "publish": "to_folder",
     "evaluate": "out",
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_convert_jat,
         _add_train_experts,
         _add_evaluate_experts,
+        _add_import_experts,
         _add_publish_experts,
         _add_publish_model,
         _add_submit,

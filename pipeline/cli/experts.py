@@ -1,4 +1,4 @@
-"""CLI subcommands of the experts: train-experts, evaluate-experts."""
+"""CLI subcommands of the experts: train-experts, evaluate-experts, import-experts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.table import Table
 
 from pipeline.cli.common import console, fmt_number
 from pipeline.cli.options import add_config, config_from
-from pipeline.configs.experts import EvaluateExpertsConfig, TrainExpertsConfig
+from pipeline.configs.experts import EvaluateExpertsConfig, ImportExpertsConfig, TrainExpertsConfig
 
 
 # --- train-experts / evaluate-experts ----------------------------------------------------------
@@ -68,4 +68,16 @@ def _cmd_evaluate_experts(args: argparse.Namespace) -> int:
     Console(soft_wrap=True).print(_expert_table(f"experts in {summary.experts_dir}", summary.results))
     for files in summary.reports.values():
         console.print("summary: " + ", ".join(files))
+    return 1 if summary.failed else 0
+
+
+def _add_import_experts(sub: argparse._SubParsersAction) -> None:
+    add_config(sub, "import-experts", ImportExpertsConfig, _cmd_import_experts)
+
+
+def _cmd_import_experts(args: argparse.Namespace) -> int:
+    from pipeline.import_experts import import_experts
+
+    summary = import_experts(config_from(ImportExpertsConfig, args))
+    Console(soft_wrap=True).print(_expert_table(f"experts in {summary.out}", summary.results))
     return 1 if summary.failed else 0

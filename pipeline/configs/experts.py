@@ -155,3 +155,59 @@ class EvaluateExpertsConfig:
         positive("episodes", self.episodes)
         if self.threshold is not None:
             check_threshold(self.threshold)
+
+
+CheckpointKind = Literal["latest", "best"]
+
+
+@dataclass(frozen=True)
+class ImportExpertsConfig:
+    """Import released experts (JAT's sample-factory checkpoints) into an experts dir.
+
+    Each task's released repo is read from the Hub (only the files needed, pinned to the revision it
+    resolves to, cached for offline re-runs) or from a local mirror, checked against the registry
+    and stored as an expert that rollout, evaluate-experts, report and publish-experts use unchanged.
+    """
+
+    out: str = option(metavar="EXPERTS_DIR")
+    """EXPERTS_DIR: a local folder or a `pyarrow.fs` URI; each expert goes to EXPERTS_DIR/<config>/."""
+    suite: str | None = None
+    """Suite to import (atari, metaworld, mujoco): all its tasks unless --tasks is given."""
+    tasks: tuple[str, ...] = ()
+    """Comma-separated task names, short within the suite or full configs like mujoco-hopper."""
+    source: str = "jat"
+    """Where the repos are: `jat` (the Hub), or a local mirror folder holding DIR/<org>/<name>/ as
+    `hf download ORG/NAME --local-dir DIR/ORG/NAME` leaves it."""
+    repo: str = "jat"
+    """Repo names: `jat` (the one JAT recorded each task with, from env_configs/), or a template
+    ORG/NAME with {task}, {config}, {game} (e.g. edbeeching/mujoco_{task}_1111)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to import; default: main. The commit it resolves to is
+    recorded."""
+    checkpoint: CheckpointKind = "latest"
+    """Which checkpoint, as sample-factory's load_checkpoint_kind: the newest `checkpoint_*` or the
+    `best_*`."""
+    overwrite: bool = False
+    """Replace experts that already exist in the output (without it they are refused)."""
+    evaluate: bool = option(True, flag="--no-eval")
+    """Evaluate and gate each imported expert; --no-eval leaves them unevaluated."""
+    eval_episodes: int | None = None
+    """Evaluation episodes per expert; default: the task's `expert.eval_episodes`."""
+    threshold: float | None = None
+    """Minimum normalised score to accept an expert (>= 0); default: the task's `expert.threshold`."""
+    seed: int = 0
+    """Evaluation seed; episodes use fresh seeds derived from it."""
+
+    def __post_init__(self) -> None:
+        positive("eval_episodes", self.eval_episodes)
+        if self.checkpoint not in get_args(CheckpointKind):
+            raise PipelineError(
+                f"--checkpoint {self.checkpoint!r}: choose one of {', '.join(get_args(CheckpointKind))}"
+            )
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+        if self.repo != "jat" and self.repo.count("/") != 1:
+            raise PipelineError(
+                f"--repo {self.repo!r}: give `jat` or a template ORG/NAME "
+                "(e.g. edbeeching/mujoco_{task}_1111)"
+            )

@@ -39,3 +39,23 @@ def sb3_hopper(tmp_path_factory) -> tuple[Path, ExpertResult, ExpertResult]:
     """A real stable-baselines3 PPO Hopper expert: 1024 steps, then resumed to 2048 (read-only)."""
     root = tmp_path_factory.mktemp("sb3") / "experts"
     return (root, *_train_twice(root, "sb3", 1024, 2048))
+
+
+@pytest.fixture(scope="session")
+def sf_released_hopper(tmp_path_factory) -> Path:
+    """A Hopper expert trained by sample-factory (1500 steps) that scored a best policy and kept
+    milestones, in the exact layout of JAT's released `edbeeching/mujoco_hopper_1111`: the mirror
+    folder holding `edbeeching/mujoco_hopper_1111/` (read-only)."""
+    from dataclasses import replace
+
+    from expert_helpers import released_layout
+
+    root = tmp_path_factory.mktemp("sf-release")
+    scored = {"save_best_after": 0, "save_best_every_sec": 1, "save_milestones_sec": 1}
+    plan = replace(tiny_plan("mujoco-hopper", "sample-factory", 1500, **scored), evaluate=False)
+    result = train_expert(plan, str(root / "trained"))
+    assert result.status != "failed", result.error
+    mirror = root / "mirror"
+    workdir = root / "trained" / "mujoco-hopper" / "checkpoints"
+    released_layout(workdir, mirror / "edbeeching" / "mujoco_hopper_1111", "mujoco_hopper")
+    return mirror

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from experts.training import ExpertPlan
 from pipeline.registry import get_task
 
@@ -38,3 +40,29 @@ def tiny_plan(
         resume=resume,
         history_every=history_every,
     )
+
+
+def released_layout(workdir: Path, dest: Path, env: str, legacy: bool = True) -> Path:
+    """A sample-factory experiment (`workdir/sf/`, written by sample-factory itself) laid out as the
+    released JAT experts are on the Hub: the config as `cfg.json` (`config.json` for repos written by
+    sample-factory >= 2.0.2) naming the env as sample-factory's examples do (`mujoco_hopper`),
+    `checkpoint_p0/` with its checkpoints, best checkpoint and `milestones/`, a card, a replay and
+    summaries. Returns `dest`."""
+    import json
+    import shutil
+
+    source = workdir / "sf"
+    assert (source / "checkpoint_p0" / "milestones").is_dir(), "train with save_milestones_sec"
+    dest.mkdir(parents=True)
+    shutil.copytree(source / "checkpoint_p0", dest / "checkpoint_p0")
+    cfg = json.loads((source / "config.json").read_text())
+    cfg["env"] = env
+    (dest / ("cfg.json" if legacy else "config.json")).write_text(json.dumps(cfg, indent=4))
+    (dest / "README.md").write_text(
+        f"---\nlibrary_name: sample-factory\nlicense: apache-2.0\ntags:\n- {env}\n---\n"
+        f"A(n) **APPO** model trained on the **{env}** environment.\n"
+    )
+    (dest / "replay.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a real clip")
+    (dest / ".summary" / "0").mkdir(parents=True)
+    (dest / ".summary" / "0" / "events.out.tfevents.0").write_bytes(b"summary")
+    return dest

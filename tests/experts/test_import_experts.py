@@ -1,0 +1,247 @@
+"""`pipeline import-experts`: released sample-factory experts, in their exact published layout, made by
+sample-factory itself, imported from a mirror and from the tests' Hub server; our policy acts exactly
+as sample-factory's own evaluation (`sample_factory.enjoy`) on the same observations; a rollout with
+the imported expert validates and replays; bad input is one line, exit 2, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from experts.metadata import ExpertStatus
+from experts.store import ExpertStore
+from pipeline.cli import main
+from pipeline.envs import make_env
+from pipeline.registry import get_task
+
+REPO = "edbeeching/mujoco_hopper_1111"
+HOPPER = get_task("mujoco-hopper")
+
+
+def _import(*argv: str) -> int:
+    return main(["import-experts", *argv])
+
+
+def test_a_mirror_import_stores_an_expert_that_rollout_validates_and_replays(sf_released_hopper, tmp_path):
+    experts = tmp_path / "experts"
+    code = _import("--tasks", "mujoco-hopper", "--source", str(sf_released_hopper), "--out", str(experts))
+    assert code == 0
+    meta = json.loads((experts / "mujoco-hopper" / "metadata.json").read_text())
+    source = meta["source"]
+    release = sf_released_hopper / REPO
+    newest = sorted(p.name for p in (release / "checkpoint_p0").glob("checkpoint_*.pth"))[-1]
+    assert source["repo"] == REPO and source["framework"] == "sample-factory"
+    assert source["checkpoint"] == f"checkpoint_p0/{newest}" and source["trained_on"] == "mujoco_hopper"
+    assert set(source["files"]) == {"cfg.json", f"checkpoint_p0/{newest}", "README.md"}  # no milestone
+    assert source["license"] == "apache-2.0" and source["revision"] is None
+    assert meta["deterministic"] is False  # JAT sampled its MuJoCo experts' actions
+    assert meta["status"] in (ExpertStatus.ACCEPTED, ExpertStatus.REJECTED) and meta["evaluation"]
+    state = torch.load(release / "checkpoint_p0" / newest, weights_only=False)
+    assert meta["steps_trained"] == state["env_steps"]
+
+    data = tmp_path / "data"
+    rollout = [
+        "rollout", "--tasks", "mujoco-hopper", "--policy", "expert", "--experts-dir", str(experts),
+        "--allow-weak", "--episodes", "4", "--workers", "0", "--out", str(data),
+    ]  # fmt: skip
+    assert main(rollout) == 0
+    assert main(["validate", str(data), "--replay", "4"]) == 0
+    manifest = json.loads((data / "meta" / "mujoco-hopper" / "manifest.json").read_text())
+    assert manifest["provenance"]["backend"] == "sample-factory"
+
+
+def test_best_is_the_checkpoint_sample_factory_would_load(sf_released_hopper, tmp_path):
+    experts = tmp_path / "experts"
+    argv = ["--tasks", "hopper", "--suite", "mujoco", "--source", str(sf_released_hopper), "--no-eval"]
+    assert _import(*argv, "--checkpoint", "best", "--out", str(experts)) == 0
+    meta = json.loads((experts / "mujoco-hopper" / "metadata.json").read_text())
+    best = sorted((sf_released_hopper / REPO / "checkpoint_p0").glob("best_*.pth"))[-1].name
+    assert meta["source"]["checkpoint"] == f"checkpoint_p0/{best}" and meta["status"] == "unevaluated"
+
+
+class _Recorded(gym.Wrapper):
+    """Our env as sample-factory's `enjoy` plays it: seeded like our episodes, every observation it
+    sees and every action it sends recorded."""
+
+    def __init__(self, env: gym.Env, seed: int, log: dict) -> None:
+        super().__init__(env)
+        self.seed, self.log = seed, log
+
+    def reset(self, **kwargs):
+        torch.manual_seed(self.seed)  # what our policy's reset does for a sampled episode
+        obs, info = self.env.reset(seed=self.seed)
+        self.log["obs"].append(np.array(obs))
+        return obs, info
+
+    def step(self, action):
+        self.log["actions"].append(np.array(action))
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.log["obs"].append(np.array(obs))
+        return obs, reward, terminated, truncated, info
+
+
+def _enjoy(release: Path, deterministic: bool, seed: int, monkeypatch) -> dict:
+    """One episode of sample-factory's own evaluation on the released folder, recorded.
+
+    `sample_factory.enjoy` imports its Hub helpers, which import `huggingface_hub.Repository`, gone
+    since huggingface_hub 1.0; evaluation never calls them, so a placeholder lets the module load."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "Repository", object, raising=False)
+    from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
+    from sample_factory.enjoy import enjoy
+    from sample_factory.envs.env_utils import register_env
+
+    log: dict = {"obs": [], "actions": []}
+    register_env("mujoco_hopper", lambda *args, **kwargs: _Recorded(make_env(HOPPER), seed, log))
+    argv = [
+        "--env=mujoco_hopper", f"--train_dir={release.parent}", f"--experiment={release.name}",
+        "--no_render", "--max_num_episodes=1", "--device=cpu", f"--eval_deterministic={deterministic}",
+    ]  # fmt: skip
+    parser, _ = parse_sf_args(argv=argv, evaluation=True)
+    status, _ = enjoy(parse_full_cfg(parser, argv))
+    assert status == 0 and log["actions"]
+    return log
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_our_actions_equal_sample_factorys_own_evaluation(
+    sf_released_hopper, tmp_path, monkeypatch, deterministic
+):
+    """Same observations in, the same actions out, bit for bit: argmax, and sampled from the same seed."""
+    from dataclasses import replace
+
+    import experts.sample_factory  # noqa: F401  (sample-factory's numpy and checkpoint fixes)
+
+    release = tmp_path / "edbeeching" / "mujoco_hopper_1111"
+    shutil.copytree(sf_released_hopper / REPO, release)  # enjoy renames cfg.json in place
+    experts_dir = tmp_path / "experts"
+    argv = ["--tasks", "mujoco-hopper", "--source", str(tmp_path), "--no-eval", "--out", str(experts_dir)]
+    assert _import(*argv) == 0
+    seed = 7
+    theirs = _enjoy(release, deterministic, seed, monkeypatch)
+    store = ExpertStore(str(experts_dir))
+    metadata = replace(store.read_metadata("mujoco-hopper"), deterministic=deterministic)
+    policy = store.load_policy(HOPPER, metadata)
+    policy.reset(make_env(HOPPER), seed)
+    ours = [policy.act(obs, {}) for obs in theirs["obs"][: len(theirs["actions"])]]
+    assert len(ours) > 5
+    np.testing.assert_array_equal(np.stack(ours), np.stack(theirs["actions"]).reshape(len(ours), -1))
+
+
+def _nothing_written(experts: Path) -> bool:
+    return not experts.exists() or not any(experts.rglob("*"))
+
+
+def _one_line_exit_2(capsys, code: int, *needles: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_an_expert_for_another_task_is_refused(sf_released_hopper, tmp_path, capsys):
+    experts = tmp_path / "experts"
+    hopper_as_walker = ["--tasks", "mujoco-walker", "--repo", REPO, "--source", str(sf_released_hopper)]
+    code = _import(*hopper_as_walker, "--out", str(experts))
+    _one_line_exit_2(capsys, code, "mujoco-walker", "trained on 'mujoco_hopper'")
+    assert _nothing_written(experts)
+
+
+def test_a_network_that_does_not_fit_the_spaces_is_refused(sf_released_hopper, tmp_path, capsys):
+    """A Hopper network whose config claims Walker2d: the names agree, the first layer does not."""
+    mirror = tmp_path / "mirror"
+    release = mirror / "edbeeching" / "mujoco_walker_1111"
+    shutil.copytree(sf_released_hopper / REPO, release)
+    cfg = json.loads((release / "cfg.json").read_text())
+    (release / "cfg.json").write_text(json.dumps({**cfg, "env": "mujoco_walker"}))
+    experts = tmp_path / "experts"
+    code = _import("--tasks", "mujoco-walker", "--source", str(mirror), "--out", str(experts))
+    _one_line_exit_2(capsys, code, "does not fit mujoco-walker's spaces", "(17,)")
+    assert _nothing_written(experts)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        ("no-repo", "no edbeeching/mujoco_hopper_1111 in the mirror"),
+        ("no-checkpoint", "no checkpoint_*.pth in checkpoint_p0/"),
+        ("no-config", "no sample-factory config"),
+        ("architecture", "cannot rebuild the network"),
+        ("foreign-global", "refused to load"),
+    ],
+)
+def test_bad_releases_are_one_line_and_nothing_is_written(
+    sf_released_hopper, tmp_path, capsys, damage, needle
+):
+    mirror = tmp_path / "mirror"
+    release = mirror / REPO
+    shutil.copytree(sf_released_hopper / REPO, release)
+    if damage == "no-repo":
+        shutil.rmtree(release)
+    elif damage == "no-checkpoint":
+        for path in (release / "checkpoint_p0").glob("checkpoint_*.pth"):
+            path.unlink()
+    elif damage == "no-config":
+        (release / "cfg.json").unlink()
+    elif damage == "architecture":
+        cfg = json.loads((release / "cfg.json").read_text())
+        (release / "cfg.json").write_text(json.dumps({**cfg, "encoder_mlp_layers": "not a list"}))
+    else:
+        newest = sorted((release / "checkpoint_p0").glob("checkpoint_*.pth"))[-1]
+        state = torch.load(newest, weights_only=False)
+        state["extra"] = _RunsCode()
+        torch.save(state, newest)
+    experts = tmp_path / "experts"
+    code = _import("--tasks", "mujoco-hopper", "--source", str(mirror), "--out", str(experts))
+    _one_line_exit_2(capsys, code, needle, "nothing imported")
+    assert _nothing_written(experts)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_a_task_jat_recorded_without_a_released_expert_is_named(tmp_path, capsys):
+    code = _import("--tasks", "babyai-go-to", "--source", str(tmp_path), "--out", str(tmp_path / "e"))
+    _one_line_exit_2(capsys, code, "babyai-go-to", "pipeline train-experts")
+
+
+def test_the_hub_import_fetches_only_what_it_needs_pinned_and_offline_afterwards(
+    sf_released_hopper, hub, tmp_path, monkeypatch
+):
+    from huggingface_hub import HfApi, constants
+
+    hub.orgs = (*hub.orgs, "edbeeching")  # the server lets its user publish as JAT's expert author
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the tests' server speaks LFS only
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    api.create_repo(REPO, repo_type="model", exist_ok=True)
+    api.upload_folder(repo_id=REPO, folder_path=str(sf_released_hopper / REPO), repo_type="model")
+    commit = hub.head(REPO, kind="model")
+    experts = tmp_path / "experts"
+    assert _import("--tasks", "mujoco-hopper", "--no-eval", "--out", str(experts)) == 0
+    meta = json.loads((experts / "mujoco-hopper" / "metadata.json").read_text())
+    assert meta["source"]["revision"] == commit and meta["source"]["from"] == hub.url
+    snapshot = tmp_path / "hf-home" / "hub" / "models--edbeeching--mujoco_hopper_1111" / "snapshots" / commit
+    fetched = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    assert fetched == set(meta["source"]["files"]) and len(fetched) == 3  # no milestone, clip or summary
+    files = hub.files(REPO, kind="model")
+    for name, digest in meta["source"]["files"].items():
+        assert files[name].get("sha256", digest) == digest
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    again = tmp_path / "again"
+    assert _import("--tasks", "mujoco-hopper", "--no-eval", "--out", str(again)) == 0
+    assert (
+        json.loads((again / "mujoco-hopper" / "metadata.json").read_text())["source"]["files"]
+        == (meta["source"]["files"])
+    )
