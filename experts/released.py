@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ class ReleasedModel:
     """What was installed from a released repo: the metadata's training facts and the source's files."""
 
     framework: str
+    backend: str
+    """The backend that loads the installed model (`experts.base.BACKENDS`)."""
     algo: str
     env: str
     """The env name the expert was trained on, as its config names it."""
@@ -66,7 +69,7 @@ def task_names(spec: TaskSpec) -> set[str]:
     return {normalised_name(n) for n in names if n}
 
 
-def needed_files(files: list[str], kind: CheckpointKind) -> list[str]:
+def sample_factory_files(files: list[str], kind: CheckpointKind) -> list[str]:
     """The repo files an import reads: the config, the card, and the one checkpoint sample-factory's
     learner would load (`checkpoint_p0/<prefix>_*`, sorted by name, the last). Milestones never.
 
@@ -129,7 +132,7 @@ def install_sample_factory(
 
     from experts.sample_factory import ARCHITECTURE_KEYS, action_space, observation_space
 
-    config_name, checkpoint, *_ = needed_files(files, kind)
+    config_name, checkpoint, *_ = sample_factory_files(files, kind)
     try:
         with open(os.path.join(folder, config_name)) as f:
             saved = json.load(f)
@@ -167,6 +170,7 @@ def install_sample_factory(
         json.dump(dict(cfg), f, indent=1, default=str)
     return ReleasedModel(
         framework="sample-factory",
+        backend="sample-factory",
         algo="APPO",
         env=env,
         steps=int(state.get("env_steps", 0)),
@@ -174,3 +178,54 @@ def install_sample_factory(
         hyperparameters={k: cfg[k] for k in ARCHITECTURE_KEYS if k in cfg},
         framework_version=str(saved.get("git_hash", "") or ""),
     )
+
+
+FORMATS: dict[str, str] = {"sample-factory": "experts.released:SAMPLE_FACTORY"}
+"""Released-repo formats by name -> "module:object" (a `ReleasedFormat`), imported on first use."""
+
+
+@dataclass(frozen=True)
+class ReleasedFormat:
+    """How one framework publishes experts: how its repos are recognised, which files an import
+    reads, and how they are installed into a store's model folder."""
+
+    name: str
+    recognises: Callable[[list[str]], bool]
+    needed: Callable[[list[str], CheckpointKind], list[str]]
+    install: Callable[[str, list[str], TaskSpec, str, CheckpointKind], ReleasedModel]
+
+
+def _is_sample_factory(files: list[str]) -> bool:
+    return any(f in CONFIG_FILES or f.startswith(f"{CHECKPOINT_FOLDER}/") for f in files)
+
+
+SAMPLE_FACTORY = ReleasedFormat(
+    "sample-factory", _is_sample_factory, sample_factory_files, install_sample_factory
+)
+
+
+def released_format(files: list[str]) -> ReleasedFormat:
+    """The format of a repo from its file list; a PipelineError naming the known formats if none fits."""
+    import importlib
+
+    for spec in FORMATS.values():
+        module, name = spec.split(":")
+        candidate: ReleasedFormat = getattr(importlib.import_module(module), name)
+        if candidate.recognises(files):
+            return candidate
+    raise PipelineError(
+        f"the repo is not a released expert of a known format ({', '.join(FORMATS)}); "
+        f"its files: {', '.join(sorted(files)[:8])}"
+    )
+
+
+def needed_files(files: list[str], kind: CheckpointKind) -> list[str]:
+    """The files an import of this repo reads (its format decides)."""
+    return released_format(files).needed(files, kind)
+
+
+def install(
+    folder: str, files: list[str], spec: TaskSpec, model_dir: str, kind: CheckpointKind
+) -> ReleasedModel:
+    """Check the released expert in `folder` against `spec` and write its model to `model_dir`."""
+    return released_format(files).install(folder, files, spec, model_dir, kind)

@@ -29,10 +29,9 @@ from experts.base import get_backend
 from experts.evaluation import evaluate, gate, judged
 from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.released import (
-    CONFIG_FILES,
     ReleasedModel,
     card_license,
-    install_sample_factory,
+    install,
     needed_files,
     sha256_of,
 )
@@ -115,17 +114,21 @@ def _hub_files(repo: str, revision: str | None) -> tuple[str, list[str], dict[st
 
 
 def _cached_snapshot(repo: str, revision: str | None, cache: str) -> str:
-    """The cache's snapshot folder of `repo` at `revision` (huggingface_hub's offline view of it)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in CONFIG_FILES:
-        path = try_to_load_from_cache(repo, name, cache_dir=cache, revision=revision)
-        if isinstance(path, str):
-            return os.path.dirname(path)
-    raise PipelineError(
-        f"cannot reach {endpoint()} for {repo} and no copy is cached: unset HF_HUB_OFFLINE, "
-        "check HF_ENDPOINT, or give a mirror with --source DIR"
-    )
+    """The cache's snapshot folder of `repo` at `revision`: `models--ORG--NAME/refs/<revision>` names
+    the commit, `snapshots/<commit>/` holds the files (huggingface_hub's documented cache layout)."""
+    root = os.path.join(cache, "models--" + repo.replace("/", "--"))
+    commit = revision if revision and re.fullmatch(r"[0-9a-f]{40}", revision) else None
+    ref = os.path.join(root, "refs", revision or "main")
+    if commit is None and os.path.isfile(ref):
+        with open(ref) as f:
+            commit = f.read().strip()
+    folder = os.path.join(root, "snapshots", commit or "-")
+    if not os.path.isdir(folder):
+        raise PipelineError(
+            f"cannot reach {endpoint()} for {repo} and no copy is cached: unset HF_HUB_OFFLINE, "
+            "check HF_ENDPOINT, or give a mirror with --source DIR"
+        )
+    return folder
 
 
 def _from_hub(spec: TaskSpec, repo: str, config: ImportExpertsConfig) -> Fetched:
@@ -192,14 +195,12 @@ def _from_mirror(spec: TaskSpec, repo: str, config: ImportExpertsConfig) -> Fetc
 def _check(fetched: Fetched, config: ImportExpertsConfig) -> ReleasedModel:
     """Install into a scratch folder: every check of pass 1, nothing written to the store."""
     with tempfile.TemporaryDirectory(prefix="jat-import-") as scratch:
-        return install_sample_factory(
-            fetched.folder, list(fetched.files), fetched.spec, scratch, config.checkpoint
-        )
+        return install(fetched.folder, list(fetched.files), fetched.spec, scratch, config.checkpoint)
 
 
 def _metadata(fetched: Fetched, model: ReleasedModel, config: ImportExpertsConfig) -> ExpertMetadata:
     spec = fetched.spec
-    backend = get_backend("sample-factory")
+    backend = get_backend(model.backend)
     where = endpoint() if config.source == "jat" else os.path.abspath(config.source)
     return ExpertMetadata(
         config=spec.config,
@@ -234,9 +235,7 @@ def _install(store: ExpertStore, fetched: Fetched, config: ImportExpertsConfig) 
     staged = store.stage(spec.config, resume=False)
     if os.path.isdir(staged.model_dir):
         shutil.rmtree(staged.model_dir)
-    model = install_sample_factory(
-        fetched.folder, list(fetched.files), spec, staged.model_dir, config.checkpoint
-    )
+    model = install(fetched.folder, list(fetched.files), spec, staged.model_dir, config.checkpoint)
     metadata = _metadata(fetched, model, config)
     result = ExpertResult(spec.config, metadata.backend, ExpertStatus.UNEVALUATED, model.steps, 0.0)
     if config.evaluate:
@@ -287,5 +286,5 @@ def import_experts(config: ImportExpertsConfig) -> ImportExpertsSummary:
         try:
             results.append(_install(store, one, config))
         except PipelineError as exc:
-            results.append(ExpertResult(one.spec.config, "sample-factory", FAILED, error=str(exc)))
+            results.append(ExpertResult(one.spec.config, "?", FAILED, error=str(exc)))
     return ImportExpertsSummary(store.uri, results, time.monotonic() - started)
