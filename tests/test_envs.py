@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -52,7 +53,10 @@ def _episode_digest(env, seed: int, steps: int = 300) -> str:
 
 
 def _check_same_episodes(config: str, seeds: list[int]) -> None:
+    """`FastSeededReset` is the gymnasium path's (the envpool path restores its own emulator start,
+    checked in tests/test_atari_envpool.py)."""
     spec = get_task(config)
+    spec = replace(spec, env=replace(spec.env, atari_semantics="gymnasium"))
     reference = make_env(spec)
     _fast_reset(reference)._enabled = False  # ale-py's own seeded reset: reloads the ROM every time
     fast = make_env(spec)

@@ -41,21 +41,34 @@ def sb3_hopper(tmp_path_factory) -> tuple[Path, ExpertResult, ExpertResult]:
     return (root, *_train_twice(root, "sb3", 1024, 2048))
 
 
+RELEASES = {
+    # config: (steps, env name in sample-factory's examples, repo as JAT names it)
+    "mujoco-hopper": (1500, "mujoco_hopper", "edbeeching/mujoco_hopper_1111"),
+    "atari-breakout": (512, "atari_breakout", "edbeeching/atari_2B_atari_breakout_1111"),
+}
+
+
 @pytest.fixture(scope="session")
-def sf_released_hopper(tmp_path_factory) -> Path:
-    """A Hopper expert trained by sample-factory (1500 steps) that scored a best policy and kept
-    milestones, in the exact layout of JAT's released `edbeeching/mujoco_hopper_1111`: the mirror
-    folder holding `edbeeching/mujoco_hopper_1111/` (read-only)."""
+def sf_released(tmp_path_factory) -> Path:
+    """Experts trained by sample-factory itself (a MuJoCo and an Atari one, a few hundred steps each)
+    that scored a best policy and kept milestones, each in the exact layout of JAT's released repos:
+    a mirror folder holding `edbeeching/mujoco_hopper_1111/` and
+    `edbeeching/atari_2B_atari_breakout_1111/` (read-only)."""
     from dataclasses import replace
 
     from expert_helpers import released_layout
 
     root = tmp_path_factory.mktemp("sf-release")
     scored = {"save_best_after": 0, "save_best_every_sec": 1, "save_milestones_sec": 1}
-    plan = replace(tiny_plan("mujoco-hopper", "sample-factory", 1500, **scored), evaluate=False)
-    result = train_expert(plan, str(root / "trained"))
-    assert result.status != "failed", result.error
-    mirror = root / "mirror"
-    workdir = root / "trained" / "mujoco-hopper" / "checkpoints"
-    released_layout(workdir, mirror / "edbeeching" / "mujoco_hopper_1111", "mujoco_hopper")
-    return mirror
+    for config, (steps, env, repo) in RELEASES.items():
+        plan = replace(tiny_plan(config, "sample-factory", steps, **scored), evaluate=False)
+        result = train_expert(plan, str(root / "trained"))
+        assert result.status != "failed", result.error
+        released_layout(root / "trained" / config / "checkpoints", root / "mirror" / repo, env)
+    return root / "mirror"
+
+
+@pytest.fixture(scope="session")
+def sf_released_hopper(sf_released) -> Path:
+    """The mirror of `sf_released`, used for its Hopper expert."""
+    return sf_released

@@ -28,31 +28,40 @@ def _import(*argv: str) -> int:
     return main(["import-experts", *argv])
 
 
-def test_a_mirror_import_stores_an_expert_that_rollout_validates_and_replays(sf_released_hopper, tmp_path):
+@pytest.mark.parametrize(
+    ("config", "repo", "trained_on"),
+    [
+        ("mujoco-hopper", REPO, "mujoco_hopper"),
+        ("atari-breakout", "edbeeching/atari_2B_atari_breakout_1111", "atari_breakout"),
+    ],
+)
+def test_a_mirror_import_stores_an_expert_that_rollout_validates_and_replays(
+    sf_released, tmp_path, config, repo, trained_on
+):
     experts = tmp_path / "experts"
-    code = _import("--tasks", "mujoco-hopper", "--source", str(sf_released_hopper), "--out", str(experts))
-    assert code == 0
-    meta = json.loads((experts / "mujoco-hopper" / "metadata.json").read_text())
+    argv = ["--tasks", config, "--source", str(sf_released), "--eval-episodes", "2", "--out", str(experts)]
+    assert _import(*argv) == 0
+    meta = json.loads((experts / config / "metadata.json").read_text())
     source = meta["source"]
-    release = sf_released_hopper / REPO
+    release = sf_released / repo
     newest = sorted(p.name for p in (release / "checkpoint_p0").glob("checkpoint_*.pth"))[-1]
-    assert source["repo"] == REPO and source["framework"] == "sample-factory"
-    assert source["checkpoint"] == f"checkpoint_p0/{newest}" and source["trained_on"] == "mujoco_hopper"
+    assert source["repo"] == repo and source["framework"] == "sample-factory"
+    assert source["checkpoint"] == f"checkpoint_p0/{newest}" and source["trained_on"] == trained_on
     assert set(source["files"]) == {"cfg.json", f"checkpoint_p0/{newest}", "README.md"}  # no milestone
     assert source["license"] == "apache-2.0" and source["revision"] is None
-    assert meta["deterministic"] is False  # JAT sampled its MuJoCo experts' actions
+    assert meta["deterministic"] is False  # JAT sampled its Atari and MuJoCo experts' actions
     assert meta["status"] in (ExpertStatus.ACCEPTED, ExpertStatus.REJECTED) and meta["evaluation"]
     state = torch.load(release / "checkpoint_p0" / newest, weights_only=False)
     assert meta["steps_trained"] == state["env_steps"]
 
     data = tmp_path / "data"
     rollout = [
-        "rollout", "--tasks", "mujoco-hopper", "--policy", "expert", "--experts-dir", str(experts),
-        "--allow-weak", "--episodes", "4", "--workers", "0", "--out", str(data),
+        "rollout", "--tasks", config, "--policy", "expert", "--experts-dir", str(experts),
+        "--allow-weak", "--episodes", "3", "--workers", "0", "--out", str(data),
     ]  # fmt: skip
     assert main(rollout) == 0
-    assert main(["validate", str(data), "--replay", "4"]) == 0
-    manifest = json.loads((data / "meta" / "mujoco-hopper" / "manifest.json").read_text())
+    assert main(["validate", str(data), "--replay", "3"]) == 0
+    manifest = json.loads((data / "meta" / config / "manifest.json").read_text())
     assert manifest["provenance"]["backend"] == "sample-factory"
 
 
@@ -66,8 +75,8 @@ def test_best_is_the_checkpoint_sample_factory_would_load(sf_released_hopper, tm
 
 
 class _Recorded(gym.Wrapper):
-    """Our env as sample-factory's `enjoy` plays it: seeded like our episodes, every observation it
-    sees and every action it sends recorded."""
+    """Our env as sample-factory's `enjoy` plays it (images channels first, as in training): seeded
+    like our episodes, every observation it sees and every action it sends recorded."""
 
     def __init__(self, env: gym.Env, seed: int, log: dict) -> None:
         super().__init__(env)
@@ -86,8 +95,9 @@ class _Recorded(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def _enjoy(release: Path, deterministic: bool, seed: int, monkeypatch) -> dict:
-    """One episode of sample-factory's own evaluation on the released folder, recorded.
+def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, monkeypatch) -> dict:
+    """One episode of sample-factory's own evaluation on the released folder, recorded (Atari: cut
+    at 300 frames).
 
     `sample_factory.enjoy` imports its Hub helpers, which import `huggingface_hub.Repository`, gone
     since huggingface_hub 1.0; evaluation never calls them, so a placeholder lets the module load."""
@@ -98,11 +108,18 @@ def _enjoy(release: Path, deterministic: bool, seed: int, monkeypatch) -> dict:
     from sample_factory.enjoy import enjoy
     from sample_factory.envs.env_utils import register_env
 
+    from experts.sample_factory import ChannelsFirst
+
+    def make(*args, **kwargs) -> gym.Env:
+        env = make_env(spec)
+        return _Recorded(ChannelsFirst(env) if spec.observation.type == "image" else env, seed, log)
+
     log: dict = {"obs": [], "actions": []}
-    register_env("mujoco_hopper", lambda *args, **kwargs: _Recorded(make_env(HOPPER), seed, log))
+    register_env(env_name, make)
     argv = [
-        "--env=mujoco_hopper", f"--train_dir={release.parent}", f"--experiment={release.name}",
-        "--no_render", "--max_num_episodes=1", "--device=cpu", f"--eval_deterministic={deterministic}",
+        f"--env={env_name}", f"--train_dir={release.parent}", f"--experiment={release.name}",
+        "--no_render", "--max_num_episodes=1", "--max_num_frames=300", "--device=cpu",
+        f"--eval_deterministic={deterministic}",
     ]  # fmt: skip
     parser, _ = parse_sf_args(argv=argv, evaluation=True)
     status, _ = enjoy(parse_full_cfg(parser, argv))
@@ -111,28 +128,39 @@ def _enjoy(release: Path, deterministic: bool, seed: int, monkeypatch) -> dict:
 
 
 @pytest.mark.parametrize("deterministic", [True, False])
+@pytest.mark.parametrize(
+    ("config", "env_name", "repo"),
+    [
+        ("mujoco-hopper", "mujoco_hopper", REPO),
+        ("atari-breakout", "atari_breakout", "edbeeching/atari_2B_atari_breakout_1111"),
+    ],
+)
 def test_our_actions_equal_sample_factorys_own_evaluation(
-    sf_released_hopper, tmp_path, monkeypatch, deterministic
+    sf_released, tmp_path, monkeypatch, config, env_name, repo, deterministic
 ):
     """Same observations in, the same actions out, bit for bit: argmax, and sampled from the same seed."""
     from dataclasses import replace
 
-    import experts.sample_factory  # noqa: F401  (sample-factory's numpy and checkpoint fixes)
-
-    release = tmp_path / "edbeeching" / "mujoco_hopper_1111"
-    shutil.copytree(sf_released_hopper / REPO, release)  # enjoy renames cfg.json in place
+    spec = get_task(config)
+    release = tmp_path / repo
+    shutil.copytree(sf_released / repo, release)  # enjoy renames cfg.json in place
     experts_dir = tmp_path / "experts"
-    argv = ["--tasks", "mujoco-hopper", "--source", str(tmp_path), "--no-eval", "--out", str(experts_dir)]
+    argv = ["--tasks", config, "--source", str(tmp_path), "--no-eval", "--out", str(experts_dir)]
     assert _import(*argv) == 0
     seed = 7
-    theirs = _enjoy(release, deterministic, seed, monkeypatch)
+    theirs = _enjoy(release, env_name, spec, deterministic, seed, monkeypatch)
     store = ExpertStore(str(experts_dir))
-    metadata = replace(store.read_metadata("mujoco-hopper"), deterministic=deterministic)
-    policy = store.load_policy(HOPPER, metadata)
-    policy.reset(make_env(HOPPER), seed)
-    ours = [policy.act(obs, {}) for obs in theirs["obs"][: len(theirs["actions"])]]
+    metadata = replace(store.read_metadata(config), deterministic=deterministic)
+    policy = store.load_policy(spec, metadata)
+    policy.reset(make_env(spec), seed)
+    seen = theirs["obs"][: len(theirs["actions"])]
+    if spec.observation.type == "image":
+        seen = [np.moveaxis(obs, 0, -1) for obs in seen]  # as stored: channels last
+    ours = [policy.act(obs, {}) for obs in seen]
     assert len(ours) > 5
-    np.testing.assert_array_equal(np.stack(ours), np.stack(theirs["actions"]).reshape(len(ours), -1))
+    np.testing.assert_array_equal(
+        np.asarray(ours).reshape(len(ours), -1), np.stack(theirs["actions"]).reshape(len(ours), -1)
+    )
 
 
 def _nothing_written(experts: Path) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from experts.wrappers import TRUE_EPISODE, ClipReward, EpisodicLife, TrueEpisodeStats, make_training_env
 from pipeline.envs import make_env
@@ -64,9 +67,12 @@ def test_clipped_rewards_are_the_sign_of_the_real_ones():
     assert seen == {1.0}  # Hopper's healthy reward: positive while it stands
 
 
-def test_a_lost_life_ends_the_training_episode_but_not_the_game():
-    """Breakout: FIRE serves the ball now and then, NOOPs let it drop past the paddle."""
-    env = TrueEpisodeStats(make_env(BREAKOUT))
+@pytest.mark.parametrize("semantics", ["gymnasium", "envpool"])
+def test_a_lost_life_ends_the_training_episode_but_not_the_game(semantics):
+    """Breakout: FIRE serves the ball now and then, NOOPs let it drop past the paddle. Under envpool's
+    semantics the env itself started the next life (envpool's reset after a life loss): no NOOP more."""
+    spec = replace(BREAKOUT, env=replace(BREAKOUT.env, atari_semantics=semantics))
+    env = TrueEpisodeStats(make_env(spec))
     learner = EpisodicLife(env)
     _, info = learner.reset(seed=0)
     lives = info["lives"]
@@ -78,4 +84,4 @@ def test_a_lost_life_ends_the_training_episode_but_not_the_game():
         assert not truncated and steps < 5000
     assert info["lives"] == lives - 1 and TRUE_EPISODE not in info  # the game goes on
     _, info = learner.reset(seed=123)  # continues the same game: no real reset, one life fewer
-    assert info["lives"] == lives - 1 and env._length == steps + 1  # one NOOP stepped
+    assert info["lives"] == lives - 1 and env._length == steps + (semantics == "gymnasium")
