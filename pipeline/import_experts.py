@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from experts.base import get_backend
-from experts.evaluation import evaluate, gate, judged
+from experts.candidates import choose, evaluate_candidate, scripted_alternative, scripted_candidate
+from experts.evaluation import judged
 from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.released import (
     ReleasedModel,
@@ -40,7 +41,8 @@ from experts.training import FAILED, ExpertResult, env_spec_record, versions_of
 from pipeline.configs.experts import ImportExpertsConfig
 from pipeline.errors import PipelineError
 from pipeline.hub_models import endpoint
-from pipeline.registry import TaskSpec, resolve_tasks
+from pipeline.policies import Policy
+from pipeline.registry import TaskSpec, get_task, resolve_tasks
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +232,23 @@ def _metadata(fetched: Fetched, model: ReleasedModel, config: ImportExpertsConfi
     )
 
 
+def _judge(metadata: ExpertMetadata, policy: Policy, config: ImportExpertsConfig) -> ExpertMetadata:
+    """Evaluate and gate the imported expert; where the task has a scripted policy (Meta-World, whose
+    released experts acted in v2 envs and are scored here on v3), score it on the same seeds and keep
+    the better, as `train-experts` does with a trained one (`experts.candidates`)."""
+    spec = get_task(metadata.config)
+    episodes = config.eval_episodes or spec.expert.eval_episodes
+    threshold = config.threshold if config.threshold is not None else spec.expert.threshold
+    imported = evaluate_candidate(metadata.backend, policy, spec, episodes, config.seed, threshold)
+    alternative = scripted_alternative(spec)
+    if alternative is None:
+        return judged(metadata, imported.evaluation, imported.decision)
+    choice = choose(imported, scripted_candidate(alternative, spec, episodes, config.seed, threshold))
+    log.info("%s: keeps %s: %s", spec.config, choice.chosen.backend, choice.reason)
+    kept = judged(metadata, choice.chosen.evaluation, choice.chosen.decision)
+    return replace(kept, **choice.record())
+
+
 def _install(store: ExpertStore, fetched: Fetched, config: ImportExpertsConfig) -> ExpertResult:
     spec = fetched.spec
     staged = store.stage(spec.config, resume=False)
@@ -239,13 +258,12 @@ def _install(store: ExpertStore, fetched: Fetched, config: ImportExpertsConfig) 
     metadata = _metadata(fetched, model, config)
     result = ExpertResult(spec.config, metadata.backend, ExpertStatus.UNEVALUATED, model.steps, 0.0)
     if config.evaluate:
-        policy = get_backend(metadata.backend).load(staged.model_dir, spec, metadata)
-        episodes = config.eval_episodes or spec.expert.eval_episodes
-        threshold = config.threshold if config.threshold is not None else spec.expert.threshold
-        evaluation = evaluate(policy, spec, episodes, config.seed)
-        decision = gate(evaluation, threshold)
-        metadata = judged(metadata, evaluation, decision)
-        result = replace(result, status=decision.status, evaluation=evaluation.to_dict())
+        metadata = _judge(
+            metadata, get_backend(metadata.backend).load(staged.model_dir, spec, metadata), config
+        )
+        kept = metadata.acting_backend
+        result = replace(result, status=metadata.status, evaluation=metadata.evaluation or {})
+        result.chosen = kept if kept != metadata.backend else ""
     store.publish(staged)
     store.write_metadata(spec.config, metadata)  # last: a folder with metadata.json holds an expert
     log.info("%s: imported from %s (%s)", spec.config, fetched.repo, result.status)

@@ -45,15 +45,16 @@ RELEASES = {
     # config: (steps, env name in sample-factory's examples, repo as JAT names it)
     "mujoco-hopper": (1500, "mujoco_hopper", "edbeeching/mujoco_hopper_1111"),
     "atari-breakout": (512, "atari_breakout", "edbeeching/atari_2B_atari_breakout_1111"),
+    "metaworld-reach": (512, "reach-v2", "qgallouedec/reach-v2"),
 }
 
 
 @pytest.fixture(scope="session")
 def sf_released(tmp_path_factory) -> Path:
-    """Experts trained by sample-factory itself (a MuJoCo and an Atari one, a few hundred steps each)
+    """Experts trained by sample-factory itself (MuJoCo, Atari, Meta-World, a few hundred steps each)
     that scored a best policy and kept milestones, each in the exact layout of JAT's released repos:
-    a mirror folder holding `edbeeching/mujoco_hopper_1111/` and
-    `edbeeching/atari_2B_atari_breakout_1111/` (read-only)."""
+    a mirror folder holding `edbeeching/mujoco_hopper_1111/`, `edbeeching/atari_2B_atari_breakout_1111/`
+    and `qgallouedec/reach-v2/` (read-only)."""
     from dataclasses import replace
 
     from expert_helpers import released_layout

@@ -65,6 +65,26 @@ def test_a_mirror_import_stores_an_expert_that_rollout_validates_and_replays(
     assert manifest["provenance"]["backend"] == "sample-factory"
 
 
+def test_a_meta_world_import_keeps_the_better_of_it_and_the_scripted_policy_on_the_same_seeds(
+    sf_released, tmp_path
+):
+    """JAT's Meta-World experts acted in v2 envs; on v3 each is scored against the scripted policy."""
+    experts = tmp_path / "experts"
+    argv = ["--tasks", "metaworld-reach", "--source", str(sf_released), "--eval-episodes", "3"]
+    assert _import(*argv, "--out", str(experts)) == 0
+    meta = json.loads((experts / "metaworld-reach" / "metadata.json").read_text())
+    assert meta["deterministic"] is True  # JAT took the most likely action of its Meta-World experts
+    assert meta["source"]["trained_on"] == "reach-v2"
+    scores = {name: c["evaluation"]["normalised"] for name, c in meta["candidates"].items()}
+    assert set(scores) == {"sample-factory", "metaworld-scripted"}
+    best = (
+        "sample-factory" if scores["sample-factory"] > scores["metaworld-scripted"] else "metaworld-scripted"
+    )
+    assert meta["chosen"] == best and meta["evaluation"]["normalised"] == scores[best]
+    seeds = {tuple(c["evaluation"]["seeds"]) for c in meta["candidates"].values()}
+    assert len(seeds) == 1  # the same episodes
+
+
 def test_best_is_the_checkpoint_sample_factory_would_load(sf_released_hopper, tmp_path):
     experts = tmp_path / "experts"
     argv = ["--tasks", "hopper", "--suite", "mujoco", "--source", str(sf_released_hopper), "--no-eval"]
