@@ -48,6 +48,9 @@ class ReleasedModel:
     algo: str
     env: str
     """The env name the expert was trained on, as its config names it."""
+    trained_env_id: str
+    """The env id that name stands for (`trained_env_id`): where it differs from the task's env id in
+    its version, the expert acts here on another version of its env (see `version_note`)."""
     steps: int
     checkpoint: str
     """The repo file the model came from."""
@@ -173,6 +176,7 @@ def install_sample_factory(
         backend="sample-factory",
         algo="APPO",
         env=env,
+        trained_env_id=trained_env_id(env),
         steps=int(state.get("env_steps", 0)),
         checkpoint=checkpoint,
         hyperparameters={k: cfg[k] for k in ARCHITECTURE_KEYS if k in cfg},
@@ -216,6 +220,38 @@ def released_format(files: list[str]) -> ReleasedFormat:
     raise PipelineError(
         f"the repo is not a released expert of a known format ({', '.join(FORMATS)}); "
         f"its files: {', '.join(sorted(files)[:8])}"
+    )
+
+
+def trained_env_id(env: str) -> str:
+    """The env id an expert's env name stands for in sample-factory's examples (`mujoco_pusher` ->
+    `Pusher-v4`, `atari_breakout` -> `Breakout-v5`: sample-factory's envpool examples map gym's
+    `NoFrameskip-v4` to envpool's `-v5`, the same game configuration), else the name itself."""
+    try:
+        from sf_examples.atari.atari_utils import ATARI_ENVS
+        from sf_examples.mujoco.mujoco_utils import MUJOCO_ENVS
+    except ImportError:
+        return env
+    for spec in (*ATARI_ENVS, *MUJOCO_ENVS):
+        if spec.name == env:
+            return str(spec.env_id).replace("NoFrameskip-v4", "-v5")
+    return env
+
+
+def version_note(trained: str, spec: TaskSpec) -> str | None:
+    """One line when the expert was trained on another version of the task's env, else None.
+
+    The network fits (the import checked the spaces), but dynamics or rewards may differ (Pusher-v4
+    needs mujoco < 3, so its expert acts on Pusher-v5; Meta-World's released experts acted in v2
+    envs, metaworld 3 has v3 only): the evaluation that follows says whether it still passes."""
+    version = re.compile(r"-v(\d+)$")
+    ours, theirs = version.search(spec.env_name or spec.env_id), version.search(trained)
+    if not ours or not theirs or ours[1] == theirs[1]:
+        return None
+    return (
+        f"{spec.config}: the released expert was trained on {trained}; here it acts on "
+        f"{spec.env_name or spec.env_id} (same spaces; dynamics or rewards may differ): its evaluation "
+        "and the gate decide, and `pipeline train-experts` is the fallback where it is rejected"
     )
 
 

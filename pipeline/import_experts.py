@@ -35,6 +35,7 @@ from experts.released import (
     install,
     needed_files,
     sha256_of,
+    version_note,
 )
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertResult, env_spec_record, versions_of
@@ -225,6 +226,8 @@ def _metadata(fetched: Fetched, model: ReleasedModel, config: ImportExpertsConfi
             "framework": model.framework,
             "framework_version": model.framework_version,
             "trained_on": model.env,
+            "trained_env_id": model.trained_env_id,
+            "acts_on": spec.env_name or spec.env_id,
             "checkpoint": model.checkpoint,
             "files": fetched.sha256,
             "license": card_license(fetched.folder),
@@ -256,6 +259,9 @@ def _install(store: ExpertStore, fetched: Fetched, config: ImportExpertsConfig) 
         shutil.rmtree(staged.model_dir)
     model = install(fetched.folder, list(fetched.files), spec, staged.model_dir, config.checkpoint)
     metadata = _metadata(fetched, model, config)
+    note = version_note(model.trained_env_id, spec)
+    if note:
+        log.warning(note)
     result = ExpertResult(spec.config, metadata.backend, ExpertStatus.UNEVALUATED, model.steps, 0.0)
     if config.evaluate:
         metadata = _judge(

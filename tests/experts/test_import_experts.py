@@ -29,14 +29,14 @@ def _import(*argv: str) -> int:
 
 
 @pytest.mark.parametrize(
-    ("config", "repo", "trained_on"),
+    ("config", "repo", "trained_on", "trained_env_id"),
     [
-        ("mujoco-hopper", REPO, "mujoco_hopper"),
-        ("atari-breakout", "edbeeching/atari_2B_atari_breakout_1111", "atari_breakout"),
+        ("mujoco-hopper", REPO, "mujoco_hopper", "Hopper-v4"),
+        ("atari-breakout", "edbeeching/atari_2B_atari_breakout_1111", "atari_breakout", "Breakout-v5"),
     ],
 )
 def test_a_mirror_import_stores_an_expert_that_rollout_validates_and_replays(
-    sf_released, tmp_path, config, repo, trained_on
+    sf_released, tmp_path, caplog, config, repo, trained_on, trained_env_id
 ):
     experts = tmp_path / "experts"
     argv = ["--tasks", config, "--source", str(sf_released), "--eval-episodes", "2", "--out", str(experts)]
@@ -49,6 +49,9 @@ def test_a_mirror_import_stores_an_expert_that_rollout_validates_and_replays(
     assert source["checkpoint"] == f"checkpoint_p0/{newest}" and source["trained_on"] == trained_on
     assert set(source["files"]) == {"cfg.json", f"checkpoint_p0/{newest}", "README.md"}  # no milestone
     assert source["license"] == "apache-2.0" and source["revision"] is None
+    assert source["trained_env_id"] == trained_env_id and source["acts_on"] == get_task(config).env_id
+    version_changed = "trained on Hopper-v4; here it acts on Hopper-v5" in caplog.text
+    assert version_changed == (config == "mujoco-hopper")  # Atari: gym's NoFrameskip-v4 is envpool's v5
     assert meta["deterministic"] is False  # JAT sampled its Atari and MuJoCo experts' actions
     assert meta["status"] in (ExpertStatus.ACCEPTED, ExpertStatus.REJECTED) and meta["evaluation"]
     state = torch.load(release / "checkpoint_p0" / newest, weights_only=False)
