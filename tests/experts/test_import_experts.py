@@ -156,6 +156,7 @@ def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, m
     [
         ("mujoco-hopper", "mujoco_hopper", REPO),
         ("atari-breakout", "atari_breakout", "edbeeching/atari_2B_atari_breakout_1111"),
+        ("metaworld-reach", "reach-v2", "qgallouedec/reach-v2"),
     ],
 )
 def test_our_actions_equal_sample_factorys_own_evaluation(
