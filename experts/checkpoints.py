@@ -54,14 +54,20 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(REFUSED_GLOBAL, str(exc))
-        what = f"the global {found[1]}" if found else "an object"
+        if not found:  # not a refused global: bytes that are no checkpoint
+            raise _corrupt(path, exc) from exc
+        what = f"the global {found[1]}"
         raise PipelineError(
             f"refused to load {path}: it holds {what}, which a checkpoint of weights and numbers never "
             "needs (loading it could run code); use a checkpoint from a trusted training run"
         ) from exc
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise PipelineError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {reason} (a partial or damaged file: "
-            "delete it to use the previous checkpoint, or retrain with --overwrite)"
-        ) from exc
+        raise _corrupt(path, exc) from exc
+
+
+def _corrupt(path: str, exc: Exception) -> PipelineError:
+    reason = str(exc).splitlines()[0] if str(exc) else ""
+    return PipelineError(
+        f"corrupt checkpoint {path}: {type(exc).__name__}: {reason} (a partial or damaged file: "
+        "delete it to use the previous checkpoint, or retrain with --overwrite)"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -122,9 +123,10 @@ def test_atari_frames_decode_and_selection_keeps_the_order_asked(sample_dataset)
     assert [e.episode_id for e in episodes] == wanted
     frames = episodes[0].frames()
     assert frames.shape == (episodes[0].length, 84, 84, 4) and frames.dtype == np.uint8
-    assert (
-        np.array_equal(frames[1:, ..., :3], frames[:-1, ..., 1:]) and frames.std() > 0
-    )  # stacks, oldest first
+    # stacks, oldest first: each step pushes one new frame, except where envpool's semantics start the
+    # next life inside the step that lost one (its reset frame is pushed too): at most 4 in Breakout
+    shifted = [np.array_equal(a[..., 1:], b[..., :3]) for a, b in itertools.pairwise(frames)]
+    assert shifted.count(False) <= 4 and len(shifted) > 8 and frames.std() > 0
     with pytest.raises(PipelineError, match="only Atari stores frames"):
         open_dataset(str(sample_dataset)).config("mujoco-hopper").episode(0).frames()
 

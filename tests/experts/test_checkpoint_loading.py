@@ -74,7 +74,10 @@ def test_a_truncated_or_missing_checkpoint_is_named(tmp_path):
     path = tmp_path / "checkpoint.pth"
     torch.save(_state(), path)
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(PipelineError, match=r"cannot read checkpoint .*checkpoint\.pth.*partial or damaged"):
+    with pytest.raises(PipelineError, match=r"corrupt checkpoint .*checkpoint\.pth.*partial or damaged"):
+        load_checkpoint(str(path))
+    path.write_bytes(b"not a checkpoint")  # not even a zip: torch falls back to plain unpickling
+    with pytest.raises(PipelineError, match=r"corrupt checkpoint .*checkpoint\.pth: UnpicklingError"):
         load_checkpoint(str(path))
     with pytest.raises(PipelineError, match="does not exist"):
         load_checkpoint(str(tmp_path / "none.pth"))

@@ -127,9 +127,9 @@ def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, m
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "Repository", object, raising=False)
+    from sample_factory.algo.utils.context import global_env_registry
     from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
     from sample_factory.enjoy import enjoy
-    from sample_factory.envs.env_utils import register_env
 
     from experts.sample_factory import ChannelsFirst
 
@@ -138,7 +138,9 @@ def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, m
         return _Recorded(ChannelsFirst(env) if spec.observation.type == "image" else env, seed, log)
 
     log: dict = {"obs": [], "actions": []}
-    register_env(env_name, make)
+    # Registered for this test only: sample-factory pickles its whole env registry into the processes
+    # of every later training in this session, and a local function does not pickle.
+    monkeypatch.setitem(global_env_registry(), env_name, make)
     argv = [
         f"--env={env_name}", f"--train_dir={release.parent}", f"--experiment={release.name}",
         "--no_render", "--max_num_episodes=1", "--max_num_frames=300", "--device=cpu",
