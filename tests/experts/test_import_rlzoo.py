@@ -307,3 +307,25 @@ def test_the_hub_import_fetches_only_what_it_needs_pinned(rlzoo_hopper, hub, tmp
     files = hub.files(REPO, kind="model")
     for name, digest in meta["source"]["files"].items():
         assert files[name].get("sha256", digest) == digest
+
+
+def test_the_safe_load_of_an_off_policy_contrib_model_acts_as_sb3s_own(tmp_path):
+    """TQC (sb3-contrib, off-policy: train_freq, target entropy, replay buffer class in its data):
+    loaded with nothing unpickled but the allow-list, it predicts as sb3's plain load does."""
+    from sb3_contrib import TQC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from experts.sb3_safe import load_model
+
+    model = TQC("MlpPolicy", make_vec_env("Hopper-v4", n_envs=1, seed=0), learning_starts=40, seed=0,
+                policy_kwargs={"net_arch": [16], "n_critics": 2, "activation_fn": torch.nn.ELU})  # fmt: skip
+    model.learn(60)
+    model.save(tmp_path / "tqc-Hopper-v4")
+    path = str(tmp_path / "tqc-Hopper-v4.zip")
+    safe = load_model(TQC, path, off_policy=True)
+    plain = TQC.load(path, device="cpu", buffer_size=1)
+    obs = np.random.default_rng(0).normal(size=(16, 11)).astype(np.float32)
+    assert safe.num_timesteps == 60 and safe.buffer_size == 1
+    np.testing.assert_array_equal(
+        safe.predict(obs, deterministic=True)[0], plain.predict(obs, deterministic=True)[0]
+    )
