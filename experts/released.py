@@ -56,6 +56,10 @@ class ReleasedModel:
     """The repo file the model came from."""
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     framework_version: str = ""
+    deterministic: bool | None = None
+    """How the framework's own evaluation acts (None: as the suite's `expert.released_deterministic`)."""
+    system_info: dict[str, str] = field(default_factory=dict)
+    """The versions the model was saved with, as the framework records them (sb3's system_info.txt)."""
 
 
 def normalised_name(name: str) -> str:
@@ -184,7 +188,10 @@ def install_sample_factory(
     )
 
 
-FORMATS: dict[str, str] = {"sample-factory": "experts.released:SAMPLE_FACTORY"}
+FORMATS: dict[str, str] = {
+    "sample-factory": "experts.released:SAMPLE_FACTORY",
+    "rl-zoo": "experts.released_rlzoo:RL_ZOO",
+}
 """Released-repo formats by name -> "module:object" (a `ReleasedFormat`), imported on first use."""
 
 

@@ -214,7 +214,9 @@ def _metadata(fetched: Fetched, model: ReleasedModel, config: ImportExpertsConfi
         algo=model.algo,
         versions=versions_of(backend.versions()),
         hyperparameters=model.hyperparameters,
-        deterministic=spec.expert.released_deterministic,
+        deterministic=(
+            spec.expert.released_deterministic if model.deterministic is None else model.deterministic
+        ),
         env_spec=env_spec_record(spec),
         steps_target=model.steps,
         steps_trained=model.steps,
@@ -225,6 +227,7 @@ def _metadata(fetched: Fetched, model: ReleasedModel, config: ImportExpertsConfi
             "from": where,
             "framework": model.framework,
             "framework_version": model.framework_version,
+            **({"system_info": model.system_info} if model.system_info else {}),
             "trained_on": model.env,
             "trained_env_id": model.trained_env_id,
             "acts_on": spec.env_name or spec.env_id,

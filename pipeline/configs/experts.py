@@ -162,7 +162,7 @@ CheckpointKind = Literal["latest", "best"]
 
 @dataclass(frozen=True)
 class ImportExpertsConfig:
-    """Import released experts (JAT's sample-factory checkpoints) into an experts dir.
+    """Import released experts (JAT's sample-factory checkpoints, RL Zoo's sb3 models) into an experts dir.
 
     Each task's released repo is read from the Hub (only the files needed, pinned to the revision it
     resolves to, cached for offline re-runs) or from a local mirror, checked against the registry
@@ -180,13 +180,13 @@ class ImportExpertsConfig:
     `hf download ORG/NAME --local-dir DIR/ORG/NAME` leaves it."""
     repo: str = "jat"
     """Repo names: `jat` (the one JAT recorded each task with, from env_configs/), or a template
-    ORG/NAME with {task}, {config}, {game} (e.g. edbeeching/mujoco_{task}_1111)."""
+    ORG/NAME with {task}, {config}, {game} (e.g. edbeeching/mujoco_{task}_1111, sb3/ppo-{game}-v4)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) to import; default: main. The commit it resolves to is
     recorded."""
     checkpoint: CheckpointKind = "latest"
     """Which checkpoint, as sample-factory's load_checkpoint_kind: the newest `checkpoint_*` or the
-    `best_*`."""
+    `best_*` (RL Zoo repos hold one model: `best` is refused)."""
     overwrite: bool = False
     """Replace experts that already exist in the output (without it they are refused)."""
     evaluate: bool = option(True, flag="--no-eval")
