@@ -244,6 +244,7 @@ def install_rl_zoo(
         backend="sb3",
         algo=algo.upper(),
         env=env_id,
+        trained_env_id=env_id.replace("NoFrameskip-v4", "-v5"),  # the same game configuration
         steps=int(model.num_timesteps),
         checkpoint=model_file,
         hyperparameters={"algo": algo, **config, "env_kwargs": env_kwargs},
