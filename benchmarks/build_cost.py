@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/build_cost.py                      # full: ~15-20 CPU-minutes on 2 cores
     .venv/bin/python benchmarks/build_cost.py --quick --out /tmp/c   # smoke: < 3 CPU-minutes
+    .venv/bin/python benchmarks/build_cost.py --measure-import docs/scaling.json   # the import path only
 
 Writes OUT/scaling.md (default docs/) and OUT/scaling.json (every raw measurement, so each figure of
 the doc can be traced). Measured here, by CPU time so that other jobs on the machine do not distort it:
@@ -16,6 +17,10 @@ the doc can be traced). Measured here, by CPU time so that other jobs on the mac
   sb3 --steps 2048 --no-eval --workers 0` (a subprocess), and the default backend (sample-factory)
   from the training measurement below. An expert's inference cost depends on its network, not on how
   well it was trained, so a 2k-20k-step expert costs per step what a 10M-step one does.
+- the import path (`pipeline import-experts --source jat`): bytes downloaded per task, per suite with
+  released experts (`import_cost.py` next to this file: the checkpoint sample-factory itself writes
+  for the suite's released architecture, and the same checkpoint rebuilt for every task's network);
+  `--measure-import FILE` measures only this part (about 2 CPU-minutes) and merges it into FILE's figures.
 - training: sample-factory (the default backend) per suite, a short and a long run, each in a fresh
   subprocess, with the suite's hyperparameters from env_configs/ but `num_workers` capped to this
   machine; CPU of the whole process tree (psutil, per pid, see `_child_train`); env steps per CPU-second
@@ -49,8 +54,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repo's top-level packages (dataset_card) too
+import import_cost  # noqa: E402  (next to this file: the script's folder is on sys.path)
+
 SUITES = ("atari", "babyai", "metaworld", "mujoco")
-TAGS = ("measured", "cited", "registry", "code", "formula", "not measured")
+TAGS = ("measured", "cited", "assumed", "registry", "code", "formula", "not measured")
 
 # Cited, never measured here: sample-factory's paper (ICML 2020), abstract. The figure is the paper's
 # headline for one multi-core machine with GPUs on 3D control (VizDoom); Atari on the same machine is in
@@ -79,6 +86,8 @@ class Budget:
     and the long run; sample-factory rounds up to whole training batches."""
     sf_workers: int
     """sample-factory rollout workers (the YAML asks for 8; this machine has fewer cores)."""
+    import_suites: tuple[str, ...] = import_cost.RELEASED_SUITES
+    """Suites whose import path (bytes an import downloads per task) is measured."""
 
 
 FULL = Budget(
@@ -106,6 +115,7 @@ QUICK = Budget(
     sb3_steps=2048,
     sf_steps={"mujoco-hopper": (4096, 12288)},
     sf_workers=2,
+    import_suites=("mujoco",),
 )
 
 
@@ -135,6 +145,8 @@ class Record:
     extrapolation: dict[str, Any] = field(default_factory=dict)
     ray_layout: list[dict[str, Any]] = field(default_factory=list)
     cpu_seconds_total: float = 0.0
+    imports: dict[str, Any] = field(default_factory=dict)
+    """The import path's measurement (`measure_imports`); absent from files written before it."""
 
 
 # ---------------------------------------------------------------------------------------------- host
@@ -369,6 +381,42 @@ def _child_train(config: str, steps: int, workers: int, root: str) -> None:
     print(json.dumps(out))
 
 
+def measure_imports(suites: tuple[str, ...], scratch: str, command: str) -> dict[str, Any]:
+    """The import path, one fresh process per suite (sample-factory keeps global state): what an import
+    downloads per task (see import_cost.py). CPU of each child from getrusage."""
+    out: dict[str, Any] = {"host": import_cost.merge_host(command), "suites": []}
+    before = children_cpu()
+    for suite in suites:
+        folder = tempfile.mkdtemp(dir=scratch, prefix=f"import-{suite}-")
+        started = children_cpu()
+        done = subprocess.run(
+            [sys.executable, __file__, "--child-import", json.dumps([suite, folder])],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=1800,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            error = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            row = {"suite": suite, "config": import_cost.TRAINED_TASK[suite], "error": error}
+            print(f"  import {suite}: FAILED {error}", flush=True)
+        else:
+            row = json.loads(lines[-1]) | {"cpu_s": children_cpu() - started}
+            print(
+                f"  import {suite}: checkpoint {row['checkpoint_bytes']:,} B written by sample-factory, "
+                f"{row['rebuilt'][row['config']]['bytes']:,} B rebuilt; config {row['config_bytes']:,} B; "
+                f"{row['distinct_networks']} networks for {len(row['rebuilt'])} tasks "
+                f"({row['cpu_s']:.0f} CPU-s)",
+                flush=True,
+            )
+        out["suites"].append(row)
+        shutil.rmtree(folder, ignore_errors=True)
+    out["cpu_seconds_total"] = children_cpu() - before
+    out["host"]["loadavg_end"] = os.getloadavg()
+    return out
+
+
 # ---------------------------------------------------------------------------------------- extrapolate
 
 
@@ -552,12 +600,22 @@ def render(record: Record, cluster: Cluster) -> str:
             if "rendered_by" in host
             else []
         ),
+        *(
+            [
+                f"- The import path measured by: `{record.imports['host']['command']}` at "
+                f"{record.imports['host']['started']} (UTC), "
+                f"{record.imports['cpu_seconds_total']:.0f} CPU-seconds"
+            ]
+            if record.imports
+            else []
+        ),
         "",
         "Do not edit by hand: re-run the command. Raw figures: `scaling.json` next to this file.",
         "",
         "Tags: *measured* (here, by this script), *cited* (published, with its source), *registry* (read",
         "from env_configs/ through `pipeline.registry` at run time), *code* (read from the source),",
-        "*formula* (how a derived figure is computed); a derived figure carries the tags of its inputs.",
+        "*formula* (how a derived figure is computed), *assumed* (a stated assumption); a derived figure",
+        "carries the tags of its inputs.",
         "",
         "## Rollout cost per 1,000 steps",
         "",
@@ -684,6 +742,7 @@ def render(record: Record, cluster: Cluster) -> str:
         "",
     ]
     lines += _render_build(record, cluster)
+    lines += ["", *import_cost.render(record.imports, record.extrapolation["suites"])]
     lines += [
         "",
         "## Ray resource layout per stage",
@@ -824,6 +883,8 @@ def measure(budget: Budget, scratch: str, record: Record) -> None:
                 {"config": config, "backend": "sample-factory", "steps": row["steps"], "suite": row["suite"]}
                 | {"cpu_s": row["cpu_s_total"]}
             )
+    print("import path (sample-factory checkpoints):", flush=True)
+    record.imports = measure_imports(budget.import_suites, scratch, record.host["command"])
     print("rollouts:", flush=True)
     for suite, configs in budget.tasks.items():
         # BabyAI drops unfinished episodes (as JAT): a random policy rarely finishes one, so a run stores
@@ -856,10 +917,20 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (datasets, experts)")
     parser.add_argument("--from-json", help="render again from a scaling.json (no measurement)")
+    parser.add_argument(
+        "--measure-import",
+        metavar="FILE",
+        help="measure only the import path and merge it into FILE (a scaling.json); writes --out",
+    )
     parser.add_argument("--child-train", help=argparse.SUPPRESS)
+    parser.add_argument("--child-import", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_train:
         _child_train(*json.loads(args.child_train))
+        return 0
+    if args.child_import:
+        suite, folder = json.loads(args.child_import)
+        print(json.dumps(import_cost.measure_suite(suite, folder)))
         return 0
     command = "python benchmarks/build_cost.py" + (" --quick" if args.quick else "")
     if args.out != str(ROOT / "docs"):
@@ -869,6 +940,15 @@ def main() -> int:
     if args.from_json:  # the doc from the raw figures alone: extrapolation and layout recomputed
         record = Record(**json.loads(Path(args.from_json).read_text()))
         record.host["rendered_by"] = f"python benchmarks/build_cost.py --from-json {args.from_json}"
+        return write(record, cluster, Path(args.out))
+    if args.measure_import:  # the import path alone, merged into an earlier measurement's figures
+        record = Record(**json.loads(Path(args.measure_import).read_text()))
+        scratch = tempfile.mkdtemp(prefix="build-cost-")
+        try:
+            command = f"python benchmarks/build_cost.py --measure-import {args.measure_import}"
+            record.imports = measure_imports(budget.import_suites, scratch, command)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return write(record, cluster, Path(args.out))
     record = Record(host=host_info(command), budget=asdict(budget) | {"quick": args.quick})
     cpu_before = time.process_time() + children_cpu()

@@ -3,11 +3,25 @@
 # SUCCEEDED. Each job brings its own Ray cluster (KubeRay deletes it when the job ends).
 #   kubectl create secret ...            # see docker/kuberay-secrets.yaml
 #   bash docker/kuberay-build.sh         # re-run after a failure: finished stages are skipped
-# Needs kubectl and the KubeRay operator >= 1.5.1 (authOptions). A stage whose retries are used up
-# stops the build; fix the cause, `kubectl delete rayjob jat-STAGE`, and run the script again.
+#   IMPORT=1 bash docker/kuberay-build.sh   # the import path: no training
+# IMPORT=1 replaces the first stage, train-experts (rayjob-train-experts.yaml), by import-experts
+# (rayjob-import-experts.yaml: JAT's released experts from the Hub, or a mirror, into the same experts
+# dir); rollout, validate and publish are the same. Its cost beside training's: docs/scaling.md, "The
+# import path". A finished RayJob counts as done: to switch paths after a build, delete the old jobs
+# first (`kubectl delete rayjob jat-rollout jat-validate jat-publish`). Needs kubectl and the KubeRay
+# operator >= 1.5.1 (authOptions). A stage whose retries are used up stops the build; fix the cause,
+# `kubectl delete rayjob jat-STAGE`, and run the script again.
 set -euo pipefail
 cd "$(dirname "$0")"
 STAGES=(train-experts rollout validate publish)
+case "${IMPORT:-0}" in
+  0) ;;
+  1) STAGES[0]=import-experts ;;
+  *)
+    echo "IMPORT=${IMPORT}: give IMPORT=1 for the import path (released experts), or 0 to train" >&2
+    exit 2
+    ;;
+esac
 POLL_S=${POLL_S:-60}
 
 for stage in "${STAGES[@]}"; do

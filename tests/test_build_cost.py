@@ -24,9 +24,10 @@ SECTIONS = (
     "## Expert training throughput on CPU",
     "## GPU throughput (cited)",
     "## The full 157-task build, extrapolated",
+    "## The import path (released experts), beside the training path",
     "## Ray resource layout per stage",
 )
-TAGS = ("measured", "cited", "registry", "code", "formula", "not measured")
+TAGS = ("measured", "cited", "assumed", "registry", "code", "formula", "not measured")
 SUITES = ("atari", "babyai", "metaworld", "mujoco")
 
 
@@ -74,6 +75,41 @@ def test_the_committed_figures_render_again_into_the_committed_doc(tmp_path: Pat
     assert untagged_figure_lines(doc) == []
 
 
+def test_figures_from_before_the_import_measurement_still_render(tmp_path: Path) -> None:
+    """A scaling.json written before the import path was measured renders, saying it was not measured."""
+    raw = json.loads((ROOT / "docs" / "scaling.json").read_text())
+    assert raw["imports"]["suites"], "the committed figures hold the import path"
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in raw.items() if k != "imports"}))
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--from-json", str(old), "--out", str(tmp_path / "doc")],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    doc = (tmp_path / "doc" / "scaling.md").read_text()
+    section = doc[doc.index("## The import path") : doc.index("## Ray resource layout")]
+    assert "Not measured in this run" in section and "--measure-import" in section
+    assert untagged_figure_lines(doc) == []
+
+
+def test_committed_import_figures_are_sample_factorys_own() -> None:
+    """Per suite with released experts: the checkpoint an import reads is the one sample-factory wrote,
+    the rebuilt one is within 1% of it, and every task with a released expert has a size."""
+    raw = json.loads((ROOT / "docs" / "scaling.json").read_text())
+    rows = {row["suite"]: row for row in raw["imports"]["suites"]}
+    assert set(rows) == {"atari", "mujoco", "metaworld"}
+    for suite, row in rows.items():
+        assert row["checkpoint_file"] in row["experiment_files"] and row["checkpoint_file"] in row["needed"]
+        assert not any("milestones" in name for name in row["needed"])
+        rebuilt = row["rebuilt"][row["config"]]["bytes"]
+        assert abs(rebuilt - row["checkpoint_bytes"]) < 0.01 * row["checkpoint_bytes"], suite
+        assert len(row["rebuilt"]) == {"atari": 57, "mujoco": 11, "metaworld": 50}[suite]
+    humanoid = rows["mujoco"]["rebuilt"]["mujoco-humanoid"]
+    assert humanoid["observation"] == [376] and humanoid["bytes"] > rows["mujoco"]["checkpoint_bytes"]
+
+
 @pytest.mark.slow
 def test_quick_run_writes_every_section_with_tagged_figures(tmp_path: Path) -> None:
     out = tmp_path / "docs"
@@ -112,6 +148,9 @@ def test_quick_run_writes_every_section_with_tagged_figures(tmp_path: Path) -> N
         assert build[suite]["rollout_core_h"] > 0 and build[suite]["storage_bytes"] > 0
     assert any(r["backend"] == "sb3" and "error" not in r for r in raw["experts"])
     assert any(t["config"] == "mujoco-hopper" and t.get("steps_per_cpu_s") for t in raw["training"])
+    (imported,) = raw["imports"]["suites"]  # --quick: MuJoCo only
+    assert imported["suite"] == "mujoco" and imported["checkpoint_bytes"] > 0, imported
+    assert len(imported["rebuilt"]) == 11
 
     # the doc is a pure function of the raw figures: rendering it again from the JSON changes no figure
     again = tmp_path / "again"

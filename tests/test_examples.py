@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -35,10 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
 # Commands that read or train experts take the task selection from --suite/--tasks.
-TASK_COMMANDS = {"rollout", "train-experts", "evaluate-experts"}
+TASK_COMMANDS = {"rollout", "train-experts", "evaluate-experts", "import-experts"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "RAY_AUTH_TOKEN"}
 BUILD_STAGES = ["train-experts", "rollout", "validate", "publish"]
 MODEL_STAGES = ["train-model"]  # after the build, on its dataset; not a stage of kuberay-build.sh
+IMPORT_STAGE = "import-experts"  # the import path's first stage, instead of train-experts (IMPORT=1)
+JOBS = BUILD_STAGES + MODEL_STAGES + [IMPORT_STAGE]
 
 
 @dataclass(frozen=True)
@@ -229,11 +232,11 @@ def test_examples_are_found_everywhere() -> None:
     assert len([e for e in RUNNABLE if e.source.startswith("README.md")]) >= 15
     for path in [
         "docker/ray-cluster.yaml",
-        *(f"docker/rayjob-{s}.yaml" for s in BUILD_STAGES + MODEL_STAGES),
+        *(f"docker/rayjob-{s}.yaml" for s in JOBS),
     ]:
         assert path in sources, f"no `pipeline` command found in {path}"
     commands = {e.argv[0] for e in RUNNABLE if e.argv}
-    assert {"rollout", "validate", "publish", "train-experts", "submit"} <= commands
+    assert {"rollout", "validate", "publish", "train-experts", "import-experts", "submit"} <= commands
     assert all(e.source.startswith("README.md") for e in ELIDED), [str(e) for e in ELIDED]
 
 
@@ -320,7 +323,7 @@ def test_launcher_config_passes_rays_schema_and_sets_up_auth() -> None:
 
 
 def _rayjobs() -> dict[str, dict]:
-    return {stage: _load(f"rayjob-{stage}.yaml") for stage in BUILD_STAGES + MODEL_STAGES}
+    return {stage: _load(f"rayjob-{stage}.yaml") for stage in JOBS}
 
 
 def _pod_specs(job: dict) -> list[tuple[str, dict]]:
@@ -330,7 +333,7 @@ def _pod_specs(job: dict) -> list[tuple[str, dict]]:
     return [(name, group["template"]["spec"]) for name, group in groups]
 
 
-@pytest.mark.parametrize("stage", BUILD_STAGES + MODEL_STAGES)
+@pytest.mark.parametrize("stage", JOBS)
 def test_rayjob_is_pinned_secret_free_and_authenticated(stage: str) -> None:
     """KubeRay's CRDs are not installed here: the fields that matter are checked by hand."""
     import ray
@@ -420,3 +423,66 @@ def test_dockerfile_installs_the_pinned_wheel_for_both_variants() -> None:
     for name in ("HF_HOME", "HF_DATASETS_CACHE", "RAY_TMPDIR", "PIP_CACHE_DIR", "XDG_CACHE_HOME"):
         assert env.get(name, "").startswith("/cache/"), name
     assert 'VOLUME ["/cache"]' in text
+
+
+def test_import_path_feeds_the_same_rollout() -> None:
+    """import-experts writes, from the Hub, the experts dir the rollout job reads, for every suite whose
+    rollout plays experts; BabyAI (no released expert) keeps its bot."""
+    parse = build_parser().parse_args
+    job = f"docker/rayjob-{IMPORT_STAGE}.yaml:spec.entrypoint"
+    imports = [parse(list(e.argv)) for e in RUNNABLE if e.source == job]
+    rollouts = [parse(list(a)) for a in _stage_commands("rollout")]
+    assert {a.subcommand for a in imports} == {IMPORT_STAGE}
+    assert {a.source for a in imports} == {"jat"}
+    assert {a.out for a in imports} == {a.experts_dir for a in rollouts if a.experts_dir}
+    assert sorted(a.suite for a in imports) == sorted(a.suite for a in rollouts if a.experts_dir)
+    assert all(a.overwrite for a in imports), "a retry (backoffLimit) would refuse what it imported"
+    # the mirror variant in the spec's comments is an example too (it parses, as every example does)
+    mirror = [parse(list(argv)) for argv in _stage_commands(IMPORT_STAGE)]
+    assert "/mnt/mirror" in {a.source for a in mirror}
+
+
+def _fake_kubectl(tmp_path: Path) -> Path:
+    """A kubectl that logs what it is asked and reports every RayJob SUCCEEDED (no cluster here)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(
+        '#!/usr/bin/env bash\necho "$*" >> "$KUBECTL_LOG"\n'
+        '[ "$1" = get ] && printf SUCCEEDED/Complete\nexit 0\n'
+    )
+    kubectl.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("value", "first"), [("", "train-experts"), ("0", "train-experts"), ("1", IMPORT_STAGE)]
+)
+def test_build_script_runs_the_path_asked_for(tmp_path: Path, value: str, first: str) -> None:
+    log = tmp_path / "kubectl.log"
+    env = os.environ | {"PATH": f"{_fake_kubectl(tmp_path)}:{os.environ['PATH']}", "KUBECTL_LOG": str(log)}
+    env = (
+        {k: v for k, v in env.items() if k != "IMPORT"}
+        | {"POLL_S": "0"}
+        | ({"IMPORT": value} if value else {})
+    )
+    done = subprocess.run(
+        ["bash", str(DOCKER / "kuberay-build.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    applied = [line.split()[-1] for line in log.read_text().splitlines() if line.startswith("apply")]
+    assert applied == [f"rayjob-{s}.yaml" for s in [first, *BUILD_STAGES[1:]]]
+    assert all((DOCKER / name).is_file() for name in applied)
+
+
+def test_build_script_refuses_an_unknown_path(tmp_path: Path) -> None:
+    log = tmp_path / "kubectl.log"
+    env = os.environ | {"PATH": f"{_fake_kubectl(tmp_path)}:{os.environ['PATH']}", "KUBECTL_LOG": str(log)}
+    done = subprocess.run(
+        ["bash", str(DOCKER / "kuberay-build.sh")],
+        env=env | {"IMPORT": "yes"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "IMPORT=yes" in done.stderr and not log.exists()
