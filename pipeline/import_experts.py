@@ -279,6 +279,18 @@ def _install(store: ExpertStore, fetched: Fetched, config: ImportExpertsConfig) 
     return result
 
 
+def _imported_before(spec: TaskSpec, metadata: ExpertMetadata | None, config: ImportExpertsConfig) -> bool:
+    """The store holds the expert this import would write (metadata.json is written last, so it is whole)."""
+    if metadata is None or not metadata.source:
+        return False
+    try:
+        repo = repo_for(spec, config.repo)
+    except PipelineError:
+        return False
+    same_revision = config.revision is None or metadata.source.get("revision") in (config.revision, None)
+    return metadata.source.get("repo") == repo and same_revision
+
+
 def import_experts(config: ImportExpertsConfig) -> ImportExpertsSummary:
     """Fetch and check every task's released expert, then store, evaluate and gate each."""
     started = time.monotonic()
@@ -290,10 +302,22 @@ def import_experts(config: ImportExpertsConfig) -> ImportExpertsSummary:
             "holding DIR/<org>/<name>/"
         )
     store = ExpertStore(config.out)
-    existing = [s.config for s in specs if store.read_metadata(s.config) is not None]
-    if existing and not config.overwrite:
+    stored = {s.config: store.read_metadata(s.config) for s in specs}
+    existing = [name for name, metadata in stored.items() if metadata is not None]
+    if config.resume:
+        done = [s for s in specs if _imported_before(s, stored[s.config], config)]
+        other = [name for name in existing if name not in {s.config for s in done}]
+        if other:
+            raise PipelineError(
+                f"{store.uri} holds experts for {', '.join(other)} that this import did not store (trained, "
+                "or from another repo): pass --overwrite to replace them, or leave those tasks out"
+            )
+        specs = [s for s in specs if s not in done]
+        log.info("--resume: %d expert(s) already imported, %d to go", len(done), len(specs))
+    elif existing and not config.overwrite:
         raise PipelineError(
-            f"{store.uri} already holds experts for {', '.join(existing)}: pass --overwrite to replace them"
+            f"{store.uri} already holds experts for {', '.join(existing)}: pass --overwrite to replace them, "
+            "or --resume to keep what an earlier run of this import stored"
         )
     fetched: list[Fetched] = []
     problems: list[str] = []

@@ -436,7 +436,7 @@ def test_import_path_feeds_the_same_rollout() -> None:
     assert {a.source for a in imports} == {"jat"}
     assert {a.out for a in imports} == {a.experts_dir for a in rollouts if a.experts_dir}
     assert sorted(a.suite for a in imports) == sorted(a.suite for a in rollouts if a.experts_dir)
-    assert all(a.overwrite for a in imports), "a retry (backoffLimit) would refuse what it imported"
+    assert all(a.resume for a in imports), "a retry (backoffLimit) must keep what it already imported"
     # the mirror variant in the spec's comments is an example too (it parses, as every example does)
     mirror = [parse(list(argv)) for argv in _stage_commands(IMPORT_STAGE)]
     assert "/mnt/mirror" in {a.source for a in mirror}

@@ -51,7 +51,7 @@ _OUTPUT_ARG = {
     "publish-model": "to_folder",
     "convert-jat": "out",
 }
-_RESUMABLE = {"rollout", "train-experts", "train-model"}
+_RESUMABLE = {"rollout", "train-experts", "train-model", "import-experts"}
 
 
 # --- main --------------------------------------------------------------------------------------

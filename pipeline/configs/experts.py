@@ -189,6 +189,9 @@ class ImportExpertsConfig:
     `best_*` (RL Zoo repos hold one model: `best` is refused)."""
     overwrite: bool = False
     """Replace experts that already exist in the output (without it they are refused)."""
+    resume: bool = False
+    """Keep the experts an earlier run of this import already stored (their metadata.json names the same
+    repo) and import the rest: a re-run after a failure or a lost job continues."""
     evaluate: bool = option(True, flag="--no-eval")
     """Evaluate and gate each imported expert; --no-eval leaves them unevaluated."""
     eval_episodes: int | None = None
@@ -206,6 +209,8 @@ class ImportExpertsConfig:
             )
         if self.threshold is not None:
             check_threshold(self.threshold)
+        if self.resume and self.overwrite:
+            raise PipelineError("give --resume or --overwrite, not both")
         if self.repo != "jat" and self.repo.count("/") != 1:
             raise PipelineError(
                 f"--repo {self.repo!r}: give `jat` or a template ORG/NAME "

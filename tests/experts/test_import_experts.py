@@ -299,3 +299,23 @@ def test_the_hub_import_fetches_only_what_it_needs_pinned_and_offline_afterwards
         json.loads((again / "mujoco-hopper" / "metadata.json").read_text())["source"]["files"]
         == (meta["source"]["files"])
     )
+
+
+def test_resume_keeps_what_an_earlier_run_imported_and_imports_the_rest(sf_released, tmp_path, capsys):
+    experts = tmp_path / "experts"
+    first = ["--tasks", "mujoco-hopper", "--source", str(sf_released), "--no-eval", "--out", str(experts)]
+    assert _import(*first) == 0
+    kept = (experts / "mujoco-hopper" / "metadata.json").read_bytes()
+    both = ["--tasks", "mujoco-hopper,atari-breakout", "--source", str(sf_released), "--no-eval"]
+    code = _import(*both, "--out", str(experts))
+    _one_line_exit_2(capsys, code, "mujoco-hopper", "--overwrite", "--resume")
+    assert _import(*both, "--resume", "--out", str(experts)) == 0
+    assert (experts / "mujoco-hopper" / "metadata.json").read_bytes() == kept  # not imported again
+    assert json.loads((experts / "atari-breakout" / "metadata.json").read_text())["source"]["repo"] == (
+        "edbeeching/atari_2B_atari_breakout_1111"
+    )
+    # an expert this import did not store (trained, or from another repo) is not silently kept
+    meta = json.loads((experts / "mujoco-hopper" / "metadata.json").read_text())
+    (experts / "mujoco-hopper" / "metadata.json").write_text(json.dumps({**meta, "source": None}))
+    code = _import(*both, "--resume", "--out", str(experts))
+    _one_line_exit_2(capsys, code, "did not store", "mujoco-hopper")
