@@ -7,7 +7,12 @@ without a word. It is replaced by one that loads through `experts.checkpoints.lo
 (exactly the numpy globals these files hold) and raises, naming the file, when a checkpoint
 cannot be read: never a silent fresh start.
 
-2. Trajectory buffers.
+2. The env-info probe. Before training, sample-factory builds one env in a child process and waits
+for its spaces with an unbounded `Queue.get()`: a child that dies (an env that cannot be built, a
+script without a `__main__` guard re-run by `spawn`) leaves the run waiting forever. It is replaced
+by the same probe with a bounded wait that stops, naming the child's exit code, when it dies.
+
+3. Trajectory buffers.
 
 sample-factory writes per-step policy outputs into its trajectory buffers through
 `TensorDict._set_data_func`. Some of those outputs arrive as 1-element arrays (shape (1,))
@@ -56,6 +61,59 @@ def _load_checkpoint(checkpoints: list[str], device: Any) -> dict[str, Any] | No
     return load_checkpoint(checkpoints[-1], map_location=device)
 
 
+ENV_INFO_TIMEOUT_S = 300.0
+"""How long the env-info probe may take: building one env, seconds even for Atari."""
+
+
+def _obtain_env_info(cfg: Any) -> Any:
+    """sample-factory's `obtain_env_info_in_a_separate_process`, with a bounded wait."""
+    import multiprocessing
+    import os
+    import pickle
+    import queue
+    import time
+
+    from sample_factory.algo.utils import env_info as probe
+    from sample_factory.algo.utils.context import sf_global_context
+
+    cache = probe.env_info_cache_filename(cfg)
+    if cfg.use_env_info_cache and os.path.isfile(cache):
+        with open(cache, "rb") as f:
+            found = pickle.load(f)
+        if found.env_info_protocol_version == probe.ENV_INFO_PROTOCOL_VERSION:
+            return found
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=probe.spawn_tmp_env_and_get_info, args=(sf_global_context(), results, cfg))
+    child.start()
+    deadline = time.monotonic() + ENV_INFO_TIMEOUT_S
+    try:
+        while True:
+            try:
+                found = results.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not child.is_alive():
+                    raise RuntimeError(
+                        f"sample-factory's env-info process for {cfg.env} died (exit code {child.exitcode}) "
+                        "before it reported the env's spaces: the env cannot be built there (its error is "
+                        "printed above)"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"sample-factory's env-info process for {cfg.env} gave no spaces in "
+                        f"{ENV_INFO_TIMEOUT_S:.0f} s: building the env hangs"
+                    ) from None
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    if cfg.use_env_info_cache:
+        with open(cache, "wb") as f:
+            pickle.dump(found, f)
+    return found
+
+
 def apply() -> None:
     """Patch sample-factory's TensorDict and checkpoint loader in this process (idempotent)."""
     global _APPLIED
@@ -63,9 +121,11 @@ def apply() -> None:
         return
     import torch
     from sample_factory.algo.learning.learner import Learner
+    from sample_factory.algo.runners import runner as runner_module
     from sample_factory.algo.utils.tensor_dict import TensorDict
 
     Learner.load_checkpoint = staticmethod(_load_checkpoint)
+    runner_module.obtain_env_info_in_a_separate_process = _obtain_env_info
 
     original = TensorDict._set_data_func
 
