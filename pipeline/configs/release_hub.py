@@ -50,14 +50,18 @@ class PublishExpertsConfig:
     """Also upload the learning-history snapshots (history/), for `rollout --learning-history`."""
     private: bool = False
     """Create the repos private (an existing repo keeps its visibility)."""
-    xet: bool = option(True, flag="--no-xet")
-    """Let huggingface_hub use Xet storage when installed; --no-xet forces the plain LFS upload (servers
-    without Xet, such as the tests' local Hub)."""
-    clips: bool = True
+    xet: bool = option(
+        True,
+        flag="--no-xet",
+        negated="Upload through plain LFS, not Xet (servers without Xet, such as the tests' local Hub)",
+    )
+    """Let huggingface_hub use Xet storage when installed."""
+    clips: bool = option(
+        True, negated="Draw no replays (a replay.gif already in EXPERTS_DIR is still published)"
+    )
     """Show a replay on each card: EXPERTS_DIR/<config>/replay.gif, else one episode recorded with the
     expert and drawn (kept as replay.gif in a local EXPERTS_DIR; MuJoCo and Meta-World need
-    MUJOCO_GL=osmesa with libosmesa6, else get none); --no-clips: draw none (a replay.gif already in
-    EXPERTS_DIR is still published)."""
+    MUJOCO_GL=osmesa with libosmesa6, else get none)."""
 
     def __post_init__(self) -> None:
         if not self.experts_dir:
@@ -95,9 +99,12 @@ class PublishModelConfig:
     """Write the repo's files to this folder instead of the Hub."""
     private: bool = False
     """Create the repo private (an existing repo keeps its visibility)."""
-    xet: bool = option(True, flag="--no-xet")
-    """Let huggingface_hub use Xet storage when installed; --no-xet forces the plain LFS upload (servers
-    without Xet, such as the tests' local Hub)."""
+    xet: bool = option(
+        True,
+        flag="--no-xet",
+        negated="Upload through plain LFS, not Xet (servers without Xet, such as the tests' local Hub)",
+    )
+    """Let huggingface_hub use Xet storage when installed."""
 
     def __post_init__(self) -> None:
         if not self.model_dir:
