@@ -40,7 +40,7 @@ from pipeline.executor import (
     require_shared_storage,
     run_tasks,
 )
-from pipeline.registry import TaskSpec, resolve_tasks
+from pipeline.registry import TaskSpec, all_tasks, resolve_tasks
 from pipeline.schema import TMP_DIR
 from pipeline.sections import check_threshold
 from pipeline.storage import check_writable
@@ -255,6 +255,17 @@ def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConf
         )
 
 
+def check_experts_folder(store: ExpertStore) -> None:
+    """--out must be empty, new or an experts folder: never a source tree or a dataset."""
+    foreign = store.foreign_entries(set(all_tasks()))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PipelineError(
+            f"--out {store.uri} is not empty and is not an experts folder (it holds {shown}): "
+            "choose a new or empty folder, e.g. --out outputs/experts"
+        )
+
+
 def check_backend(config: TrainExpertsConfig) -> None:
     """An unknown --backend, or --force-train with a backend that trains nothing, stops the run."""
     if config.backend is None:
@@ -275,6 +286,7 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     if not config.in_process:
         require_shared_storage({"--out": config.out}, config.address, 1, config.shared_fs)
     store = ExpertStore(config.out)
+    check_experts_folder(store)
     check_writable(store.location)
     cpus = None if config.in_process else cluster_cpus(config.address)
     plans: list[ExpertPlan] = []

@@ -129,3 +129,35 @@ def test_cli_exit_codes(tmp_path):
     assert main(["train-experts", "--tasks", "mujoco-hopper", "--backend", "babyai-bot", *common]) == 1
     assert main(["evaluate-experts", out, "--tasks", "babyai-go-to", "--episodes", "1"]) == 0
     assert main(["evaluate-experts", out, "--tasks", "mujoco-hopper", "--episodes", "1"]) == 1  # none stored
+
+
+def test_a_folder_that_is_not_an_experts_folder_is_refused(tmp_path, capsys):
+    """`--out experts/` in a checkout is the source package: one line, exit 2, nothing written."""
+    package = tmp_path / "experts"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("")
+    argv = [
+        "train-experts",
+        "--tasks",
+        "babyai-go-to",
+        "--out",
+        str(package),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an experts folder (it holds __init__.py, base.py)" in err[0], err
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "base.py"]
+    # an experts folder (a config's folder, the suite summaries) is accepted, an empty one too
+    store = tmp_path / "store"
+    (store / "babyai-go-to").mkdir(parents=True)
+    (store / "summary-babyai.json").write_text("[]")
+    (store / "learning-curves-babyai.png").write_bytes(b"")
+    from experts.store import ExpertStore
+    from pipeline.registry import all_tasks
+
+    assert ExpertStore(str(store)).foreign_entries(set(all_tasks())) == []
+    assert ExpertStore(str(tmp_path / "new")).foreign_entries(set(all_tasks())) == []
