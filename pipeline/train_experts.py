@@ -179,6 +179,31 @@ def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
                 f"{closest_keys(unknown, allowed)}; fix the key (valid keys are the backend's arguments, "
                 f"as in expert.{backend_name} of env_configs/{spec.suite}.yaml)"
             )
+        _check_override_types(spec, backend_name, config.hyperparameters)
+
+
+def _kind(value: Any) -> str | None:
+    """ "a number", "true or false", or None (no kind to hold a `--set` value to)."""
+    if isinstance(value, bool):
+        return "true or false"
+    return "a number" if isinstance(value, int | float) else None
+
+
+def _check_override_types(spec: TaskSpec, backend_name: str, overrides: dict[str, Any]) -> None:
+    """A `--set` value of another kind than the configured one (learning_rate=fast) stops the run at
+    once, in one line, before a backend's own parser prints its usage and exits."""
+    configured = spec.expert.settings(backend_name)
+    for key, value in overrides.items():
+        expected = _kind(configured.get(key))
+        if (
+            expected is not None
+            and _kind(value) != expected
+            and not (expected == "a number" and value is None)
+        ):
+            raise PipelineError(
+                f"--set {key}={value!r}: {backend_name}'s {key} is {expected} (env_configs/{spec.suite}.yaml "
+                f"has {configured[key]!r} for {spec.config}); pass --set {key}=VALUE with {expected}"
+            )
 
 
 def check_device_request(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:

@@ -112,6 +112,10 @@ def test_existing_experts_need_resume_or_overwrite(tmp_path):
         ({"suite": "mujoco", "resume": True, "overwrite": True}, "not both"),
         ({"suite": "mujoco", "threshold": -1.0}, "threshold"),
         ({"suite": "mujoco", "steps": 0}, "--steps"),
+        (  # a value of the wrong kind: one line, not sample-factory's 100 lines of usage
+            {"tasks": ("mujoco-pendulum",), "hyperparameters": {"learning_rate": "fast"}},
+            r"--set learning_rate='fast': sample-factory's learning_rate is a number",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):

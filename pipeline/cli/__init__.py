@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from pipeline import noise
 from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
@@ -69,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pipeline", description="jat-pipeline: build, validate and publish JAT-format datasets."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Debug logging, and third-party messages shown as they come (by default each kind is "
+        "counted and summed up in one line at the end)",
+    )
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for add in (
         _add_tasks,
@@ -106,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    noise.set_verbose(args.verbose)
+    noise.install()
+    try:
+        return _run(args)
+    finally:
+        for line in noise.summary():
+            console.print(line, markup=False, highlight=False)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except PipelineError as exc:
