@@ -375,26 +375,26 @@ def _run_on_ray(
 
 
 class _Display:
-    """A rich progress bar per task: steps, FPS, latest episode return."""
+    """A rich progress line per task: the config (never cut), a bar, steps done, FPS, latest return."""
 
     def __init__(self, plans: list[ExpertPlan], enabled: bool) -> None:
         self.progress = None
         if not enabled or not plans:
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         self.progress = Progress(
-            TextColumn("{task.description:<30}"),
-            BarColumn(),
-            TextColumn("{task.completed:>10.0f}/{task.total:.0f} steps"),
-            TextColumn("{task.fields[fps]:>7.0f} FPS"),
-            TextColumn("return {task.fields[ret]:>9}"),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=10),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+            TextColumn("{task.fields[fps]:,.0f}/s"),
+            TextColumn("R {task.fields[ret]}"),
             TimeElapsedColumn(),
         )
+        self.totals = {p.config: max(p.steps, 1) for p in plans}
         self.tasks = {
-            p.config: self.progress.add_task(
-                f"{p.config} ({p.backend})", total=max(p.steps, 1), fps=0.0, ret="-"
-            )
+            p.config: self.progress.add_task(p.config, total=self.totals[p.config], fps=0.0, ret="-")
             for p in plans
         }
         self.progress.start()
@@ -403,7 +403,10 @@ class _Display:
         if self.progress is None or progress.config not in self.tasks:
             return
         ret = "-" if progress.latest_return is None else f"{progress.latest_return:.2f}"
-        self.progress.update(self.tasks[progress.config], completed=progress.steps, fps=progress.fps, ret=ret)
+        total = self.totals[progress.config] = max(self.totals[progress.config], progress.total_steps)
+        self.progress.update(
+            self.tasks[progress.config], completed=progress.steps, total=total, fps=progress.fps, ret=ret
+        )
 
     def close(self) -> None:
         if self.progress is not None:
