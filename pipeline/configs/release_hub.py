@@ -28,8 +28,9 @@ class PublishExpertsConfig:
 
     Each expert of EXPERTS_DIR goes to ORG/<prefix>-<config> with its model files, metadata.json,
     learning curve (CSV and PNG) and a card (backend, hyperparameters, training, evaluation, how to
-    use it); never its training checkpoints. Re-running uploads only what changed. Unevaluated
-    experts are refused unless --allow-unevaluated; failed ones always. `pipeline rollout --policy
+    use it); never its training checkpoints. Re-running uploads only what changed. Experts the
+    quality gate rejected or never evaluated are refused unless --allow-weak, as by `rollout`;
+    failed ones always. `pipeline rollout --policy
     expert --experts-dir hf://ORG/<prefix>` uses the published experts. Hub endpoint: HF_ENDPOINT;
     token: HF_TOKEN or `hf auth login`.
     """
@@ -44,8 +45,9 @@ class PublishExpertsConfig:
     """Comma-separated task names, short within the suite or full configs; default: every expert."""
     to_folder: str | None = None
     """Write each repo's files to DIR/<PREFIX>-<config>/ instead of the Hub (to inspect them first)."""
-    allow_unevaluated: bool = False
-    """Publish experts never evaluated (`train-experts --no-eval`); their card says so."""
+    allow_weak: bool = False
+    """Publish experts the quality gate rejected or never evaluated (`train-experts --no-eval`), as
+    `rollout --allow-weak` records them; their card says so."""
     with_history: bool = False
     """Also upload the learning-history snapshots (history/), for `rollout --learning-history`."""
     private: bool = False
