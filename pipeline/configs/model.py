@@ -211,8 +211,11 @@ class EvaluateConfig:
     )
     """Also run a uniformly random policy on the same seeds, for a measured baseline."""
     out: str | None = None
-    """Where results.json/.csv and scores.png go; default MODEL/eval (outputs/eval/ORG--NAME for a Hub
-    model)."""
+    """Where results.json/.csv and scores.png go; default MODEL/eval/<run> (outputs/eval/ORG--NAME/<run>
+    for a Hub model), <run> naming the configs evaluated (babyai-go-to+mujoco-hopper; N-tasks-<hash>
+    for more than 3), so evaluations of other configs are kept side by side."""
+    overwrite: bool = False
+    """Replace the results an earlier evaluation of the same configs left in that folder."""
     bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
     """Bootstrap resamples for the aggregate intervals."""
     threads: int | None = 1
