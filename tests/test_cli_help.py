@@ -32,7 +32,7 @@ def test_every_option_says_what_it_does_negated_flags_too():
     for name, parser in _subcommands().items():
         docs = field_docs(parser.get_default("config_class"))
         for action in parser._actions:
-            if not action.option_strings or action.dest == "help":
+            if not action.option_strings or action.dest in ("help", "verbose"):
                 continue
             flag, text = action.option_strings[0], " ".join(action.help.split())
             own = docs[action.dest]

@@ -17,7 +17,7 @@ REJECTED_SEED = 3  # babyai-boss-level redraws its room once for this seed (mini
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
-    monkeypatch.delenv(noise.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(noise.VERBOSE_ENV, "")  # recorded, so whatever main() sets is undone after the test
     monkeypatch.setenv("PYTHONWARNINGS", "")
     noise.take()
     yield
@@ -63,3 +63,17 @@ def test_ray_workers_counts_reach_the_summary_line(tmp_path, capsys):
     assert "Sampling rejected:" not in captured.out + captured.err
     summary = [line for line in captured.err.splitlines() if line.startswith("minigrid: ")]
     assert len(summary) == 1 and "'Sampling rejected' messages suppressed" in summary[0], captured.err
+
+
+def test_the_cli_sums_noise_up_and_verbose_shows_it(tmp_path, capsys):
+    """In this process (--workers 0): one line at the end; `rollout ... --verbose` prints each message."""
+    argv = ["rollout", "--tasks", "babyai-boss-level", "--episodes", "40", "--workers", "0", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "quiet")]) == 0
+    quiet = capsys.readouterr()
+    assert "Sampling rejected:" not in quiet.out
+    assert [line for line in quiet.err.splitlines() if line.startswith("minigrid: ")] == [
+        "minigrid: 2 'Sampling rejected' messages suppressed (--verbose shows them)"
+    ]
+    assert main([*argv, "--out", str(tmp_path / "loud"), "--verbose"]) == 0
+    loud = capsys.readouterr()
+    assert loud.out.count("Sampling rejected: ") == 2 and "suppressed" not in loud.err

@@ -27,6 +27,7 @@ from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tas
 from pipeline.cli.experts import _add_evaluate_experts, _add_train_experts
 from pipeline.cli.hub_release import _add_publish_experts, _add_publish_model
 from pipeline.cli.model import _add_convert_jat, _add_evaluate, _add_train_model
+from pipeline.cli.options import VERBOSE_HELP
 from pipeline.cli.publishing import _add_publish
 from pipeline.cli.release import _add_render, _add_replay
 from pipeline.cli.report import _add_report
@@ -70,13 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pipeline", description="jat-pipeline: build, validate and publish JAT-format datasets."
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="Debug logging, and third-party messages shown as they come (by default each kind is "
-        "counted and summed up in one line at the end)",
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for add in (
         _add_tasks,

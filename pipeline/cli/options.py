@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.configs import Cli, cli_of
 
-__all__ = ["add_config", "config_from", "csv_list", "field_docs"]
+__all__ = ["VERBOSE_HELP", "add_config", "config_from", "csv_list", "field_docs"]
 
 
 def csv_list(value: str) -> list[str]:
@@ -51,6 +51,10 @@ def number(text: str) -> float:
 
 
 PARSERS = {int: integer, float: number, str: str}
+VERBOSE_HELP = (
+    "Debug logging, and the messages of the libraries underneath shown as they come (by default each "
+    "kind is counted and summed up in one line at the end)"
+)
 
 
 @cache
@@ -159,6 +163,8 @@ def add_config(
         else:
             required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
             target.add_argument(_flag(field, cli), dest=field.name, required=required, **kwargs)
+    # not a config field: how much the process prints, the same flag as `pipeline --verbose COMMAND`
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     parser.set_defaults(handler=handler, config_class=cls)
     return parser
 
