@@ -211,7 +211,7 @@ def _train_expert(
         store.publish(staged)  # remote stores keep the checkpoints of an interrupted run too
     wall_time = wall_before + time.monotonic() - started
     if backend.trainable:
-        _report_final(plan, backend.name, outcome, time.monotonic() - started, latest, report)
+        _report_final(plan, outcome, time.monotonic() - started, latest, report)
     metadata = ExpertMetadata(
         config=spec.config,
         suite=spec.suite,
@@ -257,27 +257,18 @@ def _train_expert(
 
 def _report_final(
     plan: ExpertPlan,
-    backend: str,
     outcome: TrainOutcome,
     seconds: float,
     latest: list[TrainProgress],
     report: Callable[[TrainProgress], None],
 ) -> None:
     """The steps really trained, as the last progress report (backends report at most once a second,
-    so a short run may end unreported); a budget the backend rounded up is said once."""
+    so a short run may end unreported, and a budget a backend rounds up ends past the bar's total;
+    the stage says that once, in the driver: `pipeline.train_experts.rounded_up`)."""
     last, steps = (latest[0] if latest else None), outcome.steps
     fps = last.fps if last else (steps - (outcome.resumed_from or 0)) / max(seconds, 1e-6)
     latest_return = last.latest_return if last else None
     report(TrainProgress(plan.config, steps, max(plan.steps, steps), fps, latest_return))
-    if steps > plan.steps and not plan.time_limit_s:
-        log.info(
-            "%s: %s trained %s env steps for a budget of %s (it stops between training rounds, so it "
-            "rounds a budget up)",
-            plan.config,
-            backend,
-            f"{steps:,}",
-            f"{plan.steps:,}",
-        )
 
 
 def _evaluate(

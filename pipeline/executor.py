@@ -271,7 +271,7 @@ class _ActorPool:
         )
 
     def shutdown(self) -> None:
-        _merge_noise(self.ray, [actor.noise.remote() for actor in self.idle])
+        _merge_noise(self.ray, [actor.suppressed.remote() for actor in self.idle])
         for actor in [*self.pending.values(), *self.idle, *(a for a, _ in self.running.values())]:
             self.ray.kill(actor, no_restart=True)
 
@@ -312,7 +312,7 @@ class _Remote:
             self.worker = self.factory()
         yield from getattr(self.worker, method)(*args)
 
-    def noise(self) -> dict[str, int]:
+    def suppressed(self) -> dict[str, int]:
         """Third-party messages this worker suppressed since the last call (`pipeline.noise`)."""
         return noise.take()
 
@@ -356,11 +356,11 @@ class _Board:
     def snapshot(self) -> tuple[dict[str, Any], set[str]]:
         return dict(self.latest), set(self.placed)
 
-    def noise(self, counts: dict[str, int]) -> None:
+    def add_suppressed(self, counts: dict[str, int]) -> None:
         for key, n in counts.items():
             self.suppressed[key] = self.suppressed.get(key, 0) + n
 
-    def noise_counts(self) -> dict[str, int]:
+    def suppressed_counts(self) -> dict[str, int]:
         return dict(self.suppressed)
 
 
@@ -370,7 +370,7 @@ def _run_task(fn: Callable[[Any, Callable[[Any], None]], Any], job: Any, key: st
     try:
         return fn(job, lambda progress: board.report.remote(key, progress))
     finally:
-        board.noise.remote(noise.take())
+        board.add_suppressed.remote(noise.take())
 
 
 def run_tasks(
@@ -435,7 +435,7 @@ def run_tasks(
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-        _merge_noise(ray, [board.noise_counts.remote()])
+        _merge_noise(ray, [board.suppressed_counts.remote()])
         ray.kill(board)
     return results
 

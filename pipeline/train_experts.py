@@ -343,9 +343,32 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
         store.location.delete(TMP_DIR)
     order = {s.config: i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order.get(r.config, len(order)))
+    for line in rounded_up(plans, results):
+        log.info(line)
     reports = write_suite_reports(store, [s.suite for s in specs])
     store.location.delete(TMP_DIR)
     return TrainExpertsSummary(store.uri, results, time.monotonic() - started, reports)
+
+
+def rounded_up(plans: list[ExpertPlan], results: list[ExpertResult]) -> list[str]:
+    """One line per expert whose backend trained past its step budget (sample-factory stops only
+    between training rounds), said once by the stage, whichever process trained it."""
+    planned = {p.config: p for p in plans}
+    lines = []
+    for r in results:
+        plan = planned.get(r.config)
+        if (
+            plan
+            and plan.steps
+            and r.backend == plan.backend
+            and r.steps > plan.steps
+            and not plan.time_limit_s
+        ):
+            lines.append(
+                f"{r.config}: {r.backend} trained {r.steps:,} env steps for a budget of {plan.steps:,} "
+                "(it stops only between training rounds, so it rounds a budget up)"
+            )
+    return lines
 
 
 def _train_on_worker(
