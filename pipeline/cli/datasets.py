@@ -52,6 +52,13 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 _KINDS = {"image": "img", "discrete": "int", "continuous": "f32"}
 
 
+def _score(value: float) -> str:
+    """A reference return at the precision its scale needs (BabyAI's 0.93, Atari's 16,912)."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
 def _tasks_table(specs: list, width: int) -> tuple[Table, str]:
     """Fits `width` columns: names never cut, spaces written short (`int 148+text`, `img 84x84x4`,
     `f32 39`; actions `disc 7`, `box 4`), and the env ids only where they fit whole (`--json` has
@@ -65,7 +72,7 @@ def _tasks_table(specs: list, width: int) -> tuple[Table, str]:
             obs += "+text"
         shape = "x".join(map(str, s.action.shape))
         action = f"disc {s.action.n}" if s.action.type == "discrete" else f"box {shape}"
-        expert, random = f"{s.scores.expert_mean:,.1f}", f"{s.scores.random_mean:,.1f}"
+        expert, random = _score(s.scores.expert_mean), _score(s.scores.random_mean)
         rows.append((s.config, s.env_id, obs, action, expert, random))
     headers = ("config", "env id", "obs", "action", "expert", "random")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
