@@ -158,6 +158,7 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
             w = spec.env.wrappers
+            noise.quiet_ale()  # its emulator prints a banner on every ROM load
             env = FastSeededReset(gym.make(spec.env_id, **spec.make_kwargs))
             env = AtariPreprocessing(
                 env,

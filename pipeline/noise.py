@@ -25,7 +25,17 @@ import warnings
 from collections import Counter
 from typing import Any
 
-__all__ = ["count", "install", "is_verbose", "merge", "quiet_minigrid", "set_verbose", "summary", "take"]
+__all__ = [
+    "count",
+    "install",
+    "is_verbose",
+    "merge",
+    "quiet_ale",
+    "quiet_minigrid",
+    "set_verbose",
+    "summary",
+    "take",
+]
 
 VERBOSE_ENV = "JAT_PIPELINE_VERBOSE"
 """`1`: let third-party noise through (set by `pipeline --verbose`, inherited by workers)."""
@@ -123,6 +133,16 @@ def install() -> None:
 
     showwarning.counts_noise = True  # type: ignore[attr-defined]
     warnings.showwarning = showwarning
+
+
+def quiet_ale() -> None:
+    """ale-py's emulator prints its banner ("A.L.E: Arcade Learning Environment ... [Powered by
+    Stella]") from C++ on every ROM load: its logger is set to errors only (not counted: the lines are
+    never made)."""
+    import ale_py
+
+    mode = ale_py.LoggerMode.Info if is_verbose() else ale_py.LoggerMode.Error
+    ale_py.ALEInterface.setLoggerMode(mode)
 
 
 def quiet_minigrid() -> None:

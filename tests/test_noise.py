@@ -77,3 +77,16 @@ def test_the_cli_sums_noise_up_and_verbose_shows_it(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "loud"), "--verbose"]) == 0
     loud = capsys.readouterr()
     assert loud.out.count("Sampling rejected: ") == 2 and "suppressed" not in loud.err
+
+
+def test_the_atari_emulators_banner_is_not_printed(capfd, monkeypatch):
+    """ale-py prints "A.L.E: Arcade Learning Environment ..." from C++ on every ROM load."""
+    make_env(get_task("atari-breakout")).close()
+    quiet = capfd.readouterr()
+    assert "A.L.E" not in quiet.out + quiet.err
+    monkeypatch.setenv(noise.VERBOSE_ENV, "1")
+    make_env(get_task("atari-breakout")).close()
+    loud = capfd.readouterr()
+    assert "A.L.E: Arcade Learning Environment" in loud.out + loud.err
+    monkeypatch.setenv(noise.VERBOSE_ENV, "")
+    make_env(get_task("atari-breakout")).close()  # and quiet again for the tests after this one
