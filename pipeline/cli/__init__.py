@@ -110,17 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     noise.set_verbose(args.verbose)
     noise.install()
+    noise.take()  # this command's messages only (the tests call main() many times in one process)
     try:
         return _run(args)
     finally:
-        for line in noise.summary():
-            console.print(line, markup=False, highlight=False)
+        _noise_summary()
+
+
+def _noise_summary() -> None:
+    """One line per kind of third-party message suppressed (`pipeline.noise`); before an error line,
+    which stays the last one."""
+    for line in noise.summary():
+        console.print(line, markup=False, highlight=False)
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except PipelineError as exc:
+        _noise_summary()
         console.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return 2
     except Exception as exc:
@@ -128,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
         if full is None:
             raise
         log.debug("full disk", exc_info=exc)  # the traceback, with -v
+        _noise_summary()
         console.print(f"[red]error:[/] {escape(disk_full_message(args, full))}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
