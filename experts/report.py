@@ -1,7 +1,8 @@
 """Per-suite expert summaries: a JSON table and a PNG of learning curves, written into EXPERTS_DIR.
 
     EXPERTS_DIR/summary-<suite>.json          one row per expert (status, steps, scores)
-    EXPERTS_DIR/learning-curves-<suite>.png   mean return per env step, JAT's expert/random as lines
+    EXPERTS_DIR/learning-curves-<suite>.png   mean return per env step to the end of training, the
+                                              evaluation, JAT's expert/random (lines or arrows)
 
 Both stages (`train-experts`, `evaluate-experts`) rewrite them from the store, so they always
 describe every expert of the suite, not only the ones of the last run.
@@ -82,7 +83,14 @@ def suite_rows(store: ExpertStore, suite: str) -> list[dict[str, Any]]:
 
 
 def plot_curves(store: ExpertStore, suite: str, configs: list[str]) -> bytes | None:
-    """PNG bytes of the suite's learning curves (None when no expert has a curve)."""
+    """PNG bytes of the suite's learning curves (None when no expert has a curve).
+
+    Each panel covers the whole run: the training curve (mean return of the episodes finished
+    between rows), then the evaluation at the steps trained (mean ± std; a backend's last curve
+    row may come before its last training round), with a line where training ended. The return
+    axis is the data's: JAT's expert and random returns are lines where they fall within it, and
+    arrows at its edge with their value where they do not (a weak expert used to be a flat line
+    at the bottom of an axis that ran up to JAT's expert)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,25 +102,66 @@ def plot_curves(store: ExpertStore, suite: str, configs: list[str]) -> bytes | N
         return None
     columns = min(4, len(curves))
     lines = math.ceil(len(curves) / columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3.2 * lines), squeeze=False)
     for ax, (config, rows) in zip(axes.flat, curves.items(), strict=False):
-        scores = get_task(config).scores
-        ax.plot([r["steps"] for r in rows], [r["mean_return"] for r in rows], label="expert (training)")
-        ax.axhline(scores.expert_mean, color="green", linestyle="--", linewidth=1, label="JAT expert")
-        ax.axhline(scores.random_mean, color="grey", linestyle=":", linewidth=1, label="random")
-        ax.set_title(config, fontsize=9)
-        ax.set_xlabel("env steps", fontsize=8)
-        ax.set_ylabel("episode return", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _panel(ax, config, rows, _metadata(store, config))
     for ax in list(axes.flat)[len(curves) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{suite}: expert learning curves")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _metadata(store: ExpertStore, config: str) -> ExpertMetadata | None:
+    try:
+        return store.read_metadata(config)
+    except PipelineError:
+        return None
+
+
+def _panel(ax: Any, config: str, rows: list[dict[str, float]], metadata: ExpertMetadata | None) -> None:
+    steps = [r["steps"] for r in rows]
+    returns = [r["mean_return"] for r in rows]
+    ax.plot(steps, returns, marker="." if len(rows) < 20 else None, label="training (mean return)")
+    shown = list(returns)
+    trained = metadata.steps_trained if metadata else None
+    if trained:
+        ax.axvline(trained, color="0.5", linewidth=0.8, label="end of training")
+    evaluation = (metadata.evaluation if metadata else None) or {}
+    if trained and evaluation.get("mean_return") is not None:
+        mean, std = evaluation["mean_return"], evaluation.get("std_return") or 0.0
+        ax.errorbar([trained], [mean], yerr=[std], fmt="o", color="C3", capsize=3, label="evaluation (± std)")
+        shown += [mean - std, mean + std]
+    low, high = min(shown), max(shown)
+    pad = 0.08 * (high - low or max(abs(high), 1.0))
+    ax.set_ylim(low - pad, high + 2.5 * pad)  # room above for the reference labels
+    ax.set_xlim(left=min(0, min(steps)), right=max([*steps, trained or 0]) * 1.04 or 1)
+    scores = get_task(config).scores
+    for i, (name, value, style, colour) in enumerate(
+        (("JAT expert", scores.expert_mean, "--", "green"), ("JAT random", scores.random_mean, ":", "grey"))
+    ):
+        label = f"{name} ({value:.4g})"
+        if low - pad <= value <= high + 2.5 * pad:
+            ax.axhline(value, color=colour, linestyle=style, linewidth=1, label=label)
+        else:
+            above = value > high
+            ax.annotate(
+                f"{label} {'↑' if above else '↓'}",
+                xy=(0.98, (0.95 if above else 0.05) - (0.09 * i if above else -0.09 * i)),
+                xycoords="axes fraction",
+                ha="right",
+                va="center",
+                fontsize=7,
+                color=colour,
+            )
+    ax.set_title(config, fontsize=9)
+    ax.set_xlabel("env steps", fontsize=8)
+    ax.set_ylabel("episode return", fontsize=8)
+    ax.tick_params(labelsize=7)
 
 
 def write_suite_reports(store: ExpertStore, suites: list[str]) -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from experts.metadata import METADATA, ExpertMetadata
 from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
+from pipeline.schema import TMP_DIR
 from pipeline.storage import Location, open_location
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,20 @@ class ExpertStore:
 
     def delete(self, config: str) -> None:
         self.location.delete(config)
+
+    def foreign_entries(self, known_configs: set[str]) -> list[str]:
+        """Top-level names an experts folder never holds (anything but a task config's folder, the
+        suite summaries, `.tmp/`): a non-empty list means the folder is something else (a source
+        tree, a dataset) that training must not write into."""
+        if self.location.is_empty():
+            return []
+        ours = re.compile(r"summary-\w+\.json|learning-curves-\w+\.png|" + re.escape(TMP_DIR))
+        return [
+            info.base_name
+            for info in self.location.list("")
+            if not (info.type == pafs.FileType.Directory and info.base_name in known_configs)
+            and not ours.fullmatch(info.base_name)
+        ]
 
     # --- training folders -----------------------------------------------------------------
     def stage(self, config: str, resume: bool) -> StagedExpert:

@@ -28,6 +28,7 @@ from experts.base import (
     CURVE_FILE,
     ExpertStatus,
     TrainJob,
+    TrainOutcome,
     TrainProgress,
     get_backend,
     history_steps,
@@ -180,6 +181,12 @@ def _train_expert(
     previous = read_curve(os.path.join(staged.workdir, CURVE_FILE)) if plan.resume else []
     wall_before = previous[-1]["wall_time_s"] if previous else 0.0
     started = time.monotonic()
+    latest: list[TrainProgress] = []  # the backend's last report, to close the progress view with the truth
+
+    def reported(progress: TrainProgress) -> None:
+        latest[:] = [progress]
+        report(progress)
+
     job = TrainJob(
         spec=spec,
         hyperparameters=plan.hyperparameters,
@@ -190,7 +197,7 @@ def _train_expert(
         resume=plan.resume,
         num_cpus=plan.num_cpus,
         time_limit_s=plan.time_limit_s,
-        report=report,
+        report=reported,
         history_dir=staged.history_dir,
         history_every=plan.history_every,
         history_every_s=plan.history_every_s,
@@ -203,6 +210,8 @@ def _train_expert(
         store.copy_curve(staged)
         store.publish(staged)  # remote stores keep the checkpoints of an interrupted run too
     wall_time = wall_before + time.monotonic() - started
+    if backend.trainable:
+        _report_final(plan, outcome, time.monotonic() - started, latest, report)
     metadata = ExpertMetadata(
         config=spec.config,
         suite=spec.suite,
@@ -244,6 +253,22 @@ def _train_expert(
     store.write_metadata(spec.config, metadata)  # last: a folder with metadata.json holds a finished expert
     log.info("%s: %s after %d steps", spec.config, result.status, outcome.steps)
     return result
+
+
+def _report_final(
+    plan: ExpertPlan,
+    outcome: TrainOutcome,
+    seconds: float,
+    latest: list[TrainProgress],
+    report: Callable[[TrainProgress], None],
+) -> None:
+    """The steps really trained, as the last progress report (backends report at most once a second,
+    so a short run may end unreported, and a budget a backend rounds up ends past the bar's total;
+    the stage says that once, in the driver: `pipeline.train_experts.rounded_up`)."""
+    last, steps = (latest[0] if latest else None), outcome.steps
+    fps = last.fps if last else (steps - (outcome.resumed_from or 0)) / max(seconds, 1e-6)
+    latest_return = last.latest_return if last else None
+    report(TrainProgress(plan.config, steps, max(plan.steps, steps), fps, latest_return))
 
 
 def _evaluate(

@@ -13,6 +13,7 @@ manifests alone — cheap enough for the rollout to call when it rewrites the fo
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -198,7 +199,12 @@ def _feature_type(feature: Any) -> str:
 def render_from_stats(
     name: str, configs: list[CardConfig], suite_plots: list[str] = (), hub: bool = True
 ) -> str:
-    """The card for dataset `name` (a Hub repo id, or a folder when `hub` is False) holding `configs`."""
+    """The card for dataset `name` (a Hub repo id, or a folder when `hub` is False) holding `configs`.
+
+    A local folder's card names it by its own name, relative (`load_dataset("release", ...)` run
+    beside it): the absolute path of the machine that wrote it means nothing once it is copied."""
+    if not hub and "://" not in name:
+        name = os.path.basename(os.path.normpath(name)) or name
     if not configs:
         raise PipelineError("a dataset card needs at least one config")
     configs = sorted(configs, key=lambda c: c.name)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import time
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import noise
 from pipeline.configs.datasets import DemoConfig
 from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.validate import validate
@@ -50,21 +52,38 @@ def run_demo(config: DemoConfig) -> int:
     if not report.ok:
         return 1
     console.rule("load back with datasets.load_dataset")
-    from datasets import load_dataset
+    import datasets
 
-    table = Table(title=f"load_dataset({config.out!r}, config)")
-    for column in ("config", "train rows", "test rows", "features", "first episode"):
-        table.add_column(column)
-    for c in report.configs:
-        ds = load_dataset(config.out, c.config)
-        first = ds["train"][0]
-        table.add_row(
-            c.config,
-            str(ds["train"].num_rows),
-            str(ds["test"].num_rows),
-            ", ".join(ds["train"].features),
-            f"{len(first['rewards'])} steps, return {sum(first['rewards']):.2f}",
-        )
-    console.print(table)
+    table = Table(
+        title=f"load_dataset({config.out!r}, config)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
+    table.add_column("config", no_wrap=True)
+    table.add_column("train", justify="right")
+    table.add_column("test", justify="right")
+    table.add_column("features", no_wrap=True)  # names: one a line, never cut
+    table.add_column("first episode")
+    quiet = not noise.is_verbose() and not datasets.are_progress_bars_disabled()
+    if quiet:  # its "Generating train split" bars, two per config
+        datasets.disable_progress_bars()
+    try:
+        for c in report.configs:
+            ds = datasets.load_dataset(config.out, c.config)
+            first = ds["train"][0]
+            table.add_row(
+                c.config,
+                str(ds["train"].num_rows),
+                str(ds["test"].num_rows),
+                "\n".join(ds["train"].features),
+                f"{len(first['rewards'])} steps, return {sum(first['rewards']):.2f}",
+            )
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
+    Console().print(table)
     console.print(f"demo finished in {time.monotonic() - started:.0f} s → {config.out}")
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from pipeline import noise
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec
 
@@ -35,6 +36,7 @@ def _register(suite: str) -> None:
         import minigrid
 
         gym.register_envs(minigrid)
+        noise.quiet_minigrid()  # its levels print each rejected room layout
     elif suite == "metaworld":
         import metaworld
 
@@ -156,6 +158,7 @@ def make_env(spec: TaskSpec, *, max_episode_steps: int | None = None) -> gym.Env
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
             w = spec.env.wrappers
+            noise.quiet_ale()  # its emulator prints a banner on every ROM load
             if spec.env.atari_semantics == "envpool":
                 from pipeline.atari_envpool import EnvpoolAtari
 

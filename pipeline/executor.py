@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import faults
+from pipeline import faults, noise
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         "log_to_driver": True,
         "configure_logging": True,
     }
+    if noise.is_verbose():  # workers let third-party noise through too (local ones inherit it anyway)
+        kwargs["runtime_env"] = {"env_vars": {noise.VERBOSE_ENV: "1"}}
     if address:
         check_ray_address(address)
         kwargs["address"] = address
@@ -269,8 +271,22 @@ class _ActorPool:
         )
 
     def shutdown(self) -> None:
+        _merge_noise(self.ray, [actor.suppressed.remote() for actor in self.idle])
         for actor in [*self.pending.values(), *self.idle, *(a for a, _ in self.running.values())]:
             self.ray.kill(actor, no_restart=True)
+
+
+NOISE_TIMEOUT_S = 5.0
+"""How long the driver waits for the workers' counts of suppressed third-party messages."""
+
+
+def _merge_noise(ray: Any, refs: list[Any]) -> None:
+    """Add the workers' counts of suppressed third-party messages (`pipeline.noise`) to this process's."""
+    try:
+        for counts in ray.get(refs, timeout=NOISE_TIMEOUT_S):
+            noise.merge(counts)
+    except Exception as exc:  # a count is not worth failing or waiting for
+        log.debug("no noise counts from the workers: %s", exc)
 
 
 def _describe(unit: Any) -> str:
@@ -292,8 +308,13 @@ class _Remote:
 
     def call(self, method: str, *args: Any) -> Any:
         if self.worker is None:
+            noise.install()
             self.worker = self.factory()
         yield from getattr(self.worker, method)(*args)
+
+    def suppressed(self) -> dict[str, int]:
+        """Third-party messages this worker suppressed since the last call (`pipeline.noise`)."""
+        return noise.take()
 
 
 # --- one Ray task per job ------------------------------------------------------------------------
@@ -324,6 +345,7 @@ class _Board:
     def __init__(self) -> None:
         self.latest: dict[str, Any] = {}
         self.placed: set[str] = set()
+        self.suppressed: dict[str, int] = {}  # third-party messages the tasks dropped (pipeline.noise)
 
     def started(self, key: str) -> None:
         self.placed.add(key)
@@ -334,10 +356,21 @@ class _Board:
     def snapshot(self) -> tuple[dict[str, Any], set[str]]:
         return dict(self.latest), set(self.placed)
 
+    def add_suppressed(self, counts: dict[str, int]) -> None:
+        for key, n in counts.items():
+            self.suppressed[key] = self.suppressed.get(key, 0) + n
+
+    def suppressed_counts(self) -> dict[str, int]:
+        return dict(self.suppressed)
+
 
 def _run_task(fn: Callable[[Any, Callable[[Any], None]], Any], job: Any, key: str, board: Any) -> Any:
+    noise.install()
     board.started.remote(key)
-    return fn(job, lambda progress: board.report.remote(key, progress))
+    try:
+        return fn(job, lambda progress: board.report.remote(key, progress))
+    finally:
+        board.add_suppressed.remote(noise.take())
 
 
 def run_tasks(
@@ -402,6 +435,7 @@ def run_tasks(
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+        _merge_noise(ray, [board.suppressed_counts.remote()])
         ray.kill(board)
     return results
 

@@ -34,9 +34,11 @@ FILE_MEANING = {
     "losses.csv": "training loss per step and task",
     "test_losses.csv": "test-split loss per checkpoint and task",
     "losses.png": "the loss curves",
-    "eval/results.json": "`pipeline evaluate`: every episode's return, per-task and per-domain scores",
-    "eval/results.csv": "`pipeline evaluate`: one row per task",
-    "eval/scores.png": "`pipeline evaluate`: normalised scores per task and domain",
+}
+EVAL_MEANING = {
+    "results.json": "`pipeline evaluate`: every episode's return, per-task and per-domain scores",
+    "results.csv": "`pipeline evaluate`: one row per task",
+    "scores.png": "`pipeline evaluate`: normalised scores per task and domain",
 }
 
 
@@ -47,6 +49,8 @@ def _meaning(path: str) -> str:
         return "the policy the backend loads"
     if path.startswith("history/"):
         return "a learning-history snapshot (`rollout --learning-history`)"
+    if path.startswith("eval/"):
+        return EVAL_MEANING.get(path.rsplit("/", 1)[-1], "")
     return ""
 
 
@@ -137,17 +141,27 @@ def render_model_card(
     repo_id: str,
     config: dict[str, Any],
     training: dict[str, Any] | None,
-    evaluation: dict[str, Any] | None,
+    evaluations: dict[str, dict[str, Any]],
     files: list[str],
 ) -> str:
     """README.md of the JAT model's repo (`pipeline.publish_model`).
 
     `config` is the model's config.json, `training` its training.json (settings and result), and
-    `evaluation` eval/results.json when `pipeline evaluate` wrote one.
+    `evaluations` the results.json of each `pipeline evaluate` run, by folder (eval/<run>).
     """
     settings = (training or {}).get("config") or {}
     result = (training or {}).get("result") or {}
-    tasks = (evaluation or {}).get("tasks") or []
+    runs = [
+        {
+            "tasks": e.get("tasks") or [],
+            "domains": e.get("domains") or [],
+            "settings": e.get("config") or {},
+            "plot": f"{folder}/scores.png" if f"{folder}/scores.png" in files else None,
+        }
+        for folder, e in evaluations.items()
+        if e.get("tasks")
+    ]
+    tasks = list({t["config"]: t for run in reversed(runs) for t in run["tasks"]}.values())  # one per config
     configs = list(settings.get("configs") or [])
     weights = list(settings.get("weights") or []) or [1.0] * len(configs)
     header: dict[str, Any] = {
@@ -210,11 +224,8 @@ def render_model_card(
             result=result,
             mixture=list(zip(configs, weights, strict=False)),
             data=data,
-            tasks=tasks,
-            domains=(evaluation or {}).get("domains") or [],
-            eval_settings=(evaluation or {}).get("config") or {},
+            runs=runs,
             example_task=",".join(t["config"] for t in tasks) or ",".join(configs) or "babyai-go-to",
-            has_plot="eval/scores.png" in files,
             has_losses="losses.png" in files,
             files=[(p, _meaning(p)) for p in [*sorted(files), "README.md"]],
         )

@@ -38,7 +38,7 @@ from huggingface_hub.errors import (
 from pipeline.configs.publish import REPO_ID
 from pipeline.configs.release_hub import HF_SCHEME, expert_repo_id
 from pipeline.errors import PipelineError
-from pipeline.publish_targets import HubTarget, PublishFile, Target
+from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,12 @@ def push(
     stale = sorted({p for prefix in managed for p in target.paths_under(prefix)} - keep)
     if changed or stale:
         target.apply(changed, stale, message, source)
+    verb = "written" if isinstance(target, FolderTarget) else "uploaded"
     log.info(
-        "%s: %d file(s) uploaded, %d unchanged, %d deleted",
+        "%s: %d file(s) %s, %d unchanged, %d deleted",
         target.name,
         len(changed),
+        verb,
         len(files) - len(changed),
         len(stale),
     )

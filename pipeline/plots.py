@@ -9,6 +9,7 @@ or date, so the same statistics always give the same bytes — re-publishing upl
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -34,7 +35,7 @@ def _png(figure: Figure) -> bytes:
 
 def returns_histogram(stats: ConfigStats) -> bytes:
     """Episode returns per split, with JAT's random and expert reference returns marked."""
-    figure = Figure(figsize=(6, 3.2), layout="constrained")
+    figure = Figure(figsize=(7.5, 3.2), layout="constrained")
     ax = figure.add_subplot()
     edges = np.asarray(stats.histogram_edges)
     bottom = np.zeros(len(edges) - 1)
@@ -55,15 +56,42 @@ def returns_histogram(stats: ConfigStats) -> bytes:
             label=f"{split} ({entry.episodes} episodes)",
         )
         bottom += counts
-    scores = stats.reference_scores
-    for name, value, style in (("random", scores.random, ":"), ("expert", scores.expert, "--")):
-        ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"JAT {name} ({value:.4g})")
+    ax.set_ylim(0, max(float(bottom.max(initial=0.0)), 1.0) * 1.3)  # room above for the labels
+    _mark_references(ax, edges, stats)
     ax.set_xlabel("episode return")
     ax.set_ylabel("episodes")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{stats.config}: episode returns", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    train = stats.splits.get("train") or next(iter(stats.splits.values()), None)
+    score = train.normalised_score.mean if train is not None else None
+    said = "" if score is None else f" (normalised score {score:.3g}: 0 JAT random, 1 JAT expert)"
+    ax.set_title(f"{stats.config}: episode returns{said}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
+
+
+def _mark_references(ax: Any, edges: np.ndarray, stats: ConfigStats) -> None:
+    """JAT's random and expert returns: a line where they fall within the data's range, else an arrow
+    at the edge they lie beyond, with their value. The axis is the data's, so episodes far from
+    JAT's expert still show as bars (the axis used to run to the expert's score, leaving slivers)."""
+    low, high = float(edges[0]), float(edges[-1])
+    pad = 0.05 * (high - low or max(abs(high), 1.0))
+    ax.set_xlim(low - pad, high + pad)
+    scores = stats.reference_scores
+    for name, value, style in (("random", scores.random, ":"), ("expert", scores.expert, "--")):
+        label = f"JAT {name} ({value:.4g})"
+        if low - pad <= value <= high + pad:
+            ax.axvline(value, color="black", linestyle=style, linewidth=1, label=label)
+            continue
+        right = value > high
+        ax.annotate(
+            f"{label} {'→' if right else '←'}",
+            xy=(1.0 if right else 0.0, 0.93 if name == "expert" else 0.83),
+            xycoords="axes fraction",
+            ha="right" if right else "left",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "0.6", "linewidth": 0.5},
+        )
 
 
 def suite_summary(suite: str, all_stats: list[ConfigStats]) -> bytes:

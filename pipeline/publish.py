@@ -75,6 +75,8 @@ class Commit:
 class PublishSummary:
     target: str
     configs: list[str]
+    hub: bool = True
+    """A Hub repo (uploads in commits); False: a folder (files written, no commits)."""
     uploaded_files: int = 0
     uploaded_bytes: int = 0
     unchanged_files: int = 0
@@ -250,14 +252,24 @@ def _upload(
 ) -> None:
     commits = _pack(groups, target, config, summary)
     total = sum(c.nbytes for c in commits)
-    log.info(
-        "%d commit(s), %d file(s), %.1f MB to upload to %s; %d file(s) already there",
-        len(commits),
-        sum(len(c.files) for c in commits),
-        total / 1e6,
-        target.name,
-        summary.unchanged_files,
-    )
+    files = sum(len(c.files) for c in commits)
+    if summary.hub:
+        log.info(
+            "%d commit(s), %d file(s), %.1f MB to upload to %s; %d file(s) already there",
+            len(commits),
+            files,
+            total / 1e6,
+            target.name,
+            summary.unchanged_files,
+        )
+    else:
+        log.info(
+            "%d file(s), %.1f MB to write to %s; %d file(s) already there",
+            files,
+            total / 1e6,
+            target.name,
+            summary.unchanged_files,
+        )
     display = _Display(total, config.progress and bool(commits))
     started = time.monotonic()
     try:
@@ -272,7 +284,7 @@ def _upload(
             summary.uploaded_files += len(commit.files)
             summary.uploaded_bytes += commit.nbytes
             summary.deleted_files += len(commit.deletions)
-            display.advance(commit.nbytes, message)
+            display.advance(commit.nbytes, message if summary.hub else "write " + ", ".join(commit.labels))
     finally:
         summary.upload_seconds = time.monotonic() - started
         display.close()
@@ -307,7 +319,9 @@ def publish(config: PublishConfig) -> PublishSummary:
         groups, info = _plan(
             location, names, stats, clips, target, config.repo_id or target.name, hub=bool(config.repo_id)
         )
-        summary = PublishSummary(target.name, names, card_configs=list(info.configs))
+        summary = PublishSummary(
+            target.name, names, hub=bool(config.repo_id), card_configs=list(info.configs)
+        )
         _upload(groups, target, location, config, summary)
         summary.tag = target.tag(info)  # after the last commit: the tag never names a partial publish
         summary.head = getattr(target, "head", None)
@@ -316,15 +330,18 @@ def publish(config: PublishConfig) -> PublishSummary:
         if not quiet:
             enable_progress_bars()
     summary.seconds = time.monotonic() - started
-    log.info(
-        "published %s to %s: %d file(s), %.1f MB in %d commit(s), %.1f MB/s",
-        ", ".join(names),
-        target.name,
-        summary.uploaded_files,
-        summary.uploaded_bytes / 1e6,
-        summary.commits,
-        summary.throughput_mb_s,
-    )
+    if summary.hub:
+        log.info(
+            "published %s to %s: %d file(s), %.1f MB in %d commit(s), %.1f MB/s",
+            ", ".join(names),
+            target.name,
+            summary.uploaded_files,
+            summary.uploaded_bytes / 1e6,
+            summary.commits,
+            summary.throughput_mb_s,
+        )
+    else:
+        log.debug("wrote %s to %s", ", ".join(names), target.name)  # the CLI says what was written
     return summary
 
 

@@ -12,8 +12,9 @@ The expert of config C in EXPERTS_DIR goes to ORG/<prefix>-C:
 so the repo's files are the store's layout for C, and `hf://ORG/<prefix>` works as an experts dir
 (`pipeline.hub_models.expert_store_root`). checkpoints/ (training state for --resume) stays
 local. Every expert is checked before the first upload: a failed one is refused, an unevaluated one
-too unless --allow-unevaluated. A re-run compares each file's checksum with the repo's and commits
-only what changed (nothing, after a complete run).
+too, and one the quality gate rejected, unless --allow-weak (as `rollout --policy expert`). A
+re-run compares each file's checksum with the repo's and commits only what changed (nothing, after
+a complete run).
 
 Without a replay.gif the expert records an episode (a rollout into a temporary folder, seed 0) that
 `pipeline.render.clip_gif` draws; a local EXPERTS_DIR keeps it as C/replay.gif, so a re-run draws
@@ -96,11 +97,21 @@ def _select(store: ExpertStore, config: PublishExpertsConfig) -> dict[str, Exper
             f"the expert(s) {', '.join(failed)} in {store.uri} failed: nothing was published; retrain them "
             "(`pipeline train-experts --overwrite`) or leave them out with --tasks"
         )
-    unevaluated = [n for n, m in metas.items() if m.status == ExpertStatus.UNEVALUATED]
-    if unevaluated and not config.allow_unevaluated:
+    weak = {
+        s: [n for n, m in metas.items() if m.status == s]
+        for s in (ExpertStatus.REJECTED, ExpertStatus.UNEVALUATED)
+    }
+    if any(weak.values()) and not config.allow_weak:
+        said = [
+            f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} "
+            + ("rejected by the quality gate" if status == ExpertStatus.REJECTED else "never evaluated")
+            for status, names in weak.items()
+            if names
+        ]
         raise PipelineError(
-            f"the expert(s) {', '.join(unevaluated)} in {store.uri} were never evaluated: nothing was "
-            "published; run `pipeline evaluate-experts` first, or pass --allow-unevaluated"
+            f"in {store.uri}, {'; '.join(said)}: nothing was published; train further "
+            "(`pipeline train-experts --resume`) or evaluate (`pipeline evaluate-experts`), or pass "
+            "--allow-weak to publish them anyway (as `rollout --allow-weak` records them)"
         )
     for name in metas:
         check_repo_id(expert_repo_id(config.repo_prefix, name))

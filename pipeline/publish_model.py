@@ -5,7 +5,7 @@
     config.json, model.safetensors  the model (`JatModel.from_pretrained` reads them)
     tokenizer.json, tokenizer_config.json
     training.json, losses.csv, test_losses.csv, losses.png    the training run
-    eval/results.json, results.csv, scores.png                `pipeline evaluate`, when run
+    eval/<run>/results.json, results.csv, scores.png          each `pipeline evaluate` run
 
 MODEL_DIR/checkpoint/ (optimizer and RNG state for --resume) is never uploaded. As for experts,
 a re-run compares checksums and commits only what changed; `pipeline evaluate --model ORG/NAME`
@@ -60,13 +60,24 @@ def _files(location: Location, name: str) -> list[PublishFile]:
             "train one with `pipeline train-model --out DIR`, or give the folder it wrote"
         )
     paths = [*MODEL_FILES, *(f for f in RUN_FILES if location.exists(f))]
-    paths += [f"{EVAL_DIR}/{f}" for f in EVAL_FILES if location.exists(f"{EVAL_DIR}/{f}")]
+    runs = _eval_runs(location)
+    paths += [f"{run}/{f}" for run in runs for f in EVAL_FILES if location.exists(f"{run}/{f}")]
     files = [repo_file(location, p) for p in paths]
     config = _json(location, "config.json") or {}
-    card = render_model_card(
-        name, config, _json(location, "training.json"), _json(location, f"{EVAL_DIR}/results.json"), paths
-    )
+    evaluations = {run: _json(location, f"{run}/results.json") or {} for run in runs}
+    card = render_model_card(name, config, _json(location, "training.json"), evaluations, paths)
     return [*files, PublishFile.generated("README.md", card.encode())]
+
+
+def _eval_runs(location: Location) -> list[str]:
+    """The folders `pipeline evaluate` wrote results into: eval/<run>/ (and eval/ itself, where
+    evaluations before runs had folders of their own wrote)."""
+    found = [
+        location.relative(info.path).rsplit("/", 1)[0]
+        for info in location.list(EVAL_DIR, recursive=True)
+        if info.base_name == "results.json"
+    ]
+    return sorted(found, key=lambda run: (run != EVAL_DIR, run))
 
 
 def publish_model(config: PublishModelConfig) -> PublishModelSummary:

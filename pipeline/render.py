@@ -4,7 +4,8 @@ Each episode is played again by `pipeline.replay` (stored seed and actions, the 
 and one frame is taken per stored step, of the state the stored action was taken in:
 
 - Atari: the newest frame of the stack the agent saw (84x84 grey, shown at 2x), as played;
-- BabyAI: minigrid's own drawing of the grid (`get_frame`, plain numpy, no GL);
+- BabyAI: minigrid's own drawing of the grid (`get_frame`, plain numpy, no GL) at 16 px a cell,
+  under the mission it is given;
 - MuJoCo / Meta-World: MuJoCo's offscreen renderer through gymnasium's, which needs an OpenGL
   context: on a machine without a GPU, OSMesa (`MUJOCO_GL=osmesa`, Debian's libosmesa6), picked
   when MUJOCO_GL is unset and the library is installed. Without a usable GL, render stops with
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.configs.release import RenderConfig
 from pipeline.errors import PipelineError
@@ -44,8 +45,12 @@ from pipeline.storage import Location, open_location
 log = logging.getLogger(__name__)
 DEFAULT_FPS = {"atari": 15.0, "babyai": 4.0, "mujoco": 30.0, "metaworld": 30.0}
 ATARI_SCALE = 2
-BABYAI_TILE = 8
-"""Pixels per grid cell: a 22x22 BabyAI room is 176 px wide."""
+BABYAI_TILE = 16
+"""Pixels per grid cell: a 22x22 BabyAI level is 352 px wide (at 8 its objects were specks)."""
+MISSION_FONT_PX = 16
+"""The BabyAI mission, written above the grid (the agent's instruction: what the episode is about)."""
+MISSION_LINES = 2
+"""Lines of the mission strip; a longer mission is written smaller (down to 10 px) to fit."""
 MUJOCO_SIZE = 256
 CAPTION_PX = 12
 GL_SUITES = ("mujoco", "metaworld")
@@ -87,7 +92,36 @@ def _atari_frame(_env: object, observation: object) -> np.ndarray:
 
 
 def _babyai_frame(env, _observation: object) -> np.ndarray:
-    return env.unwrapped.get_frame(highlight=False, tile_size=BABYAI_TILE)
+    grid = env.unwrapped.get_frame(highlight=False, tile_size=BABYAI_TILE)
+    return with_text_above(grid, str(env.unwrapped.mission))
+
+
+def with_text_above(frame: np.ndarray, text: str) -> np.ndarray:
+    """`frame` under a dark strip holding `text` in `MISSION_LINES` lines, wrapped to the frame's width
+    (Pillow's bundled font, smaller for a long text). The strip's height is fixed, so every frame of a
+    video has one size whatever the missions of its episodes."""
+    width = frame.shape[1]
+    for size in range(MISSION_FONT_PX, 9, -1):
+        font = ImageFont.load_default(size=size)
+        lines = _wrapped(text, font, width - 8)
+        if len(lines) <= MISSION_LINES:
+            break
+    line_px = MISSION_FONT_PX + 4
+    strip = Image.new("RGB", (width, 6 + line_px * MISSION_LINES), (32, 32, 48))
+    draw = ImageDraw.Draw(strip)
+    for i, line in enumerate(lines[:MISSION_LINES]):
+        draw.text((4, 3 + i * line_px), line, fill=(255, 255, 255), font=font)
+    return np.concatenate([np.asarray(strip), np.ascontiguousarray(frame[..., :3], dtype=np.uint8)], axis=0)
+
+
+def _wrapped(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def _mujoco_frame(env, _observation: object) -> np.ndarray:

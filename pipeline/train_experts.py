@@ -40,7 +40,7 @@ from pipeline.executor import (
     require_shared_storage,
     run_tasks,
 )
-from pipeline.registry import TaskSpec, resolve_tasks
+from pipeline.registry import TaskSpec, all_tasks, resolve_tasks
 from pipeline.schema import TMP_DIR
 from pipeline.sections import check_threshold
 from pipeline.storage import check_writable
@@ -179,6 +179,31 @@ def check_overrides(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
                 f"{closest_keys(unknown, allowed)}; fix the key (valid keys are the backend's arguments, "
                 f"as in expert.{backend_name} of env_configs/{spec.suite}.yaml)"
             )
+        _check_override_types(spec, backend_name, config.hyperparameters)
+
+
+def _kind(value: Any) -> str | None:
+    """ "a number", "true or false", or None (no kind to hold a `--set` value to)."""
+    if isinstance(value, bool):
+        return "true or false"
+    return "a number" if isinstance(value, int | float) else None
+
+
+def _check_override_types(spec: TaskSpec, backend_name: str, overrides: dict[str, Any]) -> None:
+    """A `--set` value of another kind than the configured one (learning_rate=fast) stops the run at
+    once, in one line, before a backend's own parser prints its usage and exits."""
+    configured = spec.expert.settings(backend_name)
+    for key, value in overrides.items():
+        expected = _kind(configured.get(key))
+        if (
+            expected is not None
+            and _kind(value) != expected
+            and not (expected == "a number" and value is None)
+        ):
+            raise PipelineError(
+                f"--set {key}={value!r}: {backend_name}'s {key} is {expected} (env_configs/{spec.suite}.yaml "
+                f"has {configured[key]!r} for {spec.config}); pass --set {key}=VALUE with {expected}"
+            )
 
 
 def check_device_request(specs: list[TaskSpec], config: TrainExpertsConfig) -> None:
@@ -255,6 +280,17 @@ def _check_existing(store: ExpertStore, spec: TaskSpec, config: TrainExpertsConf
         )
 
 
+def check_experts_folder(store: ExpertStore) -> None:
+    """--out must be empty, new or an experts folder: never a source tree or a dataset."""
+    foreign = store.foreign_entries(set(all_tasks()))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PipelineError(
+            f"--out {store.uri} is not empty and is not an experts folder (it holds {shown}): "
+            "choose a new or empty folder, e.g. --out outputs/experts"
+        )
+
+
 def check_backend(config: TrainExpertsConfig) -> None:
     """An unknown --backend, or --force-train with a backend that trains nothing, stops the run."""
     if config.backend is None:
@@ -275,6 +311,7 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
     if not config.in_process:
         require_shared_storage({"--out": config.out}, config.address, 1, config.shared_fs)
     store = ExpertStore(config.out)
+    check_experts_folder(store)
     check_writable(store.location)
     cpus = None if config.in_process else cluster_cpus(config.address)
     plans: list[ExpertPlan] = []
@@ -306,9 +343,32 @@ def train_experts(config: TrainExpertsConfig) -> TrainExpertsSummary:
         store.location.delete(TMP_DIR)
     order = {s.config: i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order.get(r.config, len(order)))
+    for line in rounded_up(plans, results):
+        log.info(line)
     reports = write_suite_reports(store, [s.suite for s in specs])
     store.location.delete(TMP_DIR)
     return TrainExpertsSummary(store.uri, results, time.monotonic() - started, reports)
+
+
+def rounded_up(plans: list[ExpertPlan], results: list[ExpertResult]) -> list[str]:
+    """One line per expert whose backend trained past its step budget (sample-factory stops only
+    between training rounds), said once by the stage, whichever process trained it."""
+    planned = {p.config: p for p in plans}
+    lines = []
+    for r in results:
+        plan = planned.get(r.config)
+        if (
+            plan
+            and plan.steps
+            and r.backend == plan.backend
+            and r.steps > plan.steps
+            and not plan.time_limit_s
+        ):
+            lines.append(
+                f"{r.config}: {r.backend} trained {r.steps:,} env steps for a budget of {plan.steps:,} "
+                "(it stops only between training rounds, so it rounds a budget up)"
+            )
+    return lines
 
 
 def _train_on_worker(
@@ -338,26 +398,26 @@ def _run_on_ray(
 
 
 class _Display:
-    """A rich progress bar per task: steps, FPS, latest episode return."""
+    """A rich progress line per task: the config (never cut), a bar, steps done, FPS, latest return."""
 
     def __init__(self, plans: list[ExpertPlan], enabled: bool) -> None:
         self.progress = None
         if not enabled or not plans:
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         self.progress = Progress(
-            TextColumn("{task.description:<30}"),
-            BarColumn(),
-            TextColumn("{task.completed:>10.0f}/{task.total:.0f} steps"),
-            TextColumn("{task.fields[fps]:>7.0f} FPS"),
-            TextColumn("return {task.fields[ret]:>9}"),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=10),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+            TextColumn("{task.fields[fps]:,.0f}/s"),
+            TextColumn("R {task.fields[ret]}"),
             TimeElapsedColumn(),
         )
+        self.totals = {p.config: max(p.steps, 1) for p in plans}
         self.tasks = {
-            p.config: self.progress.add_task(
-                f"{p.config} ({p.backend})", total=max(p.steps, 1), fps=0.0, ret="-"
-            )
+            p.config: self.progress.add_task(p.config, total=self.totals[p.config], fps=0.0, ret="-")
             for p in plans
         }
         self.progress.start()
@@ -366,7 +426,10 @@ class _Display:
         if self.progress is None or progress.config not in self.tasks:
             return
         ret = "-" if progress.latest_return is None else f"{progress.latest_return:.2f}"
-        self.progress.update(self.tasks[progress.config], completed=progress.steps, fps=progress.fps, ret=ret)
+        total = self.totals[progress.config] = max(self.totals[progress.config], progress.total_steps)
+        self.progress.update(
+            self.tasks[progress.config], completed=progress.steps, total=total, fps=progress.fps, ret=ret
+        )
 
     def close(self) -> None:
         if self.progress is not None:

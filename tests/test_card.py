@@ -54,7 +54,8 @@ def test_local_card_loads_with_datasets_and_shows_statistics(dataset: Path, tmp_
         f"{train.episode_return.mean:.4g} ± {train.episode_return.std:.4g} |"
     )
     assert row in body
-    assert f'load_dataset("{copy}", "{CONFIGS[0]}")' in body
+    # relative: the folder's own name, never the absolute path of the machine that wrote it
+    assert f'load_dataset("ds", "{CONFIGS[0]}")  # this folder\'s path' in body and str(tmp_path) not in body
     assert "stats.json" not in body  # not published to this folder: not advertised
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from pipeline.cli import build_parser
+from pipeline.cli.options import field_docs
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -22,6 +23,33 @@ def test_every_option_has_help():
         if action.option_strings and not action.help
     ]
     assert not missing, f"options without help: {missing}"
+
+
+def test_every_option_says_what_it_does_negated_flags_too():
+    """The help of `--no-x` starts with what `--no-x` does, not with what the field means when True
+    (it read "--no-wait  Follow the job's logs until it ends"); no help describes another flag first."""
+    backwards = []
+    for name, parser in _subcommands().items():
+        docs = field_docs(parser.get_default("config_class"))
+        for action in parser._actions:
+            if not action.option_strings or action.dest in ("help", "verbose"):
+                continue
+            flag, text = action.option_strings[0], " ".join(action.help.split())
+            own = docs[action.dest]
+            if flag.startswith("--no-"):
+                assert isinstance(action, argparse._StoreFalseAction), f"{name} {flag}"
+                first_sentence = own.split(".")[0].split(";")[0]
+                if text.lower().startswith(first_sentence.lower()) or "By default: " not in text:
+                    backwards.append(f"{name} {flag}: {text}")
+            elif f"{flag}:" in text or f"; {flag} " in text:  # a flag's help names itself as an aside
+                backwards.append(f"{name} {flag}: {text}")
+    assert not backwards, "help that reads backwards:\n" + "\n".join(backwards)
+
+
+def test_negated_help_as_printed():
+    """What a user reads at 80 columns: the flag, what it does, then the default."""
+    text = " ".join(_subcommands()["submit"].format_help().split())
+    assert "--no-wait Return as soon as the job is submitted, printing its id. By default: follow" in text
 
 
 def test_model_flags_named_in_errors_exist():

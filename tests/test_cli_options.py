@@ -31,8 +31,9 @@ def test_every_subcommand_has_exactly_its_configs_fields_as_options():
     for name, parser in _subcommands().items():
         cls = parser.get_default("config_class")
         fields = {f.name for f in dataclasses.fields(cls) if not cli_of(f).hidden}
-        dests = {a.dest for a in parser._actions if a.dest != "help"}
+        dests = {a.dest for a in parser._actions if a.dest not in ("help", "verbose")}
         assert dests == fields, name
+        assert "--verbose" in parser._option_string_actions, name  # every subcommand takes it too
         docs = field_docs(cls)
         assert fields <= set(docs), f"{cls.__name__}: fields without a docstring {fields - set(docs)}"
 

@@ -240,6 +240,43 @@ def test_examples_are_found_everywhere() -> None:
     assert all(e.source.startswith("README.md") for e in ELIDED), [str(e) for e in ELIDED]
 
 
+def test_examples_write_under_outputs() -> None:
+    """A user copying an example from a fresh clone writes into `outputs/` (git-ignored), never into
+    the source tree (`--out experts/` made training write into the `experts` Python package)."""
+    from pipeline.cli import _OUTPUT_ARG
+
+    outside = []
+    for example in RUNNABLE:
+        args, _ = _parse(example.argv)
+        if args is None or args.subcommand == "submit":
+            continue
+        value = getattr(args, _OUTPUT_ARG.get(args.subcommand, ""), None)
+        relative = isinstance(value, str) and "://" not in value and not value.startswith("/")
+        if relative and not value.startswith("outputs/"):  # absolute paths: a container's volume
+            outside.append(str(example))
+    assert not outside, "examples writing into the checkout:\n" + "\n".join(outside)
+    ignored = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "outputs/x",
+            "data/x",
+            "experts/mujoco-hopper/x",
+            "experts/summary-mujoco.json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if ignored.returncode != 128:  # 128: not a git checkout (an sdist)
+        assert len(ignored.stdout.split()) == 4, ignored.stdout
+    kept = subprocess.run(
+        ["git", "check-ignore", "experts/base.py"], cwd=ROOT, capture_output=True, timeout=30
+    )
+    assert kept.returncode != 0  # the package's own files are never ignored
+
+
 @pytest.mark.parametrize(
     ("command", "expected"),
     [

@@ -260,7 +260,14 @@ def test_installed_wheel_runs_every_stage_outside_the_tree(wheel: Path, tmp_path
         metadata = json.loads((work / "experts" / "mujoco-pendulum" / "metadata.json").read_text())
         # 256 steps of training are far below the gate
         assert metadata["status"] == "rejected" and metadata["evaluation"]["episodes"] == 2
-        publish_experts = [pipeline, "publish-experts", "experts", "--tasks", "mujoco-pendulum"]
+        publish_experts = [
+            pipeline,
+            "publish-experts",
+            "experts",
+            "--tasks",
+            "mujoco-pendulum",
+            "--allow-weak",
+        ]
         _run([*publish_experts, "--repo-prefix", "org/jat-expert", "--to-folder", "expert-repos"], work, env)
         assert (
             "mujoco-pendulum"

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = {
     "pipeline.errors",
     "pipeline.faults",
+    "pipeline.noise",
     "pipeline.schema",
     "pipeline.registry",
     "pipeline.envs",

@@ -37,10 +37,10 @@ def _with_score(stats: ConfigStats, config: str, mean: float | None) -> ConfigSt
     return dataclasses.replace(stats, config=config, splits={**stats.splits, "train": train})
 
 
-def test_the_returns_histogram_is_a_600_by_320_png_and_the_same_for_the_same_stats(stats):
+def test_the_returns_histogram_is_a_750_by_320_png_and_the_same_for_the_same_stats(stats):
     hopper = stats["mujoco-hopper"]
     first = returns_histogram(hopper)
-    assert _size(first) == (600, 320)
+    assert _size(first) == (750, 320)
     assert returns_histogram(hopper) == first
     read_back = ConfigStats.from_dict(json.loads(json.dumps(hopper.to_dict())), "stats.json")
     assert returns_histogram(read_back) == first  # as redrawn later from the published stats.json
@@ -71,7 +71,7 @@ def test_a_config_with_one_split_still_draws(stats):
     hopper = stats["mujoco-hopper"]
     only_train = dataclasses.replace(hopper, splits={"train": hopper.splits["train"]})
     png = returns_histogram(only_train)
-    assert _size(png) == (600, 320) and png != returns_histogram(hopper)
+    assert _size(png) == (750, 320) and png != returns_histogram(hopper)
 
 
 def test_the_suite_summary_grows_with_its_configs_and_ignores_other_suites(stats):
@@ -96,3 +96,25 @@ def test_an_undefined_score_or_an_empty_suite_still_draws(stats):
     undefined = _with_score(stats["atari-breakout"], "atari-bowling", None)
     assert _size(suite_summary("atari", [undefined])) == (700, 148)
     assert _size(suite_summary("atari", [])) == (700, 148)  # room for one row, none drawn
+
+
+def test_the_return_axis_is_the_datas_and_references_beyond_it_are_marked_at_its_edge(stats):
+    """A random Hopper (returns ~20) against JAT's expert (1859): the axis ran to 1859 and the bars
+    were slivers; now it spans the data, the expert is an arrow at the right edge, random a line."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from pipeline.plots import _mark_references
+
+    hopper = stats["mujoco-hopper"]
+    edges = np.asarray(hopper.histogram_edges)
+    assert hopper.reference_scores.expert > 10 * edges[-1]  # the sample's random policy is far below
+    ax = Figure().add_subplot()
+    _mark_references(ax, edges, hopper)
+    low, high = ax.get_xlim()
+    assert low < edges[0] and edges[-1] < high < edges[-1] + 0.1 * (edges[-1] - edges[0]) + 1e-9
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == [f"JAT expert ({hopper.reference_scores.expert:.4g}) →"], texts
+    lines = [line.get_xdata()[0] for line in ax.get_lines()]
+    random = hopper.reference_scores.random
+    assert lines == ([random] if low <= random <= high else []), lines

@@ -24,6 +24,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from publish_helpers import CONFIGS, LOAD_SCRIPT, copy_configs, local_digests
 
+from pipeline.cli import main
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import read_manifest
 from pipeline.publish import PublishConfig, publish
@@ -322,6 +323,21 @@ def test_to_folder_is_the_default_and_loads(dataset: Path, tmp_path: Path) -> No
     assert loaded["train"].num_rows == totals["train"]["episodes"] and loaded["test"].num_rows == 1
     again = publish(PublishConfig(str(source), progress=False, clips=False))
     assert again.uploaded_files == 0 and again.unchanged_files == summary.uploaded_files
+    card = (folder / "README.md").read_text()
+    assert 'load_dataset("ds-publish", "metaworld-reach")' in card and str(tmp_path) not in card  # relative
+
+
+def test_folder_publishing_speaks_of_a_folder(dataset: Path, tmp_path: Path, capsys, caplog) -> None:
+    """No uploads, MB/s or commits for files written to a folder."""
+    source = copy_configs(dataset, tmp_path / "ds", ("metaworld-reach",))
+    with caplog.at_level("INFO"):
+        code = main(
+            ["publish", str(source), "--to-folder", str(tmp_path / "out"), "--no-clips", "--no-progress"]
+        )
+    assert code == 0
+    said = capsys.readouterr().out + "\n".join(r.getMessage() for r in caplog.records)
+    assert f"wrote metaworld-reach to the folder {tmp_path / 'out'}" in said and "file(s) written" in said
+    assert not any(word in said.lower() for word in ("upload", "mb/s", "commit")), said
 
 
 @pytest.mark.parametrize(

@@ -51,9 +51,10 @@ def experts(tmp_path_factory) -> Path:
 
 
 def _publish(experts: Path, **kwargs: object):
-    return publish_experts(
-        PublishExpertsConfig(str(experts), **{"repo_prefix": PREFIX, "xet": False, **kwargs})
-    )
+    """The fixture's experts are weak by design (a 2048-step PPO, an unevaluated bot): --allow-weak
+    unless a test says otherwise."""
+    settings = {"repo_prefix": PREFIX, "xet": False, "allow_weak": True, **kwargs}
+    return publish_experts(PublishExpertsConfig(str(experts), **settings))
 
 
 def _rollout(out: Path, experts_dir: str) -> None:
@@ -156,12 +157,18 @@ def test_only_changed_files_are_uploaded_and_history_on_request(experts, hub, tm
     assert snapshots[0] not in hub.files(repo, kind="model")
 
 
-def test_unevaluated_and_failed_experts_are_refused_before_any_upload(experts, hub, tmp_path):
-    with pytest.raises(PipelineError, match=r"babyai-go-to .* never evaluated: .*--allow-unevaluated"):
-        _publish(experts)  # every expert: the bot was never evaluated
+def test_weak_and_failed_experts_are_refused_before_any_upload(experts, hub, tmp_path):
+    """A rejected or unevaluated expert needs --allow-weak, as `rollout --policy expert` does."""
+    weak = r"mujoco-pendulum was rejected by the quality gate; babyai-go-to was never evaluated: nothing"
+    with pytest.raises(PipelineError, match=weak + r".*--allow-weak"):
+        _publish(experts, allow_weak=False)  # every expert
+    with pytest.raises(
+        PipelineError, match=r"mujoco-pendulum was rejected by the quality gate: .*--allow-weak"
+    ):
+        _publish(experts, tasks=(PENDULUM,), allow_weak=False)  # published without a word before
     assert hub.head(f"{PREFIX}-{PENDULUM}", kind="model") is None  # refused before the first repo
 
-    summary = _publish(experts, tasks=("babyai-go-to",), allow_unevaluated=True)
+    summary = _publish(experts, tasks=("babyai-go-to",))
     card = hub.read(f"{PREFIX}-babyai-go-to", "README.md", kind="model").decode()
     assert "Not evaluated" in card and "model-index" not in card
     replay = hub.read(f"{PREFIX}-babyai-go-to", "replay.gif", kind="model")  # the bot's replay, drawn
@@ -177,7 +184,7 @@ def test_unevaluated_and_failed_experts_are_refused_before_any_upload(experts, h
     meta = local / PENDULUM / "metadata.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "status": "failed"}))
     with pytest.raises(PipelineError, match=r"mujoco-pendulum .* failed: nothing was published"):
-        _publish(local, tasks=(PENDULUM,), allow_unevaluated=True)
+        _publish(local, tasks=(PENDULUM,))
     with pytest.raises(PipelineError, match="holds no expert for mujoco-hopper"):
         _publish(local, tasks=("mujoco-hopper",))
 
@@ -228,7 +235,8 @@ def _rollout_hopper(tmp_path: Path) -> None:
 
 def test_cli_never_prints_the_token_and_names_bad_input(experts, hub, tmp_path, capsys, caplog):
     caplog.set_level("DEBUG")
-    code = main(["publish-experts", str(experts), "--repo-prefix", PREFIX, "--tasks", PENDULUM, "--no-xet"])
+    argv = ["--repo-prefix", PREFIX, "--tasks", PENDULUM, "--no-xet", "--allow-weak"]
+    code = main(["publish-experts", str(experts), *argv])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert f"hf://{PREFIX}" in out.out
@@ -254,6 +262,7 @@ def test_cli_never_prints_the_token_and_names_bad_input(experts, hub, tmp_path, 
                 PENDULUM,
                 "--to-folder",
                 str(folder),
+                "--allow-weak",
             ]
         )
         == 0

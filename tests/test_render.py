@@ -17,7 +17,16 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.configs.release import RenderConfig
-from pipeline.render import ATARI_SCALE, BABYAI_TILE, CAPTION_PX, MUJOCO_SIZE, run_render
+from pipeline.render import (
+    ATARI_SCALE,
+    BABYAI_TILE,
+    CAPTION_PX,
+    MISSION_FONT_PX,
+    MISSION_LINES,
+    MUJOCO_SIZE,
+    run_render,
+    with_text_above,
+)
 
 OSMESA = ctypes.util.find_library("OSMesa")
 
@@ -36,11 +45,22 @@ def test_babyai_gif_has_one_frame_per_step_from_minigrids_renderer(sample_datase
         )
         == 0
     )
-    steps = sum(e["length"] for e, _, _ in _first_episodes(sample_dataset, "babyai-go-to", 2))
+    episodes = _first_episodes(sample_dataset, "babyai-go-to", 2)
+    steps = sum(e["length"] for e, _, _ in episodes)
+    strip = 6 + (MISSION_FONT_PX + 4) * MISSION_LINES
     with Image.open(out) as gif:
         assert gif.n_frames == steps
-        assert gif.size == (22 * BABYAI_TILE, 22 * BABYAI_TILE + CAPTION_PX)  # GoTo: a 22x22 grid
+        assert BABYAI_TILE >= 16  # at 8 px a cell (176x188) the objects were specks
+        assert gif.size == (22 * BABYAI_TILE, strip + 22 * BABYAI_TILE + CAPTION_PX)  # GoTo: a 22x22 grid
         assert gif.info["duration"] == 250  # BabyAI's default 4 fps
+        first = np.asarray(gif.convert("RGB"), dtype=float)[:strip]
+    # the mission it was given is written above the grid: the strip is that text's, not another's
+    _, path, row = episodes[0]
+    mission = pq.read_table(sample_dataset / path).column("text_observations")[row][0].as_py()
+    grid = np.zeros((22 * BABYAI_TILE, 22 * BABYAI_TILE, 3), dtype=np.uint8)
+    expected = with_text_above(grid, mission)[:strip].astype(float)
+    other = with_text_above(grid, "pick up the purple ball")[:strip].astype(float)
+    assert np.abs(first - expected).mean() < 0.25 * np.abs(first - other).mean(), mission
     assert f"wrote {out}: {steps} frames" in capsys.readouterr().out
 
 

@@ -48,10 +48,14 @@ def _report(tmp_path: Path, dataset: Path, *extra: str) -> tuple[int, dict]:
     return code, json.loads(out.read_text())
 
 
-def test_table_and_json_match_the_manifests(sample_dataset: Path, tmp_path: Path, capsys) -> None:
+def test_table_and_json_match_the_manifests(
+    sample_dataset: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
     code, report = _report(tmp_path, sample_dataset)
     assert code == 0
     table = capsys.readouterr().out
+    assert max(len(line) for line in table.splitlines()) <= 80, table  # it was 133 columns wide
     assert [r["config"] for r in report["configs"]] == list(CONFIGS)
     assert (report["bar"], report["bootstrap_reps"], report["seed"]) == (JAT_BAR, 2000, 0)
     for row in report["configs"]:
@@ -72,7 +76,7 @@ def test_table_and_json_match_the_manifests(sample_dataset: Path, tmp_path: Path
         cells = line.split()
         assert f"{want['train']}/{want['test']}" in cells
         assert f"{want['mean_return']:.2f}" in cells and f"{want['normalised']:.3f}" in cells
-        assert ("below" in cells) == (want["normalised"] < JAT_BAR)
+        assert ("<" in cells) == (want["normalised"] < JAT_BAR)
         if want["success_rate"] is None:
             assert "%" not in line
     by_config = {r["config"]: r for r in report["configs"]}
@@ -80,6 +84,10 @@ def test_table_and_json_match_the_manifests(sample_dataset: Path, tmp_path: Path
     assert by_config["metaworld-reach"]["policy"].startswith("scripted: metaworld-scripted (metaworld ")
     assert by_config["mujoco-hopper"]["policy"] == "random"
     assert by_config["mujoco-hopper"]["below_bar"] is True  # a random policy is far below JAT's experts
+    (random_line,) = [
+        line for line in table.splitlines() if line.startswith("policy of ") and "hopper" in line
+    ]
+    assert random_line.endswith(": random"), random_line  # the policy is a note below the table, whole
 
 
 def test_bootstrap_is_deterministic_per_seed(sample_dataset: Path, tmp_path: Path) -> None:

@@ -112,6 +112,10 @@ def test_existing_experts_need_resume_or_overwrite(tmp_path):
         ({"suite": "mujoco", "resume": True, "overwrite": True}, "not both"),
         ({"suite": "mujoco", "threshold": -1.0}, "threshold"),
         ({"suite": "mujoco", "steps": 0}, "--steps"),
+        (  # a value of the wrong kind: one line, not sample-factory's 100 lines of usage
+            {"tasks": ("mujoco-pendulum",), "hyperparameters": {"learning_rate": "fast"}},
+            r"--set learning_rate='fast': sample-factory's learning_rate is a number",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):
@@ -129,3 +133,61 @@ def test_cli_exit_codes(tmp_path):
     assert main(["train-experts", "--tasks", "mujoco-hopper", "--backend", "babyai-bot", *common]) == 1
     assert main(["evaluate-experts", out, "--tasks", "babyai-go-to", "--episodes", "1"]) == 0
     assert main(["evaluate-experts", out, "--tasks", "mujoco-hopper", "--episodes", "1"]) == 1  # none stored
+
+
+def test_a_folder_that_is_not_an_experts_folder_is_refused(tmp_path, capsys):
+    """`--out experts/` in a checkout is the source package: one line, exit 2, nothing written."""
+    package = tmp_path / "experts"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("")
+    argv = [
+        "train-experts",
+        "--tasks",
+        "babyai-go-to",
+        "--out",
+        str(package),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an experts folder (it holds __init__.py, base.py)" in err[0], err
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "base.py"]
+    # an experts folder (a config's folder, the suite summaries) is accepted, an empty one too
+    store = tmp_path / "store"
+    (store / "babyai-go-to").mkdir(parents=True)
+    (store / "summary-babyai.json").write_text("[]")
+    (store / "learning-curves-babyai.png").write_bytes(b"")
+    from experts.store import ExpertStore
+    from pipeline.registry import all_tasks
+
+    assert ExpertStore(str(store)).foreign_entries(set(all_tasks())) == []
+    assert ExpertStore(str(tmp_path / "new")).foreign_entries(set(all_tasks())) == []
+
+
+def test_progress_ends_at_the_steps_really_trained_and_a_rounded_budget_is_said_once(tmp_path):
+    """sample-factory trained 8,192 steps for --steps 4000 behind a bar that stayed at 0/4000."""
+    from experts.base import TrainOutcome, TrainProgress
+    from experts.training import ExpertResult, _report_final
+    from pipeline.registry import get_task
+    from pipeline.train_experts import plan_expert, rounded_up
+
+    config = TrainExpertsConfig(out=str(tmp_path), tasks=("mujoco-pendulum",), steps=4000, workers=0)
+    plan = plan_expert(get_task("mujoco-pendulum"), config, None)
+    reports: list[TrainProgress] = []
+    outcome = TrainOutcome(steps=8192, algo="APPO", hyperparameters={})
+    _report_final(plan, outcome, 4.0, [], reports.append)
+    assert reports == [TrainProgress("mujoco-pendulum", 8192, 8192, 2048.0, None)]
+    exact = TrainOutcome(steps=4000, algo="APPO", hyperparameters={})
+    last = TrainProgress("mujoco-pendulum", 3000, 4000, 900.0, 12.5)
+    _report_final(plan, exact, 4.0, [last], reports.append)
+    assert reports[-1] == TrainProgress("mujoco-pendulum", 4000, 4000, 900.0, 12.5)
+    # the stage says it once, in the driver (a Ray task's log lines do not reach the user)
+    over = ExpertResult("mujoco-pendulum", plan.backend, "rejected", steps=8192)
+    assert rounded_up([plan], [over]) == [
+        "mujoco-pendulum: sample-factory trained 8,192 env steps for a budget of 4,000 "
+        "(it stops only between training rounds, so it rounds a budget up)"
+    ]
+    assert rounded_up([plan], [ExpertResult("mujoco-pendulum", plan.backend, "rejected", steps=4000)]) == []

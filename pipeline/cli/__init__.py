@@ -21,12 +21,14 @@ from urllib.parse import urlparse
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from pipeline import noise
 from pipeline.cli.browse import _add_info, _add_view
 from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
 from pipeline.cli.experts import _add_evaluate_experts, _add_import_experts, _add_train_experts
 from pipeline.cli.hub_release import _add_publish_experts, _add_publish_model
 from pipeline.cli.model import _add_convert_jat, _add_evaluate, _add_train_model
+from pipeline.cli.options import VERBOSE_HELP
 from pipeline.cli.publishing import _add_publish
 from pipeline.cli.release import _add_render, _add_replay
 from pipeline.cli.report import _add_report
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pipeline", description="jat-pipeline: build, validate and publish JAT-format datasets."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for add in (
         _add_tasks,
@@ -111,9 +113,27 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    noise.set_verbose(args.verbose)
+    noise.install()
+    noise.take()  # this command's messages only (the tests call main() many times in one process)
+    try:
+        return _run(args)
+    finally:
+        _noise_summary()
+
+
+def _noise_summary() -> None:
+    """One line per kind of third-party message suppressed (`pipeline.noise`); before an error line,
+    which stays the last one."""
+    for line in noise.summary():
+        console.print(line, markup=False, highlight=False)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except PipelineError as exc:
+        _noise_summary()
         console.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return 2
     except Exception as exc:
@@ -121,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if full is None:
             raise
         log.debug("full disk", exc_info=exc)  # the traceback, with -v
+        _noise_summary()
         console.print(f"[red]error:[/] {escape(disk_full_message(args, full))}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:

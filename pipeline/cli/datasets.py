@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -41,21 +42,54 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=1))
         return 0
-    table = Table(title=f"{len(specs)} JAT tasks")
-    for column in ("config", "env id", "observation", "action", "expert", "random"):
-        table.add_column(column)
-    for s in specs:
-        action = f"discrete({s.action.n})" if s.action.type == "discrete" else f"box{list(s.action.shape)}"
-        table.add_row(
-            s.config,
-            s.env_id,
-            f"{s.observation.type}{list(s.observation.shape)}",
-            action,
-            f"{s.scores.expert_mean:.1f}",
-            f"{s.scores.random_mean:.1f}",
-        )
-    Console().print(table)
+    console_out = Console()
+    table, note = _tasks_table(specs, console_out.width)
+    console_out.print(table)
+    console_out.print(note, markup=False, highlight=False)
     return 0
+
+
+_KINDS = {"image": "img", "discrete": "int", "continuous": "f32"}
+
+
+def _score(value: float) -> str:
+    """A reference return at the precision its scale needs (BabyAI's 0.93, Atari's 16,912)."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _tasks_table(specs: list, width: int) -> tuple[Table, str]:
+    """Fits `width` columns: names never cut, spaces written short (`int 148+text`, `img 84x84x4`,
+    `f32 39`; actions `disc 7`, `box 4`), and the env ids only where they fit whole (`--json` has
+    every field in full); with the note that goes below it."""
+    rows = []
+    for s in specs:
+        obs = (
+            f"{_KINDS.get(s.observation.type, s.observation.type)} {'x'.join(map(str, s.observation.shape))}"
+        )
+        if s.observation.text:
+            obs += "+text"
+        shape = "x".join(map(str, s.action.shape))
+        action = f"disc {s.action.n}" if s.action.type == "discrete" else f"box {shape}"
+        expert, random = _score(s.scores.expert_mean), _score(s.scores.random_mean)
+        rows.append((s.config, s.env_id, obs, action, expert, random))
+    headers = ("config", "env id", "obs", "action", "expert", "random")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    keep = [i for i in range(len(headers)) if i != 1 or sum(widths) + 2 * (len(headers) - 1) <= width]
+    table = Table(
+        title=f"{len(specs)} JAT tasks",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
+    for i in keep:
+        table.add_column(headers[i], no_wrap=True, justify="right" if i >= 4 else "left")
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
+    return table, "expert, random: JAT's mean returns" + ("" if 1 in keep else "; env ids: --json")
 
 
 # --- rollout -----------------------------------------------------------------------------------
@@ -68,15 +102,27 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     config = config_from(RolloutConfig, args)
     summary = run_rollout(config)
+    rate = summary.total_steps / max(summary.seconds, 1e-9)
     table = Table(
-        title=f"rollout → {summary.out} ({summary.seconds:.1f} s, "
-        f"{summary.total_steps / max(summary.seconds, 1e-9):.0f} steps/s)"
+        title=f"rollout → {summary.out}",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
     )
-    for column in ("config", "train episodes", "test episodes", "steps", "dropped"):
-        table.add_column(column)
+    table.add_column("config", no_wrap=True)
+    for column in ("train episodes", "test episodes", "steps", "dropped"):
+        table.add_column(column, justify="right")
     for name, row in summary.configs.items():
-        table.add_row(name, *(str(row[k]) for k in ("train_episodes", "test_episodes", "steps", "dropped")))
-    Console().print(table)
+        table.add_row(name, *(f"{row[k]:,}" for k in ("train_episodes", "test_episodes", "steps", "dropped")))
+    out = Console()
+    out.print(table)
+    # the clock runs from the call: Ray's start-up and the workers' imports are in it
+    out.print(
+        f"{summary.total_steps:,} steps in {summary.seconds:.1f} s: {rate:,.0f} steps/s, start-up included",
+        highlight=False,
+    )
     return 0
 
 

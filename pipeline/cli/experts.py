@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -17,41 +18,77 @@ def _add_train_experts(sub: argparse._SubParsersAction) -> None:
     add_config(sub, "train-experts", TrainExpertsConfig, _cmd_train_experts)
 
 
-def _expert_table(title: str, results: list) -> Table:
-    table = Table(title=title)
+def _expert_table(title: str, results: list, width: int = 80) -> Table:
+    """One row per expert that fits `width` columns: names are never cut; time, then backend, are
+    left out when they would not fit (summary-<suite>.json has them), a column nobody has a value
+    for too, and failures and budget estimates follow as notes (`_notes`)."""
+    from experts.base import ExpertStatus
+
+    has_success = any((r.evaluation or {}).get("success_rate") is not None for r in results)
+    columns = ["config", "backend", "status", "steps", "time", "return", "success", "norm."]
+    rows = []
+    for r in results:
+        e = r.evaluation or {}
+        chosen = r.chosen
+        rows.append(
+            {
+                "config": r.config,
+                "backend": r.backend if not chosen or chosen == r.backend else f"{chosen} (over {r.backend})",
+                "status": str(r.status),
+                "steps": f"{r.steps:,}",
+                "time": f"{r.wall_time_s / 60:.1f} min",
+                "return": f"{e['mean_return']:.1f}±{e['std_return']:.1f}" if e else "-",
+                "success": fmt_number(e.get("success_rate")),
+                "norm.": fmt_number(e.get("normalised"), 3),
+            }
+        )
+    if not has_success:
+        columns.remove("success")
+    for optional in ("time", "backend"):
+        widths = [max(len(c), *(len(row[c]) for row in rows)) if rows else len(c) for c in columns]
+        if sum(widths) + 2 * (len(columns) - 1) <= width:
+            break
+        columns.remove(optional)
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
+    for column in columns:
+        right = column in ("steps", "time", "return", "success", "norm.")
+        table.add_column(column, no_wrap=True, justify="right" if right else "left")
+    colours = {ExpertStatus.ACCEPTED: "green", ExpertStatus.REJECTED: "yellow", ExpertStatus.FAILED: "red"}
+    for r, row in zip(results, rows, strict=True):
+        if r.status in colours:
+            row["status"] = f"[{colours[r.status]}]{r.status}[/]"
+        table.add_row(*(row[c] for c in columns))
+    return table
+
+
+def _notes(results: list) -> list[str]:
+    """What does not fit a table cell: why an expert failed, the budget one below JAT's level needs."""
     from experts.base import ExpertStatus
     from experts.budget import TARGET
 
-    columns = ("config", "backend", "status", "steps", "time", "return", "success", "normalised")
-    for column in (*columns, f"budget to {TARGET}"):
-        table.add_column(column)
-    colours = {ExpertStatus.ACCEPTED: "green", ExpertStatus.REJECTED: "yellow"}
-    for r in results:
-        e = r.evaluation or {}
-        ret = f"{e['mean_return']:.2f} ± {e['std_return']:.2f}" if e else "-"
-        status = f"[{colours[r.status]}]{r.status}[/]" if r.status in colours else str(r.status)
-        if r.status == ExpertStatus.FAILED:
-            status = f"[red]failed[/]: {r.error}"
-        chosen = r.chosen
-        table.add_row(
-            r.config,
-            r.backend if not chosen or chosen == r.backend else f"{chosen} (kept over {r.backend})",
-            status,
-            f"{r.steps:,}",
-            f"{r.wall_time_s / 60:.1f} min",
-            ret,
-            fmt_number(e.get("success_rate")),
-            fmt_number(e.get("normalised"), 3),
-            r.budget or "-",
-        )
-    return table
+    notes = [f"{r.config} failed: {r.error}" for r in results if r.status == ExpertStatus.FAILED]
+    return notes + [f"{r.config}, budget to {TARGET}: {r.budget}" for r in results if r.budget]
+
+
+def _print(title: str, results: list) -> None:
+    out = Console()
+    out.print(_expert_table(title, results, out.width))
+    for note in _notes(results):
+        out.print(note, markup=False, highlight=False)
 
 
 def _cmd_train_experts(args: argparse.Namespace) -> int:
     from pipeline.train_experts import train_experts
 
     summary = train_experts(config_from(TrainExpertsConfig, args))
-    Console(soft_wrap=True).print(_expert_table(f"experts in {summary.out}", summary.results))
+    _print(f"experts in {summary.out}", summary.results)
     for files in summary.reports.values():
         console.print("summary: " + ", ".join(files))
     return 1 if summary.failed else 0
@@ -65,7 +102,7 @@ def _cmd_evaluate_experts(args: argparse.Namespace) -> int:
     from pipeline.evaluate_experts import evaluate_experts
 
     summary = evaluate_experts(config_from(EvaluateExpertsConfig, args))
-    Console(soft_wrap=True).print(_expert_table(f"experts in {summary.experts_dir}", summary.results))
+    _print(f"experts in {summary.experts_dir}", summary.results)
     for files in summary.reports.values():
         console.print("summary: " + ", ".join(files))
     return 1 if summary.failed else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -21,22 +22,34 @@ def _cmd_publish_experts(args: argparse.Namespace) -> int:
 
     config = config_from(PublishExpertsConfig, args)
     summary = publish_experts(config)
-    table = Table(title=f"publish-experts {summary.experts_dir} ({summary.seconds:.1f} s)")
-    for column in ("config", "status", "repo", "files uploaded", "MB", "unchanged", "deleted"):
-        table.add_column(column)
+    verb = "written" if config.to_folder else "uploaded"
+    where = f"folder {config.to_folder}" if config.to_folder else "Hub"
+    table = Table(
+        title=f"experts of {summary.experts_dir} → {where} ({summary.seconds:.1f} s)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
+    table.add_column("config", no_wrap=True)
+    table.add_column("status")
+    for column in (f"files {verb}", "MB", "unchanged", "deleted"):
+        table.add_column(column, justify="right")
     for release in summary.releases:
         r = release.result
         table.add_row(
             release.config,
             str(release.status),
-            r.target,
             str(len(r.uploaded)),
             f"{r.uploaded_bytes / 1e6:.2f}",
             str(r.unchanged),
             str(len(r.deleted)),
         )
-    out = Console(soft_wrap=True)
+    out = Console()
     out.print(table)
+    for release in summary.releases:
+        out.print(f"{release.config} → {release.result.target}", highlight=False)
     if config.to_folder is None:
         out.print(f"use them with: pipeline rollout --policy expert --experts-dir hf://{config.repo_prefix}")
     return 0
@@ -53,8 +66,9 @@ def _cmd_publish_model(args: argparse.Namespace) -> int:
     summary = publish_model(config)
     r = summary.result
     out = Console(soft_wrap=True)
+    verb = "uploaded" if summary.repo_id else "written"
     out.print(
-        f"publish-model → {r.target}: {len(r.uploaded)} file(s) uploaded ({r.uploaded_bytes / 1e6:.2f} MB), "
+        f"publish-model → {r.target}: {len(r.uploaded)} file(s) {verb} ({r.uploaded_bytes / 1e6:.2f} MB), "
         f"{r.unchanged} unchanged, {len(r.deleted)} deleted in {summary.seconds:.1f} s"
     )
     if summary.repo_id:

@@ -2,11 +2,13 @@
 
 A field becomes one option: its type gives the parser (int, float, str; a tuple of str is a
 comma-separated list; a `Literal` gives the choices; a bool is a switch, `--no-x` when it defaults
-to True), its default the default, and its docstring the help, with the default appended. What a
-type cannot say comes from the field's `Cli` record. `config_from(cls, args)` builds the config back
-from the parsed arguments, so each option is declared once, in the config, and the config's own
-checks run on the values as given. The same idea as tyro or LeRobot's draccus, small enough to keep
-argparse (and with it `pipeline submit`'s check of the command it forwards).
+to True), its default the default, and its docstring the help, with the default appended. A
+`--no-x` flag's help is its `Cli.negated` text (what the flag does), then the docstring as what
+happens by default. What a type cannot say comes from the field's `Cli` record.
+`config_from(cls, args)` builds the config back from the parsed arguments, so each option is
+declared once, in the config, and the config's own checks run on the values as given. The same
+idea as tyro or LeRobot's draccus, small enough to keep argparse (and with it `pipeline submit`'s
+check of the command it forwards).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from pipeline.configs import Cli, cli_of
 
-__all__ = ["add_config", "config_from", "csv_list", "field_docs"]
+__all__ = ["VERBOSE_HELP", "add_config", "config_from", "csv_list", "field_docs"]
 
 
 def csv_list(value: str) -> list[str]:
@@ -49,6 +51,10 @@ def number(text: str) -> float:
 
 
 PARSERS = {int: integer, float: number, str: str}
+VERBOSE_HELP = (
+    "Debug logging, and the messages of the libraries underneath shown as they come (by default each "
+    "kind is counted and summed up in one line at the end)"
+)
 
 
 @cache
@@ -94,6 +100,14 @@ def _flag(field: dataclasses.Field, cli: Cli) -> str:
 def _help(field: dataclasses.Field, cli: Cli, doc: str) -> str:
     if not doc:
         raise TypeError(f"config field {field.name!r} has no docstring: it is the option's help")
+    if field.default is True:  # `--no-x`: say what the flag does, then what happens without it
+        if not cli.negated:
+            raise TypeError(
+                f"config field {field.name!r}: give option(True, negated=...), the help of --no-x"
+            )
+        first = doc.split(" ", 1)[0]
+        doc = doc[0].lower() + doc[1:] if first[1:] == first[1:].lower() else doc  # not "JAT", "MuJoCo"
+        return f"{cli.negated.rstrip('.')}. By default: {doc}".replace("%", "%%")
     default = cli.default_text if cli.default_text is not None else field.default
     shown = default not in (None, False, True, (), dataclasses.MISSING, "")
     if shown and "default" not in doc.lower():
@@ -149,6 +163,8 @@ def add_config(
         else:
             required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
             target.add_argument(_flag(field, cli), dest=field.name, required=required, **kwargs)
+    # not a config field: how much the process prints, the same flag as `pipeline --verbose COMMAND`
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     parser.set_defaults(handler=handler, config_class=cls)
     return parser
 

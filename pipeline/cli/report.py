@@ -15,8 +15,6 @@ from pipeline.cli.options import add_config, config_from
 from pipeline.configs.datasets import ReportConfig
 from pipeline.errors import PipelineError
 
-_LOG_WIDTH = 160
-
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     add_config(sub, "report", ReportConfig, _cmd_report)
@@ -29,28 +27,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
     threshold = config.min_normalised
     rows = dataset_quality(config)
     table = Table(
-        title=f"quality of {config.data_dir} against JAT's experts (95% bootstrap CI over episodes)",
-        box=box.SIMPLE,
+        title=f"quality of {config.data_dir} against JAT's experts",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
     )
     table.add_column("config", no_wrap=True)
-    for column in ("train/test", "mean return", "success", "normalised", "95% CI", f"< {JAT_BAR:g}"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("policy", overflow="fold")
+    has_success = any(r.success_rate is not None for r in rows)
+    columns = ("train/test", "return", *(("success",) if has_success else ()), "norm.", "95% CI")
+    for column in columns:
+        table.add_column(column, justify="right")
     for r in rows:
+        normalised = fmt_number(r.normalised, 3)
         table.add_row(
             r.config,
             f"{r.train_episodes}/{r.test_episodes}",
             fmt_number(r.mean_return),
-            "" if r.success_rate is None else f"{100 * r.success_rate:.0f}%",
-            fmt_number(r.normalised, 3),
+            *(["-" if r.success_rate is None else f"{100 * r.success_rate:.0f}%"] if has_success else []),
+            f"[red]{normalised} <[/]" if r.below_bar else normalised,
             f"{r.ci[0]:.3f} to {r.ci[1]:.3f}" if r.ci else "-",
-            "[red]below[/]" if r.below_bar else "",
-            r.policy,
         )
     out = Console()
-    if not out.is_terminal:  # logs (dataset CI) have no width: do not squeeze the table into 80 columns
-        out = Console(width=max(out.width, _LOG_WIDTH))
     out.print(table)
+    notes = [
+        f"norm.: (return - random) / (JAT expert - random) over all episodes, with its 95% bootstrap CI; "
+        f"'<' marks a config below JAT's {JAT_BAR:g}"
+    ]
+    by_policy: dict[str, list[str]] = {}
+    for r in rows:
+        by_policy.setdefault(r.policy, []).append(r.config)
+    notes += [f"policy of {', '.join(configs)}: {policy}" for policy, configs in by_policy.items()]
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
     if config.json:
         document = {
             "dataset": config.data_dir,

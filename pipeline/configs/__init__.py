@@ -44,6 +44,9 @@ class Cli:
     """The default as the help shows it, when the stored value reads badly (bytes shown as MB)."""
     hidden: bool = False
     """Set by code only (filled in from another option), never a flag."""
+    negated: str | None = None
+    """What the `--no-x` flag of a bool defaulting to True does (its help; the field's docstring says
+    what True means, shown after it as what happens without the flag). Required for such a bool."""
 
 
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **cli: Any) -> Any:

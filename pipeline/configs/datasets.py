@@ -97,8 +97,8 @@ class RolloutConfig:
     placement_timeout_s: float = option(PLACEMENT_TIMEOUT_S, flag="--placement-timeout", metavar="S")
     """Stop with one line when queued work has had no Ray worker placed for this many seconds (a lost
     node, a full cluster); finished units are kept for --resume."""
-    progress: bool = True
-    """Progress bars; --no-progress: logs only."""
+    progress: bool = option(True, negated="Log lines only, no progress bars")
+    """Progress bars."""
 
     def __post_init__(self) -> None:
         if self.episodes is not None and self.steps is not None:
@@ -216,9 +216,8 @@ class SubmitConfig:
     env: tuple[str, ...] = ()
     """Comma-separated names of environment variables to forward to the job (AWS_*, HF_TOKEN); their
     values are never logged."""
-    wait: bool = True
-    """Follow the job's logs until it ends, so the exit code is the job's; --no-wait returns after
-    submitting."""
+    wait: bool = option(True, negated="Return as soon as the job is submitted, printing its id")
+    """Follow the job's logs until it ends, so the exit code is the job's."""
     job_id: str | None = None
     """A submission id of your choosing; default: Ray picks one."""
 

@@ -83,8 +83,10 @@ class TrainExpertsConfig:
     force_train: bool = False
     """Meta-World: train even where the scripted policy passes the gate (the better of the two, scored
     on the same seeds, is kept)."""
-    evaluate: bool = option(True, flag="--no-eval")
-    """Evaluate and gate each expert after training; --no-eval leaves them unevaluated."""
+    evaluate: bool = option(
+        True, flag="--no-eval", negated="Skip evaluation: the experts stay unevaluated (no gate verdict)"
+    )
+    """Evaluate and gate each expert after training."""
     workers: int | None = None
     """Experts trained at once on Ray; default: as many as the cluster places. 0 trains them in this
     process, one after another, without Ray."""
@@ -93,8 +95,8 @@ class TrainExpertsConfig:
     shared_fs: bool = False
     """Declare that a local EXPERTS_DIR is one filesystem mounted on every node; without it a
     multi-node cluster refuses a local folder."""
-    progress: bool = True
-    """Progress bars; --no-progress: logs only."""
+    progress: bool = option(True, negated="Log lines only, no progress bars")
+    """Progress bars."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "num_cpus", "eval_episodes"):

@@ -81,11 +81,14 @@ class TrainModelConfig:
     """Context in steps for Atari (JAT: 32)."""
     observation_loss_coef: float = 0.005
     """κ in κ·observation loss + (1-κ)·action loss (JAT: 0.005)."""
-    use_rewards: bool = option(True, flag="--no-rewards")
-    """Feed the previous reward with each observation, as JAT does; --no-rewards does not."""
-    jat_loss_weights: bool = option(True, flag="--no-loss-weights")
-    """Scale each task's loss by JAT's multiplier (Meta-World 50, MuJoCo 10, ...); --no-loss-weights
-    drops them."""
+    use_rewards: bool = option(
+        True, flag="--no-rewards", negated="Leave rewards out of the model's input (JAT feeds them)"
+    )
+    """Feed the previous reward with each observation, as JAT does."""
+    jat_loss_weights: bool = option(
+        True, flag="--no-loss-weights", negated="Weigh every task's loss equally, without JAT's multipliers"
+    )
+    """Scale each task's loss by JAT's multiplier (Meta-World 50, MuJoCo 10, ...)."""
     out: str = "outputs/model"
     """Model folder (local): final model, checkpoint, loss CSVs and plot."""
     checkpoint_every: int = 250
@@ -102,8 +105,8 @@ class TrainModelConfig:
     """Seeds model init, batch sampling and test batches."""
     threads: int | None = None
     """Torch intra-op threads; default: torch's."""
-    progress: bool = True
-    """A progress bar; --no-progress: logs only."""
+    progress: bool = option(True, negated="Log lines only, no progress bar")
+    """A progress bar."""
     # devices and precision (issue 16)
     device: Device = "auto"
     """Where to train: auto (CUDA when torch sees a GPU, else CPU), cpu or cuda. Checkpoints load on
@@ -203,19 +206,23 @@ class EvaluateConfig:
     max_episode_steps: int | None = None
     """Extra cap on steps per episode, below the env's own limit (an episode cut there counts as
     truncated and its return is partial); default: the env's limit only, as JAT evaluated."""
-    random_baseline: bool = option(True, flag="--no-baseline")
-    """Also run a uniformly random policy on the same seeds, for a measured baseline; --no-baseline
-    skips it."""
+    random_baseline: bool = option(
+        True, flag="--no-baseline", negated="Skip the random-policy baseline (JAT's random scores only)"
+    )
+    """Also run a uniformly random policy on the same seeds, for a measured baseline."""
     out: str | None = None
-    """Where results.json/.csv and scores.png go; default MODEL/eval (outputs/eval/ORG--NAME for a Hub
-    model)."""
+    """Where results.json/.csv and scores.png go; default MODEL/eval/<run> (outputs/eval/ORG--NAME/<run>
+    for a Hub model), <run> naming the configs evaluated (babyai-go-to+mujoco-hopper; N-tasks-<hash>
+    for more than 3), so evaluations of other configs are kept side by side."""
+    overwrite: bool = False
+    """Replace the results an earlier evaluation of the same configs left in that folder."""
     bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
     """Bootstrap resamples for the aggregate intervals."""
     threads: int | None = 1
     """Torch intra-op threads (1 is fastest for acting: one small forward pass per env step, where a
     second thread costs more in synchronisation than it gains)."""
-    progress: bool = True
-    """A progress bar; --no-progress: logs only."""
+    progress: bool = option(True, negated="Log lines only, no progress bar")
+    """A progress bar."""
     # devices, precision and parallel episodes (issue 16)
     device: Device = "auto"
     """Where the model acts: auto (CUDA when torch sees a GPU, else CPU), cpu or cuda."""

@@ -61,15 +61,20 @@ class PublishConfig:
         default_text=f"{DEFAULT_MAX_COMMIT_MB} MB",
     )
     """At most this much of new files per commit (a single larger file still gets its own commit)."""
-    xet: bool = option(True, flag="--no-xet")
-    """Let huggingface_hub use Xet storage when installed; --no-xet forces the plain LFS upload (for
-    servers without Xet, such as the tests' local Hub). `HF_HUB_DISABLE_XET=1` does the same."""
-    progress: bool = True
-    """A progress bar of the bytes uploaded; --no-progress: logs only."""
-    clips: bool = True
+    xet: bool = option(
+        True,
+        flag="--no-xet",
+        negated="Upload through plain LFS, not Xet (servers without Xet, such as the tests' local Hub; "
+        "HF_HUB_DISABLE_XET=1 does the same)",
+    )
+    """Let huggingface_hub use Xet storage when installed."""
+    progress: bool = option(True, negated="Log lines only, no progress bar")
+    """A progress bar of the bytes written."""
+    clips: bool = option(
+        True, negated="Draw no clips; the clips of the configs published are removed from the card"
+    )
     """Show a short GIF of each config's first episode on the card (meta/<config>/episode.gif, drawn
-    by re-simulation; MuJoCo and Meta-World need MUJOCO_GL=osmesa with libosmesa6, else get none);
-    --no-clips: none (the clips of the configs published are removed)."""
+    by re-simulation; MuJoCo and Meta-World need MUJOCO_GL=osmesa with libosmesa6, else get none)."""
 
     def __post_init__(self) -> None:
         if not self.data_dir:

@@ -28,8 +28,9 @@ class PublishExpertsConfig:
 
     Each expert of EXPERTS_DIR goes to ORG/<prefix>-<config> with its model files, metadata.json,
     learning curve (CSV and PNG) and a card (backend, hyperparameters, training, evaluation, how to
-    use it); never its training checkpoints. Re-running uploads only what changed. Unevaluated
-    experts are refused unless --allow-unevaluated; failed ones always. `pipeline rollout --policy
+    use it); never its training checkpoints. Re-running uploads only what changed. Experts the
+    quality gate rejected or never evaluated are refused unless --allow-weak, as by `rollout`;
+    failed ones always. `pipeline rollout --policy
     expert --experts-dir hf://ORG/<prefix>` uses the published experts. Hub endpoint: HF_ENDPOINT;
     token: HF_TOKEN or `hf auth login`.
     """
@@ -44,20 +45,25 @@ class PublishExpertsConfig:
     """Comma-separated task names, short within the suite or full configs; default: every expert."""
     to_folder: str | None = None
     """Write each repo's files to DIR/<PREFIX>-<config>/ instead of the Hub (to inspect them first)."""
-    allow_unevaluated: bool = False
-    """Publish experts never evaluated (`train-experts --no-eval`); their card says so."""
+    allow_weak: bool = False
+    """Publish experts the quality gate rejected or never evaluated (`train-experts --no-eval`), as
+    `rollout --allow-weak` records them; their card says so."""
     with_history: bool = False
     """Also upload the learning-history snapshots (history/), for `rollout --learning-history`."""
     private: bool = False
     """Create the repos private (an existing repo keeps its visibility)."""
-    xet: bool = option(True, flag="--no-xet")
-    """Let huggingface_hub use Xet storage when installed; --no-xet forces the plain LFS upload (servers
-    without Xet, such as the tests' local Hub)."""
-    clips: bool = True
+    xet: bool = option(
+        True,
+        flag="--no-xet",
+        negated="Upload through plain LFS, not Xet (servers without Xet, such as the tests' local Hub)",
+    )
+    """Let huggingface_hub use Xet storage when installed."""
+    clips: bool = option(
+        True, negated="Draw no replays (a replay.gif already in EXPERTS_DIR is still published)"
+    )
     """Show a replay on each card: EXPERTS_DIR/<config>/replay.gif, else one episode recorded with the
     expert and drawn (kept as replay.gif in a local EXPERTS_DIR; MuJoCo and Meta-World need
-    MUJOCO_GL=osmesa with libosmesa6, else get none); --no-clips: draw none (a replay.gif already in
-    EXPERTS_DIR is still published)."""
+    MUJOCO_GL=osmesa with libosmesa6, else get none)."""
 
     def __post_init__(self) -> None:
         if not self.experts_dir:
@@ -95,9 +101,12 @@ class PublishModelConfig:
     """Write the repo's files to this folder instead of the Hub."""
     private: bool = False
     """Create the repo private (an existing repo keeps its visibility)."""
-    xet: bool = option(True, flag="--no-xet")
-    """Let huggingface_hub use Xet storage when installed; --no-xet forces the plain LFS upload (servers
-    without Xet, such as the tests' local Hub)."""
+    xet: bool = option(
+        True,
+        flag="--no-xet",
+        negated="Upload through plain LFS, not Xet (servers without Xet, such as the tests' local Hub)",
+    )
+    """Let huggingface_hub use Xet storage when installed."""
 
     def __post_init__(self) -> None:
         if not self.model_dir:

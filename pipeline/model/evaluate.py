@@ -19,6 +19,7 @@ whatever order.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -264,6 +265,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ja
     return model, MissionTokenizer.load(path, model.config.max_text_tokens)
 
 
+def run_name(specs: list[TaskSpec]) -> str:
+    """The folder of one evaluation under MODEL/eval: the configs it scored, in order
+    (`babyai-go-to+mujoco-hopper`), or `<n>-tasks-<hash of their names>` for more than 3."""
+    names = [s.config for s in specs]
+    if len(names) <= 3:
+        return "+".join(names)
+    return f"{len(names)}-tasks-{hashlib.sha256('+'.join(names).encode()).hexdigest()[:8]}"
+
+
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Run every task's episodes with the model (and the random baseline); write results and a plot."""
     resolve_device(config.device, config.precision)  # before any work: one line if impossible
@@ -276,7 +286,12 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     local_model = None if repo_id else str(folder.resolve())
     require_shared_storage({"--model": local_model}, config.address, config.workers, config.shared_fs)
     default_out = Path("outputs", "eval", repo_id.replace("/", "--")) if repo_id else folder / "eval"
-    out = Path(config.out).expanduser() if config.out else default_out
+    out = Path(config.out).expanduser() if config.out else default_out / run_name(specs)
+    if (out / "results.json").exists() and not config.overwrite:
+        raise PipelineError(
+            f"{out} already holds the results of an evaluation of {', '.join(s.config for s in specs)}: pass "
+            "--overwrite to replace them, or --out DIR to keep both"
+        )
     out.mkdir(parents=True, exist_ok=True)
     policies: tuple[Literal["model", "random"], ...] = (
         ("model", "random") if config.random_baseline else ("model",)

@@ -190,4 +190,4 @@ def test_cli_converts_then_evaluate_scores_it(tmp_path, capsys):
     )
     assert [t.config for t in result.tasks] == ["babyai-go-to", "mujoco-hopper"]
     assert all(len(t.model.returns) == 1 and t.model.lengths[0] <= 5 for t in result.tasks)
-    assert (out / "eval" / "results.json").exists()
+    assert (out / "eval" / "babyai-go-to+mujoco-hopper" / "results.json").exists()

@@ -10,7 +10,7 @@ from model_helpers import SAMPLE_CONFIGS
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.model.evaluate import EvaluateConfig, evaluate, resolve_eval_tasks
+from pipeline.model.evaluate import EvaluateConfig, evaluate, resolve_eval_tasks, run_name
 from pipeline.registry import get_task
 
 
@@ -52,6 +52,9 @@ def test_evaluate_runs_real_episodes_for_one_task_per_suite(trained_model, tmp_p
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert [t["config"] for t in saved["tasks"]] == list(SAMPLE_CONFIGS)
     assert (tmp_path / "eval" / "results.csv").exists() and (tmp_path / "eval" / "scores.png").exists()
+    name = run_name([get_task(c) for c in SAMPLE_CONFIGS])  # the default folder's name for them
+    assert name.startswith("4-tasks-") and name == run_name([get_task(c) for c in SAMPLE_CONFIGS])
+    assert run_name([get_task("babyai-go-to"), get_task("mujoco-hopper")]) == "babyai-go-to+mujoco-hopper"
 
 
 def test_task_names_and_suites_resolve():
@@ -104,7 +107,20 @@ def test_cli_train_model_and_evaluate(sample_dataset, tmp_path, capsys):
             "--no-progress",
         ]
     )
-    assert code == 0 and (out / "eval" / "scores.png").exists()
+    assert code == 0 and (out / "eval" / "mujoco-hopper" / "scores.png").exists()
     assert "IQM" in capsys.readouterr().out
+    # another config's evaluation goes beside it; the same one again needs --overwrite
+    other = ["evaluate", "--model", str(out), "--episodes", "1", "--max-episode-steps", "5", "--no-baseline"]
+    assert main([*other, "--tasks", "metaworld-reach", "--bootstrap-reps", "10", "--no-progress"]) == 0
+    assert (out / "eval" / "metaworld-reach" / "results.json").exists()
+    hopper = json.loads((out / "eval" / "mujoco-hopper" / "results.json").read_text())
+    assert [t["config"] for t in hopper["tasks"]] == ["mujoco-hopper"]  # kept
+    capsys.readouterr()
+    assert main([*other, "--tasks", "mujoco-hopper", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds the results of an evaluation of mujoco-hopper" in err[0], err
+    assert main([*other, "--tasks", "mujoco-hopper", "--no-progress", "--overwrite"]) == 0
+    replaced = json.loads((out / "eval" / "mujoco-hopper" / "results.json").read_text())
+    assert replaced["config"]["episodes"] == 1 and hopper["config"]["episodes"] == 2
     assert main(["train-model", "--data", str(sample_dataset), "--out", str(out), "--no-progress"]) == 2
     assert main(["evaluate", "--model", str(tmp_path / "none"), "--tasks", "babyai-go-to"]) == 2

@@ -37,7 +37,13 @@ def test_publish_then_evaluate_from_the_hub_gives_the_same_results(trained_model
     summary = publish_model(PublishModelConfig(str(model_dir), repo_id=REPO, xet=False))
     files = hub.files(REPO, kind="model")
     expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
-    expected |= {"training.json", "losses.csv", "losses.png", "eval/results.json", "eval/scores.png"}
+    expected |= {
+        "training.json",
+        "losses.csv",
+        "losses.png",
+        f"eval/{TASK}/results.json",
+        f"eval/{TASK}/scores.png",
+    }
     assert expected <= set(files) and not any(p.startswith("checkpoint") for p in files)
     assert files["model.safetensors"]["lfs"]
     assert set(summary.result.uploaded) == set(files) - {".gitattributes"}
@@ -45,13 +51,13 @@ def test_publish_then_evaluate_from_the_hub_gives_the_same_results(trained_model
     text = hub.read(REPO, "README.md", kind="model").decode()
     header = yaml.safe_load(text.split("---", 2)[1])
     assert header["library_name"] == "jat-pipeline" and "reinforcement-learning" in header["tags"]
-    local = json.loads((model_dir / "eval" / "results.json").read_text())["tasks"][0]
+    local = json.loads((model_dir / "eval" / TASK / "results.json").read_text())["tasks"][0]
     [result] = header["model-index"][0]["results"]
     assert result["dataset"]["name"] == "Hopper-v5"
     assert result["metrics"][0]["value"] == f"{local['mean_return']:.2f} +/- {local['std_return']:.2f}"
     config = json.loads((model_dir / "config.json").read_text())
     assert f"| `hidden_size` | {config['hidden_size']} |" in text and f"| {TASK} | 1 |" in text
-    assert "![scores](eval/scores.png)" in text and f"pipeline evaluate --model {REPO}" in text
+    assert f"![scores](eval/{TASK}/scores.png)" in text and f"pipeline evaluate --model {REPO}" in text
 
     again = publish_model(PublishModelConfig(str(model_dir), repo_id=REPO, xet=False))
     assert again.result.uploaded == () and again.result.unchanged == len(files) - 1
@@ -60,8 +66,8 @@ def test_publish_then_evaluate_from_the_hub_gives_the_same_results(trained_model
     monkeypatch.chdir(tmp_path)
     argv = ["evaluate", "--model", REPO, "--tasks", TASK, "--episodes", "1", "--max-episode-steps", "20"]
     assert main([*argv, "--bootstrap-reps", "50", "--no-progress"]) == 0
-    remote = tmp_path / "outputs" / "eval" / "jat-org--jat-tiny" / "results.json"
-    assert _returns(remote) == _returns(model_dir / "eval" / "results.json")
+    remote = tmp_path / "outputs" / "eval" / "jat-org--jat-tiny" / TASK / "results.json"
+    assert _returns(remote) == _returns(model_dir / "eval" / TASK / "results.json")
 
 
 def test_missing_repo_and_bad_input_are_one_line(trained_model, hub, tmp_path, capsys):
@@ -82,3 +88,23 @@ def test_missing_repo_and_bad_input_are_one_line(trained_model, hub, tmp_path, c
     assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
     assert not (folder / "checkpoint").exists()
     assert hub.token not in capsys.readouterr().out
+
+
+def test_the_card_shows_every_evaluation_run(trained_model, tmp_path):
+    """Evaluations of other configs are kept side by side (eval/<run>/) and all reach the card."""
+    from pipeline.publish_model import publish_model as publish
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_model, model_dir)
+    evaluate(EvaluateConfig(model=str(model_dir), **EVAL))
+    evaluate(
+        EvaluateConfig(model=str(model_dir), **{**EVAL, "tasks": ("babyai-go-to",), "random_baseline": False})
+    )
+    folder = tmp_path / "release"
+    publish(PublishModelConfig(str(model_dir), to_folder=str(folder)))
+    card = (folder / "README.md").read_text()
+    assert f"![scores](eval/{TASK}/scores.png)" in card and "![scores](eval/babyai-go-to/scores.png)" in card
+    assert card.count("`pipeline evaluate`: 1 episode(s) per task") == 2
+    header = yaml.safe_load(card.split("---", 2)[1])
+    assert len(header["model-index"][0]["results"]) == 2  # one result per config
+    assert (folder / "eval" / "babyai-go-to" / "results.csv").is_file()
