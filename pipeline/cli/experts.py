@@ -116,5 +116,5 @@ def _cmd_import_experts(args: argparse.Namespace) -> int:
     from pipeline.import_experts import import_experts
 
     summary = import_experts(config_from(ImportExpertsConfig, args))
-    Console(soft_wrap=True).print(_expert_table(f"experts in {summary.out}", summary.results))
+    _print(f"experts in {summary.out}", summary.results)
     return 1 if summary.failed else 0

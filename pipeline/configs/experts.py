@@ -194,8 +194,12 @@ class ImportExpertsConfig:
     resume: bool = False
     """Keep the experts an earlier run of this import already stored (their metadata.json names the same
     repo) and import the rest: a re-run after a failure or a lost job continues."""
-    evaluate: bool = option(True, flag="--no-eval")
-    """Evaluate and gate each imported expert; --no-eval leaves them unevaluated."""
+    evaluate: bool = option(
+        True,
+        flag="--no-eval",
+        negated="Skip evaluation: the imported experts stay unevaluated (no gate verdict)",
+    )
+    """Evaluate and gate each imported expert."""
     eval_episodes: int | None = None
     """Evaluation episodes per expert; default: the task's `expert.eval_episodes`."""
     threshold: float | None = None
