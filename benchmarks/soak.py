@@ -12,6 +12,7 @@ actors, sampled every 2 s, summarised per driver incarnation (first and last fif
 flat means the last fifth is within 10% of the first.
 
     .venv/bin/python benchmarks/soak.py --episodes 1000 --json soak.json   # HalfCheetah: 1M steps
+    .venv/bin/python benchmarks/soak.py --episodes 6000 --every 60         # 6M steps, ~10 failures
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ class Soak:
             rss = {"t": time.monotonic(), "incarnation": self.incarnation, "driver": None, "actors": 0}
             with contextlib.suppress(psutil.Error, AttributeError):
                 rss["driver"] = psutil.Process(driver.pid).memory_info().rss if driver else None
+            rss["by_actor"] = {}
             for actor in self.actors():
                 with contextlib.suppress(psutil.Error):
-                    rss["actors"] += actor.memory_info().rss
+                    rss["by_actor"][actor.pid] = actor.memory_info().rss
+            rss["actors"] = sum(rss["by_actor"].values())
             self.samples.append(rss)
 
     def _start(self, out: Path, resume: bool) -> subprocess.Popen:
@@ -152,6 +155,27 @@ class Soak:
             out.append(entry)
         return out
 
+    def actor_memory(self) -> list[dict]:
+        """Per actor process (a killed actor's replacement is another): RSS (MB), first vs last fifth."""
+        out = []
+        for pid in sorted({pid for s in self.samples for pid in s.get("by_actor", {})}):
+            series = [s["by_actor"][pid] for s in self.samples if pid in s.get("by_actor", {})]
+            if len(series) < 10:
+                continue
+            fifth = max(1, len(series) // 5)
+            first = statistics.mean(series[:fifth]) / 2**20
+            last = statistics.mean(series[-fifth:]) / 2**20
+            out.append(
+                {
+                    "pid": pid,
+                    "samples": len(series),
+                    "first_mb": round(first, 1),
+                    "last_mb": round(last, 1),
+                    "flat": last <= 1.1 * first,
+                }
+            )
+        return out
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -191,6 +215,7 @@ def main() -> int:
             "shards_equal": [(s["path"], s["sha256"]) for s in manifests[0]["shards"]]
             == [(s["path"], s["sha256"]) for s in manifests[1]["shards"]],
             "memory": soak.memory(),
+            "actor_memory": soak.actor_memory(),
         }
     finally:
         soak.cluster.shutdown()
