@@ -20,15 +20,16 @@ from typing import Any
 
 from pipeline.collector import UnitResult, unit_record_path
 from pipeline.errors import PipelineError
+from pipeline.integrity import PLAN_PATH
 from pipeline.manifest import Manifest
 from pipeline.plan import PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
 from pipeline.registry import TaskSpec
+from pipeline.repair import survey
 from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
 from pipeline.sections import Budget
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
-PLAN_PATH = "meta/{config}/plan.json"
 SPLIT_RULE = 2
 """Version of how splits are planned: 2 records forced test ids in plan.json (step budgets get a
 test episode in their first round; a split emptied by drops is topped up)."""
@@ -192,7 +193,8 @@ class ConfigRun:
                 location.fs.delete_file(info.path)
 
     def resume(self, location: Location, workers: int) -> list[WorkUnit]:
-        """Pick up an interrupted run: keep recorded units, drop orphans, re-plan the rest."""
+        """Pick up an interrupted or damaged run: keep the units whose record and shard are intact,
+        re-record damaged ones under their own keys, drop orphans, re-plan the rest."""
         config = self.spec.config
         path = PLAN_PATH.format(config=config)
         saved = location.read_json(path)
@@ -205,19 +207,37 @@ class ConfigRun:
             )
         self.next_id = saved["planned_episodes"]
         self.forced_test = set(saved.get("forced_test", ()))
-        for result in self._records(location):
+        planned = self._planned(0, self.next_id)
+        found = survey(location, config, {e.episode_id: e for e in planned})
+        for result in found.trusted:
             self.results[result.unit.key] = result
-        self._delete_orphans(location, list(self.results.values()))
-        for result in self.results.values():
+        self._delete_orphans(location, found.trusted)
+        for result in found.trusted:
             split, index = result.unit.split, result.unit.shard_index
             self.next_index[split] = max(self.next_index[split], index + 1)
             self.steps += result.steps
             self.episodes += len(result.shard.episodes) if result.shard else 0
             self.episodes += len(result.dropped)
-        done = _done_ids(self.results.values())
-        remaining = [e for e in self._planned(0, self.next_id) if e.episode_id not in done]
-        log.info("%s: resuming, %d episodes recorded, %d to go", config, len(done), len(remaining))
-        units = self.units_for(remaining, workers)
+        repairs = [r.unit for r in found.repairs]
+        for repair in found.repairs:
+            log.warning("%s", repair.line())
+            split, index = repair.unit.split, repair.unit.shard_index
+            self.next_index[split] = max(self.next_index[split], index + 1)
+        self.outstanding += len(repairs)
+        done = _done_ids(found.trusted)
+        again = {e.episode_id for u in repairs for e in u.episodes}
+        remaining = [e for e in planned if e.episode_id not in done | again]
+        log.info(
+            "%s: resuming, %d episodes recorded, %d to re-record, %d to go",
+            config,
+            len(done),
+            len(again),
+            len(remaining),
+        )
+        units = repairs + self.units_for(remaining, workers)
+        finished_before = not remaining and not self.needs_more_steps  # else a manifest is not due yet
+        if found.manifest_problem and (finished_before or not found.manifest_problem.endswith("missing")):
+            log.warning("%s: %s: it is rebuilt from the unit records", config, found.manifest_problem)
         if not units and self.needs_more_steps:
             units = self.next_round(location, workers)
         if not units:
@@ -258,14 +278,16 @@ def check_manifest(manifest: Manifest, location: Location) -> None:
     unplanned = sorted(set(ids) - set(range(manifest.planned_episodes)))
     paths = [s.path for s in manifest.shards]
     listed_twice = sorted(p for p, n in Counter(paths).items() if n > 1)
-    on_disk = {location.relative(i.path) for i in location.list(DATA_DIR.format(config=config))}
-    absent = sorted(set(paths) - on_disk)
+    on_disk = {location.relative(i.path): i.size for i in location.list(DATA_DIR.format(config=config))}
+    absent = sorted(set(paths) - set(on_disk))
+    resized = sorted(s.path for s in manifest.shards if s.path in on_disk and on_disk[s.path] != s.num_bytes)
     problems = [
         f"episodes recorded twice: {repeated[:10]}" if repeated else "",
         f"episodes missing: {missing[:10]}" if missing else "",
         f"episodes never planned: {unplanned[:10]}" if unplanned else "",
         f"shards listed twice: {listed_twice[:5]}" if listed_twice else "",
         f"shards listed but absent: {absent[:5]}" if absent else "",
+        f"shards of another size than recorded: {resized[:5]}" if resized else "",
     ]
     problems = [p for p in problems if p]
     if problems:
