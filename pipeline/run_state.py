@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.collector import UnitResult, unit_record_path
 from pipeline.errors import PipelineError
 from pipeline.integrity import PLAN_PATH
 from pipeline.manifest import Manifest
-from pipeline.plan import PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
+from pipeline.plan import FILTER_REASON, PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
 from pipeline.registry import TaskSpec
 from pipeline.repair import survey
 from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
@@ -30,11 +30,19 @@ from pipeline.sections import Budget
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
-SPLIT_RULE = 2
+SPLIT_RULE = 3
 """Version of how splits are planned: 2 records forced test ids in plan.json (step budgets get a
-test episode in their first round; a split emptied by drops is topped up)."""
+test episode in their first round; a split emptied by drops is topped up); 3 also replaces the
+dropped episodes of an episode budget (`ConfigRun._replace`), recording the replacement ids forced
+to train as well. A rule-2 plan on disk is resumed under rule 2."""
 MAX_TOP_UPS = 3
 """Extra rounds a run plans for a split whose every episode was dropped, before it gives up."""
+MAX_REPLACEMENT_ROUNDS = 20
+"""Rounds of replacements for dropped episodes an episode budget may take: at a drop rate p, the
+shortfall after k rounds is N * p^k, so 20 rounds reach N up to a million episodes at p = 0.5."""
+MAX_PLANNED_PER_EPISODE = 10
+"""And at most this many episodes played per episode asked for (a drop rate up to 90%): a policy
+that drops more is not worth the work; the run says so instead."""
 
 
 @dataclass
@@ -47,12 +55,14 @@ class ConfigRun:
     per_unit: int
     next_id: int = 0
     forced_test: set[int] = field(default_factory=set)
+    forced_train: set[int] = field(default_factory=set)
     next_index: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     outstanding: int = 0
     episodes: int = 0
     steps: int = 0
     results: dict[tuple[str, str, int], UnitResult] = field(default_factory=dict)
     top_ups: int = 0
+    replacement_rounds: int = 0
     committed: bool = False
 
     @property
@@ -74,6 +84,7 @@ class ConfigRun:
             ensure_test=False,
             history=self.run_plan.history,
             forced_test=frozenset(self.forced_test),
+            forced_train=frozenset(self.forced_train),
         )
 
     def units_for(self, episodes: list[PlannedEpisode], workers: int) -> list[WorkUnit]:
@@ -111,13 +122,17 @@ class ConfigRun:
         return self.plan(location, count, workers)
 
     def _stored_plan(self) -> dict[str, Any]:
-        """The plan as plan.json and the manifest store it: the RunPlan, the ids planned so far and
-        the ids forced to test."""
-        return {
+        """The plan as plan.json and the manifest store it: the RunPlan, the ids planned so far, the
+        ids forced to test and (rule 3) to train, and the replacement rounds taken."""
+        stored = {
             **self.run_plan.to_dict(),
             "planned_episodes": self.next_id,
             "forced_test": sorted(self.forced_test),
         }
+        if self.run_plan.split_rule >= 3:
+            stored["forced_train"] = sorted(self.forced_train)
+            stored["replacement_rounds"] = self.replacement_rounds
+        return stored
 
     def save(self, location: Location) -> None:
         location.write_json(
@@ -138,8 +153,95 @@ class ConfigRun:
         if self.needs_more_steps:
             return self.next_round(location, workers)
         if self.outstanding == 0:
-            return self._top_up(location, workers)
+            return self._more(location, workers)
         return []
+
+    def _more(self, location: Location, workers: int) -> list[WorkUnit]:
+        """Everything planned is in: replace dropped episodes, or top up a split drops emptied."""
+        return self._replace(location, workers) if self.replaces_drops else self._top_up(location, workers)
+
+    # --- dropped episodes: replaced (episode budgets), or an emptied split topped up ------------
+
+    @property
+    def replaces_drops(self) -> bool:
+        """`--episodes N` stores N: dropped episodes are replaced (not for learning histories, whose
+        ids map to snapshots, nor for plans of split rule 2, which predate replacement)."""
+        plan = self.run_plan
+        return plan.budget.episodes is not None and plan.history is None and plan.split_rule >= 3
+
+    def targets(self) -> Counter[str]:
+        """Episodes each split must store: the splits of the first N planned ids."""
+        return Counter(e.split for e in self._planned(0, self.budget.episodes or 0))
+
+    def shortfall(self, shards: list[Any], dropped: list[dict[str, Any]]) -> dict[str, int]:
+        """Per split, the episodes still missing from the target: stored ones and episodes the
+        `--min-return-fraction` filter removed (a selection, not replaced) count towards it."""
+        split_of = {e.episode_id: e.split for e in self._planned(0, self.next_id)}
+        have = Counter(s.split for s in shards for _ in s.episodes)
+        have += Counter(split_of[d["episode_id"]] for d in dropped if d["reason"].startswith(FILTER_REASON))
+        targets = self.targets()
+        return {s: targets[s] - have[s] for s in SPLITS if targets[s] > have[s]}
+
+    def _replace(self, location: Location, workers: int) -> list[WorkUnit]:
+        """Plan one round of replacements for the dropped episodes, split by split.
+
+        Replacements take the next ids, so their seeds follow from the plan like every other
+        episode's (`episode_seed(seed, config, id)`): a resume or a re-run replaces the same drops
+        with the same episodes. The first ids of a round go to test, the rest to train; ids whose
+        spacing says otherwise are recorded in `forced_test`/`forced_train`.
+        """
+        results = list(self.results.values())
+        missing = self.shortfall(
+            [r.shard for r in results if r.shard], [d for r in results for d in r.dropped]
+        )
+        first, count = self.next_id, sum(missing.values())
+        allowed = MAX_PLANNED_PER_EPISODE * (self.budget.episodes or 0)
+        if not missing or self.replacement_rounds >= MAX_REPLACEMENT_ROUNDS or first + count > allowed:
+            return []  # filled, or the bound is reached: `check_budget` fails the commit
+        self.replacement_rounds += 1
+        fraction = self.run_plan.test_fraction
+        for offset, episode_id in enumerate(range(first, first + count)):
+            wanted_test = offset < missing.get("test", 0)
+            if wanted_test and not is_test(episode_id, fraction):
+                self.forced_test.add(episode_id)
+            elif not wanted_test and is_test(episode_id, fraction):
+                self.forced_train.add(episode_id)
+        log.info(
+            "%s: %s dropped so far; recording %d replacement(s) with ids %d-%d (round %d of at most %d)",
+            self.spec.config,
+            " and ".join(f"{n} {s}" for s, n in missing.items()),
+            count,
+            first,
+            first + count - 1,
+            self.replacement_rounds,
+            MAX_REPLACEMENT_ROUNDS,
+        )
+        episodes = self._planned(first, count)
+        self.next_id += count
+        self.save(location)
+        return self.units_for(episodes, workers)
+
+    def check_budget(self, manifest: Manifest) -> None:
+        """A config whose episode budget replacements could not fill is not committed: one line
+        naming the drop rate and its reasons, and what to change."""
+        if not self.replaces_drops:
+            return
+        missing = self.shortfall(manifest.shards, manifest.dropped)
+        if not missing:
+            return
+        asked = self.budget.episodes or 0
+        stored = sum(len(s.episodes) for s in manifest.shards)
+        played = manifest.planned_episodes
+        unfinished = [d for d in manifest.dropped if not d["reason"].startswith(FILTER_REASON)]
+        reasons = dict(Counter(d["reason"].split(":")[0] for d in unfinished))
+        raise PipelineError(
+            f"{self.spec.config}: {stored} of the {asked} episodes asked for are stored: "
+            f"{len(unfinished)} of {played} played were dropped ({len(unfinished) / max(played, 1):.0%}; "
+            f"{reasons}) and {self.replacement_rounds} rounds of replacements did not make up for "
+            f"them (at most {MAX_REPLACEMENT_ROUNDS}, and {MAX_PLANNED_PER_EPISODE} played per episode "
+            "asked for); nothing was committed for it: ask for fewer episodes (--episodes), or use a policy "
+            "that finishes more of them (--policy)"
+        )
 
     def recorded(self, location: Location, unit: WorkUnit) -> UnitResult | None:
         """The result a lost worker committed for `unit` before dying, if it got that far."""
@@ -198,7 +300,10 @@ class ConfigRun:
         config = self.spec.config
         path = PLAN_PATH.format(config=config)
         saved = location.read_json(path)
-        changed = RunPlan.from_dict(saved, f"{location.uri}/{path}").differences(self.run_plan)
+        stored = RunPlan.from_dict(saved, f"{location.uri}/{path}")
+        if stored.split_rule == 2 and self.run_plan.split_rule == 3:  # planned before replacements:
+            self.run_plan = replace(self.run_plan, split_rule=2)  # finished as it was planned
+        changed = stored.differences(self.run_plan)
         if changed:
             details = ", ".join(changed)
             raise PipelineError(
@@ -207,6 +312,8 @@ class ConfigRun:
             )
         self.next_id = saved["planned_episodes"]
         self.forced_test = set(saved.get("forced_test", ()))
+        self.forced_train = set(saved.get("forced_train", ()))
+        self.replacement_rounds = int(saved.get("replacement_rounds", 0))
         planned = self._planned(0, self.next_id)
         found = survey(location, config, {e.episode_id: e for e in planned})
         for result in found.trusted:
@@ -241,7 +348,7 @@ class ConfigRun:
         if not units and self.needs_more_steps:
             units = self.next_round(location, workers)
         if not units:
-            units = self._top_up(location, workers)
+            units = self._more(location, workers)
         return units
 
     def build_manifest(self, location: Location) -> Manifest:
@@ -259,6 +366,8 @@ class ConfigRun:
             dropped=[d for r in results for d in r.dropped],
         )
         check_manifest(manifest, location)
+        self.check_budget(manifest)  # before the splits: an episode budget's shortfall says more
+        check_splits(manifest)
         return manifest
 
 
@@ -295,6 +404,11 @@ def check_manifest(manifest: Manifest, location: Location) -> None:
             f"{config}: the rollout's own check failed ({'; '.join(problems)}); nothing was committed "
             "for it: re-run the same command with --resume"
         )
+
+
+def check_splits(manifest: Manifest) -> None:
+    """Both splits hold episodes, or the config is not committed."""
+    config = manifest.config
     totals = manifest.totals()
     empty = [s for s in SPLITS if not totals[s]["episodes"]]
     if empty:
