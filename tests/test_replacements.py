@@ -178,3 +178,19 @@ def test_a_plan_from_before_replacements_resumes_as_planned(tmp_path: Path) -> N
     assert "replacement_rounds" not in manifest["plan"]
     report = validate(str(out))
     assert report.ok, report.errors
+
+
+def test_a_damaged_replacement_shard_is_repaired_exactly(recorded: Path, tmp_path: Path) -> None:
+    """Damage meets replacement: the last round's shard truncated and the test unit's record lost;
+    --resume re-records those units alone, and nothing is replaced twice."""
+    import shutil
+
+    copy = tmp_path / "ds"
+    shutil.copytree(recorded, copy)
+    last = max((copy / "data" / CONFIG).glob("train-*.parquet"))
+    last.write_bytes(last.read_bytes()[:1000])
+    (copy / "meta" / CONFIG / "shards" / "test-00000.json").unlink()
+    _run(copy, resume=True)
+    assert _content(copy) == _content(recorded)
+    assert _manifest(copy)["plan"] == _manifest(recorded)["plan"]
+    assert validate(str(copy)).ok
