@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from rollout_helpers import serial_run
 from pipeline.cli import main
 from pipeline.configs.publish import PublishConfig
 from pipeline.errors import ValidationFailed
+from pipeline.faults import FAULTS_ENV
 from pipeline.publish import publish
 from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.validate import validate
@@ -185,3 +189,47 @@ def test_publish_refuses_damaged_data_before_any_upload(kind: str, damaged: Path
     assert "\n" not in message and f"{CONFIG}: {path}" in message
     assert "nothing was published" in message and f"pipeline rollout --out {damaged}" in message
     assert not target.exists()
+
+
+@pytest.mark.parametrize("hit", [2, 3])
+def test_a_repair_killed_half_way_is_finished_by_the_next_resume(
+    finished: Path, damaged: Path, hit: int
+) -> None:
+    """The repairing resume dies at its `hit`-th committed file (its lease first, then the
+    re-recorded shard (2), then its record (3)): the stale record was deleted before any of it, so
+    the next resume repairs the unit again instead of trusting a record of a lost shard."""
+    _truncate(damaged / SHARD)
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "rollout",
+        "--tasks",
+        CONFIG,
+        "--episodes",
+        str(EPISODES),
+    ]
+    command += [
+        "--episodes-per-shard",
+        str(PER_SHARD),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    command += ["--out", str(damaged), "--resume"]
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    crashed = subprocess.run(
+        command,
+        env={**env, FAULTS_ENV: f"storage.committed={hit}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    assert (damaged / SHARD).exists() == (hit >= 2) and (damaged / RECORD).exists() == (hit >= 3)
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert validate(str(damaged)).ok
+    assert _files(damaged) == _files(finished) and _episodes(damaged) == _episodes(finished)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -143,8 +144,6 @@ def test_a_task_that_cannot_reach_n_fails_in_one_line(
 
 def test_validate_checks_the_stored_count_against_the_budget(recorded: Path, tmp_path: Path) -> None:
     """A manifest whose plan asks for more than it stores (edited, or written by a broken run) fails."""
-    import shutil
-
     copy = tmp_path / "ds"
     shutil.copytree(recorded, copy)
     path = copy / "meta" / CONFIG / "manifest.json"
@@ -183,8 +182,6 @@ def test_a_plan_from_before_replacements_resumes_as_planned(tmp_path: Path) -> N
 def test_a_damaged_replacement_shard_is_repaired_exactly(recorded: Path, tmp_path: Path) -> None:
     """Damage meets replacement: the last round's shard truncated and the test unit's record lost;
     --resume re-records those units alone, and nothing is replaced twice."""
-    import shutil
-
     copy = tmp_path / "ds"
     shutil.copytree(recorded, copy)
     last = max((copy / "data" / CONFIG).glob("train-*.parquet"))
