@@ -16,7 +16,12 @@ every run meets one failure of its kind:
 - disk:          the output on a tmpfs of random size, from a twentieth of what the run needs to more
                  than all of it; a full disk is then grown and the run resumed;
 - s3:            the output on a moto S3 server reached through a proxy that drops connections at
-                 random (reset mid-request), with probability 2-10% each.
+                 random (reset mid-request), with probability 2-10% each;
+- damage:        a finished dataset (a copy of the serial run) damaged on disk at random: a committed
+                 shard, unit record or the manifest (each kind a third of the runs) truncated (to a
+                 random length), one random byte flipped, or deleted; then `--resume` on the cluster
+                 must repair it, and its shards must equal the serial run's file for file (path and
+                 sha256).
 
 A run that exits 0 must leave valid data equal to the serial run's, episode by episode. A run
 that exits non-zero must be completed by `--resume` (no fault armed) into the same. Counted per
@@ -51,7 +56,7 @@ from pathlib import Path
 
 import psutil
 
-KINDS = ("actor-random", "actor-aimed", "driver", "driver-point", "node", "disk", "s3")
+KINDS = ("actor-random", "actor-aimed", "driver", "driver-point", "node", "disk", "s3", "damage")
 CONFIG = "metaworld-reach"
 ARGS = ["--tasks", CONFIG, "--episodes", "40", "--episodes-per-shard", "2", "--seed", "11"]
 AIMED_POINTS = ("unit.shard_committed", "unit.record_written", "driver.received.UnitResult")
@@ -84,6 +89,10 @@ def _episodes(manifest: dict) -> list[tuple]:
     )
 
 
+def _shards(manifest: dict) -> list[tuple]:
+    return sorted((s["path"], s["sha256"]) for s in manifest["shards"])
+
+
 class Bench:
     def __init__(self, scratch: Path, seed: int) -> None:
         from ray.cluster_utils import Cluster
@@ -93,12 +102,16 @@ class Bench:
         self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         self.nodes = [self.cluster.add_node(num_cpus=1) for _ in range(2)]
         self.cluster.wait_for_nodes()
+        self.damaged = ""  # what the last damage run did, for its notes
+        self.silent: list[str] = []  # damage runs whose resume printed no repair line
         self.reference = self._reference()
 
     def _reference(self) -> list[tuple]:
         out = self.scratch / "reference"
         self._cli(["rollout", *ARGS, "--workers", "0", "--no-progress", "--out", str(out)], check=True)
-        return _episodes(json.loads((out / "meta" / CONFIG / "manifest.json").read_text()))
+        manifest = json.loads((out / "meta" / CONFIG / "manifest.json").read_text())
+        self.reference_shards = _shards(manifest)
+        return _episodes(manifest)
 
     # --- processes -----------------------------------------------------------------------------
 
@@ -231,6 +244,33 @@ class Bench:
         subprocess.run(["mount", "-o", "remount,size=256m", str(mount)], check=True)
         return struck, code, output
 
+    def damage(self, out: str) -> tuple[bool, int | None, str]:
+        """The serial run's dataset, one committed file damaged at random, then `--resume`."""
+        shutil.copytree(self.scratch / "reference", out)
+        root = Path(out)
+        kinds = {  # a kind of file first, so the one manifest is struck as often as the shards
+            "shard": sorted((root / "data" / CONFIG).glob("*.parquet")),
+            "record": sorted((root / "meta" / CONFIG / "shards").glob("*.json")),
+            "manifest": [root / "meta" / CONFIG / "manifest.json"],
+        }
+        victim = self.rng.choice(kinds[self.rng.choice(sorted(kinds))])
+        how = self.rng.choice(("truncate", "flip", "delete"))
+        data = bytearray(victim.read_bytes())
+        if how == "delete":
+            victim.unlink()
+        elif how == "truncate":
+            victim.write_bytes(bytes(data[: self.rng.randrange(len(data))]))
+        else:
+            data[self.rng.randrange(len(data))] ^= self.rng.randrange(1, 256)
+            victim.write_bytes(bytes(data))
+        self.damaged = f"{how} {victim.relative_to(root)}"
+        process = self._start(out, "", "--resume")
+        code, output = self._wait(process)
+        said = " ".join(output.split())  # log lines wrap
+        if "re-recording" not in said and "rebuilt from the unit records" not in said:
+            self.silent.append(self.damaged)  # e.g. a flip in the manifest's timestamp: rewritten anyway
+        return True, code, output
+
     def s3(self, out: str, proxy: FlakyProxy) -> tuple[bool, int | None, str]:
         process = self._start(out)
         code, output = self._wait(process)
@@ -245,6 +285,8 @@ class Bench:
         from pipeline.validate import validate
 
         report.exit_codes[str(code)] = report.exit_codes.get(str(code), 0) + 1
+        if report.kind == "damage" and code:  # the repairing --resume itself failed: say why
+            report.notes.append(f"{self.damaged}: exit {code}: {output.strip().splitlines()[-1:]}")
         if code is None:
             report.hung += 1
             report.notes.append(f"hung: {output[-300:]}")
@@ -270,6 +312,9 @@ class Bench:
         if episodes != self.reference:
             report.differing += 1
             report.notes.append(f"differs after exit {code}")
+        elif report.kind == "damage" and _shards(manifest) != self.reference_shards:
+            report.differing += 1
+            report.notes.append(f"{self.damaged}: other shard files than the serial run's")
 
     def shutdown(self) -> None:
         self.cluster.shutdown()
@@ -403,7 +448,7 @@ def main() -> int:
                 report.seconds += time.monotonic() - run_started
                 print(
                     f"{kind:13s} run {index + 1:3d}: exit {code}, struck {bool(struck)}, "
-                    f"bad so far {report.bad}",
+                    f"bad so far {report.bad}" + (f" ({bench.damaged})" if kind == "damage" else ""),
                     flush=True,
                 )
     except (TimeoutError, KeyboardInterrupt):
@@ -414,6 +459,8 @@ def main() -> int:
             s3[0].terminate()
         shutil.rmtree(scratch, ignore_errors=True)
     _print(reports)
+    if bench.silent:
+        print(f"damage the resume did not report (harmless if the run is not counted bad): {bench.silent}")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in reports.values()], indent=1) + "\n")
     return 1 if any(r.bad for r in reports.values()) else 0

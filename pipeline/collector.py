@@ -17,7 +17,7 @@ from typing import Any
 from pipeline import faults
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.plan import PlannedEpisode, WorkUnit
+from pipeline.plan import FILTER_REASON, PlannedEpisode, WorkUnit
 from pipeline.policies import Policy
 from pipeline.policy_factory import make_policy
 from pipeline.recorder import can_batch, record_batched, record_episode
@@ -247,7 +247,7 @@ class RolloutWorker:
             return episode
         score = spec.scores.normalise(episode.episode_return)
         return (
-            episode if score >= threshold else f"below min return: normalised score {score:.3f} < {threshold}"
+            episode if score >= threshold else f"{FILTER_REASON}: normalised score {score:.3f} < {threshold}"
         )
 
     def _write_unit_record(self, result: UnitResult) -> None:

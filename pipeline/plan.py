@@ -15,6 +15,10 @@ from pipeline.errors import PipelineError
 from pipeline.schema import SPLITS
 from pipeline.sections import Budget
 
+FILTER_REASON = "below min return"
+"""How a drop by `--min-return-fraction`'s filter begins: a selection, never replaced (the `-topNN`
+variant is the top of the episodes recorded), unlike an episode the policy did not finish."""
+
 
 @dataclass(frozen=True)
 class PlannedEpisode:
@@ -71,17 +75,22 @@ def plan_episodes(
     ensure_test: bool,
     history: HistoryPlan | None = None,
     forced_test: frozenset[int] = frozenset(),
+    forced_train: frozenset[int] = frozenset(),
 ) -> list[PlannedEpisode]:
     """Plan `count` episodes starting at `first_id`.
 
     With `ensure_test`, a plan of two or more episodes always has at least one test episode
     (its last one), so both splits exist even for tiny runs. `forced_test` names ids that are
     test episodes whatever the spacing says (the run records them in its plan.json, so a resume
-    plans the same splits). With a `history`, consecutive episode ids go to successive expert
-    snapshots, so ids follow training order.
+    plans the same splits); `forced_train` likewise names ids that are train episodes (replacements
+    of dropped train episodes, split rule 3). With a `history`, consecutive episode ids go to
+    successive expert snapshots, so ids follow training order.
     """
     ids = range(first_id, first_id + count)
-    splits = ["test" if is_test(i, test_fraction) or i in forced_test else "train" for i in ids]
+    splits = [
+        "test" if (is_test(i, test_fraction) or i in forced_test) and i not in forced_train else "train"
+        for i in ids
+    ]
     if ensure_test and count >= 2 and test_fraction > 0 and "test" not in splits:
         splits[-1] = "test"
     return [

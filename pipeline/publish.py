@@ -30,6 +30,7 @@ from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_b
 from pipeline.card import CardConfig, card_configs, render_from_stats
 from pipeline.configs.publish import PublishConfig
 from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.integrity import check_files, unfinished_configs
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs
 from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
 from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target
@@ -282,6 +283,8 @@ def publish(config: PublishConfig) -> PublishSummary:
     """Validate, then publish `config.configs` of `config.data_dir`; returns what was uploaded."""
     started = time.monotonic()
     location = open_location(config.data_dir)
+    if location.exists(""):  # a config whose manifest was lost is damage, not an unknown config
+        check_files(location, unfinished_configs(location, config.configs), "published")
     names = _select(location, config.configs)
     target: Target
     if config.repo_id:
@@ -296,10 +299,11 @@ def publish(config: PublishConfig) -> PublishSummary:
         target.check()
         report = validate(location.uri, names)
         if not report.ok:
+            damage = [line for c in report.configs for line in c.damage]
+            fix = report.fix or f"run `pipeline validate {config.data_dir}` and fix or re-record"
             raise ValidationFailed(
                 f"{location.uri} fails validation ({len(report.errors)} error(s); first: "
-                f"{report.errors[0]}): nothing was published; run `pipeline validate {config.data_dir}` "
-                "and fix or re-record"
+                f"{(damage or report.errors)[0]}): nothing was published; {fix}"
             )
         stats = {name: config_stats(location, StatsRequest(name)) for name in names}
         clips = _clips(location, names) if config.clips else {}

@@ -27,6 +27,7 @@ import pyarrow.fs as pafs
 
 from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS, ReportConfig
 from pipeline.errors import PipelineError
+from pipeline.integrity import check_files, unfinished_configs
 from pipeline.manifest import Manifest, dataset_configs, read_manifest
 from pipeline.model.metrics import mean, normalised, stratified_bootstrap_ci
 from pipeline.registry import get_task
@@ -200,8 +201,12 @@ def dataset_quality(request: ReportConfig) -> list[QualityRow]:
     """A row per requested config of the dataset, in the order asked (default: sorted); the
     request's gate (`min_normalised`) is the caller's, applied to the rows with `below`."""
     location = open_location(request.data_dir)
+    if location.exists(""):  # a config whose manifest was lost is damage, not an unknown config
+        check_files(location, unfinished_configs(location, request.configs), "reported")
+    configs = _configs(location, request.configs)
+    check_files(location, configs, "reported")  # scores of damaged data would be claims about lost files
     rows = []
-    for config in _configs(location, request.configs):
+    for config in configs:
         rows.append(quality_row(read_manifest(location, config), request.bootstrap_reps, request.seed))
         log.debug("%s: normalised %s", config, rows[-1].normalised)
     return rows

@@ -15,25 +15,35 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.collector import UnitResult, unit_record_path
 from pipeline.errors import PipelineError
+from pipeline.integrity import PLAN_PATH
 from pipeline.manifest import Manifest
-from pipeline.plan import PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
+from pipeline.manifest_checks import check_manifest, check_splits
+from pipeline.plan import FILTER_REASON, PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
 from pipeline.registry import TaskSpec
+from pipeline.repair import survey
 from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
 from pipeline.sections import Budget
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
-PLAN_PATH = "meta/{config}/plan.json"
-SPLIT_RULE = 2
+SPLIT_RULE = 3
 """Version of how splits are planned: 2 records forced test ids in plan.json (step budgets get a
-test episode in their first round; a split emptied by drops is topped up)."""
+test episode in their first round; a split emptied by drops is topped up); 3 also replaces the
+dropped episodes of an episode budget (`ConfigRun._replace`), recording the replacement ids forced
+to train as well. A rule-2 plan on disk is resumed under rule 2."""
 MAX_TOP_UPS = 3
 """Extra rounds a run plans for a split whose every episode was dropped, before it gives up."""
+MAX_REPLACEMENT_ROUNDS = 20
+"""Rounds of replacements for dropped episodes an episode budget may take: at a drop rate p, the
+shortfall after k rounds is N * p^k, so 20 rounds reach N up to a million episodes at p = 0.5."""
+MAX_PLANNED_PER_EPISODE = 10
+"""And at most this many episodes played per episode asked for (a drop rate up to 90%): a policy
+that drops more is not worth the work; the run says so instead."""
 
 
 @dataclass
@@ -46,12 +56,14 @@ class ConfigRun:
     per_unit: int
     next_id: int = 0
     forced_test: set[int] = field(default_factory=set)
+    forced_train: set[int] = field(default_factory=set)
     next_index: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     outstanding: int = 0
     episodes: int = 0
     steps: int = 0
     results: dict[tuple[str, str, int], UnitResult] = field(default_factory=dict)
     top_ups: int = 0
+    replacement_rounds: int = 0
     committed: bool = False
 
     @property
@@ -73,6 +85,7 @@ class ConfigRun:
             ensure_test=False,
             history=self.run_plan.history,
             forced_test=frozenset(self.forced_test),
+            forced_train=frozenset(self.forced_train),
         )
 
     def units_for(self, episodes: list[PlannedEpisode], workers: int) -> list[WorkUnit]:
@@ -110,13 +123,17 @@ class ConfigRun:
         return self.plan(location, count, workers)
 
     def _stored_plan(self) -> dict[str, Any]:
-        """The plan as plan.json and the manifest store it: the RunPlan, the ids planned so far and
-        the ids forced to test."""
-        return {
+        """The plan as plan.json and the manifest store it: the RunPlan, the ids planned so far, the
+        ids forced to test and (rule 3) to train, and the replacement rounds taken."""
+        stored = {
             **self.run_plan.to_dict(),
             "planned_episodes": self.next_id,
             "forced_test": sorted(self.forced_test),
         }
+        if self.run_plan.split_rule >= 3:
+            stored["forced_train"] = sorted(self.forced_train)
+            stored["replacement_rounds"] = self.replacement_rounds
+        return stored
 
     def save(self, location: Location) -> None:
         location.write_json(
@@ -137,8 +154,95 @@ class ConfigRun:
         if self.needs_more_steps:
             return self.next_round(location, workers)
         if self.outstanding == 0:
-            return self._top_up(location, workers)
+            return self._more(location, workers)
         return []
+
+    def _more(self, location: Location, workers: int) -> list[WorkUnit]:
+        """Everything planned is in: replace dropped episodes, or top up a split drops emptied."""
+        return self._replace(location, workers) if self.replaces_drops else self._top_up(location, workers)
+
+    # --- dropped episodes: replaced (episode budgets), or an emptied split topped up ------------
+
+    @property
+    def replaces_drops(self) -> bool:
+        """`--episodes N` stores N: dropped episodes are replaced (not for learning histories, whose
+        ids map to snapshots, nor for plans of split rule 2, which predate replacement)."""
+        plan = self.run_plan
+        return plan.budget.episodes is not None and plan.history is None and plan.split_rule >= 3
+
+    def targets(self) -> Counter[str]:
+        """Episodes each split must store: the splits of the first N planned ids."""
+        return Counter(e.split for e in self._planned(0, self.budget.episodes or 0))
+
+    def shortfall(self, shards: list[Any], dropped: list[dict[str, Any]]) -> dict[str, int]:
+        """Per split, the episodes still missing from the target: stored ones and episodes the
+        `--min-return-fraction` filter removed (a selection, not replaced) count towards it."""
+        split_of = {e.episode_id: e.split for e in self._planned(0, self.next_id)}
+        have = Counter(s.split for s in shards for _ in s.episodes)
+        have += Counter(split_of[d["episode_id"]] for d in dropped if d["reason"].startswith(FILTER_REASON))
+        targets = self.targets()
+        return {s: targets[s] - have[s] for s in SPLITS if targets[s] > have[s]}
+
+    def _replace(self, location: Location, workers: int) -> list[WorkUnit]:
+        """Plan one round of replacements for the dropped episodes, split by split.
+
+        Replacements take the next ids, so their seeds follow from the plan like every other
+        episode's (`episode_seed(seed, config, id)`): a resume or a re-run replaces the same drops
+        with the same episodes. The first ids of a round go to test, the rest to train; ids whose
+        spacing says otherwise are recorded in `forced_test`/`forced_train`.
+        """
+        results = list(self.results.values())
+        missing = self.shortfall(
+            [r.shard for r in results if r.shard], [d for r in results for d in r.dropped]
+        )
+        first, count = self.next_id, sum(missing.values())
+        allowed = MAX_PLANNED_PER_EPISODE * (self.budget.episodes or 0)
+        if not missing or self.replacement_rounds >= MAX_REPLACEMENT_ROUNDS or first + count > allowed:
+            return []  # filled, or the bound is reached: `check_budget` fails the commit
+        self.replacement_rounds += 1
+        fraction = self.run_plan.test_fraction
+        for offset, episode_id in enumerate(range(first, first + count)):
+            wanted_test = offset < missing.get("test", 0)
+            if wanted_test and not is_test(episode_id, fraction):
+                self.forced_test.add(episode_id)
+            elif not wanted_test and is_test(episode_id, fraction):
+                self.forced_train.add(episode_id)
+        log.info(
+            "%s: %s dropped so far; recording %d replacement(s) with ids %d-%d (round %d of at most %d)",
+            self.spec.config,
+            " and ".join(f"{n} {s}" for s, n in missing.items()),
+            count,
+            first,
+            first + count - 1,
+            self.replacement_rounds,
+            MAX_REPLACEMENT_ROUNDS,
+        )
+        episodes = self._planned(first, count)
+        self.next_id += count
+        self.save(location)
+        return self.units_for(episodes, workers)
+
+    def check_budget(self, manifest: Manifest) -> None:
+        """A config whose episode budget replacements could not fill is not committed: one line
+        naming the drop rate and its reasons, and what to change."""
+        if not self.replaces_drops:
+            return
+        missing = self.shortfall(manifest.shards, manifest.dropped)
+        if not missing:
+            return
+        asked = self.budget.episodes or 0
+        stored = sum(len(s.episodes) for s in manifest.shards)
+        played = manifest.planned_episodes
+        unfinished = [d for d in manifest.dropped if not d["reason"].startswith(FILTER_REASON)]
+        reasons = dict(Counter(d["reason"].split(":")[0] for d in unfinished))
+        raise PipelineError(
+            f"{self.spec.config}: {stored} of the {asked} episodes asked for are stored: "
+            f"{len(unfinished)} of {played} played were dropped ({len(unfinished) / max(played, 1):.0%}; "
+            f"{reasons}) and {self.replacement_rounds} rounds of replacements did not make up for "
+            f"them (at most {MAX_REPLACEMENT_ROUNDS}, and {MAX_PLANNED_PER_EPISODE} played per episode "
+            "asked for); nothing was committed for it: ask for fewer episodes (--episodes), or use a policy "
+            "that finishes more of them (--policy)"
+        )
 
     def recorded(self, location: Location, unit: WorkUnit) -> UnitResult | None:
         """The result a lost worker committed for `unit` before dying, if it got that far."""
@@ -192,11 +296,15 @@ class ConfigRun:
                 location.fs.delete_file(info.path)
 
     def resume(self, location: Location, workers: int) -> list[WorkUnit]:
-        """Pick up an interrupted run: keep recorded units, drop orphans, re-plan the rest."""
+        """Pick up an interrupted or damaged run: keep the units whose record and shard are intact,
+        re-record damaged ones under their own keys, drop orphans, re-plan the rest."""
         config = self.spec.config
         path = PLAN_PATH.format(config=config)
         saved = location.read_json(path)
-        changed = RunPlan.from_dict(saved, f"{location.uri}/{path}").differences(self.run_plan)
+        stored = RunPlan.from_dict(saved, f"{location.uri}/{path}")
+        if stored.split_rule == 2 and self.run_plan.split_rule == 3:  # planned before replacements:
+            self.run_plan = replace(self.run_plan, split_rule=2)  # finished as it was planned
+        changed = stored.differences(self.run_plan)
         if changed:
             details = ", ".join(changed)
             raise PipelineError(
@@ -205,23 +313,43 @@ class ConfigRun:
             )
         self.next_id = saved["planned_episodes"]
         self.forced_test = set(saved.get("forced_test", ()))
-        for result in self._records(location):
+        self.forced_train = set(saved.get("forced_train", ()))
+        self.replacement_rounds = int(saved.get("replacement_rounds", 0))
+        planned = self._planned(0, self.next_id)
+        found = survey(location, config, {e.episode_id: e for e in planned})
+        for result in found.trusted:
             self.results[result.unit.key] = result
-        self._delete_orphans(location, list(self.results.values()))
-        for result in self.results.values():
+        self._delete_orphans(location, found.trusted)
+        for result in found.trusted:
             split, index = result.unit.split, result.unit.shard_index
             self.next_index[split] = max(self.next_index[split], index + 1)
             self.steps += result.steps
             self.episodes += len(result.shard.episodes) if result.shard else 0
             self.episodes += len(result.dropped)
-        done = _done_ids(self.results.values())
-        remaining = [e for e in self._planned(0, self.next_id) if e.episode_id not in done]
-        log.info("%s: resuming, %d episodes recorded, %d to go", config, len(done), len(remaining))
-        units = self.units_for(remaining, workers)
+        repairs = [r.unit for r in found.repairs]
+        for repair in found.repairs:
+            log.warning("%s", repair.line())
+            split, index = repair.unit.split, repair.unit.shard_index
+            self.next_index[split] = max(self.next_index[split], index + 1)
+        self.outstanding += len(repairs)
+        done = _done_ids(found.trusted)
+        again = {e.episode_id for u in repairs for e in u.episodes}
+        remaining = [e for e in planned if e.episode_id not in done | again]
+        log.info(
+            "%s: resuming, %d episodes recorded, %d to re-record, %d to go",
+            config,
+            len(done),
+            len(again),
+            len(remaining),
+        )
+        units = repairs + self.units_for(remaining, workers)
+        finished_before = not remaining and not self.needs_more_steps  # else a manifest is not due yet
+        if found.manifest_problem and (finished_before or not found.manifest_problem.endswith("missing")):
+            log.warning("%s: %s: it is rebuilt from the unit records", config, found.manifest_problem)
         if not units and self.needs_more_steps:
             units = self.next_round(location, workers)
         if not units:
-            units = self._top_up(location, workers)
+            units = self._more(location, workers)
         return units
 
     def build_manifest(self, location: Location) -> Manifest:
@@ -239,45 +367,11 @@ class ConfigRun:
             dropped=[d for r in results for d in r.dropped],
         )
         check_manifest(manifest, location)
+        self.check_budget(manifest)  # before the splits: an episode budget's shortfall says more
+        check_splits(manifest)
         return manifest
 
 
 def _done_ids(results: Any) -> set[int]:
     done = {e.episode_id for r in results if r.shard for e in r.shard.episodes}
     return done | {d["episode_id"] for r in results for d in r.dropped}
-
-
-def check_manifest(manifest: Manifest, location: Location) -> None:
-    """Exit 0 means valid data: refuse a manifest that misses, repeats or misfiles anything."""
-    config = manifest.config
-    ids = [e.episode_id for s in manifest.shards for e in s.episodes] + [
-        d["episode_id"] for d in manifest.dropped
-    ]
-    repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
-    missing = sorted(set(range(manifest.planned_episodes)) - set(ids))
-    unplanned = sorted(set(ids) - set(range(manifest.planned_episodes)))
-    paths = [s.path for s in manifest.shards]
-    listed_twice = sorted(p for p, n in Counter(paths).items() if n > 1)
-    on_disk = {location.relative(i.path) for i in location.list(DATA_DIR.format(config=config))}
-    absent = sorted(set(paths) - on_disk)
-    problems = [
-        f"episodes recorded twice: {repeated[:10]}" if repeated else "",
-        f"episodes missing: {missing[:10]}" if missing else "",
-        f"episodes never planned: {unplanned[:10]}" if unplanned else "",
-        f"shards listed twice: {listed_twice[:5]}" if listed_twice else "",
-        f"shards listed but absent: {absent[:5]}" if absent else "",
-    ]
-    problems = [p for p in problems if p]
-    if problems:
-        raise PipelineError(
-            f"{config}: the rollout's own check failed ({'; '.join(problems)}); nothing was committed "
-            "for it: re-run the same command with --resume"
-        )
-    totals = manifest.totals()
-    empty = [s for s in SPLITS if not totals[s]["episodes"]]
-    if empty:
-        reasons = Counter(d["reason"].split(":")[0] for d in manifest.dropped)
-        raise PipelineError(
-            f"{config} has no {' or '.join(empty)} episode ({len(manifest.dropped)} dropped: "
-            f"{dict(reasons)}): record more episodes (--episodes/--steps) or use a policy that finishes them"
-        )

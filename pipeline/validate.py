@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
+from pipeline.integrity import PLAN_PATH, repair_hint, unfinished_configs
 from pipeline.manifest import Manifest, dataset_configs, read_info, read_manifest
 from pipeline.registry import TaskSpec, get_task
 from pipeline.replay import replay_config
@@ -45,6 +46,9 @@ class ConfigReport:
     steps: int = 0
     shards: int = 0
     errors: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
+    """File-level failures (manifest missing or unreadable, a shard missing or of another size or
+    sha256): what `pipeline rollout --resume` repairs by re-recording the damaged units."""
 
     @property
     def ok(self) -> bool:
@@ -57,6 +61,9 @@ class ValidationReport:
     configs: list[ConfigReport]
     dataset_errors: list[str] = field(default_factory=list)
     """Failures of no config: files and folders under `data/` that no manifest accounts for."""
+    fix: str = ""
+    """The command that repairs the damaged configs (`ConfigReport.damage`, and config folders
+    whose manifest is missing), or "" when no failure is of that kind."""
 
     @property
     def ok(self) -> bool:
@@ -242,6 +249,8 @@ def validate_config(location: Location, config: str) -> ConfigReport:
         manifest: Manifest = read_manifest(location, config)
     except PipelineError as exc:
         report.errors.append(f"{config}: {exc}")
+        if location.exists(PLAN_PATH.format(config=config)):
+            report.damage.append(report.errors[-1])
         return report
     on_disk, strays = _config_strays(location, config, {s.path for s in manifest.shards})
     report.errors += strays
@@ -251,16 +260,19 @@ def validate_config(location: Location, config: str) -> ConfigReport:
         where = f"{config}: {shard.path}"
         if shard.path not in on_disk:
             report.errors.append(f"{where}: missing (listed in the manifest)")
+            report.damage.append(report.errors[-1])
             continue
         size = location.fs.get_file_info(location.path(shard.path)).size
         if size != shard.num_bytes:
             report.errors.append(
                 f"{where}: {size} bytes, the manifest says {shard.num_bytes} (truncated or replaced)"
             )
+            report.damage.append(report.errors[-1])
             continue
         data = _read_shard(location, shard.path)
         if hashlib.sha256(data).hexdigest() != shard.sha256:
             report.errors.append(f"{where}: sha256 differs from the manifest (corrupted)")
+            report.damage.append(report.errors[-1])
             continue
         try:
             table = pq.read_table(pa.BufferReader(data))
@@ -321,14 +333,22 @@ def validate(uri: str, configs: list[str] | None = None, replay: int = 0) -> Val
         raise PipelineError(f"{uri} does not exist: give the folder or URI a rollout wrote")
     read_info(location)  # a dataset of another on-disk format is refused here, in one line
     names = list(configs) if configs else dataset_configs(location)
-    if not names:
+    unfinished = [] if configs else unfinished_configs(location)
+    if not names and not unfinished:
         raise PipelineError(f"{uri} holds no config with a manifest: is it a jat-pipeline dataset?")
     for name in names:
         get_task(name)  # unknown names fail at once, with the closest valid ones
     strays = [] if configs else _dataset_strays(location)
+    strays += [
+        f"{name}: {MANIFEST_PATH.format(config=name)} is missing (deleted, or the rollout never finished)"
+        for name in unfinished
+        if not location.exists(DATA_DIR.format(config=name))  # else `_dataset_strays` named it
+    ]
     reports = [validate_config(location, name) for name in names]
     for report in reports:
         if replay and report.ok:  # replaying rows that failed the checks would only repeat them
             result = replay_config(location, report.config, replay)
             report.errors += [m.line(report.config) for m in result.mismatches]
-    return ValidationReport(location.uri, reports, strays)
+    damaged = sorted({r.config for r in reports if r.damage} | set(unfinished))
+    fix = repair_hint(location, damaged) if damaged else ""
+    return ValidationReport(location.uri, reports, strays, fix)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,8 @@ import pyarrow as pa
 
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest
-from pipeline.plan import PlannedEpisode, RunPlan, plan_episodes
+from pipeline.plan import FILTER_REASON, PlannedEpisode, RunPlan, plan_episodes
+from pipeline.schema import SPLITS
 from pipeline.shards import ShardRecord
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -131,13 +133,15 @@ def planned_episodes(manifest: Manifest) -> tuple[dict[int, PlannedEpisode], boo
     """Every planned episode by id, as the rollout planned it, and whether its split is known.
 
     Splits follow `is_test` plus the ids the run forced to test (split rule 2, recorded in the
-    plan). Rule 1 (manifests without `split_rule`) forced the last episode of an episode budget
-    to test when the spacing gave none, as `plan_episodes(ensure_test=True)` still does. Any
-    other rule is unknown to this version: seeds are still checked, splits are not.
+    plan) or, replacing dropped train episodes, to train (rule 3). Rule 1 (manifests without
+    `split_rule`) forced the last episode of an episode budget to test when the spacing gave none,
+    as `plan_episodes(ensure_test=True)` still does. Any other rule is unknown to this version:
+    seeds are still checked, splits are not.
     """
     try:
         plan = RunPlan.from_dict(manifest.plan, f"{manifest.config}: the manifest")
         forced = frozenset(int(i) for i in manifest.plan.get("forced_test", ()))
+        forced_train = frozenset(int(i) for i in manifest.plan.get("forced_train", ()))
     except (PipelineError, TypeError, ValueError) as exc:
         return f"{manifest.config}: the manifest's plan is incomplete ({exc}): re-run the rollout"
     rule = plan.split_rule
@@ -149,9 +153,10 @@ def planned_episodes(manifest: Manifest) -> tuple[dict[int, PlannedEpisode], boo
         plan.test_fraction,
         ensure_test=rule == 1 and plan.budget.episodes is not None,
         history=plan.history,
-        forced_test=forced if rule == 2 else frozenset(),
+        forced_test=forced if rule in (2, 3) else frozenset(),
+        forced_train=forced_train if rule in (2, 3) else frozenset(),
     )
-    return {p.episode_id: p for p in planned}, rule in (1, 2)
+    return {p.episode_id: p for p in planned}, rule in (1, 2, 3)
 
 
 def check_plan(manifest: Manifest) -> list[str]:
@@ -193,7 +198,30 @@ def check_plan(manifest: Manifest) -> list[str]:
                 f"{config}: dropped episode {plan.episode_id} has seed {dropped.get('seed')}, "
                 f"the plan gives {plan.seed} ({rule}): the manifest was edited"
             )
-    return errors
+    return errors + _budget_errors(manifest, planned)
+
+
+def _budget_errors(manifest: Manifest, planned: dict[int, PlannedEpisode]) -> list[str]:
+    """Split rule 3, `--episodes N`: dropped episodes were replaced, so each split stores what the
+    first N planned ids put in it, less the episodes `--min-return-fraction` filtered out."""
+    plan = manifest.plan
+    budget = plan.get("budget") or {}
+    if int(plan.get("split_rule", 1)) < 3 or "episodes" not in budget or plan.get("history"):
+        return []
+    asked = int(budget["episodes"])
+    target = Counter(planned[i].split for i in range(asked) if i in planned)
+    filtered = Counter(
+        planned[d["episode_id"]].split
+        for d in manifest.dropped
+        if str(d.get("reason", "")).startswith(FILTER_REASON) and d.get("episode_id") in planned
+    )
+    totals = manifest.totals()
+    return [
+        f"{manifest.config}: {totals[s]['episodes']} {s} episodes stored, --episodes {asked} asks for "
+        f"{target[s] - filtered[s]} (dropped ones are replaced): re-run the rollout of this config"
+        for s in SPLITS
+        if totals[s]["episodes"] != target[s] - filtered[s]
+    ]
 
 
 def capped(config: str, errors: list[str], limit: int) -> list[str]:

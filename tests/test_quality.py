@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from pipeline.configs.datasets import ReportConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.quality import (
     JAT_BAR,
@@ -202,12 +202,17 @@ def test_missing_empty_or_unknown_is_refused_naming_the_fix(sample_dataset, tmp_
         ReportConfig(str(sample_dataset), bootstrap_reps=0)
 
 
-def test_a_config_without_a_manifest_is_not_scored(sample_dataset, tmp_path):
+def test_a_config_without_a_manifest_is_refused_unless_left_out(sample_dataset, tmp_path):
+    """A planned config whose manifest is gone (deleted, or its rollout never finished) fails
+    validation, so the report refuses the dataset, naming the repair; the others can be named."""
     copy = tmp_path / "dataset"
     shutil.copytree(sample_dataset, copy)
-    (copy / "meta" / "atari-breakout" / "manifest.json").unlink()  # interrupted before its commit
-    assert [r.config for r in dataset_quality(ReportConfig(str(copy), bootstrap_reps=5))] == [
-        "babyai-go-to",
-        "metaworld-reach",
-        "mujoco-hopper",
-    ]
+    (copy / "meta" / "atari-breakout" / "manifest.json").unlink()
+    with pytest.raises(
+        ValidationFailed, match=r"^atari-breakout: meta/atari-breakout/manifest.json is missing.*--resume"
+    ):
+        dataset_quality(ReportConfig(str(copy), bootstrap_reps=5))
+    others = ("babyai-go-to", "metaworld-reach", "mujoco-hopper")
+    assert [r.config for r in dataset_quality(ReportConfig(str(copy), others, bootstrap_reps=5))] == list(
+        others
+    )

@@ -150,7 +150,8 @@ def test_unfinished_bot_episodes_are_dropped_and_counted(tmp_path):
     assert summary.configs["babyai-go-to"]["dropped"] == len(manifest["dropped"]) > 0
     assert all(d["reason"].startswith("unfinished") for d in manifest["dropped"])
     kept = sum(len(s["episodes"]) for s in manifest["shards"])
-    assert kept + len(manifest["dropped"]) == 12
+    assert kept == 12  # dropped episodes are replaced
+    assert kept + len(manifest["dropped"]) == manifest["plan"]["planned_episodes"]
     assert all(e["length"] <= 30 and e["success"] for s in manifest["shards"] for e in s["episodes"])
 
 
@@ -195,7 +196,9 @@ def test_cli_help_and_errors(tmp_path, capsys):
 def test_a_config_with_every_episode_dropped_fails_without_breaking_the_others(tmp_path):
     """Exit 0 means valid data: a config left with no episode fails the run, the others stay usable."""
     out = tmp_path / "one-dropped"  # datasets caches by folder name, config set and config
-    with pytest.raises(PipelineError, match=r"babyai-go-to has no train or test episode .*unfinished"):
+    with pytest.raises(
+        PipelineError, match=r"babyai-go-to: 0 of the 4 episodes asked for are stored: .*unfinished"
+    ):
         run_rollout(
             RolloutConfig(
                 out=str(out),
@@ -203,12 +206,14 @@ def test_a_config_with_every_episode_dropped_fails_without_breaking_the_others(t
                 episodes=4,
                 workers=0,
                 policy="random",
+                max_episode_steps=2,
                 progress=False,
             )
-        )  # a random policy never finishes BabyAI, even with the top-up rounds
+        )  # a random policy never finishes BabyAI in 2 steps, even with replacements
     assert not (out / "meta/babyai-go-to/manifest.json").exists()
     plan = json.loads((out / "meta/babyai-go-to/plan.json").read_text())
-    assert plan["planned_episodes"] == 4 + 3 * 2  # the budget, then three top-up rounds
+    assert plan["planned_episodes"] == 10 * 4  # replacement rounds up to 10 played per episode asked for
+    assert plan["replacement_rounds"] == 9
     assert validate(str(out), ["mujoco-hopper"]).ok
     loaded = load_dataset(str(out), "mujoco-hopper")
     assert loaded["train"].num_rows + loaded["test"].num_rows == 4

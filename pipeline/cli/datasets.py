@@ -109,6 +109,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         + (f"; failed: {', '.join(failed)}" if failed else "")
         + ("; stray files under data/" if report.dataset_errors else "")
     )
+    if report.fix:
+        out.print(f"fix: {report.fix}", markup=False, highlight=False)
     return 0 if report.ok else 1
 
 
