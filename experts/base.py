@@ -219,11 +219,17 @@ class HistoryKeeper:
     checkpoints a resume needs. A snapshot is a folder in the same format as the final model
     (`ExpertBackend.load` reads either), named by its env step and written under a temporary
     name first, so a killed run never leaves a half-written one.
+
+    A run resumed from a checkpoint at `resumed_from` steps first drops the snapshots a killed run
+    kept after that checkpoint (and its unfinished `.partial` folders): that training was undone
+    and is trained again, so the history must not hold a policy of a branch no learner continued.
     """
 
-    def __init__(self, job: TrainJob) -> None:
+    def __init__(self, job: TrainJob, resumed_from: int | None = None) -> None:
         self.directory, self.every, self.every_s = job.history_dir, job.history_every, job.history_every_s
         self.enabled = self.every > 0 or self.every_s > 0
+        if resumed_from is not None:
+            _drop_snapshots_after(self.directory, resumed_from)
         kept = history_steps(self.directory) if self.enabled else []
         self.next_mark = (kept[-1] // self.every + 1) * self.every if kept and self.every > 0 else self.every
         self.last_time = time.monotonic()
@@ -248,6 +254,26 @@ class HistoryKeeper:
         if self.every > 0:
             self.next_mark = (steps // self.every + 1) * self.every
         self.last_time = time.monotonic()
+
+
+def _drop_snapshots_after(directory: str, steps: int) -> None:
+    """Remove the snapshots past `steps` and every `.partial` folder (renamed first, so a kill
+    while deleting never leaves a half-deleted snapshot under a snapshot's name)."""
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.isdigit() and int(name) > steps:
+            log.info(
+                "dropping learning-history snapshot %s: past the checkpoint resumed from (%d)", path, steps
+            )
+            if os.path.isdir(f"{path}.partial"):
+                shutil.rmtree(f"{path}.partial")
+            os.replace(path, f"{path}.partial")
+            path = f"{path}.partial"
+        elif not name.endswith(".partial"):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def history_steps(directory: str) -> list[int]:

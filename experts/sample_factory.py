@@ -122,6 +122,15 @@ def _latest_checkpoint(directory: str) -> str | None:
     return found[-1] if found else None
 
 
+def _drop_temporary(directory: str) -> None:
+    """Delete what a kill inside sample-factory's save left: `checkpoint_temp` (`best_temp`) is written
+    first and renamed when whole, and its learner loads the last `checkpoint_*` by name, which the
+    temporary file would be, half-written or not; it is never a checkpoint."""
+    for path in glob.glob(os.path.join(directory, "*_temp")):
+        log.warning("%s: deleting %s, left by a run killed while saving a checkpoint", directory, path)
+        os.remove(path)
+
+
 def _copy_model(checkpoint: str, workdir: str, directory: str) -> None:
     """What `SampleFactoryPolicy` loads: a checkpoint as model.pth, with the experiment's config.json."""
     os.makedirs(directory, exist_ok=True)
@@ -180,7 +189,7 @@ class _Observer:
 
     def __init__(self, job: TrainJob, recorder: CurveRecorder, start_steps: int) -> None:
         self.job = job
-        self.history = HistoryKeeper(job)
+        self.history = HistoryKeeper(job, start_steps)
         self.last_history_check = 0.0
         self.recorder = recorder
         self.start_steps = start_steps
@@ -374,6 +383,8 @@ class SampleFactoryBackend:
         hp["num_workers"] = max(1, min(int(hp.get("num_workers", 1)), job.num_cpus))
         resumed_from = 0
         checkpoint_dir = os.path.join(job.workdir, CHECKPOINT_DIR)
+        if job.resume:
+            _drop_temporary(checkpoint_dir)
         latest = _latest_checkpoint(checkpoint_dir) if job.resume else None
         if latest:
             resumed_from = _checkpoint_steps(latest)
