@@ -396,6 +396,12 @@ class SampleFactoryBackend:
         cfg = build_cfg(
             config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s, job.device
         )
+        if latest and resumed_from >= job.steps:
+            # Killed after training ended (evaluating, writing metadata): sample-factory's runner would
+            # train one more iteration past the budget; the checkpoint is the run's result as it is.
+            log.info("%s: %s already holds %d steps, nothing left to train", config, latest, resumed_from)
+            CurveRecorder(job.workdir, resumed_from=resumed_from)
+            return self._finish(job, latest, HistoryKeeper(job, resumed_from), cfg, hp, resumed_from)
         cfg, runner = make_runner(cfg)
         recorder = CurveRecorder(job.workdir, resumed_from=resumed_from)
         observer = _Observer(job, recorder, resumed_from)
@@ -426,9 +432,16 @@ class SampleFactoryBackend:
         final = _latest_checkpoint(checkpoint_dir)
         if final is None:
             raise RuntimeError(f"sample-factory wrote no checkpoint in {checkpoint_dir}")
+        return self._finish(job, final, observer.history, cfg, hp, resumed_from)
+
+    @staticmethod
+    def _finish(
+        job: TrainJob, final: str, history: HistoryKeeper, cfg: Any, hp: dict[str, Any], resumed_from: int
+    ) -> TrainOutcome:
+        """The final checkpoint as the model (and the history's last snapshot); what the metadata records."""
         steps = _checkpoint_steps(final)
         _copy_model(final, job.workdir, job.model_dir)
-        observer.history.save(steps, partial(_copy_model, final, job.workdir), force=True)
+        history.save(steps, partial(_copy_model, final, job.workdir), force=True)
         values = cfg if isinstance(cfg, dict) else vars(cfg)
         used = {k: v for k, v in values.items() if k in hp or k in FIXED_KEYS - {"train_dir"}}
         return TrainOutcome(steps=steps, algo="APPO", hyperparameters=used, resumed_from=resumed_from)

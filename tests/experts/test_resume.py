@@ -145,3 +145,20 @@ def test_a_resume_drops_the_snapshots_of_the_training_it_undid(tmp_path):
         written = (history / f"{step:012d}" / "model.zip").read_bytes()
         assert (written == killed.get(step)) == (step <= 1536), step
     assert meta["history_snapshots"] == len(kept) and kept[-1] == meta["steps_trained"]
+
+
+def test_a_resume_after_a_kill_past_the_training_stores_the_trained_checkpoint_as_it_is(scored_run, tmp_path):
+    """Killed once training had ended (evaluating, writing metadata.json): the resume found a
+    checkpoint at the budget and sample-factory's runner trained one more iteration past it, so the
+    stored expert differed from the uninterrupted run's (found by benchmarks/chaos_stages.py)."""
+    root = tmp_path / "experts"
+    shutil.copytree(scored_run[0], root)
+    (root / "mujoco-hopper" / "metadata.json").unlink()  # the kill came before it was written
+    checkpoints = sorted(p.name for p in root.joinpath(*CHECKPOINTS).glob("checkpoint_*.pth"))
+    again = train_expert(_plan(1500, resume=True), str(root))
+    assert again.status != FAILED, again.error
+    meta = json.loads((root / "mujoco-hopper" / "metadata.json").read_text())
+    assert meta["steps_trained"] == meta["resumed_from_step"] == scored_run[1].steps
+    assert sorted(p.name for p in root.joinpath(*CHECKPOINTS).glob("checkpoint_*.pth")) == checkpoints
+    model = torch.load(root / "mujoco-hopper" / "model" / "model.pth", weights_only=False)
+    assert model["env_steps"] == scored_run[1].steps
