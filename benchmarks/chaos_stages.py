@@ -234,7 +234,9 @@ class TrainBench:
                     report, "invalid", f"resume exited {code}: {_last_line(out.parent / 'resumed.log')}"
                 )
                 return struck
-        self.check(index, report, out, newest if struck else 0, killed_curve, killed_snapshots)
+        if not struck:  # the run ended before the kill: nothing was undone
+            newest, killed_curve, killed_snapshots = 0, [], {}
+        self.check(index, report, out, newest, killed_curve, killed_snapshots)
         return struck
 
     def _snapshot_files(self, expert: Path) -> list[Path]:
