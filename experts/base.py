@@ -162,8 +162,10 @@ class CurveRecorder:
     workdir, so a resumed run continues the same curve and the same wall-clock count. A run
     resumed from a checkpoint at `resumed_from` steps first drops the rows a killed run wrote
     after that checkpoint (all of them when it resumes from none): that training was undone,
-    and the curve must not show those steps twice. The wall clock keeps counting the time the
-    killed run spent, as the metadata's wall time does.
+    and the curve must not show those steps twice. Steps strictly increase from row to row:
+    episodes finished before the steps move past the last row's (a resumed learner's first
+    episodes, reported before its first training step) go into the next row. The wall clock
+    keeps counting the time the killed run spent, as the metadata's wall time does.
     """
 
     def __init__(self, workdir: str, every_s: float = 10.0, resumed_from: int = 0) -> None:
@@ -171,7 +173,9 @@ class CurveRecorder:
         self.every_s = every_s
         rows = read_curve(self.path)
         self.wall_offset = max((row["wall_time_s"] for row in rows), default=0.0)
-        kept = [row for row in rows if row["steps"] <= resumed_from]
+        # From none (0), every row goes, a row at step 0 too: it counted episodes of a start played again.
+        kept = [row for row in rows if row["steps"] <= resumed_from] if resumed_from > 0 else []
+        self.last_steps = kept[-1]["steps"] if kept else -1.0
         if not os.path.exists(self.path) or kept != rows:
             os.makedirs(workdir, exist_ok=True)
             _write_curve(self.path, kept)
@@ -194,6 +198,8 @@ class CurveRecorder:
         now = time.monotonic()
         if not self._returns or (not force and now - self.last_row < self.every_s):
             return
+        if steps <= self.last_steps:  # no step since the last row (a resume's first episodes): the next row
+            return
         mean_return = sum(self._returns) / len(self._returns)
         mean_length = sum(self._lengths) / len(self._lengths)
         with open(self.path, "a", newline="") as f:
@@ -209,6 +215,7 @@ class CurveRecorder:
         self._returns.clear()
         self._lengths.clear()
         self.last_row = now
+        self.last_steps = steps
 
 
 class HistoryKeeper:
