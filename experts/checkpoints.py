@@ -54,14 +54,21 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(REFUSED_GLOBAL, str(exc))
-        what = f"the global {found[1]}" if found else "an object"
-        raise PipelineError(
-            f"refused to load {path}: it holds {what}, which a checkpoint of weights and numbers never "
-            "needs (loading it could run code); use a checkpoint from a trusted training run"
-        ) from exc
+        garbage = re.search(r"Unsupported operand \d+", str(exc))  # bytes that are no pickle at all
+        if found or not garbage:
+            what = f"the global {found[1]}" if found else "an object"
+            raise PipelineError(
+                f"refused to load {path}: it holds {what}, which a checkpoint of weights and numbers never "
+                "needs (loading it could run code); use a checkpoint from a trusted training run"
+            ) from exc
+        raise _damaged(path, f"UnpicklingError: not a checkpoint ({garbage[0]})") from exc
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise PipelineError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {reason} (a partial or damaged file: "
-            "delete it to use the previous checkpoint, or retrain with --overwrite)"
-        ) from exc
+        raise _damaged(path, f"{type(exc).__name__}: {reason}") from exc
+
+
+def _damaged(path: str, reason: str) -> PipelineError:
+    return PipelineError(
+        f"cannot read checkpoint {path}: {reason} (a partial or damaged file: delete it to use the "
+        "previous checkpoint, or retrain with --overwrite)"
+    )
