@@ -162,8 +162,10 @@ class CurveRecorder:
     workdir, so a resumed run continues the same curve and the same wall-clock count. A run
     resumed from a checkpoint at `resumed_from` steps first drops the rows a killed run wrote
     after that checkpoint (all of them when it resumes from none): that training was undone,
-    and the curve must not show those steps twice. The wall clock keeps counting the time the
-    killed run spent, as the metadata's wall time does.
+    and the curve must not show those steps twice. Steps strictly increase from row to row:
+    episodes finished before the steps move past the last row's (a resumed learner's first
+    episodes, reported before its first training step) go into the next row. The wall clock
+    keeps counting the time the killed run spent, as the metadata's wall time does.
     """
 
     def __init__(self, workdir: str, every_s: float = 10.0, resumed_from: int = 0) -> None:
@@ -171,7 +173,9 @@ class CurveRecorder:
         self.every_s = every_s
         rows = read_curve(self.path)
         self.wall_offset = max((row["wall_time_s"] for row in rows), default=0.0)
-        kept = [row for row in rows if row["steps"] <= resumed_from]
+        # From none (0), every row goes, a row at step 0 too: it counted episodes of a start played again.
+        kept = [row for row in rows if row["steps"] <= resumed_from] if resumed_from > 0 else []
+        self.last_steps = kept[-1]["steps"] if kept else -1.0
         if not os.path.exists(self.path) or kept != rows:
             os.makedirs(workdir, exist_ok=True)
             _write_curve(self.path, kept)
@@ -194,6 +198,8 @@ class CurveRecorder:
         now = time.monotonic()
         if not self._returns or (not force and now - self.last_row < self.every_s):
             return
+        if steps <= self.last_steps:  # no step since the last row (a resume's first episodes): the next row
+            return
         mean_return = sum(self._returns) / len(self._returns)
         mean_length = sum(self._lengths) / len(self._lengths)
         with open(self.path, "a", newline="") as f:
@@ -209,6 +215,7 @@ class CurveRecorder:
         self._returns.clear()
         self._lengths.clear()
         self.last_row = now
+        self.last_steps = steps
 
 
 class HistoryKeeper:
@@ -219,11 +226,17 @@ class HistoryKeeper:
     checkpoints a resume needs. A snapshot is a folder in the same format as the final model
     (`ExpertBackend.load` reads either), named by its env step and written under a temporary
     name first, so a killed run never leaves a half-written one.
+
+    A run resumed from a checkpoint at `resumed_from` steps first drops the snapshots a killed run
+    kept after that checkpoint (and its unfinished `.partial` folders): that training was undone
+    and is trained again, so the history must not hold a policy of a branch no learner continued.
     """
 
-    def __init__(self, job: TrainJob) -> None:
+    def __init__(self, job: TrainJob, resumed_from: int | None = None) -> None:
         self.directory, self.every, self.every_s = job.history_dir, job.history_every, job.history_every_s
         self.enabled = self.every > 0 or self.every_s > 0
+        if resumed_from is not None:
+            _drop_snapshots_after(self.directory, resumed_from)
         kept = history_steps(self.directory) if self.enabled else []
         self.next_mark = (kept[-1] // self.every + 1) * self.every if kept and self.every > 0 else self.every
         self.last_time = time.monotonic()
@@ -248,6 +261,26 @@ class HistoryKeeper:
         if self.every > 0:
             self.next_mark = (steps // self.every + 1) * self.every
         self.last_time = time.monotonic()
+
+
+def _drop_snapshots_after(directory: str, steps: int) -> None:
+    """Remove the snapshots past `steps` and every `.partial` folder (renamed first, so a kill
+    while deleting never leaves a half-deleted snapshot under a snapshot's name)."""
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.isdigit() and int(name) > steps:
+            log.info(
+                "dropping learning-history snapshot %s: past the checkpoint resumed from (%d)", path, steps
+            )
+            if os.path.isdir(f"{path}.partial"):
+                shutil.rmtree(f"{path}.partial")
+            os.replace(path, f"{path}.partial")
+            path = f"{path}.partial"
+        elif not name.endswith(".partial"):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def history_steps(directory: str) -> list[int]:

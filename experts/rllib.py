@@ -297,7 +297,8 @@ def _train(algorithm: Any, job: TrainJob, algo: str, every: int, config: Any) ->
             ) from exc
         log.info("%s: resuming from %s (%d steps)", job.spec.config, path, resumed_from)
     save = partial(_save_model, algorithm, algo, bool(config.normalize_actions))
-    recorder, history = CurveRecorder(job.workdir, resumed_from=resumed_from), HistoryKeeper(job)
+    recorder = CurveRecorder(job.workdir, resumed_from=resumed_from)
+    history = HistoryKeeper(job, resumed_from)
     started, steps, last_checkpoint = time.monotonic(), resumed_from, resumed_from
     deadline = None if job.time_limit_s is None else started + job.time_limit_s
     while steps < job.steps and (deadline is None or time.monotonic() < deadline):

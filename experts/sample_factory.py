@@ -122,6 +122,15 @@ def _latest_checkpoint(directory: str) -> str | None:
     return found[-1] if found else None
 
 
+def _drop_temporary(directory: str) -> None:
+    """Delete what a kill inside sample-factory's save left: `checkpoint_temp` (`best_temp`) is written
+    first and renamed when whole, and its learner loads the last `checkpoint_*` by name, which the
+    temporary file would be, half-written or not; it is never a checkpoint."""
+    for path in glob.glob(os.path.join(directory, "*_temp")):
+        log.warning("%s: deleting %s, left by a run killed while saving a checkpoint", directory, path)
+        os.remove(path)
+
+
 def _copy_model(checkpoint: str, workdir: str, directory: str) -> None:
     """What `SampleFactoryPolicy` loads: a checkpoint as model.pth, with the experiment's config.json."""
     os.makedirs(directory, exist_ok=True)
@@ -180,7 +189,7 @@ class _Observer:
 
     def __init__(self, job: TrainJob, recorder: CurveRecorder, start_steps: int) -> None:
         self.job = job
-        self.history = HistoryKeeper(job)
+        self.history = HistoryKeeper(job, start_steps)
         self.last_history_check = 0.0
         self.recorder = recorder
         self.start_steps = start_steps
@@ -374,6 +383,8 @@ class SampleFactoryBackend:
         hp["num_workers"] = max(1, min(int(hp.get("num_workers", 1)), job.num_cpus))
         resumed_from = 0
         checkpoint_dir = os.path.join(job.workdir, CHECKPOINT_DIR)
+        if job.resume:
+            _drop_temporary(checkpoint_dir)
         latest = _latest_checkpoint(checkpoint_dir) if job.resume else None
         if latest:
             resumed_from = _checkpoint_steps(latest)
@@ -385,6 +396,12 @@ class SampleFactoryBackend:
         cfg = build_cfg(
             config, hp, job.workdir, job.steps, job.seed, bool(latest), job.time_limit_s, job.device
         )
+        if latest and resumed_from >= job.steps:
+            # Killed after training ended (evaluating, writing metadata): sample-factory's runner would
+            # train one more iteration past the budget; the checkpoint is the run's result as it is.
+            log.info("%s: %s already holds %d steps, nothing left to train", config, latest, resumed_from)
+            CurveRecorder(job.workdir, resumed_from=resumed_from)
+            return self._finish(job, latest, HistoryKeeper(job, resumed_from), cfg, hp, resumed_from)
         cfg, runner = make_runner(cfg)
         recorder = CurveRecorder(job.workdir, resumed_from=resumed_from)
         observer = _Observer(job, recorder, resumed_from)
@@ -415,9 +432,16 @@ class SampleFactoryBackend:
         final = _latest_checkpoint(checkpoint_dir)
         if final is None:
             raise RuntimeError(f"sample-factory wrote no checkpoint in {checkpoint_dir}")
+        return self._finish(job, final, observer.history, cfg, hp, resumed_from)
+
+    @staticmethod
+    def _finish(
+        job: TrainJob, final: str, history: HistoryKeeper, cfg: Any, hp: dict[str, Any], resumed_from: int
+    ) -> TrainOutcome:
+        """The final checkpoint as the model (and the history's last snapshot); what the metadata records."""
         steps = _checkpoint_steps(final)
         _copy_model(final, job.workdir, job.model_dir)
-        observer.history.save(steps, partial(_copy_model, final, job.workdir), force=True)
+        history.save(steps, partial(_copy_model, final, job.workdir), force=True)
         values = cfg if isinstance(cfg, dict) else vars(cfg)
         used = {k: v for k, v in values.items() if k in hp or k in FIXED_KEYS - {"train_dir"}}
         return TrainOutcome(steps=steps, algo="APPO", hyperparameters=used, resumed_from=resumed_from)

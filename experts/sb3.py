@@ -184,7 +184,7 @@ class SB3Backend:
                 **hp,
             )
         recorder = CurveRecorder(job.workdir, resumed_from=resumed_from)
-        history = HistoryKeeper(job)
+        history = HistoryKeeper(job, resumed_from)
         callback = _callback(job, recorder, history, checkpoint_dir, every, resumed_from, save_buffer)
         remaining = max(0, job.steps - model.num_timesteps)
         if remaining:

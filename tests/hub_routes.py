@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -412,6 +413,8 @@ class HubRoutes:
         data = b"" if self.command == "HEAD" else self.hub.store.blob_path(entry["sha256"]).read_bytes()
         status = 200
         ranged = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+        if self.command == "GET":
+            self.hub.downloads.append((self.repo_id, path, int(ranged[1] or 0) if ranged else 0))
         if ranged and self.command == "GET":
             size = entry["size"]
             first = int(ranged[1]) if ranged[1] else max(size - int(ranged[2] or 0), 0)
@@ -428,4 +431,20 @@ class HubRoutes:
                 self.send_header(key, value)
             self.end_headers()
             return
+        if self.hub.bytes_per_s:
+            self._send_slowly(status, data, headers, self.hub.bytes_per_s)
+            return
         self._send(status, data, headers, content_type="application/octet-stream")
+
+    def _send_slowly(self, status: int, data: bytes, headers: dict[str, str], bytes_per_s: float) -> None:
+        """A file body at about `bytes_per_s`, block by block (`HubServer.throttle`)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        for start in range(0, len(data), 4096):
+            self.wfile.write(data[start : start + 4096])
+            self.wfile.flush()
+            time.sleep(4096 / bytes_per_s)

@@ -20,7 +20,9 @@ installed, without asking the server; the client must be told to use the plain L
 The Xet token route answers 501 saying so. Downloads never use Xet: no `X-Xet-Hash` header is sent.
 
 Tests can inject faults (`fail("commit", after=1)` answers 500 to the second commit) and hooks
-(`on("lfs-upload", fn)` runs after each stored LFS object), and read `counts`/`lfs_bytes`.
+(`on("lfs-upload", fn)` runs after each stored LFS object), slow file downloads down
+(`throttle(bytes_per_s)`, so a client can be killed in the middle of a file), and read
+`counts`/`lfs_bytes` and `downloads` (each GET on `resolve`: repo, path, first byte asked for).
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class HubServer:
         self.token, self.user, self.orgs = token, user, orgs
         self.counts: Counter[str] = Counter()
         self.lfs_bytes = 0
+        self.downloads: list[tuple[str, str, int]] = []
+        """Every GET on `resolve` as it starts: (repo, path, first byte asked for; 0 without a Range)."""
+        self.bytes_per_s: float | None = None
         self._faults: list[dict[str, Any]] = []
         self._hooks: dict[str, list[Callable[[int], None]]] = {}
         self._secret = uuid.uuid4().bytes
@@ -114,6 +119,10 @@ class HubServer:
         """Answer `status` to calls of `route` number after+1 … after+times (counted from now)."""
         with self._lock:
             self._faults.append({"route": route, "skip": after, "times": times, "status": status})
+
+    def throttle(self, bytes_per_s: float | None) -> None:
+        """Send file bodies (`resolve` GETs) at about this rate, in 4 KiB blocks; None: at full speed."""
+        self.bytes_per_s = bytes_per_s
 
     def on(self, route: str, hook: Callable[[int], None]) -> None:
         """Call `hook(n)` after the n-th successful call of `route` was handled."""

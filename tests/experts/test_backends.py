@@ -78,7 +78,7 @@ def test_corrupt_checkpoint_is_named(sf_hopper, tmp_path):
     checkpoints[-1].write_bytes(b"not a checkpoint")
     result = train_expert(tiny_plan("mujoco-hopper", "sample-factory", 6000, resume=True), str(root))
     assert result.status == FAILED
-    assert "corrupt checkpoint" in result.error and checkpoints[-1].name in result.error
+    assert "partial or damaged" in result.error and checkpoints[-1].name in result.error
 
 
 def test_sample_factory_resume_applies_new_settings_but_not_a_new_network(sf_hopper, tmp_path):

@@ -151,3 +151,38 @@ def test_fps_counts_only_this_runs_steps():
     started = time.monotonic() - 1000.0  # a late call changes the rate by a millionth per millisecond
     assert fps_since(1000, 1400, started) == pytest.approx(0.4, rel=1e-3)
     assert math.isnan(fps_since(0, 10, time.monotonic() + 60))  # no time elapsed yet
+
+
+def test_a_resume_from_no_checkpoint_keeps_no_row_and_steps_never_repeat(tmp_path):
+    """Killed after its first row (sample-factory reports the first episodes at step 0, before it
+    trains) and before any checkpoint: the resume starts again at 0 and reports its own first
+    episodes at step 0, and the curve showed step 0 twice (found by benchmarks/chaos_stages.py)."""
+    path = tmp_path / CURVE_FILE
+    path.write_text(",".join(CURVE_COLUMNS) + "\n0,15.2,6,13.4979,17.3\n")
+    curve = CurveRecorder(str(tmp_path), every_s=0.0, resumed_from=0)
+    assert read_curve(str(path)) == []
+    curve.episode(4.0, 4)
+    curve.maybe_write(0, force=True)
+    curve.maybe_write(0, force=True)  # still no training step: one row at 0 only
+    curve.episode(6.0, 6)
+    curve.maybe_write(0, force=True)
+    curve.episode(8.0, 8)
+    curve.maybe_write(128)
+    rows = read_curve(str(path))
+    assert [(r["steps"], r["episodes"]) for r in rows] == [(0.0, 1.0), (128.0, 2.0)]
+
+
+def test_a_resumed_learners_first_episodes_go_into_a_row_past_its_checkpoint(tmp_path):
+    path = tmp_path / CURVE_FILE
+    path.write_text(",".join(CURVE_COLUMNS) + "\n100,10.0,3,1.5,9.0\n200,20.0,3,2.5,9.0\n")
+    curve = CurveRecorder(str(tmp_path), every_s=0.0, resumed_from=200)
+    curve.episode(4.0, 4)
+    curve.maybe_write(200, force=True)  # reported before the first training step after the resume
+    curve.episode(6.0, 6)
+    curve.maybe_write(328)
+    rows = read_curve(str(path))
+    assert [(r["steps"], r["episodes"], r["mean_return"]) for r in rows] == [
+        (100.0, 3.0, 1.5),
+        (200.0, 3.0, 2.5),
+        (328.0, 2.0, 5.0),
+    ]

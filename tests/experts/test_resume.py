@@ -95,3 +95,70 @@ def test_an_sb3_resume_drops_the_curve_rows_of_the_training_it_undid(tmp_path):
     assert meta["resumed_from_step"] == 1536
     steps = [row["steps"] for row in read_curve(str(root / "mujoco-hopper" / "learning_curve.csv"))]
     assert steps == sorted(set(steps)) and steps[-1] == meta["steps_trained"]
+
+
+@pytest.mark.parametrize("left", ["checkpoint_temp", "best_temp"])
+def test_a_resume_after_a_kill_inside_sample_factorys_save_continues_from_the_last_whole_checkpoint(
+    scored_run, tmp_path, left
+):
+    """sample-factory saves to `checkpoint_temp` (`best_temp`) and renames it when whole; killed in
+    between, the half-written file stays, and its learner loads the last `checkpoint_*` by name: that
+    file. The resume failed on it (found by benchmarks/chaos_stages.py, kind train-sf)."""
+    root = tmp_path / "experts"
+    shutil.copytree(scored_run[0], root)
+    latest = _latest(root)
+    temporary = latest.parent / left
+    temporary.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # the kill's moment
+    second = train_expert(_plan(3000, resume=True), str(root))
+    assert second.status != FAILED, second.error
+    meta = json.loads((root / "mujoco-hopper" / "metadata.json").read_text())
+    assert meta["resumed_from_step"] == scored_run[1].steps
+    assert not temporary.exists()
+
+
+def test_a_resume_drops_the_snapshots_of_the_training_it_undid(tmp_path):
+    """Killed after snapshots past its last checkpoint: the resume trains those steps again, so the
+    history must not keep the undone branch's policies (nor a snapshot the kill left half-written);
+    found by benchmarks/chaos_stages.py, kind train-sb3."""
+    from experts.base import history_steps
+
+    root = tmp_path / "experts"
+    plan = replace(tiny_plan("mujoco-hopper", "sb3", 2048, history_every=256), evaluate=False)
+    assert train_expert(plan, str(root)).status != FAILED
+    expert = root / "mujoco-hopper"
+    folder = expert / "checkpoints" / "sb3"
+    for undone in folder.glob(sorted(folder.glob("model_*_steps.zip"))[-1].name.replace(".zip", "*")):
+        undone.unlink()  # as if the kill came before the last checkpoint was written
+    history = expert / "history"
+    killed = {
+        step: (history / f"{step:012d}" / "model.zip").read_bytes() for step in history_steps(str(history))
+    }
+    assert max(killed) == 2048
+    (history / "000000001800.partial").mkdir()  # a snapshot the kill interrupted
+    second = train_expert(replace(plan, resume=True), str(root))
+    assert second.status != FAILED, second.error
+    meta = json.loads((expert / "metadata.json").read_text())
+    assert meta["resumed_from_step"] == 1536
+    kept = history_steps(str(history))
+    assert sorted(p.name for p in history.iterdir()) == [f"{step:012d}" for step in kept]
+    for step in kept:  # at most the checkpoint's: the killed run's; past it: the resumed run's own
+        written = (history / f"{step:012d}" / "model.zip").read_bytes()
+        assert (written == killed.get(step)) == (step <= 1536), step
+    assert meta["history_snapshots"] == len(kept) and kept[-1] == meta["steps_trained"]
+
+
+def test_a_resume_after_a_kill_past_the_training_stores_the_trained_checkpoint_as_it_is(scored_run, tmp_path):
+    """Killed once training had ended (evaluating, writing metadata.json): the resume found a
+    checkpoint at the budget and sample-factory's runner trained one more iteration past it, so the
+    stored expert differed from the uninterrupted run's (found by benchmarks/chaos_stages.py)."""
+    root = tmp_path / "experts"
+    shutil.copytree(scored_run[0], root)
+    (root / "mujoco-hopper" / "metadata.json").unlink()  # the kill came before it was written
+    checkpoints = sorted(p.name for p in root.joinpath(*CHECKPOINTS).glob("checkpoint_*.pth"))
+    again = train_expert(_plan(1500, resume=True), str(root))
+    assert again.status != FAILED, again.error
+    meta = json.loads((root / "mujoco-hopper" / "metadata.json").read_text())
+    assert meta["steps_trained"] == meta["resumed_from_step"] == scored_run[1].steps
+    assert sorted(p.name for p in root.joinpath(*CHECKPOINTS).glob("checkpoint_*.pth")) == checkpoints
+    model = torch.load(root / "mujoco-hopper" / "model" / "model.pth", weights_only=False)
+    assert model["env_steps"] == scored_run[1].steps
