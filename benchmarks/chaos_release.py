@@ -2,8 +2,8 @@
 
 Every run is a real `python -m pipeline.cli` subprocess killed once at a random moment, then run again
 with the same command (train-model: with `--resume`). Publish kinds talk to the tests' Hub-API server
-(tests/hub_server.py) in this process, on a fresh copy of its storage per run, which waits 0.1 s
-before each LFS upload and 0.3 s before each commit so that kills land mid-upload; the moment is uniform
+(tests/hub_server.py) in this process, on a fresh copy of its storage per run, which waits 0.05 s
+before each LFS upload and 0.2 s before each commit so that kills land mid-upload; the moment is uniform
 over the reference run's upload phase (first repo_info to exit); train-model's over its whole run.
 Kinds, inputs and checks (invalid, duplicated, missing, differing, hung, leaked): benchmarks/README.md.
 
@@ -36,6 +36,7 @@ KINDS = ("publish", "publish-experts", "publish-model", "train-model")
 RUN_TIMEOUT_S = 300
 TOLERANCE = 1e-4  # tests/model/test_distributed.py
 REPO = "jat-org/chaos"
+BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "JAT_PIPELINE_FAULTS"))}
 LOSSES, TEST_LOSSES = "losses.csv", "test_losses.csv"
 TRAIN = "--configs babyai-go-to,mujoco-hopper --size tiny --batch-size 2 --context 8 --eval-batches 1"
 PPO = "--set algo=ppo --set n_steps=256 --set batch_size=64 --set n_epochs=2 --set checkpoint_every=512"
@@ -53,8 +54,9 @@ PREPARE = {
     ],
     "hub": ["publish {ds} --repo-id {repo} --configs mujoco-hopper --no-clips --no-xet --no-progress"],
 }
+PREPARED = {"ds": "meta/mujoco-hopper/manifest.json", "experts": "babyai-go-to/replay.gif"}
 COMMANDS = {
-    "publish": "-v publish {ds} --repo-id {repo} --configs babyai-go-to --no-xet --no-progress "
+    "publish": "-v publish {ds} --repo-id {repo} --configs babyai-go-to --no-xet --no-progress --no-clips "
     "--max-commit-files 3",
     "publish-experts": "-v publish-experts {source} --repo-prefix {repo} --with-history "
     "--allow-unevaluated --no-xet",
@@ -77,7 +79,7 @@ class ReleaseReport(KindReport):
 
 
 def _start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**(env or _base_env()), "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    env = {**(env or BASE_ENV), "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}  # our tree, no display
     command = [sys.executable, "-m", "pipeline.cli", *argv]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -92,18 +94,11 @@ def _wait(process: subprocess.Popen) -> tuple[int | None, str]:
     return process.returncode, output
 
 
-def _cli(argv: list[str], env: dict[str, str] | None = None) -> tuple[int | None, str]:
-    return _wait(_start(argv, env))
-
-
-def _check(argv: list[str], env: dict[str, str] | None = None) -> None:
-    code, output = _cli(argv, env)
-    if code != 0:
+def _cli(argv: list[str], env: dict[str, str] | None = None, check: bool = False) -> tuple[int | None, str]:
+    code, output = _wait(_start(argv, env))
+    if check and code != 0:
         raise RuntimeError(f"{argv[:2]} exited {code}: {output[-2000:]}")
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "JAT_PIPELINE_FAULTS"))}
+    return code, output
 
 
 class Hub:
@@ -115,8 +110,8 @@ class Hub:
         if base is not None:
             shutil.copytree(base, root)
         self.root, self.server = root, HubServer(root).start()
-        self.server.slow("lfs-upload", 0.1)
-        self.server.slow("commit", 0.3)
+        self.server.slow("lfs-upload", 0.05)
+        self.server.slow("commit", 0.2)
         self.started, self.started_at = threading.Event(), 0.0
         self.server.on("info", lambda n: self._start())
 
@@ -126,7 +121,7 @@ class Hub:
 
     def env(self, home: Path) -> dict[str, str]:
         hf = {"HF_ENDPOINT": self.server.url, "HF_TOKEN": self.server.token, "HF_HUB_DISABLE_XET": "1"}
-        return _base_env() | hf | {"HF_HOME": str(home)}
+        return BASE_ENV | hf | {"HF_HOME": str(home)}
 
     def api(self):
         from huggingface_hub import HfApi
@@ -203,10 +198,9 @@ def kill_after(process: subprocess.Popen, start: threading.Event | None, delay: 
     end = time.monotonic() + delay
     while process.poll() is None and time.monotonic() < end:
         time.sleep(0.01)
-    if process.poll() is not None:
-        return False
-    process.send_signal(signal.SIGKILL)
-    return True
+    if running := process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    return running
 
 
 class Bench:
@@ -218,29 +212,23 @@ class Bench:
         self.references = {k: self._reference(k) for k in kinds if k in COMMANDS}
         if "train-model" in kinds:
             out, started = scratch / "train-model" / "reference", time.monotonic()
-            _check(self._train_argv(out))
+            _cli(self._train_argv(out), check=True)
             self.train_seconds = time.monotonic() - started
-            self.train_reference = {
-                "losses": read_csv(out / "losses.csv"),
-                "test": read_csv(out / "test_losses.csv"),
-            }
+            self.train_reference = {file: read_csv(out / file) for file in (LOSSES, TEST_LOSSES)}
 
     def _prepare(self) -> None:
         """Inputs, made once per --work folder."""
         names, base = self.names, self.work / "hub-base"
-        for part, done in (
-            ("ds", "meta/mujoco-hopper/manifest.json"),
-            ("experts", "babyai-go-to/replay.gif"),
-        ):
+        for part, done in PREPARED.items():
             if not (names[part] / done).exists():
                 shutil.rmtree(names[part], ignore_errors=True)
                 for step in PREPARE[part]:
-                    _check(step.format(**names).split())
+                    _cli(step.format(**names).split(), check=True)
         if not (names["model"] / "model.safetensors").exists():
-            _check([*self._train_argv(names["model"], 8), "--overwrite"])
+            _cli([*self._train_argv(names["model"]), "--overwrite"], check=True)
         if not base.exists():  # the repo already holds mujoco-hopper: its card lists it
             hub = Hub(None, base)
-            _check(PREPARE["hub"][0].format(**names).split(), hub.env(self.work / "hf"))
+            _cli(PREPARE["hub"][0].format(**names).split(), hub.env(self.work / "hf"), check=True)
             hub.server.stop()
 
     def _train_argv(self, out: Path, steps: int = 8) -> list[str]:
@@ -272,7 +260,7 @@ class Bench:
         process = _start(argv, env)
         struck = kill_after(process, hub.started, self.rng.uniform(0, reference["phase"]))
         code, first = _wait(process)
-        time.sleep(0.5)  # requests the client sent before it died are handled (the slowest waits 0.3 s)
+        time.sleep(0.5)  # requests the client sent before it died are handled (the slowest waits 0.2 s)
         problems = reader_problems(hub, kind, reference["state"], folder / "reader")
         killed, objects = hub.state(repos), {p.name for p in (hub.root / "objects").glob("*")}
         before = {repo: len(commits) for repo, commits in hub.commits(repos, {}).items()}
@@ -294,9 +282,8 @@ class Bench:
             needed_paths += sum(files.get(p) != killed[repo].get(p) for p in changed if p[0] not in ".@")
         if sent > needed_uploads or paths > needed_paths:
             report.duplicated += max(0, sent - needed_uploads) + max(0, paths - needed_paths)
-            report.notes.append(
-                f"run {index}: sent {sent}/{needed_uploads} objects, {paths}/{needed_paths} paths"
-            )
+            note = f"run {index}: sent {sent}/{needed_uploads} objects, {paths}/{needed_paths} paths"
+            report.notes.append(note)
         report.missing += sum(len(set(files) - set(final[r])) for r, files in reference["state"].items())
         if final != reference["state"]:
             report.differing += 1
@@ -334,8 +321,8 @@ class Bench:
                 load_model(out)
             except Exception as exc:
                 problems.append(f"final model does not load: {exc}")
-            for name, file in (("losses", LOSSES), ("test", TEST_LOSSES)):
-                rows, expected = read_csv(out / file), self.train_reference[name]
+            for file, expected in self.train_reference.items():
+                rows = read_csv(out / file)
                 keys = [(r["step"], r["config"]) for r in rows]
                 report.duplicated += len(keys) - len(set(keys))
                 report.missing += len({(r["step"], r["config"]) for r in expected} - set(keys))
@@ -353,9 +340,8 @@ class Bench:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--runs", type=int, default=30, help="runs per kind")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=0)
