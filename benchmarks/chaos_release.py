@@ -4,7 +4,7 @@ Every run is a real `python -m pipeline.cli` subprocess killed once at a random 
 with the same command (train-model: with `--resume`). Publish kinds talk to the tests' Hub-API server
 (tests/hub_server.py) in this process, on a fresh copy of its storage per run, which waits 0.05 s
 before each LFS upload and 0.2 s before each commit so that kills land mid-upload; the moment is uniform
-over the reference run's upload phase (first repo_info to exit); train-model's over its whole run.
+over the reference run's upload phase (first repo_info to last commit or tag); train-model's over its run.
 Kinds, inputs and checks (invalid, duplicated, missing, differing, hung, leaked): benchmarks/README.md.
 
     .venv/bin/python benchmarks/chaos_release.py --runs 30 --work /tmp/chaos-release --json out.json
@@ -112,8 +112,10 @@ class Hub:
         self.root, self.server = root, HubServer(root).start()
         self.server.slow("lfs-upload", 0.05)
         self.server.slow("commit", 0.2)
-        self.started, self.started_at = threading.Event(), 0.0
+        self.started, self.started_at, self.last_at = threading.Event(), 0.0, 0.0
         self.server.on("info", lambda n: self._start())
+        for route in ("commit", "tag"):  # the last write of a publish
+            self.server.on(route, lambda n: setattr(self, "last_at", time.monotonic()))
 
     def _start(self) -> None:
         self.started_at = self.started_at or time.monotonic()
@@ -247,11 +249,10 @@ class Bench:
     def _reference(self, kind: str) -> dict:
         folder, hub, argv = self._run_folder(kind, "reference")
         code, output = _cli(argv, hub.env(folder / "hf"))
-        ended = time.monotonic()
         assert code == 0 and hub.started.is_set(), output[-2000:]
         state = hub.state(REPOS[kind])
         hub.server.stop()
-        return {"state": state, "phase": max(ended - hub.started_at, 0.5)}
+        return {"state": state, "phase": max(hub.last_at - hub.started_at, 0.5)}
 
     def publish_run(self, kind: str, index: int, report: ReleaseReport) -> tuple[bool, int | None]:
         reference, repos = self.references[kind], REPOS[kind]
@@ -352,8 +353,7 @@ def main() -> int:
     kinds = args.kinds.split(",")
     if set(kinds) - set(KINDS):
         parser.error(f"unknown kinds {sorted(set(kinds) - set(KINDS))}; choose from {', '.join(KINDS)}")
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    (work := Path(args.work)).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     bench = Bench(work, work / f"runs-{time.strftime('%H%M%S')}", kinds, args.seed)
     print(f"inputs and references ready in {time.monotonic() - started:.0f} s", flush=True)
