@@ -19,10 +19,11 @@ installed, without asking the server; the client must be told to use the plain L
 `HF_HUB_DISABLE_XET=1` (read at import) or `huggingface_hub.constants.HF_HUB_DISABLE_XET = True`.
 The Xet token route answers 501 saying so. Downloads never use Xet: no `X-Xet-Hash` header is sent.
 
-Tests can inject faults (`fail("commit", after=1)` answers 500 to the second commit) and hooks
-(`on("lfs-upload", fn)` runs after each stored LFS object), slow file downloads down
-(`throttle(bytes_per_s)`, so a client can be killed in the middle of a file), and read
-`counts`/`lfs_bytes` and `downloads` (each GET on `resolve`: repo, path, first byte asked for).
+Tests can inject faults (`fail("commit", after=1)` answers 500 to the second commit), hooks
+(`on("lfs-upload", fn)` runs after each stored LFS object) and delays (`slow("commit", 0.3)`: each
+commit waits that long before it is handled, so that a benchmark can strike an upload mid-way), slow
+file downloads down (`throttle(bytes_per_s)`, so a client can be killed in the middle of a file), and
+read `counts`/`lfs_bytes` and `downloads` (each GET on `resolve`: repo, path, first byte asked for).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -90,6 +92,7 @@ class HubServer:
         self.bytes_per_s: float | None = None
         self._faults: list[dict[str, Any]] = []
         self._hooks: dict[str, list[Callable[[int], None]]] = {}
+        self._delays: dict[str, float] = {}
         self._secret = uuid.uuid4().bytes
         self._lock = threading.Lock()
         self._httpd = _QuietServer((host, port), _make_handler(self))
@@ -127,6 +130,10 @@ class HubServer:
     def on(self, route: str, hook: Callable[[int], None]) -> None:
         """Call `hook(n)` after the n-th successful call of `route` was handled."""
         self._hooks.setdefault(route, []).append(hook)
+
+    def slow(self, route: str, seconds: float) -> None:
+        """Wait `seconds` before handling each call of `route` (0 removes the delay)."""
+        self._delays[route] = seconds
 
     def _fault(self, route: str) -> int | None:
         with self._lock:
@@ -223,6 +230,8 @@ class _Handler(HubRoutes, BaseHTTPRequestHandler):
             self.repo_id = f"{self.params.pop('ns')}/{self.params.pop('name')}"
         try:
             self.user = self._authenticate()
+            if self.hub._delays.get(route):
+                time.sleep(self.hub._delays[route])
             status = self.hub._fault(route)
             if status is not None:
                 self._read_body()
@@ -326,7 +335,6 @@ class _Handler(HubRoutes, BaseHTTPRequestHandler):
 def main() -> None:
     """Run the server in the foreground (benchmarks, manual tries): prints its URL, serves until killed."""
     import argparse
-    import time
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)

@@ -114,3 +114,51 @@ def test_the_final_model_is_saved_into_the_run_folder(tmp_path, model, tokenizer
     loaded = JatModel.from_pretrained(tmp_path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     assert MissionTokenizer.load(tmp_path, 16).vocab_size == tokenizer.vocab_size
+
+
+class _Killed(BaseException):
+    """Stands for the SIGKILL a crash point sends (nothing after it runs: no handler catches it)."""
+
+
+def _arm(monkeypatch, point: str) -> None:
+    """Arm `point` in this process; its SIGKILL becomes `_Killed`, so the test survives it."""
+    from pipeline import faults
+
+    def kill(pid, sig):
+        raise _Killed
+
+    monkeypatch.setattr(faults, "_faults", {point: (1, None)})
+    monkeypatch.setattr(faults, "_counts", {})
+    monkeypatch.setattr(faults.os, "kill", kill)
+
+
+def test_a_kill_mid_swap_leaves_the_previous_checkpoint_to_resume_from(
+    tmp_path, model, tokenizer, monkeypatch
+):
+    """Between the swap's two renames there is no checkpoint/: the previous one is put back."""
+    write_checkpoint(tmp_path, model, tokenizer, {"step": 1})
+    with monkeypatch.context() as patch:
+        _arm(patch, "model.checkpoint_moved_aside")
+        with pytest.raises(_Killed):
+            write_checkpoint(tmp_path, model, tokenizer, {"step": 2})
+    assert not (tmp_path / CHECKPOINT).exists() and len(_leftovers(tmp_path)) == 2  # .old- and .tmp-
+    assert check_out(tmp_path, resume=True, overwrite=False) == tmp_path / CHECKPOINT
+    assert read_checkpoint(tmp_path / CHECKPOINT)[2] == {"step": 1}
+    write_checkpoint(tmp_path, model, tokenizer, {"step": 2})  # the resumed run goes on
+    assert read_checkpoint(tmp_path / CHECKPOINT)[2] == {"step": 2}
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it(tmp_path, model, tokenizer):
+    """What such a run leaves (a checkpoint being written, loss records, a CSV being replaced) is
+    cleared, and --resume starts: a retried job runs the same command. Anything else is refused."""
+    (tmp_path / ".tmp-checkpoint-1a2b3c4d").mkdir()
+    (tmp_path / ".tmp-checkpoint-1a2b3c4d" / "config.json").write_text("{")
+    (tmp_path / "losses.csv").write_text("step,config,loss\n1,babyai-go-to,1.0\n")
+    (tmp_path / ".test_losses.csv.0a1b2c3d.tmp").write_text("step")
+    assert check_out(tmp_path, resume=True, overwrite=False) is None
+    assert check_out(tmp_path / "never-started", resume=True, overwrite=False) is None
+    clear_out(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="nothing to resume"):
+        check_out(tmp_path, resume=True, overwrite=False)

@@ -131,11 +131,11 @@ def test_bad_settings_fail_before_any_work(tmp_path, overrides, message):
 
 
 def test_refusals(sample_dataset, trained_model, tmp_path):
-    with pytest.raises(PipelineError, match="nothing to resume"):
-        train_model(_small_run(sample_dataset, tmp_path / "new", resume=True))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="nothing to resume"):
+        train_model(_small_run(sample_dataset, foreign, resume=True))
     with pytest.raises(PipelineError, match="not empty"):
         train_model(_small_run(sample_dataset, foreign))
     with pytest.raises(PipelineError, match="unknown task"):
