@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import time
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from pipeline import noise
 from pipeline.configs.datasets import DemoConfig
 from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.tables import narrow_table
 from pipeline.validate import validate
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,7 @@ def run_demo(config: DemoConfig) -> int:
     console.rule("load back with datasets.load_dataset")
     import datasets
 
-    table = Table(
-        title=f"load_dataset({config.out!r}, config)",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-        title_justify="left",
-    )
+    table = narrow_table(f"load_dataset({config.out!r}, config)")
     table.add_column("config", no_wrap=True)
     table.add_column("train", justify="right")
     table.add_column("test", justify="right")

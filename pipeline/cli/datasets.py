@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -13,6 +12,7 @@ from rich.table import Table
 from pipeline.cli.common import console
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.datasets import DemoConfig, RolloutConfig, SubmitConfig, TasksConfig, ValidateConfig
+from pipeline.tables import narrow_table
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -77,14 +77,7 @@ def _tasks_table(specs: list, width: int) -> tuple[Table, str]:
     headers = ("config", "env id", "obs", "action", "expert", "random")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     keep = [i for i in range(len(headers)) if i != 1 or sum(widths) + 2 * (len(headers) - 1) <= width]
-    table = Table(
-        title=f"{len(specs)} JAT tasks",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-        title_justify="left",
-    )
+    table = narrow_table(f"{len(specs)} JAT tasks")
     for i in keep:
         table.add_column(headers[i], no_wrap=True, justify="right" if i >= 4 else "left")
     for row in rows:
@@ -103,14 +96,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     config = config_from(RolloutConfig, args)
     summary = run_rollout(config)
     rate = summary.total_steps / max(summary.seconds, 1e-9)
-    table = Table(
-        title=f"rollout → {summary.out}",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-        title_justify="left",
-    )
+    table = narrow_table(f"rollout → {summary.out}")
     table.add_column("config", no_wrap=True)
     for column in ("train episodes", "test episodes", "steps", "dropped"):
         table.add_column(column, justify="right")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.common import console, fmt_number
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.experts import EvaluateExpertsConfig, ImportExpertsConfig, TrainExpertsConfig
+from pipeline.tables import narrow_table
 
 
 # --- train-experts / evaluate-experts ----------------------------------------------------------
@@ -49,14 +49,7 @@ def _expert_table(title: str, results: list, width: int = 80) -> Table:
         if sum(widths) + 2 * (len(columns) - 1) <= width:
             break
         columns.remove(optional)
-    table = Table(
-        title=title,
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-        title_justify="left",
-    )
+    table = narrow_table(title)
     for column in columns:
         right = column in ("steps", "time", "return", "success", "norm.")
         table.add_column(column, no_wrap=True, justify="right" if right else "left")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.release_hub import PublishExpertsConfig, PublishModelConfig
+from pipeline.tables import narrow_table
 
 
 # --- publish-experts / publish-model -----------------------------------------------------------
@@ -24,14 +23,7 @@ def _cmd_publish_experts(args: argparse.Namespace) -> int:
     summary = publish_experts(config)
     verb = "written" if config.to_folder else "uploaded"
     where = f"folder {config.to_folder}" if config.to_folder else "Hub"
-    table = Table(
-        title=f"experts of {summary.experts_dir} → {where} ({summary.seconds:.1f} s)",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-        title_justify="left",
-    )
+    table = narrow_table(f"experts of {summary.experts_dir} → {where} ({summary.seconds:.1f} s)")
     table.add_column("config", no_wrap=True)
     table.add_column("status")
     for column in (f"files {verb}", "MB", "unchanged", "deleted"):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.cli.common import fmt_number
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.datasets import ReportConfig
 from pipeline.errors import PipelineError
+from pipeline.tables import narrow_table
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -26,14 +25,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     config = config_from(ReportConfig, args)
     threshold = config.min_normalised
     rows = dataset_quality(config)
-    table = Table(
-        title=f"quality of {config.data_dir} against JAT's experts",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-        title_justify="left",
-    )
+    table = narrow_table(f"quality of {config.data_dir} against JAT's experts")
     table.add_column("config", no_wrap=True)
     has_success = any(r.success_rate is not None for r in rows)
     columns = ("train/test", "return", *(("success",) if has_success else ()), "norm.", "95% CI")
