@@ -50,7 +50,7 @@ PREPARE = {
         "--workers 0 --out {experts}",
         "train-experts --tasks babyai-go-to --no-eval --workers 0 --out {experts}",
         # draws each replay once and keeps it in the store: the runs time uploads, not rendering
-        "publish-experts {experts} --repo-prefix {repo} --allow-unevaluated --to-folder {folder}",
+        "publish-experts {experts} --repo-prefix {repo} --allow-weak --to-folder {folder}",
     ],
     "hub": ["publish {ds} --repo-id {repo} --configs mujoco-hopper --no-clips --no-xet --no-progress"],
 }
@@ -59,7 +59,7 @@ COMMANDS = {
     "publish": "-v publish {ds} --repo-id {repo} --configs babyai-go-to --no-xet --no-progress --no-clips "
     "--max-commit-files 3",
     "publish-experts": "-v publish-experts {source} --repo-prefix {repo} --with-history "
-    "--allow-unevaluated --no-xet",
+    "--allow-weak --no-xet",
     "publish-model": "-v publish-model {model} --repo-id {repo}-model --no-xet",
 }
 REPOS = {
