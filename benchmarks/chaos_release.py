@@ -27,7 +27,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from chaos import KindReport
+from huggingface_hub import HfApi
 
+from pipeline.model.checkpoints import read_checkpoint
 from pipeline.model.reporting import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,9 +127,7 @@ class Hub:
         hf = {"HF_ENDPOINT": self.server.url, "HF_TOKEN": self.server.token, "HF_HUB_DISABLE_XET": "1"}
         return BASE_ENV | hf | {"HF_HOME": str(home)}
 
-    def api(self):
-        from huggingface_hub import HfApi
-
+    def api(self) -> HfApi:
         return HfApi(endpoint=self.server.url, token=self.server.token)
 
     def tree(self, repo: str, kind: str) -> dict[str, str]:
@@ -300,13 +300,13 @@ class Bench:
         return struck, code
 
     def train_run(self, index: int, report: ReleaseReport) -> tuple[bool, int | None]:
-        from pipeline.model.checkpoints import read_checkpoint
         from pipeline.model.evaluate import load_model
 
-        out, problems = self.scratch / "train-model" / str(index), []
+        out, problems, began = self.scratch / "train-model" / str(index), [], time.monotonic()
         process = _start(self._train_argv(out))
         struck = kill_after(process, None, self.rng.uniform(0, self.train_seconds))
         code, _ = _wait(process)
+        self.train_seconds = self.train_seconds if struck else time.monotonic() - began  # load changed
         try:
             if (out / "checkpoint").exists():
                 read_checkpoint(out / "checkpoint")
