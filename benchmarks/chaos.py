@@ -83,6 +83,20 @@ class KindReport:
         return self.invalid + self.duplicated + self.missing + self.differing + self.hung
 
 
+def cluster_actors(nodes: list) -> list[psutil.Process]:
+    """Rollout actors on `nodes` of a `ray.cluster_utils.Cluster` only (other Ray instances on the
+    machine are not ours): the raylets' child processes running a remote actor."""
+    found = []
+    for node in nodes:
+        for info in node.all_processes.get("raylet", []):
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(info.process.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if "_Remote" in " ".join(child.cmdline()):
+                            found.append(child)
+    return found
+
+
 def _episodes(manifest: dict) -> list[tuple]:
     return sorted(
         (e["episode_id"], e["digest"], s["split"]) for s in manifest["shards"] for e in s["episodes"]
@@ -142,16 +156,7 @@ class Bench:
         )
 
     def _actors(self) -> list[psutil.Process]:
-        """Rollout actors of this cluster only (other Ray instances on the machine are not ours)."""
-        found = []
-        for node in self.nodes:
-            for info in node.all_processes.get("raylet", []):
-                with contextlib.suppress(psutil.Error):
-                    for child in psutil.Process(info.process.pid).children(recursive=True):
-                        with contextlib.suppress(psutil.Error):
-                            if "_Remote" in " ".join(child.cmdline()):
-                                found.append(child)
-        return found
+        return cluster_actors(self.nodes)
 
     def _wait(self, process: subprocess.Popen) -> tuple[int | None, str]:
         try:

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chaos import cluster_actors
+
 CONFIG = "mujoco-halfcheetah"  # 1,000 steps an episode whatever the policy: 1,000 episodes = 1M steps
 RUN_TIMEOUT_S = 3 * 3600
 
@@ -62,15 +65,7 @@ class Soak:
         self.incarnation = 0
 
     def actors(self) -> list[psutil.Process]:
-        found = []
-        for node in self.nodes:
-            for info in node.all_processes.get("raylet", []):
-                with contextlib.suppress(psutil.Error):
-                    for child in psutil.Process(info.process.pid).children(recursive=True):
-                        with contextlib.suppress(psutil.Error):
-                            if "_Remote" in " ".join(child.cmdline()):
-                                found.append(child)
-        return found
+        return cluster_actors(self.nodes)
 
     def _sample(self, stop: threading.Event) -> None:
         while not stop.wait(2.0):
