@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from expert_helpers import tiny_plan
+from expert_helpers import TINY_SF, tiny_plan
 
 from experts.base import read_curve
 from experts.training import FAILED, ExpertPlan, train_expert
@@ -65,7 +65,8 @@ def test_resume_continues_from_a_checkpoint_with_a_recorded_best_score(scored_ru
     # episodes of the whole curve would add up to far more steps than were trained in all.
     curve = read_curve(str(root / "mujoco-hopper" / "learning_curve.csv"))
     episode_steps = sum(row["episodes"] * row["mean_length"] for row in curve)
-    assert episode_steps <= meta["steps_trained"]
+    # (the sampler may finish episodes of one batch it collected but did not train on: one batch slack)
+    assert episode_steps <= meta["steps_trained"] + TINY_SF["batch_size"]
     assert [row["steps"] for row in curve] == sorted({row["steps"] for row in curve})
 
 
