@@ -66,3 +66,16 @@ def released_layout(workdir: Path, dest: Path, env: str, legacy: bool = True) ->
     (dest / ".summary" / "0").mkdir(parents=True)
     (dest / ".summary" / "0" / "events.out.tfevents.0").write_bytes(b"summary")
     return dest
+
+
+def nothing_written(experts: Path) -> bool:
+    """The output folder of a refused command: absent or empty."""
+    return not experts.exists() or not any(experts.rglob("*"))
+
+
+def one_line_exit_2(capsys, code: int, *needles: str) -> None:
+    """A refusal as the CLI gives it: exit 2 and one `error:` line holding every needle."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    for needle in needles:
+        assert needle in err[0], err[0]

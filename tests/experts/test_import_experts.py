@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from expert_helpers import nothing_written, one_line_exit_2
 
 from experts.metadata import ExpertStatus
 from experts.store import ExpertStore
@@ -189,23 +190,12 @@ def test_our_actions_equal_sample_factorys_own_evaluation(
     )
 
 
-def _nothing_written(experts: Path) -> bool:
-    return not experts.exists() or not any(experts.rglob("*"))
-
-
-def _one_line_exit_2(capsys, code: int, *needles: str) -> None:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-
-
 def test_an_expert_for_another_task_is_refused(sf_released_hopper, tmp_path, capsys):
     experts = tmp_path / "experts"
     hopper_as_walker = ["--tasks", "mujoco-walker", "--repo", REPO, "--source", str(sf_released_hopper)]
     code = _import(*hopper_as_walker, "--out", str(experts))
-    _one_line_exit_2(capsys, code, "mujoco-walker", "trained on 'mujoco_hopper'")
-    assert _nothing_written(experts)
+    one_line_exit_2(capsys, code, "mujoco-walker", "trained on 'mujoco_hopper'")
+    assert nothing_written(experts)
 
 
 def test_a_network_that_does_not_fit_the_spaces_is_refused(sf_released_hopper, tmp_path, capsys):
@@ -217,8 +207,8 @@ def test_a_network_that_does_not_fit_the_spaces_is_refused(sf_released_hopper, t
     (release / "cfg.json").write_text(json.dumps({**cfg, "env": "mujoco_walker"}))
     experts = tmp_path / "experts"
     code = _import("--tasks", "mujoco-walker", "--source", str(mirror), "--out", str(experts))
-    _one_line_exit_2(capsys, code, "does not fit mujoco-walker's spaces", "(17,)")
-    assert _nothing_written(experts)
+    one_line_exit_2(capsys, code, "does not fit mujoco-walker's spaces", "(17,)")
+    assert nothing_written(experts)
 
 
 @pytest.mark.parametrize(
@@ -254,8 +244,8 @@ def test_bad_releases_are_one_line_and_nothing_is_written(
         torch.save(state, newest)
     experts = tmp_path / "experts"
     code = _import("--tasks", "mujoco-hopper", "--source", str(mirror), "--out", str(experts))
-    _one_line_exit_2(capsys, code, needle, "nothing imported")
-    assert _nothing_written(experts)
+    one_line_exit_2(capsys, code, needle, "nothing imported")
+    assert nothing_written(experts)
 
 
 class _RunsCode:
@@ -267,7 +257,7 @@ class _RunsCode:
 
 def test_a_task_jat_recorded_without_a_released_expert_is_named(tmp_path, capsys):
     code = _import("--tasks", "babyai-go-to", "--source", str(tmp_path), "--out", str(tmp_path / "e"))
-    _one_line_exit_2(capsys, code, "babyai-go-to", "pipeline train-experts")
+    one_line_exit_2(capsys, code, "babyai-go-to", "pipeline train-experts")
 
 
 def test_the_hub_import_fetches_only_what_it_needs_pinned_and_offline_afterwards(
@@ -308,7 +298,7 @@ def test_resume_keeps_what_an_earlier_run_imported_and_imports_the_rest(sf_relea
     kept = (experts / "mujoco-hopper" / "metadata.json").read_bytes()
     both = ["--tasks", "mujoco-hopper,atari-breakout", "--source", str(sf_released), "--no-eval"]
     code = _import(*both, "--out", str(experts))
-    _one_line_exit_2(capsys, code, "mujoco-hopper", "--overwrite", "--resume")
+    one_line_exit_2(capsys, code, "mujoco-hopper", "--overwrite", "--resume")
     assert _import(*both, "--resume", "--out", str(experts)) == 0
     assert (experts / "mujoco-hopper" / "metadata.json").read_bytes() == kept  # not imported again
     assert json.loads((experts / "atari-breakout" / "metadata.json").read_text())["source"]["repo"] == (
@@ -318,4 +308,4 @@ def test_resume_keeps_what_an_earlier_run_imported_and_imports_the_rest(sf_relea
     meta = json.loads((experts / "mujoco-hopper" / "metadata.json").read_text())
     (experts / "mujoco-hopper" / "metadata.json").write_text(json.dumps({**meta, "source": None}))
     code = _import(*both, "--resume", "--out", str(experts))
-    _one_line_exit_2(capsys, code, "did not store", "mujoco-hopper")
+    one_line_exit_2(capsys, code, "did not store", "mujoco-hopper")

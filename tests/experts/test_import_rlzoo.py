@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from expert_helpers import nothing_written, one_line_exit_2
 
 from experts.store import ExpertStore
 from pipeline.cli import main
@@ -208,17 +209,6 @@ def test_an_atari_model_acts_on_our_channels_last_stack_as_on_rl_zoos(rlzoo_brea
         np.testing.assert_array_equal(ours, np.stack(theirs))
 
 
-def _nothing_written(experts: Path) -> bool:
-    return not experts.exists() or not any(experts.rglob("*"))
-
-
-def _one_line_exit_2(capsys, code: int, *needles: str) -> None:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-
-
 class _RunsCode:
     def __reduce__(self):
         import os
@@ -231,8 +221,8 @@ def test_a_model_for_another_env_is_refused(rlzoo_hopper, tmp_path, capsys):
     code = _import(
         "--tasks", "mujoco-walker", "--repo", REPO, "--source", str(rlzoo_hopper), "--out", str(experts)
     )
-    _one_line_exit_2(capsys, code, "mujoco-walker", "trained on 'Hopper-v4'")
-    assert _nothing_written(experts)
+    one_line_exit_2(capsys, code, "mujoco-walker", "trained on 'Hopper-v4'")
+    assert nothing_written(experts)
 
 
 @pytest.mark.parametrize(
@@ -283,8 +273,8 @@ def test_bad_releases_are_one_line_and_nothing_is_written(rlzoo_hopper, tmp_path
     code = _import(
         "--tasks", task, "--repo", "sb3/ppo-{game}-v4", "--source", str(mirror), *extra, "--out", str(experts)
     )
-    _one_line_exit_2(capsys, code, needle, "nothing imported")
-    assert _nothing_written(experts)
+    one_line_exit_2(capsys, code, needle, "nothing imported")
+    assert nothing_written(experts)
 
 
 def test_the_hub_import_fetches_only_what_it_needs_pinned(rlzoo_hopper, hub, tmp_path, monkeypatch):
