@@ -5,7 +5,7 @@ after another (so they share the machine's state), and report agent steps (4 fra
 and the ratio to our gymnasium path (`make_env` with `atari_semantics: gymnasium`, the rollout's env):
 
 - `gym`: `make_env` as the registry builds it (AtariPreprocessing + frame stack), one env;
-- `ours-envpool`: `make_env` with `atari_semantics: envpool` (pipeline/atari_envpool.py), one env;
+- `ours-envpool`: `make_env` with `atari_semantics: envpool` (pipeline/suites/atari_envpool.py), one env;
 - `envpool xN`: `envpool.make(..., episodic_life=True, reward_clip=True)` stepping N envs per call
   with its C++ thread pool (`--threads`, default one per core), N = 1 and `--num-envs`;
 - `ale-vector xN`: `ale_py.vector.AtariVectorEnv` (ALE's own C++ port of envpool's env), same N.

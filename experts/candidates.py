@@ -19,15 +19,15 @@ from experts.base import get_backend
 from experts.evaluation import EvalResult, GateDecision, evaluate, gate
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
-
-# Suites whose tasks have an expert that needs no training, compared with every trained one.
-# BabyAI's bot is JAT's own BabyAI expert, so nothing trained is compared with it.
-SCRIPTED_ALTERNATIVES = {"metaworld": "metaworld-scripted"}
+from pipeline.suites import get_suite
 
 
 def scripted_alternative(spec: TaskSpec) -> str | None:
-    """The backend name of the task's untrained alternative expert, None when it has none."""
-    return SCRIPTED_ALTERNATIVES.get(spec.suite)
+    """The backend name of the task's untrained alternative expert (its suite's scripted expert,
+    `Suite.scripted_expert`), compared with every trained one; None when it has none, or when the
+    scripted expert is the suite's expert itself (BabyAI's bot, JAT's own BabyAI expert)."""
+    scripted = get_suite(spec.suite).scripted_expert
+    return scripted if scripted and scripted != spec.expert.backend else None
 
 
 @dataclass(frozen=True)

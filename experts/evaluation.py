@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
 from pipeline.sections import check_threshold
+from pipeline.suites import get_suite
 
 # Evaluation seeds live far from rollout's (plan.py derives those from small run seeds) and training's.
 EVAL_SEED_BASE = 1_000_000_007
@@ -83,7 +84,7 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
             failed += 1  # the policy gave up or the episode outlived its limit: scored as played so far
         returns.append(run.total)
         lengths.append(run.length)
-        if run.success is not None or spec.suite == "babyai":
+        if run.success is not None or get_suite(spec.suite).success_from_rewards:
             successes.append(bool(run.success))
     mean = float(np.mean(returns))
     return EvalResult(

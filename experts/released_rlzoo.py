@@ -36,6 +36,8 @@ from experts.released import (
 )
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec
+from pipeline.suites import get_suite
+from pipeline.suites.layouts import IMAGE
 
 CONFIG = "config.yml"
 ENV_KWARGS = "env_kwargs.yml"
@@ -125,10 +127,16 @@ def _wrappers(value: Any) -> list[str]:
     return [next(iter(item)) if isinstance(item, dict) else str(item) for item in items]
 
 
+def _is_atari(spec: TaskSpec) -> bool:
+    """RL Zoo's `is_atari`: its Atari envs (ALE frames, our image layout) get AtariWrapper, a frame
+    stack and sampled actions in `enjoy`."""
+    return get_suite(spec.suite).layout is IMAGE
+
+
 def _check_config(spec: TaskSpec, config: dict[str, Any], env_kwargs: dict[str, Any], model: str) -> None:
     """The env the model was trained in must be the task's: same env kwargs, only the wrappers our
     envs reproduce (Atari: sb3's AtariWrapper and a stack as deep as ours; elsewhere none)."""
-    atari = spec.suite == "atari"
+    atari = _is_atari(spec)
     wrappers = _wrappers(config.get("env_wrapper"))
     foreign = [w for w in wrappers if not (atari and w == ATARI_WRAPPER)]
     if foreign or config.get("vec_env_wrapper"):
@@ -250,7 +258,7 @@ def install_rl_zoo(
         hyperparameters={"algo": algo, **config, "env_kwargs": env_kwargs},
         framework_version=f"stable-baselines3 {version}".strip(),
         # RL Zoo's enjoy: deterministic, but sampled on Atari (and MiniGrid)
-        deterministic=spec.suite != "atari",
+        deterministic=not _is_atari(spec),
         system_info=info,
     )
 

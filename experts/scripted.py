@@ -13,8 +13,11 @@ from typing import Any
 from experts.base import TrainJob, TrainOutcome
 from experts.metadata import ExpertMetadata
 from pipeline.errors import PipelineError
-from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, Policy
+from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
+from pipeline.suites import get_suite
+from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.suites.metaworld import MetaWorldScriptedPolicy
 
 
 class BabyAIBotBackend:
@@ -22,7 +25,7 @@ class BabyAIBotBackend:
     trainable = False
 
     def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
-        if spec.suite != "babyai":
+        if get_suite(spec.suite).scripted_expert != self.name:
             raise PipelineError(f"the babyai-bot expert plays BabyAI tasks only, not {spec.config}")
 
     def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
@@ -43,7 +46,7 @@ class MetaWorldScriptedBackend:
     trainable = False
 
     def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:
-        if spec.suite != "metaworld":
+        if get_suite(spec.suite).scripted_expert != self.name:
             raise PipelineError(
                 f"the metaworld-scripted expert plays Meta-World tasks only, not {spec.config}"
             )

@@ -49,6 +49,7 @@ from experts.report import budget_of
 from experts.store import ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
 from pipeline.registry import TaskSpec, get_task
+from pipeline.suites import suite_packages
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def env_spec_record(spec: TaskSpec) -> dict[str, Any]:
 
 
 def versions_of(backend_versions: dict[str, str]) -> dict[str, str]:
-    names = ("jat-pipeline", "gymnasium", "numpy", "ale-py", "minigrid", "metaworld", "mujoco")
+    names = ("jat-pipeline", "gymnasium", "numpy", *suite_packages())
     found = {}
     for name in names:
         try:

@@ -26,10 +26,10 @@ from pipeline.manifest import read_manifest
 from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT
 from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
 from pipeline.registry import get_task
-from pipeline.schema import FEATURES
 from pipeline.stats import episode_stats
 from pipeline.stats_types import STATS_PATH, ConfigStats
 from pipeline.storage import Location
+from pipeline.suites import get_suite, suite_names
 
 TEMPLATES_PACKAGE = "dataset_card"
 """The package holding the card's Jinja2 templates (shipped as package data)."""
@@ -174,11 +174,11 @@ def _dataset_info(config: CardConfig) -> dict[str, Any] | None:
 
 def _schema(configs: list[CardConfig]) -> list[dict[str, Any]]:
     out = []
-    for suite in ("atari", "babyai", "metaworld", "mujoco"):
+    for suite in suite_names():
         names = [c.name for c in configs if c.stats and c.stats.suite == suite]
         if not names:
             continue
-        features = FEATURES[suite]
+        features = get_suite(suite).layout.features
         columns = [
             {"name": name, "type": _feature_type(feature), "meaning": COLUMN_MEANING.get(name, "")}
             for name, feature in features.items()
@@ -223,7 +223,7 @@ def render_from_stats(
             configs=configs,
             license=LICENSE,
             example_config=example.name,
-            example_columns=list(FEATURES.get(suite, {})),
+            example_columns=get_suite(suite).layout.columns if suite in suite_names() else [],
             schema=_schema(configs),
             suite_plots=plots,
             hub=hub,

@@ -42,9 +42,10 @@ from pipeline.configs.publish import REPO_ID
 from pipeline.errors import PipelineError
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs, read_info, read_manifest
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import INFO_PATH, MANIFEST_PATH, step_columns
+from pipeline.schema import INFO_PATH, MANIFEST_PATH
 from pipeline.shards import EpisodeRecord
 from pipeline.storage import Location, open_location
+from pipeline.suites import get_suite
 
 __all__ = ["Dataset", "DatasetConfig", "EpisodeData", "EpisodeInfo", "open_dataset"]
 
@@ -227,7 +228,8 @@ class DatasetConfig:
         group, first = self._row_group(info.shard, info.row)
         row = group.slice(info.row - first, 1)
         columns = {
-            name: _column_values(row.column(name), info.length) for name in step_columns(self.spec.suite)
+            name: _column_values(row.column(name), info.length)
+            for name in get_suite(self.spec.suite).layout.columns
         }
         if len(columns["rewards"]) != info.length:
             raise PipelineError(
@@ -242,7 +244,7 @@ class DatasetConfig:
         try:
             with location.fs.open_input_file(location.path(shard)) as source:
                 parquet = pq.ParquetFile(source)
-                expected = step_columns(self.spec.suite)
+                expected = get_suite(self.spec.suite).layout.columns
                 if parquet.schema_arrow.names != expected:
                     raise PipelineError(
                         f"{self.dataset.source}/{shard} has columns {parquet.schema_arrow.names}, "

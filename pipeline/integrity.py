@@ -22,6 +22,7 @@ from pipeline.plan import RunPlan
 from pipeline.registry import get_task
 from pipeline.schema import MANIFEST_PATH
 from pipeline.storage import Location
+from pipeline.suites import get_suite
 
 PLAN_PATH = "meta/{config}/plan.json"
 
@@ -173,6 +174,6 @@ def _flags(location: Location, config: str) -> tuple[str, tuple[str, ...]]:
         flags += ["--min-return-fraction", repr(plan.min_return_fraction)]
     if plan.envs_per_worker is not None and plan.envs_per_worker != spec.rollout.envs_per_worker:
         flags += ["--envs-per-worker", str(plan.envs_per_worker)]
-    if plan.policy == "expert" and spec.suite not in ("babyai", "metaworld"):
+    if plan.policy == "expert" and get_suite(spec.suite).scripted_expert is None:
         flags += ["--experts-dir", "<the original experts dir>"]
     return spec.base_config, tuple(flags)

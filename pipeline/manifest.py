@@ -20,24 +20,18 @@ from pipeline.errors import PipelineError
 from pipeline.schema import FORMAT_VERSION, INFO_PATH, MANIFEST_PATH, SPLITS
 from pipeline.shards import ShardRecord
 from pipeline.storage import Location
+from pipeline.suites import suite_packages
 
-TRACKED_PACKAGES = (
-    "jat-pipeline",
-    "gymnasium",
-    "ale-py",
-    "minigrid",
-    "metaworld",
-    "mujoco",
-    "numpy",
-    "pyarrow",
-    "datasets",
-    "ray",
-)
+
+def tracked_packages() -> tuple[str, ...]:
+    """The distributions whose versions a manifest records: ours, the env packages of every suite
+    (`Suite.packages`), and the libraries that write the files and run the work."""
+    return ("jat-pipeline", "gymnasium", *suite_packages(), "numpy", "pyarrow", "datasets", "ray")
 
 
 def package_versions() -> dict[str, str]:
     out = {}
-    for name in TRACKED_PACKAGES:
+    for name in tracked_packages():
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -173,7 +167,7 @@ class DatasetInfo:
     format_version: int = FORMAT_VERSION
     """The on-disk layout version (manifests, shards, card); `pipeline.schema.FORMAT_VERSION`."""
     versions: dict[str, str] = field(default_factory=package_versions)
-    """Versions of the packages that shape the data (`TRACKED_PACKAGES`)."""
+    """Versions of the packages that shape the data (`tracked_packages`)."""
     git_sha: str | None = field(default_factory=git_sha)
     """The commit of the checkout that wrote it; None when run from an installed wheel."""
 

@@ -14,15 +14,9 @@ from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.store import ExpertStore
 from pipeline.configs.release_hub import HF_SCHEME
 from pipeline.errors import PipelineError
-from pipeline.policies import (
-    POLICY_KINDS,
-    BabyAIBotPolicy,
-    MetaWorldScriptedPolicy,
-    Policy,
-    RandomPolicy,
-    scripted_available,
-)
+from pipeline.policies import POLICY_KINDS, Policy, RandomPolicy
 from pipeline.registry import TaskSpec
+from pipeline.suites import get_suite, suite_names
 
 
 def _store(experts_dir: str | None, spec: TaskSpec, history: bool = False) -> ExpertStore:
@@ -72,8 +66,9 @@ def check_policy(kind: str, spec: TaskSpec, experts_dir: str | None, allow_weak:
         raise PipelineError(f"unknown policy {kind!r}; choose one of {', '.join(POLICY_KINDS)}")
     if kind == "scripted" and not scripted_available(spec):
         raise PipelineError(
-            f"no scripted policy for {spec.config}: scripted experts exist for BabyAI (bot) and "
-            "Meta-World only; use --policy random, or --policy expert with a trained expert"
+            f"no scripted policy for {spec.config}: scripted experts exist for "
+            f"{', '.join(scripted_suites())} only; use --policy random, or --policy expert with a "
+            "trained expert"
         )
     if kind == "expert":
         _stored_expert(spec, experts_dir, allow_weak)
@@ -138,6 +133,17 @@ def make_policy(
         metadata = _stored_expert(spec, experts_dir, allow_weak)
         if metadata is not None:
             return _store(experts_dir, spec).load_policy(spec, metadata)
-    if spec.suite == "babyai":
-        return BabyAIBotPolicy.for_task(spec)
-    return MetaWorldScriptedPolicy(spec.env_name or "")
+    scripted = get_suite(spec.suite).scripted_policy(spec)
+    if scripted is None:  # check_policy refuses this before any work; a caller that skipped it ends here
+        raise PipelineError(f"no scripted policy for {spec.config}: use --policy random or --policy expert")
+    return scripted
+
+
+def scripted_available(spec: TaskSpec) -> bool:
+    """The task's suite ships a hand-written policy (`Suite.scripted_expert`)."""
+    return get_suite(spec.suite).scripted_expert is not None
+
+
+def scripted_suites() -> list[str]:
+    """The titles of the suites that ship a scripted policy, for messages."""
+    return [get_suite(name).title for name in suite_names() if get_suite(name).scripted_expert]

@@ -42,9 +42,10 @@ from pipeline.hub_cards import render_expert_card
 from pipeline.hub_models import ModelRepoTarget, PushResult, folder_files, push, repo_file
 from pipeline.publish_targets import FolderTarget, PublishFile, Target
 from pipeline.registry import get_task, resolve_tasks
-from pipeline.render import GL_SUITES, ClipMaker
+from pipeline.render import ClipMaker
 from pipeline.rollout import RolloutConfig, run_rollout
 from pipeline.storage import open_location
+from pipeline.suites import get_suite
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _replay(store: ExpertStore, name: str, clips: ClipMaker) -> PublishFile | No
     The rollout (seed 0, in this process) and the drawing are deterministic, so a remote store's
     re-run gives the same bytes; a local store keeps the clip, so its re-run draws nothing.
     """
-    if get_task(name).suite in GL_SUITES and not clips.usable_gl():
+    if get_suite(get_task(name).suite).needs_gl and not clips.usable_gl():
         return None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="jat-replay-") as folder:

@@ -25,7 +25,8 @@ from pipeline.episodes import EpisodeRun, play
 from pipeline.plan import PlannedEpisode
 from pipeline.policies import Policy
 from pipeline.registry import TaskSpec
-from pipeline.shards import Episode, encode_frame
+from pipeline.shards import Episode
+from pipeline.suites import get_suite
 
 
 @runtime_checkable
@@ -50,16 +51,11 @@ class Recording(EpisodeRun):
         super().__init__(env, spec, planned.seed, timeout_s=spec.rollout.episode_timeout_s)
         self.planned = planned
         self.episode = Episode(planned.episode_id, planned.seed, checkpoint_step=planned.checkpoint)
+        self.layout = get_suite(spec.suite).layout
 
     def record(self, observation: Any, action: Any, reward: float) -> None:
         episode = self.episode
-        if self.spec.suite == "atari":
-            episode.observations.append(encode_frame(observation))
-        elif self.spec.suite == "babyai":
-            episode.texts.append(observation["text_observations"])
-            episode.observations.append(observation["discrete_observations"])
-        else:
-            episode.observations.append(observation)
+        self.layout.record(episode, observation)
         episode.actions.append(action)
         episode.rewards.append(reward)
 

@@ -27,8 +27,6 @@ from pipeline.sections import (
     read_section,
 )
 
-SUITES: tuple[str, ...] = ("atari", "babyai", "metaworld", "mujoco")
-
 _TASK_KEYS = {
     "env_id",
     "jat_env_id",
@@ -45,7 +43,7 @@ _TASK_KEYS = {
     "notes",
     "expert",
 }
-_SUITE_KEYS = {"suite", "defaults", "tasks"}
+_SUITE_KEYS = {"suite", "defaults", "tasks", "required_task_keys"}
 _DEFAULT_SECTIONS = {"env", "rollout", "expert"}
 
 # libyaml's safe loader reads the four suite files ~9x faster than the pure-Python one (0.07 s
@@ -143,18 +141,28 @@ def _scores(data: dict[str, Any]) -> Scores:
     )
 
 
+_REQUIRED_WHY = {"jat_obs_dim": "the observation size in JAT's {jat_env_id} data"}
+"""What a key a suite requires of every task (`required_task_keys` in its YAML) means."""
+
+
+def _check_required(where: str, entry: dict[str, Any], required: list[str], jat_env_id: str) -> None:
+    for key in required:
+        if key not in entry:
+            why = _REQUIRED_WHY.get(key, "which this suite requires of every task").format(
+                jat_env_id=jat_env_id
+            )
+            raise PipelineError(f"{where}: add `{key}`, {why}")
+
+
 def _check_jat_size(where: str, spec: TaskSpec) -> None:
-    """Refuse a MuJoCo task that would not store JAT's observation size.
+    """Refuse a task that would not store JAT's observation size, where JAT's size is declared.
 
     JAT's model expands any vector cyclically, so a different size (Humanoid-v5's 348 for JAT's 376)
-    trains without error but puts every feature where JAT's model does not expect it.
+    trains without error but puts every feature where JAT's model does not expect it. A suite whose
+    tasks JAT recorded requires the key (`required_task_keys: [jat_obs_dim]`, MuJoCo).
     """
-    if spec.suite != "mujoco":
-        return
     if spec.jat_obs_dim is None:
-        raise PipelineError(
-            f"{where}: add `jat_obs_dim`, the observation size in JAT's {spec.jat_env_id} data"
-        )
+        return
     if spec.observation.dim != spec.jat_obs_dim:
         raise PipelineError(
             f"{where}: observation shape {list(spec.observation.shape)} is not JAT's {spec.jat_obs_dim} "
@@ -193,8 +201,14 @@ def parse_suite(suite: str, text: str) -> dict[str, TaskSpec]:
     env = read_section(EnvSection, defaults.get("env"), f"{where} defaults env")
     rollout = read_section(RolloutSection, defaults.get("rollout"), f"{where} defaults rollout")
     read_expert_section(defaults.get("expert") or {}, f"{where} defaults expert")  # its own mistakes first
+    required = data.get("required_task_keys") or []
+    unknown = sorted(set(required) - _TASK_KEYS)
+    if unknown:
+        raise PipelineError(f"{where} required_task_keys names unknown task keys {unknown} (fix the file)")
     specs = {}
     for short, entry in data["tasks"].items():
+        if isinstance(entry, dict):
+            _check_required(f"{where} task {short!r}", entry, required, entry.get("jat_env_id", "?"))
         try:
             spec = _task_spec(suite, short, entry, (env, rollout, defaults.get("expert") or {}), where)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -242,17 +256,24 @@ def _task_spec(
 
 
 @cache
+def suite_names() -> tuple[str, ...]:
+    """Every suite, in name order: one per `env_configs/*.yaml` (its code: `pipeline/suites/<name>.py`)."""
+    files = resources.files("env_configs").iterdir()
+    return tuple(sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml")))
+
+
+@cache
 def all_tasks() -> dict[str, TaskSpec]:
     """Every registered task, keyed by JAT config name, in suite order."""
     tasks: dict[str, TaskSpec] = {}
-    for suite in SUITES:
+    for suite in suite_names():
         tasks.update(_load_suite(suite))
     return tasks
 
 
 def suite_tasks(suite: str) -> list[TaskSpec]:
-    if suite not in SUITES:
-        raise PipelineError(_unknown("suite", suite, list(SUITES)))
+    if suite not in suite_names():
+        raise PipelineError(_unknown("suite", suite, list(suite_names())))
     return [t for t in all_tasks().values() if t.suite == suite]
 
 

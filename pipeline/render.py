@@ -22,17 +22,15 @@ drawn is left out with a warning, never an error.
 
 from __future__ import annotations
 
-import ctypes.util
 import io
 import itertools
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from pipeline.configs.release import RenderConfig
 from pipeline.errors import PipelineError
@@ -41,19 +39,12 @@ from pipeline.registry import TaskSpec, get_task
 from pipeline.replay import Grab, read_episodes, replay_env, replay_episode, select_episodes
 from pipeline.shards import EpisodeRecord, ShardRecord
 from pipeline.storage import Location, open_location
+from pipeline.suites import get_suite
+from pipeline.suites.drawing import NoGL, use_offscreen_gl
 
 log = logging.getLogger(__name__)
-DEFAULT_FPS = {"atari": 15.0, "babyai": 4.0, "mujoco": 30.0, "metaworld": 30.0}
-ATARI_SCALE = 2
-BABYAI_TILE = 16
-"""Pixels per grid cell: a 22x22 BabyAI level is 352 px wide (at 8 its objects were specks)."""
-MISSION_FONT_PX = 16
-"""The BabyAI mission, written above the grid (the agent's instruction: what the episode is about)."""
-MISSION_LINES = 2
-"""Lines of the mission strip; a longer mission is written smaller (down to 10 px) to fit."""
 MUJOCO_SIZE = 256
 CAPTION_PX = 12
-GL_SUITES = ("mujoco", "metaworld")
 CLIP_FRAMES = 200
 """Steps in a published clip at most: 13 s of Atari at 15 fps, 50 s of BabyAI at 4 fps; a few hundred KB."""
 CLIP_GL_FRAMES = 100
@@ -61,14 +52,6 @@ CLIP_GL_FRAMES = 100
 draws about 0.1 s a frame on a CPU, so ~10 s per config."""
 CLIP_MUJOCO_SIZE = 128
 """MuJoCo's side in a published clip: a quarter of the pixels to draw and to store."""
-GL_FIX = (
-    "MuJoCo draws through an offscreen OpenGL: install Debian's libosmesa6 (apt-get install libosmesa6) "
-    "and set MUJOCO_GL=osmesa; Atari and BabyAI render without GL"
-)
-
-
-class NoGL(PipelineError):
-    """MuJoCo cannot draw here: no usable OpenGL (the message names the fix)."""
 
 
 @dataclass(frozen=True)
@@ -85,77 +68,10 @@ class RenderResult:
     """Episodes whose re-simulation left the stored one (drawn anyway)."""
 
 
-def _atari_frame(_env: object, observation: object) -> np.ndarray:
-    newest = np.asarray(observation)[..., -1]
-    big = newest.repeat(ATARI_SCALE, axis=0).repeat(ATARI_SCALE, axis=1)
-    return np.stack([big] * 3, axis=-1)
-
-
-def _babyai_frame(env, _observation: object) -> np.ndarray:
-    grid = env.unwrapped.get_frame(highlight=False, tile_size=BABYAI_TILE)
-    return with_text_above(grid, str(env.unwrapped.mission))
-
-
-def with_text_above(frame: np.ndarray, text: str) -> np.ndarray:
-    """`frame` under a dark strip holding `text` in `MISSION_LINES` lines, wrapped to the frame's width
-    (Pillow's bundled font, smaller for a long text). The strip's height is fixed, so every frame of a
-    video has one size whatever the missions of its episodes."""
-    width = frame.shape[1]
-    for size in range(MISSION_FONT_PX, 9, -1):
-        font = ImageFont.load_default(size=size)
-        lines = _wrapped(text, font, width - 8)
-        if len(lines) <= MISSION_LINES:
-            break
-    line_px = MISSION_FONT_PX + 4
-    strip = Image.new("RGB", (width, 6 + line_px * MISSION_LINES), (32, 32, 48))
-    draw = ImageDraw.Draw(strip)
-    for i, line in enumerate(lines[:MISSION_LINES]):
-        draw.text((4, 3 + i * line_px), line, fill=(255, 255, 255), font=font)
-    return np.concatenate([np.asarray(strip), np.ascontiguousarray(frame[..., :3], dtype=np.uint8)], axis=0)
-
-
-def _wrapped(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] += f" {word}"
-        else:
-            lines.append(word)
-    return lines
-
-
-def _mujoco_frame(env, _observation: object) -> np.ndarray:
-    return env.unwrapped.mujoco_renderer.render("rgb_array")
-
-
-def _use_offscreen_gl() -> None:
-    """Pick OSMesa when nothing is chosen and it is installed; refuse in one line when no GL can work."""
-    chosen = os.environ.get("MUJOCO_GL")
-    if chosen is None and ctypes.util.find_library("OSMesa"):
-        os.environ["MUJOCO_GL"] = "osmesa"
-    elif chosen is None:
-        raise NoGL(f"no OpenGL for MuJoCo here (libOSMesa not found): {GL_FIX}")
-
-
 def grabber(spec: TaskSpec, env, mujoco_size: int = MUJOCO_SIZE) -> Grab:
-    """The frame grabber of the suite, its renderer set up (MuJoCo: size, GL) and tried once."""
-    if spec.suite == "atari":
-        return _atari_frame
-    if spec.suite == "babyai":
-        return _babyai_frame
-    _use_offscreen_gl()
-    renderer = env.unwrapped.mujoco_renderer
-    renderer.width = renderer.height = mujoco_size
-    try:
-        with warnings.catch_warnings():  # GLFW warns before it fails: the one line below says it all
-            warnings.simplefilter("ignore")
-            _mujoco_frame(env, None)
-    except Exception as exc:  # any backend failure (EGL without a GPU, a missing library) reads the same
-        cause = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise NoGL(
-            f"cannot render {spec.config} (MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {cause}): {GL_FIX}"
-        ) from None
-    return _mujoco_frame
+    """The suite's frame grabber (`Suite.frame_grabber`), its renderer set up (MuJoCo: size, GL)
+    and tried once."""
+    return get_suite(spec.suite).frame_grabber(spec, env, mujoco_size)
 
 
 def captioned(frame: np.ndarray, text: str) -> Image.Image:
@@ -262,7 +178,7 @@ def run_render(config: RenderConfig) -> RenderResult:
     if not selection:
         raise PipelineError(f"{config.config} has no {config.split} episodes to render: pick another --split")
     out = Path(config.out or f"{config.config}.gif")
-    fps = config.fps or DEFAULT_FPS[spec.suite]
+    fps = config.fps or get_suite(spec.suite).fps
     drawn = draw_episodes(location, spec, manifest, selection)
     write_video(drawn.images, out, fps)
     width, height = drawn.images[0].size
@@ -281,9 +197,9 @@ def clip_gif(location: Location, config: str, max_frames: int | None = None) -> 
     selection = select_episodes(manifest, 1)
     if not selection:
         return None
-    cap = max_frames or (CLIP_GL_FRAMES if spec.suite in GL_SUITES else CLIP_FRAMES)
+    cap = max_frames or (CLIP_GL_FRAMES if get_suite(spec.suite).needs_gl else CLIP_FRAMES)
     drawn = draw_episodes(location, spec, manifest, selection, cap, CLIP_MUJOCO_SIZE)
-    return gif_bytes(drawn.images, DEFAULT_FPS[spec.suite])
+    return gif_bytes(drawn.images, get_suite(spec.suite).fps)
 
 
 class ClipMaker:
@@ -297,7 +213,7 @@ class ClipMaker:
     def gif(self, location: Location, config: str) -> bytes | None:
         """`clip_gif` of the config, or None (no episode, no GL, or a failure, each logged)."""
         try:
-            if get_task(config).suite in GL_SUITES and not self.usable_gl():
+            if get_suite(get_task(config).suite).needs_gl and not self.usable_gl():
                 return None
             return clip_gif(location, config)
         except NoGL as exc:
@@ -310,7 +226,7 @@ class ClipMaker:
         """Whether MuJoCo may draw here (picks OSMesa when installed); False, said once, when not."""
         if not self.no_gl:
             try:
-                _use_offscreen_gl()
+                use_offscreen_gl()
             except NoGL as exc:
                 self._say_no_gl(exc)
         return not self.no_gl

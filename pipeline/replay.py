@@ -11,12 +11,11 @@ The episode is played by the recorder's own loop (`pipeline.recorder.Recording`,
 "policy" that returns the stored actions: reset, seeding, clipping and the stored form of each
 observation are the rollout's, by construction. Discrete data must match exactly (BabyAI
 integers and missions, Atari frame stacks pixel for pixel); continuous observations and rewards
-within a few float32 ulps (`within_float32`), since they are float32 roundings of float64 physics.
+within a few float32 ulps (`pipeline.columns.within_float32`): float32 roundings of float64 physics.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.columns import CONTINUOUS_ACTIONS, DISCRETE_ACTIONS, REWARDS, TEXT_OBSERVATIONS, first_bad, flat
 from pipeline.configs.release import ReplayConfig
 from pipeline.envs import make_env
 from pipeline.episodes import play
@@ -38,12 +37,10 @@ from pipeline.recorder import Recording
 from pipeline.registry import TaskSpec, get_task
 from pipeline.shards import EpisodeRecord, ShardRecord
 from pipeline.storage import Location, open_location
+from pipeline.suites import get_suite
+from pipeline.suites.layouts import Observed
 
 log = logging.getLogger(__name__)
-EPS32 = float(np.finfo(np.float32).eps)
-ULPS = 4
-"""Continuous values may differ by this many float32 epsilons of max(|stored|, 1)."""
-OBSERVATION_FEATURE = {"atari": "image_observations", "babyai": "discrete_observations"}
 Grab = Callable[[object, object], np.ndarray]
 """(env, its latest observation as the env returned it) -> an RGB frame of that state (`pipeline.render`)."""
 
@@ -146,15 +143,12 @@ def select_episodes(
     return rows if count is None else rows[:count]
 
 
-def _flat(column: pa.ChunkedArray) -> pa.Array:
-    return pc.list_flatten(column.combine_chunks())
-
-
 def read_episodes(
     location: Location, spec: TaskSpec, selection: list[tuple[ShardRecord, int, EpisodeRecord]]
 ) -> Iterator[StoredEpisode]:
     """The selected rows in stored form, each shard read once (in selection order)."""
     tables: dict[str, pa.Table] = {}
+    layout = get_suite(spec.suite).layout
     for shard, row, record in selection:
         if shard.path not in tables:
             try:
@@ -164,23 +158,15 @@ def read_episodes(
                     f"cannot read {location.uri}/{shard.path} ({exc}): run `pipeline validate` on it"
                 ) from None
         table = tables[shard.path].slice(row, 1)
-        texts = None
-        if spec.suite == "atari":
-            frames = pc.struct_field(_flat(table.column("image_observations")), "bytes")
-            observations = frames.to_pylist()
-        else:
-            name = "discrete_observations" if spec.suite == "babyai" else "continuous_observations"
-            observations = _flat(table.column(name)).flatten().to_numpy().reshape(record.length, -1)
-            if spec.suite == "babyai":
-                texts = _flat(table.column("text_observations")).to_pylist()
+        observed = layout.read_observations(table, record.length)
         if spec.action.type == "discrete":
-            actions = _flat(table.column("discrete_actions")).to_numpy()
+            actions = flat(table.column(DISCRETE_ACTIONS)).to_numpy()
         else:
-            actions = (
-                _flat(table.column("continuous_actions")).flatten().to_numpy().reshape(record.length, -1)
-            )
-        rewards = _flat(table.column("rewards")).to_numpy()
-        yield StoredEpisode(record, shard.split, shard.path, row, observations, texts, actions, rewards)
+            actions = flat(table.column(CONTINUOUS_ACTIONS)).flatten().to_numpy().reshape(record.length, -1)
+        rewards = flat(table.column(REWARDS)).to_numpy()
+        yield StoredEpisode(
+            record, shard.split, shard.path, row, observed.observations, observed.texts, actions, rewards
+        )
 
 
 # --- re-simulation ------------------------------------------------------------------------------
@@ -218,65 +204,21 @@ class Replaying(Recording):
         return self.stored.actions[self.length]
 
 
-def within_float32(replayed: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """Per value: equal up to `ULPS` float32 epsilons of max(|stored|, 1)."""
-    stored64 = stored.astype(np.float64)
-    return np.abs(replayed.astype(np.float64) - stored64) <= ULPS * EPS32 * np.maximum(np.abs(stored64), 1)
-
-
-def _pixels(png: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(png)))
-
-
-def _first_bad(feature: str, replayed: np.ndarray, stored: np.ndarray, continuous: bool):
-    """(step, feature, detail) of the first step whose values differ, else None."""
-    good = within_float32(replayed, stored) if continuous else replayed == stored
-    good = good.reshape(len(good), -1).all(axis=1)
-    if good.all():
-        return None
-    step = int(np.flatnonzero(~good)[0])
-    a, b = replayed.reshape(len(replayed), -1)[step], stored.reshape(len(stored), -1)[step]
-    index = int(np.flatnonzero(~(within_float32(a, b) if continuous else a == b))[0])
-    where = f"[{index}]" if a.size > 1 else ""
-    detail = f"stored{where} {b[index]!r}, replayed {a[index]!r}"
-    if continuous:
-        detail += f" (|difference| {abs(float(a[index]) - float(b[index])):.3g} > {ULPS} float32 ulps)"
-    return step, feature, detail
-
-
 def compare(spec: TaskSpec, stored: StoredEpisode, run: Replaying, cut_short: str | None) -> EpisodeReplay:
     """Compare the re-simulated episode with the stored one, step by step; the first difference."""
     episode = run.episode
     n = min(stored.length, episode.length)
-    continuous = spec.suite in ("mujoco", "metaworld")
-    found, diffs = [], [0.0]
-    if spec.suite == "atari":
-        for step, (mine, theirs) in enumerate(
-            zip(episode.observations[:n], stored.observations[:n], strict=True)
-        ):
-            if mine != theirs and not np.array_equal(_pixels(mine), _pixels(theirs)):
-                differ = int((_pixels(mine) != _pixels(theirs)).sum())
-                found.append((step, "image_observations", f"{differ} of 28224 frame-stack pixels differ"))
-                break
-    else:
-        replayed_obs = np.asarray(episode.observations[:n], dtype=stored.observations.dtype)
-        feature = OBSERVATION_FEATURE.get(spec.suite, "continuous_observations")
-        found.append(_first_bad(feature, replayed_obs, stored.observations[:n], continuous))
-        if continuous:
-            diffs.append(
-                float(np.abs(replayed_obs.astype(np.float64) - stored.observations[:n]).max(initial=0))
-            )
+    layout = get_suite(spec.suite).layout
+    continuous = layout.continuous
+    first, largest = layout.first_difference(episode.observations, Observed(stored.observations), n)
+    found, diffs = [first], [0.0, largest]
     if stored.texts is not None:
         bad = [t for t, (a, b) in enumerate(zip(episode.texts[:n], stored.texts[:n], strict=True)) if a != b]
         if bad:
             t = bad[0]
-            found.append(
-                (t, "text_observations", f"stored {stored.texts[t]!r}, replayed {episode.texts[t]!r}")
-            )
+            found.append((t, TEXT_OBSERVATIONS, f"stored {stored.texts[t]!r}, replayed {episode.texts[t]!r}"))
     rewards = np.asarray(episode.rewards[:n], dtype=np.float32)
-    found.append(_first_bad("rewards", rewards, stored.rewards[:n], continuous))
+    found.append(first_bad(REWARDS, rewards, stored.rewards[:n], continuous))
     diffs.append(float(np.abs(rewards.astype(np.float64) - stored.rewards[:n]).max(initial=0)))
     if cut_short is not None:
         found.append((n, "episode end", cut_short))

@@ -16,16 +16,18 @@ from datasets import Features, Image, List, Value
 
 FORMAT_VERSION = 1
 
-# Per-step columns of every domain, exactly JAT's names and types: one row per episode.
-FEATURES: dict[str, Features] = {
-    "atari": Features(
+# Per-step columns of each of JAT's three layouts, exactly JAT's names and types: one row per
+# episode. A suite names its layout (`pipeline.suites.layouts`): Atari stores images, BabyAI a
+# mission and integers, every continuous-control suite float vectors.
+LAYOUT_FEATURES: dict[str, Features] = {
+    "image": Features(
         {
             "image_observations": List(Image()),
             "discrete_actions": List(Value("int64")),
             "rewards": List(Value("float32")),
         }
     ),
-    "babyai": Features(
+    "mission": Features(
         {
             "text_observations": List(Value("string")),
             "discrete_observations": List(List(Value("int64"))),
@@ -33,7 +35,7 @@ FEATURES: dict[str, Features] = {
             "rewards": List(Value("float32")),
         }
     ),
-    "metaworld": Features(
+    "vector": Features(
         {
             "continuous_observations": List(List(Value("float32"))),
             "continuous_actions": List(List(Value("float32"))),
@@ -41,7 +43,6 @@ FEATURES: dict[str, Features] = {
         }
     ),
 }
-FEATURES["mujoco"] = FEATURES["metaworld"]
 
 # Path templates, relative to the dataset root (local folder, S3 prefix or Hub repo).
 DATA_DIR = "data/{config}"
@@ -69,16 +70,7 @@ def _sequence_spelling(node: Any) -> Any:
     return node
 
 
-def features_for(domain: str) -> Features:
-    return FEATURES[domain]
-
-
-def arrow_schema(domain: str) -> pa.Schema:
-    """The Arrow schema shards are written with, derived from the features."""
-    features = FEATURES[domain]
+def arrow_schema(features: Features) -> pa.Schema:
+    """The Arrow schema shards are written with, derived from a layout's features."""
     metadata = {"info": {"features": _sequence_spelling(features.to_dict())}}
     return features.arrow_schema.with_metadata({"huggingface": json.dumps(metadata)})
-
-
-def step_columns(domain: str) -> list[str]:
-    return list(FEATURES[domain])

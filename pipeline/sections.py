@@ -70,7 +70,7 @@ class EnvSection:
     """Meta-World: zero the goal in stored observations, as JAT did (the scripted policy sees it)."""
     atari_semantics: str = "gymnasium"
     """Atari: `gymnasium` (`AtariPreprocessing`: no FIRE, a life loss changes nothing) or `envpool`
-    (`pipeline.atari_envpool`: what JAT's Sample Factory experts saw, FIRE on reset and envpool's
+    (`pipeline.suites.atari_envpool`: what JAT's Sample Factory experts saw, FIRE on reset and envpool's
     life-loss reset, the stored episode still one whole game with unclipped rewards)."""
 
     def __post_init__(self) -> None:

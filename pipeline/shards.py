@@ -8,8 +8,6 @@ into place and returns its record (sha256, episodes, steps) for the manifest.
 from __future__ import annotations
 
 import hashlib
-import struct
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,40 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import columns as col
 from pipeline.configs.datasets import DEFAULT_MAX_SHARD_BYTES
-from pipeline.schema import DATA_DIR, SHARD_NAME, arrow_schema
+from pipeline.schema import DATA_DIR, SHARD_NAME
 from pipeline.storage import Location
+from pipeline.suites import get_suite
 
 ROW_GROUP_EPISODES = 8
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
-
-
-def encode_frame(frames: np.ndarray) -> bytes:
-    """One (84, 84, 4) uint8 frame stack as a 4-channel (RGBA-mode) PNG, as JAT stored it.
-
-    Channel k is frame k (oldest first). Written directly (8-bit RGBA, no row filter, zlib level 1)
-    instead of through PIL, whose adaptive row filtering made PNG encoding the largest recording cost
-    of an Atari rollout: this is several times faster and, on these mostly flat grey frames, smaller.
-    Any PNG decoder (PIL, `datasets.Image`) reads back exactly the same pixels.
-    """
-    if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[2] != 4:
-        raise ValueError(f"expected a (height, width, 4) uint8 frame stack, got {frames.dtype}{frames.shape}")
-    height, width, _ = frames.shape
-    rows = np.zeros((height, 1 + 4 * width), dtype=np.uint8)  # each row: filter type 0, then RGBA pixels
-    rows[:, 1:] = frames.reshape(height, 4 * width)
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit, colour type 6 (RGBA)
-    return b"".join(
-        (
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
-            _png_chunk(b"IEND", b""),
-        )
-    )
 
 
 @dataclass
@@ -129,52 +100,21 @@ class ShardRecord:
         return cls(**{**data, "episodes": episodes})
 
 
-def _flat_list(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
-    """list<value> from one 1-D array per episode."""
-    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int32, count=len(arrays))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    values = pa.array(np.concatenate(arrays) if arrays else [], type=value_type)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
-
-
-def _nested_list(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
-    """list<list<value>> from one (steps, dim) array per episode."""
-    steps = [np.asarray(a).reshape(len(a), -1) for a in arrays]
-    outer = np.concatenate([[0], np.cumsum([len(s) for s in steps])]).astype(np.int32)
-    dims = np.concatenate([np.full(len(s), s.shape[1], dtype=np.int64) for s in steps])
-    inner = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
-    values = pa.array(np.concatenate([s.reshape(-1) for s in steps]), type=value_type)
-    return pa.ListArray.from_arrays(pa.array(outer), pa.ListArray.from_arrays(pa.array(inner), values))
-
-
 def episodes_to_table(domain: str, episodes: list[Episode]) -> pa.Table:
-    """Build one row per episode with exactly the schema declared in `pipeline.schema`."""
-    schema = arrow_schema(domain)
+    """Build one row per episode with exactly the schema of the suite's layout (`pipeline.schema`):
+    the layout stores the observations, the action space decides the action column."""
+    layout = get_suite(domain).layout
+    schema = layout.arrow_schema
     actions_np = [np.asarray(e.actions) for e in episodes]
-    columns: dict[str, pa.Array] = {}
-    if domain == "atari":
-        frames = [f for e in episodes for f in e.observations]
-        struct = pa.StructArray.from_arrays(
-            [pa.array(frames, type=pa.binary()), pa.nulls(len(frames), pa.string())],
-            names=["bytes", "path"],
+    columns = layout.observation_columns(episodes)
+    if col.DISCRETE_ACTIONS in schema.names:
+        columns[col.DISCRETE_ACTIONS] = col.flat_list([a.astype(np.int64) for a in actions_np], pa.int64())
+    else:
+        columns[col.CONTINUOUS_ACTIONS] = col.nested_list(
+            [a.astype(np.float32) for a in actions_np], pa.float32()
         )
-        offsets = np.concatenate([[0], np.cumsum([e.length for e in episodes])]).astype(np.int32)
-        columns["image_observations"] = pa.ListArray.from_arrays(pa.array(offsets), struct)
-    elif domain == "babyai":
-        texts = pa.array([t for e in episodes for t in e.texts], type=pa.string())
-        offsets = np.concatenate([[0], np.cumsum([e.length for e in episodes])]).astype(np.int32)
-        columns["text_observations"] = pa.ListArray.from_arrays(pa.array(offsets), texts)
-        obs = [np.asarray(e.observations, dtype=np.int64) for e in episodes]
-        columns["discrete_observations"] = _nested_list(obs, pa.int64())
-    else:
-        obs = [np.asarray(e.observations, dtype=np.float32) for e in episodes]
-        columns["continuous_observations"] = _nested_list(obs, pa.float32())
-    if domain in ("atari", "babyai"):
-        columns["discrete_actions"] = _flat_list([a.astype(np.int64) for a in actions_np], pa.int64())
-    else:
-        columns["continuous_actions"] = _nested_list([a.astype(np.float32) for a in actions_np], pa.float32())
     rewards = [np.asarray(e.rewards, dtype=np.float32) for e in episodes]
-    columns["rewards"] = _flat_list(rewards, pa.float32())
+    columns[col.REWARDS] = col.flat_list(rewards, pa.float32())
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
@@ -242,7 +182,7 @@ class ShardWriter:
         self._sink = pa.PythonFile(self._hashing, mode="w")
         self._writer = pq.ParquetWriter(
             self._sink,
-            arrow_schema(domain),
+            get_suite(domain).layout.arrow_schema,
             compression="zstd",
             compression_level=3,
             use_dictionary=False,

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.plan import RunPlan
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import SHARD_GLOB, SPLITS, step_columns
+from pipeline.schema import SHARD_GLOB, SPLITS
 from pipeline.stats_types import (
     BATCH_EPISODES,
     HISTOGRAM_BINS,
@@ -49,6 +49,7 @@ from pipeline.stats_types import (
     finite_or_none,
 )
 from pipeline.storage import Location
+from pipeline.suites import get_suite
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,9 @@ def feature_stats(
 ) -> dict[str, FeatureStats]:
     """Per-split, per-feature moments of the vector columns, streamed one record batch at a time."""
     columns = [
-        c for c in step_columns(manifest.suite) if c in VECTOR_COLUMNS or c in ("rewards", "discrete_actions")
+        c
+        for c in get_suite(manifest.suite).layout.columns
+        if c in VECTOR_COLUMNS or c in ("rewards", "discrete_actions")
     ]
     out: dict[str, FeatureStats] = {}
     for split in SPLITS:

@@ -21,17 +21,18 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.columns import RowError, check_inner, check_values, list_lengths
 from pipeline.errors import PipelineError
 from pipeline.integrity import PLAN_PATH, repair_hint, unfinished_configs
 from pipeline.manifest import Manifest, dataset_configs, read_info, read_manifest
 from pipeline.registry import TaskSpec, get_task
 from pipeline.replay import replay_config
-from pipeline.schema import DATA_DIR, MANIFEST_PATH, SPLITS, arrow_schema
+from pipeline.schema import DATA_DIR, MANIFEST_PATH, SPLITS
 from pipeline.storage import Location, open_location
-from pipeline.validate_manifest import StepBytes, StoredSteps, capped, check_plan, check_rows
+from pipeline.suites import get_suite
+from pipeline.validate_manifest import StoredSteps, capped, check_plan, check_rows
 
 log = logging.getLogger(__name__)
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATA_ROOT = DATA_DIR.partition("/")[0]  # "data": every config's folder is in it
 MAX_CLAIM_ERRORS = 20  # per config and kind: an edited plan would otherwise list every episode
 RESUME_OR_DELETE = (
@@ -74,114 +75,37 @@ class ValidationReport:
         return [*self.dataset_errors, *(e for c in self.configs for e in c.errors)]
 
 
-class _RowError(Exception):
-    def __init__(self, row: int, message: str) -> None:
-        super().__init__(message)
-        self.row = row
-
-
-def _lengths(column: pa.ChunkedArray) -> np.ndarray:
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False)
-
-
-def _check_inner(column: pa.ChunkedArray, name: str, dim: int, outer: np.ndarray) -> pa.Array:
-    """Every step of a list<list<x>> column has `dim` values; returns the flat values."""
-    steps = pc.list_flatten(column)
-    inner = pc.list_value_length(steps).to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero(inner != dim)
-    if bad.size:
-        raise _RowError(
-            _row_of_step(int(bad[0]), outer),
-            f"{name} step has {inner[bad[0]]} values, the task expects {dim}",
-        )
-    return pc.list_flatten(steps)
-
-
-def _row_of_step(step: int, lengths: np.ndarray) -> int:
-    """The episode (row) a flat step index belongs to."""
-    return int(np.searchsorted(np.cumsum(lengths), step, side="right"))
-
-
-def _check_values(
-    values: np.ndarray, name: str, low: float, high: float, lengths: np.ndarray, per_step: int
-) -> None:
-    """No NaN/inf, every value within [low, high]; `per_step` values make one step."""
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise _RowError(_row_of_step(bad // per_step, lengths), f"{name} holds NaN or inf")
-    outside = (values < low) | (values > high)
-    if outside.any():
-        bad = int(np.flatnonzero(outside)[0])
-        raise _RowError(
-            _row_of_step(bad // per_step, lengths), f"{name} value {values[bad]} outside [{low}, {high}]"
-        )
-
-
 def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int]) -> StoredSteps:
     """Row-level checks of one shard against the registry and its manifest records; returns the
     steps, flattened, for the checks of the manifest's claims (`validate_manifest.check_rows`)."""
     columns = list(table.column_names)
-    lengths = _lengths(table.column(columns[0]))
+    lengths = list_lengths(table.column(columns[0]))
     for name in columns[1:]:
-        other = _lengths(table.column(name))
+        other = list_lengths(table.column(name))
         if (other != lengths).any():
             row = int(np.flatnonzero(other != lengths)[0])
-            raise _RowError(row, f"{name} has {other[row]} steps but {columns[0]} has {lengths[row]}")
+            raise RowError(row, f"{name} has {other[row]} steps but {columns[0]} has {lengths[row]}")
     if (lengths == 0).any():
-        raise _RowError(int(np.flatnonzero(lengths == 0)[0]), "empty episode")
+        raise RowError(int(np.flatnonzero(lengths == 0)[0]), "empty episode")
     if list(lengths) != expected_lengths:
         row = next(i for i, (a, b) in enumerate(zip(lengths, expected_lengths, strict=False)) if a != b)
-        raise _RowError(row, f"episode has {lengths[row]} steps, the manifest says {expected_lengths[row]}")
-    obs, act = spec.observation, spec.action
-    texts: StepBytes | None = None
-    observations: np.ndarray | StepBytes
-    if spec.suite == "atari":
-        images = pc.list_flatten(table.column("image_observations"))
-        frames = pc.struct_field(images, "bytes")
-        observations = StepBytes(frames)
-        for step, png in enumerate(frames.to_pylist()):
-            # PNG header: signature, IHDR width/height, bit depth 8, colour type 6 (RGBA = 4 frames)
-            if (
-                png is None
-                or png[:8] != PNG_SIGNATURE
-                or int.from_bytes(png[16:20], "big") != obs.shape[1]
-                or int.from_bytes(png[20:24], "big") != obs.shape[0]
-                or png[24] != 8
-                or png[25] != 6
-            ):
-                raise _RowError(
-                    _row_of_step(step, lengths), "image is not an 84x84 4-channel (RGBA) PNG frame stack"
-                )
-    elif spec.suite == "babyai":
-        values = _check_inner(
-            table.column("discrete_observations"), "discrete_observations", obs.dim, lengths
-        ).to_numpy()
-        _check_values(values, "discrete_observations", obs.low, obs.high, lengths, obs.dim)
-        observations = values.reshape(-1, obs.dim)
-        missions = pc.list_flatten(table.column("text_observations"))
-        if missions.null_count or (pc.utf8_length(missions).to_numpy() == 0).any():
-            raise _RowError(0, "text_observations holds an empty mission")
-        texts = StepBytes(missions)
-    else:
-        values = _check_inner(
-            table.column("continuous_observations"), "continuous_observations", obs.dim, lengths
-        ).to_numpy()
-        _check_values(values, "continuous_observations", -np.inf, np.inf, lengths, obs.dim)
-        observations = values.reshape(-1, obs.dim)
+        raise RowError(row, f"episode has {lengths[row]} steps, the manifest says {expected_lengths[row]}")
+    act = spec.action
+    observed = get_suite(spec.suite).layout.check_observations(table, spec, lengths)
     if act.type == "discrete":
         actions = pc.list_flatten(table.column("discrete_actions")).to_numpy()
-        _check_values(actions, "discrete_actions", 0, act.n - 1, lengths, 1)
+        check_values(actions, "discrete_actions", 0, act.n - 1, lengths, 1)
     else:
-        values = _check_inner(table.column("continuous_actions"), "continuous_actions", act.dim, lengths)
+        values = check_inner(table.column("continuous_actions"), "continuous_actions", act.dim, lengths)
         actions = values.to_numpy().reshape(-1, act.dim)
-        _check_values(actions.reshape(-1), "continuous_actions", act.low, act.high, lengths, act.dim)
+        check_values(actions.reshape(-1), "continuous_actions", act.low, act.high, lengths, act.dim)
     rewards = pc.list_flatten(table.column("rewards")).to_numpy()
-    _check_values(rewards, "rewards", -np.inf, np.inf, lengths, 1)
-    return StoredSteps(lengths, observations, texts, actions, rewards)
+    check_values(rewards, "rewards", -np.inf, np.inf, lengths, 1)
+    return StoredSteps(lengths, observed.observations, observed.texts, actions, rewards)
 
 
 def _check_schema(schema: pa.Schema, domain: str) -> str | None:
-    expected = arrow_schema(domain)
+    expected = get_suite(domain).layout.arrow_schema
     if schema.names != expected.names:
         return f"columns {schema.names} differ from JAT's {expected.names}"
     for name in expected.names:
@@ -290,7 +214,7 @@ def validate_config(location: Location, config: str) -> ConfigReport:
             continue
         try:
             steps = _check_table(table, spec, [e.length for e in shard.episodes])
-        except _RowError as exc:
+        except RowError as exc:
             episode = shard.episodes[exc.row].episode_id
             report.errors.append(f"{where} row {exc.row} (episode {episode}): {exc}")
         else:

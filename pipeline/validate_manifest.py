@@ -15,29 +15,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
+from pipeline.columns import EPS32, StepBytes
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest
 from pipeline.plan import FILTER_REASON, PlannedEpisode, RunPlan, plan_episodes
 from pipeline.schema import SPLITS
 from pipeline.shards import ShardRecord
-
-EPS32 = float(np.finfo(np.float32).eps)
-
-
-class StepBytes:
-    """One binary column's values (PNG frames, mission texts), step after step, without copies:
-    a row's steps are one contiguous slice of the column's data buffer."""
-
-    def __init__(self, column: pa.ChunkedArray) -> None:
-        array = column.combine_chunks()
-        _, offsets, data = array.buffers()
-        self.offsets = np.frombuffer(offsets, dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-        self.data = memoryview(data) if data is not None else memoryview(b"")
-
-    def steps(self, first: int, end: int) -> memoryview:
-        return self.data[self.offsets[first] : self.offsets[end]]
+from pipeline.suites import get_suite
 
 
 @dataclass(frozen=True)
@@ -103,9 +88,10 @@ def check_rows(where: str, shard: ShardRecord, steps: StoredSteps, suite: str) -
     sums = np.add.reduceat(rewards, starts)
     tolerance = return_tolerance(steps.lengths, np.add.reduceat(np.abs(rewards), starts))
     digests = episode_digests(steps)
-    # BabyAI succeeds exactly when the goal is reached, the only step with a positive reward
-    # (`envs.step_success`); other suites' success comes from env info that is not stored.
-    success = np.add.reduceat(steps.rewards > 0, starts) > 0 if suite == "babyai" else None
+    # Where success is exactly a positive reward (BabyAI's goal, `Suite.success_from_rewards`), the
+    # stored rows prove it; other suites' success comes from env info that is not stored.
+    by_rewards = get_suite(suite).success_from_rewards
+    success = np.add.reduceat(steps.rewards > 0, starts) > 0 if by_rewards else None
     errors = []
     for row, record in enumerate(shard.episodes):
         at = f"{where} row {row} (episode {record.episode_id})"

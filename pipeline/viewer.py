@@ -34,7 +34,8 @@ import numpy as np
 from pipeline.configs.browse import ViewConfig
 from pipeline.dataset import DatasetConfig, EpisodeData, open_dataset
 from pipeline.errors import PipelineError
-from pipeline.render import CLIP_MUJOCO_SIZE, DEFAULT_FPS, draw_episodes
+from pipeline.render import CLIP_MUJOCO_SIZE, draw_episodes
+from pipeline.suites import get_suite
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -275,7 +276,7 @@ def render_page(config: DatasetConfig, episode: EpisodeData, max_frames: int) ->
         mission = f'<div class="mission">mission: <b id="mission">{text}</b></div>'
     success = "-" if episode.success is None else ("yes" if episode.success else "no")
     drawn = min(episode.length, max_frames)
-    fps = DEFAULT_FPS[config.spec.suite]
+    fps = get_suite(config.spec.suite).fps
     title = f"{config.name} episode {episode.episode_id}"
     return _PAGE.format(
         title=html.escape(title),

@@ -1,4 +1,4 @@
-"""`atari_semantics: envpool` (pipeline/atari_envpool.py): what JAT's Sample Factory experts saw.
+"""`atari_semantics: envpool` (pipeline/suites/atari_envpool.py): what JAT's Sample Factory experts saw.
 
 Against envpool itself where it is importable (pixel for pixel, rewards, game over, truncation),
 against the documented algorithm computed directly on a second ALE everywhere, and through the

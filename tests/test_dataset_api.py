@@ -19,8 +19,8 @@ from test_s3 import s3_server  # noqa: F401 (the moto S3 server fixture)
 from pipeline.dataset import CACHED_ROW_GROUPS, open_dataset
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
-from pipeline.schema import step_columns
 from pipeline.storage import open_location
+from pipeline.suites import get_suite
 
 
 def _stored_rows(dataset: Path, config: str) -> dict[int, dict]:
@@ -83,7 +83,9 @@ def test_episodes_come_with_their_manifest_metadata_and_stored_steps(sample_data
                 record.length,
             )
             assert (episode.episode_return, episode.success) == (record.episode_return, record.success)
-            assert list(episode.columns) == step_columns(config.spec.suite)  # JAT's columns, in order
+            assert (
+                list(episode.columns) == get_suite(config.spec.suite).layout.columns
+            )  # JAT's columns, in order
             for column, value in episode.columns.items():
                 assert _as_stored(column, value) == truth["row"][column], (name, episode.episode_id, column)
             assert episode.rewards.dtype == np.float32 and len(episode.rewards) == episode.length

@@ -9,8 +9,9 @@ import pytest
 
 from pipeline.envs import make_env
 from pipeline.episodes import EpisodeRun, play
-from pipeline.policies import BabyAIBotPolicy, EpisodeFailed
+from pipeline.policies import EpisodeFailed
 from pipeline.registry import get_task
+from pipeline.suites.babyai import BabyAIBotPolicy
 
 PENDULUM = get_task("mujoco-pendulum")  # InvertedPendulum-v5: falls within ~20 steps without control
 PICKUP = get_task("babyai-pickup")  # never solved by "done" (action 6): it only ends at the time limit

@@ -13,8 +13,8 @@ from experts.training import ExpertPlan, train_expert
 from pipeline.configs.experts import EvaluateExpertsConfig
 from pipeline.errors import PipelineError
 from pipeline.evaluate_experts import evaluate_experts
-from pipeline.policies import BabyAIBotPolicy
 from pipeline.registry import get_task
+from pipeline.suites.babyai import BabyAIBotPolicy
 
 GOTO = get_task("babyai-go-to")
 

@@ -30,7 +30,8 @@ import yaml
 from pipeline.cli import build_parser
 from pipeline.cli.options import config_from
 from pipeline.errors import PipelineError
-from pipeline.registry import SUITES, get_task, resolve_tasks, suite_tasks
+from pipeline.registry import get_task, resolve_tasks, suite_tasks
+from pipeline.suites import suite_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -193,7 +194,7 @@ def _registry_problems(example: Example, args) -> list[str]:
         get_task(name.partition(":")[0])
     if args.subcommand == "evaluate":
         for name in args.tasks:  # task configs and/or whole suites
-            if name in SUITES:
+            if name in suite_names():
                 suite_tasks(name)
             else:
                 get_task(name)
@@ -435,7 +436,7 @@ def test_build_runs_the_stages_in_order_on_each_others_output() -> None:
     assert gpu_groups, "the train-experts cluster has no GPU group"
     experts = {a.out for a in trains}
     assert {a.experts_dir for a in rollouts if a.experts_dir} <= experts
-    assert {a.suite for a in rollouts} == set(SUITES), "the build leaves a suite out"
+    assert {a.suite for a in rollouts} == set(suite_names()), "the build leaves a suite out"
     (dataset,) = {a.out for a in rollouts}
     for stage in ("validate", "publish"):
         assert [parse(list(a)).data_dir for a in _stage_commands(stage)] == [dataset], stage

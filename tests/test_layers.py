@@ -16,9 +16,9 @@ CORE = {
     "pipeline.faults",
     "pipeline.noise",
     "pipeline.schema",
+    "pipeline.columns",
     "pipeline.registry",
     "pipeline.envs",
-    "pipeline.atari_envpool",
     "pipeline.storage",
     "pipeline.policies",
     "pipeline.episodes",
@@ -29,13 +29,14 @@ CORE = {
     "pipeline.executor",
 }
 """Errors, schema and paths, registry, envs, storage, the `Policy` interface, plans and manifests,
-the executor that owns Ray, and the stages' configs (`pipeline.configs.*`, the typed interface the
+the executor that owns Ray, the suites (`pipeline.suites.*`: everything that differs between
+suites), and the stages' configs (`pipeline.configs.*`, the typed interface the
 CLI and the Python API share): what every stage and the expert backends stand on."""
 LAYERS = ("core", "experts", "stages", "cli")
 
 
 def layer(module: str) -> str:
-    if module in CORE or module == "pipeline" or module.startswith("pipeline.configs"):
+    if module in CORE or module == "pipeline" or module.startswith(("pipeline.configs", "pipeline.suites")):
         return "core"
     if module == "experts" or module.startswith("experts."):
         return "experts"

@@ -8,17 +8,12 @@ import pytest
 from pipeline.envs import make_env
 from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
-from pipeline.policies import (
-    POLICY_KINDS,
-    BabyAIBotPolicy,
-    EpisodeFailed,
-    MetaWorldScriptedPolicy,
-    PolicyTimeout,
-    RandomPolicy,
-    scripted_available,
-)
+from pipeline.policies import POLICY_KINDS, EpisodeFailed, PolicyTimeout, RandomPolicy
+from pipeline.policy_factory import scripted_available
 from pipeline.registry import get_task
 from pipeline.sections import RolloutSection
+from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.suites.metaworld import MetaWorldScriptedPolicy
 
 OPEN = get_task("babyai-open")  # the bot's first replan pushes subgoals on every seed used here
 GOTO = get_task("babyai-go-to")

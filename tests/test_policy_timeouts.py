@@ -23,12 +23,14 @@ import pytest
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode, episode_seed
-from pipeline.policies import BabyAIBotPolicy, PolicyTimeout
+from pipeline.policies import PolicyTimeout
 from pipeline.policy_factory import make_policy
 from pipeline.recorder import record_batched, record_episode
-from pipeline.registry import SUITES, get_task, suite_tasks
+from pipeline.registry import get_task, suite_tasks
 from pipeline.sections import RolloutSection, read_section
 from pipeline.shards import Episode
+from pipeline.suites import suite_names
+from pipeline.suites.babyai import BabyAIBotPolicy
 
 # config -> {episode id: the step whose replan runs away}, for `--seed 0`.
 RUNAWAYS = {"babyai-unlock-to-unlock": {0: 2, 5: 2, 6: 2, 7: 2, 8: 2}, "babyai-unlock": {6: 125}}
@@ -199,7 +201,7 @@ def test_lockstep_recording_drops_episodes_past_their_limit():
 
 
 def test_every_suite_declares_an_episode_limit_and_unknown_rollout_keys_are_refused():
-    for suite in SUITES:
+    for suite in suite_names():
         assert suite_tasks(suite)[0].rollout.episode_timeout_s > 0
     with pytest.raises(PipelineError, match=r"unknown key\(s\) \['episode_timout_s'\]"):
         read_section(RolloutSection, {"episode_timout_s": 60}, "env_configs/babyai.yaml defaults rollout")

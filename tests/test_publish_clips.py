@@ -19,7 +19,8 @@ from PIL import Image
 from pipeline.configs.release_hub import PublishExpertsConfig
 from pipeline.plots import EPISODE_CLIP
 from pipeline.publish import PublishConfig, publish
-from pipeline.render import CLIP_FRAMES, CLIP_GL_FRAMES, CLIP_MUJOCO_SIZE, GL_SUITES
+from pipeline.render import CLIP_FRAMES, CLIP_GL_FRAMES, CLIP_MUJOCO_SIZE
+from pipeline.suites import get_suite
 
 OSMESA = ctypes.util.find_library("OSMesa")
 NO_GL_CONFIGS = ("babyai-go-to", "mujoco-hopper", "metaworld-reach")
@@ -46,7 +47,7 @@ def test_each_config_gets_a_clip_on_the_card_and_a_republish_uploads_nothing(dat
     for config in configs:
         path = EPISODE_CLIP.format(config=config)
         clips[config] = (folder / path).read_bytes()
-        cap = CLIP_GL_FRAMES if config.split("-")[0] in GL_SUITES else CLIP_FRAMES
+        cap = CLIP_GL_FRAMES if get_suite(config.split("-")[0]).needs_gl else CLIP_FRAMES
         with Image.open(folder / path) as gif:
             assert gif.n_frames == min(_first_length(dataset_copy, config), cap) > 1
             if config == "mujoco-hopper":

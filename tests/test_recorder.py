@@ -9,9 +9,11 @@ from PIL import Image
 
 from pipeline.envs import make_env
 from pipeline.plan import PlannedEpisode
-from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, RandomPolicy
+from pipeline.policies import RandomPolicy
 from pipeline.recorder import can_batch, record_batched, record_episode
 from pipeline.registry import get_task
+from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.suites.metaworld import MetaWorldScriptedPolicy
 
 GOTO = get_task("babyai-go-to")
 PICKUP = get_task("babyai-pickup")

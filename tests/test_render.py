@@ -17,16 +17,10 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.configs.release import RenderConfig
-from pipeline.render import (
-    ATARI_SCALE,
-    BABYAI_TILE,
-    CAPTION_PX,
-    MISSION_FONT_PX,
-    MISSION_LINES,
-    MUJOCO_SIZE,
-    run_render,
-    with_text_above,
-)
+from pipeline.render import CAPTION_PX, MUJOCO_SIZE, run_render
+from pipeline.suites.atari import SCALE as ATARI_SCALE
+from pipeline.suites.babyai import TILE as BABYAI_TILE
+from pipeline.suites.drawing import MISSION_FONT_PX, MISSION_LINES, with_text_above
 
 OSMESA = ctypes.util.find_library("OSMesa")
 

@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from pipeline.schema import FEATURES, arrow_schema
-from pipeline.shards import Episode, ShardWriter, encode_frame
+from pipeline.columns import encode_frame
+from pipeline.schema import LAYOUT_FEATURES, arrow_schema
+from pipeline.shards import Episode, ShardWriter
 from pipeline.storage import open_location
+from pipeline.suites import get_suite
 
 
 def _episode(domain: str, rng: np.random.Generator, length: int) -> Episode:
@@ -40,7 +42,7 @@ def test_round_trip(domain, tmp_path):
     writer.add(episode)
     record = writer.close()
     ds = load_dataset("parquet", data_files=str(tmp_path / record.path), split="train")
-    assert ds.features == FEATURES[domain]
+    assert ds.features == get_suite(domain).layout.features
     row = ds[0]
     np.testing.assert_array_equal(
         np.asarray(row["rewards"], np.float32), np.asarray(episode.rewards, np.float32)
@@ -74,8 +76,8 @@ def test_frame_stack_order_is_preserved(tmp_path):
 
 
 def test_arrow_schema_derives_from_features_in_sequence_spelling():
-    for domain, features in FEATURES.items():
-        schema = arrow_schema(domain)
+    for features in LAYOUT_FEATURES.values():
+        schema = arrow_schema(features)
         assert schema.names == list(features)
         assert schema.remove_metadata() == features.arrow_schema.remove_metadata()
         meta = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
@@ -89,5 +91,5 @@ def test_written_files_carry_the_schema(tmp_path):
     writer.add(_episode("babyai", np.random.default_rng(1), 3))
     record = writer.close()
     schema = pq.read_schema(tmp_path / record.path)
-    assert schema.equals(arrow_schema("babyai"))
-    assert schema.metadata == arrow_schema("babyai").metadata
+    assert schema.equals(get_suite("babyai").layout.arrow_schema)
+    assert schema.metadata == get_suite("babyai").layout.arrow_schema.metadata

@@ -10,7 +10,6 @@ from pipeline.configs import megabytes, option, positive
 from pipeline.errors import PipelineError
 from pipeline.executor import PLACEMENT_TIMEOUT_S
 
-Suite = Literal["atari", "babyai", "metaworld", "mujoco"]
 DEFAULT_MAX_SHARD_MB = 256
 DEFAULT_MAX_SHARD_BYTES = DEFAULT_MAX_SHARD_MB * 1024 * 1024
 DEFAULT_BOOTSTRAP_REPS = 2000
@@ -24,8 +23,8 @@ class TasksConfig:
     reference scores of JAT's experts and of a random policy.
     """
 
-    suite: Suite | None = None
-    """Only this suite."""
+    suite: str | None = None
+    """Only this suite (one per env_configs/*.yaml: `pipeline tasks` lists them)."""
     json: bool = False
     """Machine-readable output (a JSON list on stdout)."""
 

@@ -40,7 +40,7 @@ class TrainExpertsConfig:
     out: str = option(metavar="EXPERTS_DIR")
     """EXPERTS_DIR: a local folder or a `pyarrow.fs` URI; each expert goes to EXPERTS_DIR/<config>/."""
     suite: str | None = None
-    """Suite to train (atari, babyai, metaworld, mujoco): all its tasks unless --tasks is given."""
+    """Suite to train (`pipeline tasks` lists them): all its tasks unless --tasks is given."""
     tasks: tuple[str, ...] = ()
     """Comma-separated task names, short within the suite or full configs like mujoco-hopper."""
     backend: str | None = None
@@ -174,7 +174,8 @@ class ImportExpertsConfig:
     out: str = option(metavar="EXPERTS_DIR")
     """EXPERTS_DIR: a local folder or a `pyarrow.fs` URI; each expert goes to EXPERTS_DIR/<config>/."""
     suite: str | None = None
-    """Suite to import (atari, metaworld, mujoco): all its tasks unless --tasks is given."""
+    """Suite to import (one with released experts: atari, metaworld, mujoco): all its tasks unless
+    --tasks is given."""
     tasks: tuple[str, ...] = ()
     """Comma-separated task names, short within the suite or full configs like mujoco-hopper."""
     source: str = "jat"

@@ -76,7 +76,7 @@ class TrainModelConfig:
     grad_clip: float = 1.0
     """Gradient-norm clip."""
     context_steps: int = option(256, flag="--context")
-    """Context in steps for BabyAI, Meta-World and MuJoCo (JAT: 256)."""
+    """Context in steps for every suite but Atari (JAT: 256)."""
     atari_context_steps: int = option(32, flag="--atari-context")
     """Context in steps for Atari (JAT: 32)."""
     observation_loss_coef: float = 0.005

@@ -14,10 +14,15 @@ from huggingface_hub.dataclasses import strict
 from transformers import GPTNeoConfig
 
 from pipeline.errors import PipelineError
+from pipeline.suites import get_suite, suite_names
 
-# Per-suite context in steps (one step = one observation token + one action token), JAT's values:
-# its eval used 32 steps for Atari and 256 elsewhere, and it trained Atari on 64-token windows.
-DEFAULT_CONTEXT_STEPS = {"atari": 32, "babyai": 256, "metaworld": 256, "mujoco": 256}
+
+def default_context_steps() -> dict[str, int]:
+    """Per-suite context in steps (one step = one observation token + one action token), JAT's values
+    (`Suite.context_steps`): its eval used 32 steps for Atari and 256 elsewhere, and it trained Atari
+    on 64-token windows."""
+    return {name: get_suite(name).context_steps for name in suite_names()}
+
 
 # "words": our word-level mission tokenizer; "gpt2": JAT's GPT-2 text path (converted checkpoints).
 TEXT_ENCODINGS = ("words", "gpt2")
@@ -89,7 +94,7 @@ class JatConfig(GPTNeoConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.context_steps is None:
-            self.context_steps = dict(DEFAULT_CONTEXT_STEPS)
+            self.context_steps = default_context_steps()
         super().__post_init__(**kwargs)
 
     def validate_architecture(self) -> None:
@@ -123,7 +128,7 @@ def make_config(
     """A fresh config for a size preset; positions are sized to the longest context."""
     if size not in SIZES:
         raise PipelineError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
-    contexts = {**DEFAULT_CONTEXT_STEPS, **(context_steps or {})}
+    contexts = {**default_context_steps(), **(context_steps or {})}
     if any(not isinstance(v, int) or v < 1 for v in contexts.values()):
         raise PipelineError(f"context lengths must be positive step counts, got {contexts}")
     preset = SIZES[size]

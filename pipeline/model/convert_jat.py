@@ -33,14 +33,15 @@ from pipeline.model.checkpoints import save_model
 from pipeline.model.configuration import JatConfig
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
+from pipeline.suites import get_suite, suite_names
 
 log = logging.getLogger(__name__)
 
 JAT_TEXT_TOKENS = 64  # JatProcessor pads every mission to 64 GPT-2 ids
 JAT_IMAGE = (84, 4)  # JAT's ImageEncoder is written for 84x84 frame stacks of 4
 # JAT's eval_jat.py kept a KV cache of 32 tokens for Atari and 256 elsewhere (context_window counts
-# tokens, two per step): the context, in steps, the released agent was scored with.
-JAT_EVAL_CONTEXT_STEPS = {"atari": 16, "babyai": 128, "metaworld": 128, "mujoco": 128}
+# tokens, two per step): the context, in steps, the released agent was scored with, is each suite's
+# `Suite.jat_eval_context_steps`.
 # transformer.wte is shared by JAT's discrete encoders: a checkpoint may hold any of these names.
 SHARED_EMBEDDING = (
     "transformer.wte.weight",
@@ -208,7 +209,7 @@ def shared_embedding(jat: dict[str, Tensor]) -> Tensor:
 def converted_config(jat: dict[str, Any]) -> JatConfig:
     """Our config computing what the JAT config's model computes."""
     hidden, positions, vocab = jat["hidden_size"], jat["max_position_embeddings"], jat["vocab_size"]
-    contexts = {suite: min(steps, positions // 2) for suite, steps in JAT_EVAL_CONTEXT_STEPS.items()}
+    contexts = {name: min(get_suite(name).jat_eval_context_steps, positions // 2) for name in suite_names()}
     backbone = {
         key: jat[key]
         for key in (

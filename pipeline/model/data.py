@@ -38,8 +38,9 @@ from pipeline.errors import PipelineError
 from pipeline.hub_models import dataset_snapshot
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import FEATURES, SHARD_GLOB
+from pipeline.schema import SHARD_GLOB
 from pipeline.storage import open_location
+from pipeline.suites import get_suite
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +367,7 @@ def _open_split(files: DatasetFiles, config: str, split: str) -> ShardSplit | No
     if paths is None:
         return None
     source = ShardSplit(files.location.fs, paths)
-    missing = set(FEATURES[spec.suite]) - set(source.column_names)
+    missing = set(get_suite(spec.suite).layout.columns) - set(source.column_names)
     if paths and missing:
         raise PipelineError(
             f"{files.data} config {config} lacks columns {sorted(missing)}: is it a JAT-format dataset?"

@@ -46,7 +46,8 @@ from pipeline.model.modeling import JatModel
 from pipeline.model.reporting import plot_scores, write_csv, write_json
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.plan import episode_seed
-from pipeline.registry import SUITES, TaskSpec, get_task, suite_tasks
+from pipeline.registry import TaskSpec, get_task, suite_tasks
+from pipeline.suites import get_suite, suite_names
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def episode_stats(spec: TaskSpec, outcomes: list[EpisodeOutcome]) -> EpisodeStat
         if o.success is not None:
             stats.successes.append(o.success)
     stats.normalised = normalised(spec.scores, stats.returns)
-    if spec.suite == "atari":
+    if get_suite(spec.suite).human_scores:
         stats.human_normalised = human_normalised(spec.scores, stats.returns)
     return stats
 
@@ -243,7 +244,7 @@ def episode_stats(spec: TaskSpec, outcomes: list[EpisodeOutcome]) -> EpisodeStat
 def resolve_eval_tasks(names: tuple[str, ...]) -> list[TaskSpec]:
     specs: list[TaskSpec] = []
     for name in names:
-        for spec in suite_tasks(name) if name in SUITES else [get_task(name)]:
+        for spec in suite_tasks(name) if name in suite_names() else [get_task(name)]:
             if spec not in specs:
                 specs.append(spec)
     return specs
@@ -367,9 +368,10 @@ def _task_result(spec: TaskSpec, outcomes: dict[tuple[str, str, int], EpisodeOut
 
 def _aggregates(results: list[TaskResult], reps: int, seed: int) -> list[Aggregate]:
     found = []
-    for suite in SUITES:
+    for suite in suite_names():
         in_suite = [r for r in results if r.suite == suite]
-        kinds = [("expert", "normalised")] + ([("human", "human_normalised")] if suite == "atari" else [])
+        human = [("human", "human_normalised")] if get_suite(suite).human_scores else []
+        kinds = [("expert", "normalised"), *human]
         for kind, attr in kinds:
             scores = {
                 r.config: getattr(r.model, attr) for r in in_suite if getattr(r.model, attr) is not None

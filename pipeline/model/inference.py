@@ -22,24 +22,14 @@ from pipeline.model.devices import autocast
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec
+from pipeline.suites import get_suite
 
 
 def observation_inputs(
     spec: TaskSpec, observation: Any, tokenizer: MissionTokenizer | None
 ) -> dict[str, Tensor]:
     """One env observation (as `pipeline.envs.make_env` returns it) -> model inputs of shape (1, 1, …)."""
-    if spec.observation.type == "image":
-        frames = torch.from_numpy(np.array(observation, dtype=np.uint8))
-        return {"image_observations": frames[None, None]}
-    if spec.suite == "babyai":
-        ints = torch.tensor(np.asarray(observation["discrete_observations"], dtype=np.int64))
-        inputs = {"discrete_observations": ints[None, None]}
-        if tokenizer is not None:
-            ids = tokenizer.encode_one(observation["text_observations"])
-            inputs["text_observations"] = torch.from_numpy(ids)[None, None]
-        return inputs
-    vector = torch.tensor(np.asarray(observation, dtype=np.float32))
-    return {"continuous_observations": vector[None, None]}
+    return get_suite(spec.suite).layout.model_inputs(observation, tokenizer)
 
 
 class IncrementalDecoder:

@@ -56,6 +56,7 @@ from pipeline.model.steps import (
 )
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec, get_task
+from pipeline.suites import get_suite, suite_names
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,13 @@ def _fresh_model(
     """A new tokenizer (trained on the BabyAI missions in the data) and a freshly initialised model."""
     torch.manual_seed(config.seed)
     missions = {
-        m for s in specs if s.suite == "babyai" for m in EpisodeTable(tables[s.config][0], s, None).missions()
+        m
+        for s in specs
+        if get_suite(s.suite).layout.text
+        for m in EpisodeTable(tables[s.config][0], s, None).missions()
     }
     tokenizer = MissionTokenizer.train(sorted(missions))
-    contexts = {suite: config.context_steps for suite in ("babyai", "metaworld", "mujoco")}
-    contexts["atari"] = config.atari_context_steps
+    contexts = {name: getattr(config, get_suite(name).context_option) for name in suite_names()}
     model_config = make_config(
         config.size,
         text_vocab_size=tokenizer.vocab_size,

@@ -18,8 +18,9 @@ from experts.candidates import (
 from experts.evaluation import EvalResult, eval_seeds, evaluate, gate
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import MetaWorldScriptedPolicy, RandomPolicy
+from pipeline.policies import RandomPolicy
 from pipeline.registry import get_task
+from pipeline.suites.metaworld import MetaWorldScriptedPolicy
 
 REACH = get_task("metaworld-reach")
 

@@ -19,8 +19,9 @@ from experts.evaluation import (
 from experts.metadata import ExpertMetadata, ExpertStatus
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import BabyAIBotPolicy, RandomPolicy
+from pipeline.policies import RandomPolicy
 from pipeline.registry import get_task
+from pipeline.suites.babyai import BabyAIBotPolicy
 
 PENDULUM = get_task("mujoco-pendulum")
 OPEN = get_task("babyai-open")

@@ -12,9 +12,11 @@ from experts.store import ExpertStore
 from experts.training import train_expert
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import BabyAIBotPolicy, MetaWorldScriptedPolicy, RandomPolicy
+from pipeline.policies import RandomPolicy
 from pipeline.policy_factory import check_policy, make_policy
 from pipeline.registry import get_task
+from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.suites.metaworld import MetaWorldScriptedPolicy
 
 REACH = get_task("metaworld-reach")
 GOTO = get_task("babyai-go-to")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.model.configuration import DEFAULT_CONTEXT_STEPS, SIZES, JatConfig, check_task_fits, make_config
+from pipeline.model.configuration import SIZES, JatConfig, check_task_fits, default_context_steps, make_config
 from pipeline.registry import get_task
 
 
@@ -19,7 +19,7 @@ def test_a_preset_sets_its_backbone_and_positions_for_the_longest_context(size):
         preset["num_heads"],
     )
     assert config.attention_layers == ["global", "local"] * (preset["num_layers"] // 2)
-    assert config.context_steps == DEFAULT_CONTEXT_STEPS and config.max_position_embeddings == 512
+    assert config.context_steps == default_context_steps() and config.max_position_embeddings == 512
     assert (config.size_name, config.text_vocab_size, config.discrete_embed_dim) == (
         size,
         40,
