@@ -28,7 +28,7 @@ from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, qualit
 from pipeline.registry import get_task
 from pipeline.stats import episode_stats
 from pipeline.stats_types import STATS_PATH, ConfigStats
-from pipeline.storage import Location
+from pipeline.storage import Location, is_uri
 from pipeline.suites import get_suite, suite_names
 
 TEMPLATES_PACKAGE = "dataset_card"
@@ -203,7 +203,7 @@ def render_from_stats(
 
     A local folder's card names it by its own name, relative (`load_dataset("release", ...)` run
     beside it): the absolute path of the machine that wrote it means nothing once it is copied."""
-    if not hub and "://" not in name:
+    if not hub and not is_uri(name):
         name = os.path.basename(os.path.normpath(name)) or name
     if not configs:
         raise PipelineError("a dataset card needs at least one config")

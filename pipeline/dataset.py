@@ -44,7 +44,7 @@ from pipeline.manifest import DatasetInfo, Manifest, dataset_configs, read_info,
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import INFO_PATH, MANIFEST_PATH
 from pipeline.shards import EpisodeRecord
-from pipeline.storage import Location, open_location
+from pipeline.storage import Location, is_uri, open_location
 from pipeline.suites import get_suite
 
 __all__ = ["Dataset", "DatasetConfig", "EpisodeData", "EpisodeInfo", "open_dataset"]
@@ -370,7 +370,7 @@ def open_dataset(source: str, revision: str | None = None) -> Dataset:
     them), or a Hub dataset repo `ORG/NAME` when no such folder exists (`revision`: a branch, tag such
     as `jat-format-v1`, or commit; default main). A Hub repo's card, info and manifests are fetched
     now, its shards when a config's steps are first read."""
-    if "://" in source:
+    if is_uri(source):
         location = open_location(source)
         if location.fs.get_file_info(location.root).type == pafs.FileType.NotFound:
             raise PipelineError(f"{source} does not exist: check the bucket and prefix")

@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline import faults, noise
 from pipeline.errors import PipelineError
+from pipeline.storage import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def require_shared_storage(
     address = address or os.environ.get("RAY_ADDRESS")
     if workers > 0 and address:
         check_ray_address(address)  # before anything is written, also for s3:// outputs
-    local = {flag: path for flag, path in paths.items() if path and "://" not in path}
+    local = {flag: path for flag, path in paths.items() if path and not is_uri(path)}
     if workers <= 0 or shared_fs or not local or not address:
         return
     ray = init_ray(address, workers)

@@ -71,16 +71,9 @@ class DataParallelRequest:
     cpus_per_worker: float = 1.0
 
 
-def _storage(uri: str) -> Location:
-    if "://" in uri:
-        return open_location(uri)
-    path = os.path.abspath(os.path.expanduser(uri))
-    return Location(pafs.LocalFileSystem(), path, path)
-
-
 def has_checkpoint(uri: str) -> bool:
     """Whether `uri` holds a Ray Train run with at least one checkpoint."""
-    location = _storage(uri)
+    location = open_location(uri)
     return any(
         i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") for i in location.list("")
     )
@@ -88,7 +81,7 @@ def has_checkpoint(uri: str) -> bool:
 
 def prepare_storage(request: DataParallelRequest) -> Location:
     """Refuse before any work what the storage cannot do: resume nothing, overwrite silently."""
-    location = _storage(request.storage)
+    location = open_location(request.storage)
     require_shared_storage({"--storage": request.storage}, None, request.num_workers, shared_fs=False)
     found = has_checkpoint(request.storage)
     if request.resume and not found:  # a job retried on a new cluster runs the same command

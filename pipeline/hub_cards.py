@@ -17,6 +17,7 @@ import yaml
 from experts.metadata import ExpertMetadata
 from pipeline.card import LICENSE, card_environment
 from pipeline.registry import get_task
+from pipeline.storage import is_uri
 
 LIBRARY = "jat-pipeline"
 
@@ -173,7 +174,7 @@ def render_model_card(
     data = settings.get("data")
     if (
         isinstance(data, str)
-        and "://" not in data
+        and not is_uri(data)
         and data.count("/") == 1
         and not data.startswith((".", "/"))
     ):

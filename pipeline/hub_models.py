@@ -194,10 +194,6 @@ def dataset_snapshot(repo_id: str, patterns: list[str], revision: str | None = N
         raise PipelineError(f"cannot load {repo_id} from the Hub: {' '.join(str(exc).split())}") from None
 
 
-def is_hub_experts(uri: str | None) -> bool:
-    return bool(uri) and uri.startswith(HF_SCHEME)  # type: ignore[union-attr]
-
-
 def hub_cache_dir(*parts: str) -> str:
     """A folder under HF_HOME for files jat-pipeline downloads from the Hub."""
     home = os.environ.get("HF_HOME") or constants.HF_HOME

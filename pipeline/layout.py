@@ -17,7 +17,7 @@ from pipeline.card import render_card
 from pipeline.errors import PipelineError
 from pipeline.manifest import dataset_configs, read_manifest
 from pipeline.schema import DATA_DIR, MANIFEST_PATH
-from pipeline.storage import Location, open_location
+from pipeline.storage import Location, is_uri, open_location
 
 
 def write_readme(location: Location) -> None:
@@ -36,7 +36,7 @@ def load_config(uri: str, config: str, split: str | None = None):
     """
     from datasets import load_dataset
 
-    if "://" not in uri:
+    if not is_uri(uri):
         return load_dataset(uri, config, split=split)
     local = mirror_config(open_location(uri), config)
     return load_dataset(str(local), config, split=split)

@@ -33,6 +33,7 @@ from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.integrity import check_files, unfinished_configs
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs
 from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
+from pipeline.progress import Bars
 from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target
 from pipeline.quality import QualityRow, quality_row
 from pipeline.render import ClipMaker
@@ -271,7 +272,16 @@ def _upload(
             target.name,
             summary.unchanged_files,
         )
-    display = _Display(total, config.progress and bool(commits))
+    display = Bars(
+        config.progress and bool(commits),
+        lambda rp: (
+            rp.TextColumn("{task.description:<48.48}"),
+            rp.BarColumn(),
+            rp.DownloadColumn(),
+            rp.TransferSpeedColumn(),
+        ),
+    )
+    display.add("publish", total, description="publishing")
     started = time.monotonic()
     try:
         for i, commit in enumerate(commits, 1):
@@ -285,7 +295,8 @@ def _upload(
             summary.uploaded_files += len(commit.files)
             summary.uploaded_bytes += commit.nbytes
             summary.deleted_files += len(commit.deletions)
-            display.advance(commit.nbytes, message if summary.hub else "write " + ", ".join(commit.labels))
+            done = message if summary.hub else "write " + ", ".join(commit.labels)
+            display.update("publish", advance=commit.nbytes, description=done)
     finally:
         summary.upload_seconds = time.monotonic() - started
         display.close()
@@ -347,27 +358,3 @@ def publish(config: PublishConfig) -> PublishSummary:
     else:
         log.debug("wrote %s to %s", ", ".join(names), target.name)  # the CLI says what was written
     return summary
-
-
-class _Display:
-    """A rich progress bar over the bytes to upload, advanced commit by commit."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description:<48.48}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()
-        )
-        self.task = self.progress.add_task("publishing", total=total)
-        self.progress.start()
-
-    def advance(self, nbytes: int, message: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=nbytes, description=message)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

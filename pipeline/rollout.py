@@ -24,6 +24,7 @@ from pipeline.layout import write_readme
 from pipeline.manifest import read_info, read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, RunPlan, WorkUnit
 from pipeline.policy_factory import check_policy, history_snapshots
+from pipeline.progress import Bars
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
 from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun
@@ -299,42 +300,30 @@ def _summary(location: Location, runs: dict[str, ConfigRun], seconds: float) -> 
 
 
 class _Display:
-    """A rich progress bar per config: episodes, steps and steps/s."""
+    """A progress bar per config: episodes, steps and steps/s."""
 
     def __init__(self, runs: dict[str, ConfigRun], enabled: bool) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description:<28}"),
-            BarColumn(),
-            TextColumn("{task.fields[episodes]:>7} episodes {task.fields[steps]:>9} steps"),
-            TextColumn("{task.fields[rate]:>8.0f} steps/s"),
-            TimeElapsedColumn(),
+        self.bars = Bars(
+            enabled,
+            lambda rp: (
+                rp.TextColumn("{task.description:<28}"),
+                rp.BarColumn(),
+                rp.TextColumn("{task.fields[episodes]:>7} episodes {task.fields[steps]:>9} steps"),
+                rp.TextColumn("{task.fields[rate]:>8.0f} steps/s"),
+                rp.TimeElapsedColumn(),
+            ),
         )
         self.started = time.monotonic()
-        self.tasks = {}
         for name, run in runs.items():
-            total = run.budget.episodes or run.budget.steps
-            self.tasks[name] = self.progress.add_task(name, total=total, episodes=0, steps=0, rate=0.0)
-        self.progress.start()
+            self.bars.add(name, run.budget.episodes or run.budget.steps, episodes=0, steps=0, rate=0.0)
 
     def update(self, runs: dict[str, ConfigRun]) -> None:
-        if self.progress is None:
-            return
         elapsed = max(time.monotonic() - self.started, 1e-6)
         for name, run in runs.items():
             done = run.episodes if run.budget.episodes is not None else run.steps
-            self.progress.update(
-                self.tasks[name],
-                completed=done,
-                episodes=run.episodes,
-                steps=run.steps,
-                rate=run.steps / elapsed,
+            self.bars.update(
+                name, completed=done, episodes=run.episodes, steps=run.steps, rate=run.steps / elapsed
             )
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self.bars.close()

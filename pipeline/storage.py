@@ -110,9 +110,15 @@ class Location:
         return digest.hexdigest()
 
 
+def is_uri(location: str) -> bool:
+    """A filesystem URI (`s3://bucket/prefix`, `hf://...`) rather than a local path: the one test of
+    which kind of place a stage was given."""
+    return "://" in location
+
+
 def open_location(uri: str) -> Location:
     """Resolve `--out`/`DIR`: a local path (relative ones made absolute) or a filesystem URI."""
-    if "://" not in uri:
+    if not is_uri(uri):
         path = os.path.abspath(os.path.expanduser(uri))
         return Location(pafs.LocalFileSystem(), path, path)
     if uri.startswith("s3://"):

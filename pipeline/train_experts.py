@@ -40,6 +40,7 @@ from pipeline.executor import (
     require_shared_storage,
     run_tasks,
 )
+from pipeline.progress import Bars
 from pipeline.registry import TaskSpec, all_tasks, resolve_tasks
 from pipeline.schema import TMP_DIR
 from pipeline.sections import check_threshold
@@ -398,39 +399,32 @@ def _run_on_ray(
 
 
 class _Display:
-    """A rich progress line per task: the config (never cut), a bar, steps done, FPS, latest return."""
+    """A progress line per task: the config (never cut), a bar, steps done, FPS, latest return."""
 
     def __init__(self, plans: list[ExpertPlan], enabled: bool) -> None:
-        self.progress = None
-        if not enabled or not plans:
-            return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
         from rich.table import Column
 
-        self.progress = Progress(
-            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
-            BarColumn(bar_width=10),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-            TextColumn("{task.fields[fps]:,.0f}/s"),
-            TextColumn("R {task.fields[ret]}"),
-            TimeElapsedColumn(),
+        self.bars = Bars(
+            enabled and bool(plans),
+            lambda rp: (
+                rp.TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+                rp.BarColumn(bar_width=10),
+                rp.TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                rp.TextColumn("{task.fields[fps]:,.0f}/s"),
+                rp.TextColumn("R {task.fields[ret]}"),
+                rp.TimeElapsedColumn(),
+            ),
         )
         self.totals = {p.config: max(p.steps, 1) for p in plans}
-        self.tasks = {
-            p.config: self.progress.add_task(p.config, total=self.totals[p.config], fps=0.0, ret="-")
-            for p in plans
-        }
-        self.progress.start()
+        for p in plans:
+            self.bars.add(p.config, self.totals[p.config], fps=0.0, ret="-")
 
     def update(self, progress: TrainProgress) -> None:
-        if self.progress is None or progress.config not in self.tasks:
+        if progress.config not in self.totals:
             return
         ret = "-" if progress.latest_return is None else f"{progress.latest_return:.2f}"
         total = self.totals[progress.config] = max(self.totals[progress.config], progress.total_steps)
-        self.progress.update(
-            self.tasks[progress.config], completed=progress.steps, total=total, fps=progress.fps, ret=ret
-        )
+        self.bars.update(progress.config, completed=progress.steps, total=total, fps=progress.fps, ret=ret)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self.bars.close()

@@ -39,7 +39,7 @@ from pipeline.hub_models import dataset_snapshot
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.registry import TaskSpec, get_task
 from pipeline.schema import SHARD_GLOB
-from pipeline.storage import open_location
+from pipeline.storage import is_uri, open_location
 from pipeline.suites import get_suite
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class DatasetFiles:
     def __init__(self, data: str) -> None:
         self.data = data
         self.hub_root: Path | None = None
-        if "://" in data:
+        if is_uri(data):
             self.location = open_location(data)
             if self.location.fs.get_file_info(self.location.root).type == pafs.FileType.NotFound:
                 raise PipelineError(f"cannot load {data}: nothing there (check the bucket and prefix)")

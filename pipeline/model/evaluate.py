@@ -46,6 +46,7 @@ from pipeline.model.modeling import JatModel
 from pipeline.model.reporting import plot_scores, write_csv, write_json
 from pipeline.model.tokenizer import MissionTokenizer
 from pipeline.plan import episode_seed
+from pipeline.progress import Bars
 from pipeline.registry import TaskSpec, get_task, suite_tasks
 from pipeline.suites import get_suite, suite_names
 
@@ -312,7 +313,16 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         max_episode_steps=config.max_episode_steps,
         threads=config.threads,
     )
-    display = _Display(config.progress, specs, config.episodes * len(policies))
+    display = Bars(
+        config.progress,
+        lambda rp: (
+            rp.TextColumn("evaluate {task.fields[current]:<28}"),
+            rp.BarColumn(),
+            rp.MofNCompleteColumn(),
+            rp.TimeElapsedColumn(),
+        ),
+    )
+    display.add("evaluate", len(specs) * config.episodes * len(policies), current="")
     outcomes: dict[tuple[str, str, int], EpisodeOutcome] = {}
     expected = {spec.config: config.episodes * len(policies) for spec in specs}
     results: dict[str, TaskResult] = {}
@@ -322,7 +332,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         if (u.config, u.policy, u.index) in outcomes:  # a unit re-run after its worker died
             return []
         outcomes[(u.config, u.policy, u.index)] = outcome
-        display.advance(u.config)
+        display.update("evaluate", current=u.config, advance=1)
         expected[u.config] -= 1
         if expected[u.config] == 0:
             results[u.config] = _task_result(get_task(u.config), outcomes)
@@ -402,30 +412,3 @@ def _write(out: Path, result: EvaluateResult, config: EvaluateConfig) -> None:
     )
     write_csv(out / "results.csv", result.rows())
     plot_scores(out / "scores.png", tasks, domains)
-
-
-class _Display:
-    """A rich progress bar over all episodes (model and baseline)."""
-
-    def __init__(self, enabled: bool, specs: list[TaskSpec], per_task: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("evaluate {task.fields[current]:<28}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        self.task = self.progress.add_task("evaluate", total=len(specs) * per_task, current="")
-        self.progress.start()
-
-    def advance(self, name: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, current=name, advance=1)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

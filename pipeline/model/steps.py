@@ -1,6 +1,6 @@
 """The arithmetic of one optimizer step, apart from the loop that runs it (`pipeline.model.train`):
 the learning-rate schedule, micro-batches for gradient accumulation and the loss weights that make
-them add up to one larger batch, and the progress display."""
+them add up to one larger batch."""
 
 from __future__ import annotations
 
@@ -63,31 +63,3 @@ def recent_losses(records: list[dict[str, Any]], last: int = 50) -> dict[str, fl
     for row in records:
         by_task.setdefault(row["config"], []).append(float(row["loss"]))
     return {k: float(np.mean(v[-last:])) for k, v in by_task.items()}
-
-
-class TrainDisplay:
-    """A rich progress bar with the current loss and tokens/s."""
-
-    def __init__(self, enabled: bool, done: int, total: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("train-model"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} tokens/s"),
-            TimeElapsedColumn(),
-        )
-        self.task = self.progress.add_task("train", total=total, completed=done, loss=float("nan"), rate=0.0)
-        self.progress.start()
-
-    def update(self, step: int, loss: float, rate: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, loss=loss, rate=rate)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

@@ -47,7 +47,6 @@ from pipeline.model.devices import autocast, resolve_device
 from pipeline.model.modeling import JatModel
 from pipeline.model.reporting import plot_losses, read_csv, write_csv, write_json
 from pipeline.model.steps import (
-    TrainDisplay,
     loss_counts,
     lr_schedule,
     micro_batches,
@@ -55,6 +54,7 @@ from pipeline.model.steps import (
     to_device,
 )
 from pipeline.model.tokenizer import MissionTokenizer
+from pipeline.progress import Bars
 from pipeline.registry import TaskSpec, get_task
 from pipeline.suites import get_suite, suite_names
 
@@ -367,7 +367,17 @@ def train_model(config: TrainModelConfig, worker: TrainWorker | None = None) -> 
         log.info("resuming %s at step %d", out, run.step)
 
     model.train()
-    display = TrainDisplay(config.progress and worker is None, run.step, config.steps)
+    display = Bars(
+        config.progress and worker is None,
+        lambda rp: (
+            rp.TextColumn("train-model"),
+            rp.BarColumn(),
+            rp.MofNCompleteColumn(),
+            rp.TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} tokens/s"),
+            rp.TimeElapsedColumn(),
+        ),
+    )
+    display.add("train", config.steps, completed=run.step, loss=float("nan"), rate=0.0)
     started = time.monotonic()
     train_seconds, tokens, stopped_early = 0.0, 0, False
     test_losses: dict[str, float] = {}
@@ -383,7 +393,7 @@ def train_model(config: TrainModelConfig, worker: TrainWorker | None = None) -> 
             loss, batch_tokens = run.train_step()
             train_seconds += time.monotonic() - tick
             tokens += batch_tokens
-            display.update(run.step, loss, tokens / max(train_seconds, 1e-9))
+            display.update("train", completed=run.step, loss=loss, rate=tokens / max(train_seconds, 1e-9))
             if run.step % config.checkpoint_every == 0 and run.step < config.steps:
                 test_losses = checkpoint_and_report()
         if not state or run.step > state["step"]:
