@@ -7,7 +7,7 @@
 Writes OUT/scaling.md (default docs/) and OUT/scaling.json (every raw measurement, so each figure of
 the doc can be traced). Measured here, by CPU time so that other jobs on the machine do not distort it:
 
-- rollout: `run_rollout(RolloutConfig(..., workers=0))` in this process, per task and policy, three
+- rollout: `rollout(RolloutConfig(..., workers=0))` in this process, per task and policy, three
   runs: a warm-up (imports, first env build), a short run (2 episodes) and a long run (a step budget);
   CPU-s per step = (CPU_long - CPU_short) / (steps_long - steps_short), `time.process_time()` (all
   threads of this process), so per-run fixed costs (env build, manifest, README) cancel out. torch
@@ -191,11 +191,11 @@ def children_cpu() -> float:
 
 def _run_once(config: str, policy: str, scratch: str, experts_dir: str | None, **budget: int) -> dict:
     from pipeline.manifest import read_manifest
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
     from pipeline.storage import open_location
 
     out = tempfile.mkdtemp(dir=scratch, prefix="rollout-")
-    rollout = RolloutConfig(
+    request = RolloutConfig(
         out=out,
         tasks=(config,),
         workers=0,
@@ -206,7 +206,7 @@ def _run_once(config: str, policy: str, scratch: str, experts_dir: str | None, *
         **budget,
     )
     started = time.process_time()
-    run_rollout(rollout)
+    rollout(request)
     cpu = time.process_time() - started
     manifest = read_manifest(open_location(out), config)
     totals = manifest.totals()
@@ -619,7 +619,7 @@ def render(record: Record, cluster: Cluster) -> str:
         "",
         "## Rollout cost per 1,000 steps",
         "",
-        "CPU-seconds per 1,000 recorded steps, `run_rollout` in-process (`--workers 0`), one torch thread,",
+        "CPU-seconds per 1,000 recorded steps, `rollout` in-process (`--workers 0`), one torch thread,",
         "difference of a long and a short run (fixed per-run costs cancel). Dropped episodes (BabyAI bot",
         "giving up, unfinished episodes) cost CPU but store nothing, so they are counted in the cost.",
         "",

@@ -286,6 +286,7 @@ class Bench:
     # --- checking -------------------------------------------------------------------------------
 
     def check(self, out: str, report: KindReport, code: int | None, output: str) -> None:
+        from pipeline.configs.datasets import ValidateConfig
         from pipeline.storage import open_location
         from pipeline.validate import validate
 
@@ -304,7 +305,7 @@ class Bench:
                 report.invalid += 1
                 report.notes.append(f"resume exited {resumed.returncode}: {resumed.stdout[-400:]}")
                 return
-        result = validate(out)
+        result = validate(ValidateConfig(out))
         if not result.ok:
             report.invalid += 1
             report.notes.append(f"invalid after exit {code}: {result.errors[:2]}")

@@ -46,7 +46,7 @@ from rich.table import Table  # noqa: E402
 from pipeline.demo import DEMO_RUNS  # noqa: E402
 from pipeline.manifest import dataset_configs, read_manifest  # noqa: E402
 from pipeline.publish import PublishConfig, publish  # noqa: E402
-from pipeline.rollout import RolloutConfig, run_rollout  # noqa: E402
+from pipeline.rollout import RolloutConfig, rollout  # noqa: E402
 from pipeline.storage import open_location  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -76,7 +76,7 @@ def load_back(server: HubServer, repo: str, configs: list[str], home: Path) -> t
 def demo_subsets(server: HubServer, work: Path, episodes: int) -> None:
     data = work / "demo"
     for tasks, policy in DEMO_RUNS:
-        run_rollout(
+        rollout(
             RolloutConfig(
                 out=str(data), tasks=tasks, episodes=episodes, workers=0, policy=policy, progress=False
             )
@@ -118,7 +118,7 @@ def _median(values: list[float]) -> str:
 
 def throughput(server: HubServer, work: Path, task: str, episodes: int, max_files: int, repeats: int) -> None:
     data = work / "big"
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(data),
             tasks=(task,),

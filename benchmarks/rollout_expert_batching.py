@@ -7,7 +7,7 @@ side by side and interleaved in one run, collected steps/s of
 
 - bare:   `make_env` + the expert's `act` per step, one env, nothing recorded (the loop every
           recorder of one env, Minari's DataCollector included, runs at best);
-- ours/1: `run_rollout(workers=0, envs_per_worker=1)`: recording, Parquet, manifests, one env;
+- ours/1: `rollout(workers=0, envs_per_worker=1)`: recording, Parquet, manifests, one env;
 - ours/W: the same with `envs_per_worker=W` (the suite default is 16 for MuJoCo).
 
 Workers=0 keeps Ray out of it (its start-up is measured by rollout_throughput.py), so the
@@ -33,7 +33,7 @@ from experts.training import ExpertPlan, train_expert
 from pipeline.envs import make_env
 from pipeline.plan import plan_episodes
 from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 
 console = Console()
 # sample-factory in one process, a small batch: a usable expert in ~15 s on 2 cores.
@@ -81,7 +81,7 @@ def bare(config: str, root: str, episodes: int) -> tuple[int, float]:
 
 def ours(config: str, root: str, episodes: int, width: int, scratch: str) -> tuple[int, float]:
     out = tempfile.mkdtemp(dir=scratch)
-    rollout = RolloutConfig(
+    request = RolloutConfig(
         out=out,
         tasks=(config,),
         episodes=episodes,
@@ -93,7 +93,7 @@ def ours(config: str, root: str, episodes: int, width: int, scratch: str) -> tup
         progress=False,
     )
     started = time.perf_counter()
-    summary = run_rollout(rollout)
+    summary = rollout(request)
     return summary.total_steps, time.perf_counter() - started
 
 

@@ -2,7 +2,7 @@
 
 An actor buffers at most one row group of one shard (`ShardWriter`) and keeps nothing of an episode
 once it is written, so its resident memory should stop growing after warm-up, however many
-episodes it records. This runs `run_rollout` with one actor per task for a large step budget
+episodes it records. This runs `rollout` with one actor per task for a large step budget
 (default: 1M MuJoCo Hopper steps and 200k Atari Breakout steps, i.e. stored frame stacks, random
 policy) and samples, every `--interval` seconds, the RSS of the actor process (found by its Ray
 process title among this process's descendants), this driver's RSS, and the steps committed so far
@@ -115,14 +115,14 @@ class Sampler:
 
 
 def run(config: str, steps: int, interval: float, scratch: str) -> Trace:
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
 
     trace = Trace(config, steps)
     out = tempfile.mkdtemp(dir=scratch, prefix=f"mem-{config}-")
     sampler = Sampler(out, trace, interval)
     started = time.perf_counter()
     try:
-        summary = run_rollout(
+        summary = rollout(
             RolloutConfig(out=out, tasks=(config,), steps=steps, workers=1, policy="random", progress=False)
         )
     finally:

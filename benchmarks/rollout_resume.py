@@ -74,6 +74,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.schema import DATA_DIR, MANIFEST_PATH, SHARD_RECORD_DIR, TMP_DIR
 
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
@@ -411,7 +412,7 @@ def verify(arm: Arm, out: str, config: str, reference: list[tuple[int, str]] | N
     """The dataset is valid and holds exactly the reference's episodes; raises otherwise."""
     from pipeline.validate import validate
 
-    report = validate(out)
+    report = validate(ValidateConfig(out))
     if not report.ok:
         raise BenchmarkError(f"{arm.name}: validate failed: {report.errors[:5]}")
     episodes = manifest_episodes(out, config)

@@ -3,7 +3,7 @@
 For one task per suite, in one run and under the same machine load, this measures collected steps/s of
 
 - bare:    `make_env(spec)` + `make_policy(kind, spec, env)` stepped in this process, nothing recorded;
-- ours xN: `run_rollout` (what `pipeline rollout` calls) with N Ray actors and N times the episodes;
+- ours xN: `rollout` (what `pipeline rollout` calls) with N Ray actors and N times the episodes;
 - minari:  the same env and policy wrapped in `minari.DataCollector`, then `create_dataset`.
 
 Every mode plays the same planned episodes (ids 0..N-1 of `--seed`, the rollout's own seeds), so the
@@ -13,7 +13,7 @@ loop and Minari play the dropped episodes too, as the rollout does, and count th
 
 How the rollout is timed (the Ray cluster is started once, before any timing, and never counted):
 
-- e2e:    wall time of `run_rollout`: actor start-up (process, imports, registry, env build), every
+- e2e:    wall time of `rollout`: actor start-up (process, imports, registry, env build), every
           episode's recording, PNG encoding, Parquet writing, shard commits, manifests and README;
 - steady: from the moment the first shard file appears under `.tmp/` (an actor is up, has built its
           env and policy, and records) to the mtime of the last unit record (written after its
@@ -212,16 +212,16 @@ class _RolloutWatch:
 def run_ours(
     config: str, kind: str, count: int, workers: int, seed: int, scratch: str
 ) -> tuple[Sample, Sample]:
-    """`run_rollout` with the Ray cluster already up: (end-to-end, steady) samples."""
-    from pipeline.rollout import RolloutConfig, run_rollout
+    """`rollout` with the Ray cluster already up: (end-to-end, steady) samples."""
+    from pipeline.rollout import RolloutConfig, rollout
 
     out = tempfile.mkdtemp(dir=scratch, prefix=f"ours-{config}-")
-    rollout = RolloutConfig(
+    request = RolloutConfig(
         out=out, tasks=(config,), episodes=count, workers=workers, policy=kind, seed=seed, progress=False
     )
     watch = _RolloutWatch(out, workers)
     started = time.perf_counter()
-    summary = run_rollout(rollout)
+    summary = rollout(request)
     seconds = time.perf_counter() - started
     cpu = watch.stop()
     records = glob.glob(os.path.join(out, SHARD_RECORD_DIR.format(config=config), "*.json"))

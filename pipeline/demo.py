@@ -13,8 +13,8 @@ import time
 from rich.console import Console
 
 from pipeline import noise
-from pipeline.configs.datasets import DemoConfig
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.configs.datasets import DemoConfig, ValidateConfig
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.tables import narrow_table
 from pipeline.validate import validate
 
@@ -27,12 +27,12 @@ DEMO_RUNS: tuple[tuple[tuple[str, ...], str | None], ...] = (
 )
 
 
-def run_demo(config: DemoConfig) -> int:
+def demo(config: DemoConfig) -> int:
     console = Console(soft_wrap=True)
     started = time.monotonic()
     for tasks, policy in DEMO_RUNS:
         console.rule(f"rollout {', '.join(tasks)} ({policy or 'suite default policy'})")
-        run_rollout(
+        rollout(
             RolloutConfig(
                 out=config.out,
                 tasks=tasks,
@@ -43,7 +43,7 @@ def run_demo(config: DemoConfig) -> int:
             )
         )
     console.rule("validate")
-    report = validate(config.out)
+    report = validate(ValidateConfig(config.out))
     for c in report.configs:
         console.print(f"{c.config:<20} {'ok' if c.ok else 'FAILED'}: {c.episodes} episodes, {c.steps} steps")
         for error in c.errors:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from pipeline.card import CardConfig, card_configs, render_from_stats
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.configs.publish import PublishConfig
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.integrity import check_files, unfinished_configs
@@ -320,7 +321,7 @@ def publish(config: PublishConfig) -> PublishSummary:
     disable_progress_bars()
     try:
         target.check()
-        report = validate(location.uri, names)
+        report = validate(ValidateConfig(location.uri, configs=tuple(names)))
         if not report.ok:
             damage = [line for c in report.configs for line in c.damage]
             fix = report.fix or f"run `pipeline validate {config.data_dir}` and fix or re-record"

@@ -43,7 +43,7 @@ from pipeline.hub_models import ModelRepoTarget, PushResult, folder_files, push,
 from pipeline.publish_targets import FolderTarget, PublishFile, Target
 from pipeline.registry import get_task, resolve_tasks
 from pipeline.render import ClipMaker
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.storage import open_location
 from pipeline.suites import get_suite
 
@@ -140,7 +140,7 @@ def _replay(store: ExpertStore, name: str, clips: ClipMaker) -> PublishFile | No
             progress=False,
         )
         try:
-            run_rollout(recording)
+            rollout(recording)
         except Exception as exc:  # the replay is an extra: the expert is published without it
             log.warning("no replay for %s: recording an episode failed: %s", name, " ".join(str(exc).split()))
             return None

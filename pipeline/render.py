@@ -167,7 +167,7 @@ def draw_episodes(
     return Drawn(images, tuple(episodes), tuple(not_reproduced))
 
 
-def run_render(config: RenderConfig) -> RenderResult:
+def render(config: RenderConfig) -> RenderResult:
     """`pipeline render`: draw the first `config.episodes` episodes of a config into one video."""
     location = open_location(config.data_dir)
     if not location.exists(""):

@@ -275,7 +275,7 @@ def replay_config(
     return result
 
 
-def run_replay(config: ReplayConfig) -> ReplayResult:
+def replay(config: ReplayConfig) -> ReplayResult:
     """`pipeline replay`: the replay of `config.config` in the dataset at `config.data_dir`."""
     location = open_location(config.data_dir)
     if not location.exists(""):

@@ -159,7 +159,7 @@ def _check_both_splits(config: str, budget: Budget, test_fraction: float) -> Non
         )
 
 
-def run_rollout(config: RolloutConfig) -> RolloutSummary:
+def rollout(config: RolloutConfig) -> RolloutSummary:
     """Record the configured tasks into `config.out`; returns per-config counts.
 
     Each config is committed (manifest, then `meta/info.json` and the README's `configs:`) as

@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.columns import RowError, check_inner, check_values, list_lengths
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.integrity import PLAN_PATH, repair_hint, unfinished_configs
 from pipeline.manifest import Manifest, dataset_configs, read_info, read_manifest
@@ -244,14 +245,15 @@ def validate_config(location: Location, config: str) -> ConfigReport:
     return report
 
 
-def validate(uri: str, configs: list[str] | None = None, replay: int = 0) -> ValidationReport:
-    """Validate the named configs (default: every config with a manifest) of the dataset at `uri`.
+def validate(config: ValidateConfig) -> ValidationReport:
+    """Validate the named configs (default: every config with a manifest) of the dataset at `data_dir`.
 
     Without `configs`, the whole dataset is checked, so files and folders under `data/` that
     belong to no config with a manifest fail it too. With `replay` K, each config that passed the
     file checks also has its first K episodes re-simulated (`pipeline.replay`); any that do not
     reproduce fail it.
     """
+    uri, configs, replay = config.data_dir, list(config.configs), config.replay
     location = open_location(uri)
     if not location.exists(""):
         raise PipelineError(f"{uri} does not exist: give the folder or URI a rollout wrote")

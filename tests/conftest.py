@@ -36,9 +36,9 @@ def ray_cluster():
 
 
 def _rollout(out: Path, tasks: tuple[str, ...], policy: str | None, episodes: int, workers: int = 0) -> None:
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
 
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out), tasks=tasks, episodes=episodes, workers=workers, policy=policy, progress=False
         )

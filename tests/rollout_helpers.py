@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 
 
 def stored_episodes(dataset: Path, config: str) -> list[tuple]:
@@ -20,7 +20,7 @@ def stored_episodes(dataset: Path, config: str) -> list[tuple]:
 
 def serial_run(out: Path, config: str, episodes: int, per_shard: int, seed: int) -> list[tuple]:
     """The same rollout, uninterrupted and in-process: what every faulted run must equal."""
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out),
             tasks=(config,),

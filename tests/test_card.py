@@ -95,7 +95,7 @@ def test_a_folder_rewritten_in_place_loads_its_new_rows_not_the_cached_ones(tmp_
     """`datasets` caches a local folder by name, config and card: the card must change with the data."""
     from datasets import load_dataset
 
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
 
     out = tmp_path / "rewritten"  # a name no other test uses: the cache is shared by the session
     for episodes, overwrite in ((6, False), (12, True)):
@@ -107,7 +107,7 @@ def test_a_folder_rewritten_in_place_loads_its_new_rows_not_the_cached_ones(tmp_
             overwrite=overwrite,
             progress=False,
         )
-        run_rollout(config)
+        rollout(config)
         loaded = load_dataset(str(out), "babyai-go-to")
         stored = read_manifest(open_location(str(out)), "babyai-go-to").totals()
         assert {s: loaded[s].num_rows for s in loaded} == {s: t["episodes"] for s, t in stored.items()}

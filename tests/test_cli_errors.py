@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli.common import disk_full_cause
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.validate import validate
 
 CONFIG = "mujoco-hopper"
@@ -93,7 +94,7 @@ def test_a_full_disk_is_one_line_and_resume_finishes_the_same_dataset(tmp_path, 
         resumed = _cli(*command, "--resume")
         assert resumed.returncode == 0, resumed.stderr
         assert "resuming" in resumed.stderr
-        assert validate(str(out)).ok
+        assert validate(ValidateConfig(str(out))).ok
         assert _episodes(out) == reference
 
 
@@ -116,7 +117,7 @@ def test_publish_to_a_full_folder_is_one_line_and_a_rerun_finishes(tmp_path):
         resize("64m")
         again = _cli(*command)
         assert again.returncode == 0, again.stderr
-        assert validate(str(target)).ok
+        assert validate(ValidateConfig(str(target))).ok
 
 
 def test_full_disk_is_recognised_through_wrappers_and_nothing_else_is():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from rollout_helpers import serial_run, stored_episodes
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.faults import FAULTS_ENV
 from pipeline.validate import validate
 
@@ -43,7 +44,7 @@ def _rollout(out: Path, *extra: str, faults: str = "", timeout: float = 300) -> 
 
 
 def _check(out: Path, reference: list[tuple]) -> None:
-    report = validate(str(out))
+    report = validate(ValidateConfig(str(out)))
     assert report.ok, report.errors
     assert _episodes(out) == reference  # no duplicate, no gap, the same content
     assert not (out / ".tmp").exists()

@@ -23,11 +23,12 @@ import pytest
 from rollout_helpers import serial_run
 
 from pipeline.cli import main
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.configs.publish import PublishConfig
 from pipeline.errors import ValidationFailed
 from pipeline.faults import FAULTS_ENV
 from pipeline.publish import publish
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 CONFIG = "metaworld-reach"
@@ -106,7 +107,7 @@ DAMAGE = {
 
 
 def _resume(out: Path) -> None:
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out),
             tasks=(CONFIG,),
@@ -134,7 +135,7 @@ def test_resume_re_records_only_the_damaged_unit(
     assert len(lines) == 1, lines  # one line per repair, and only the damaged unit is repaired
     if kind.startswith(("shard", "record")):
         assert "train unit 2" in lines[0] and "re-recording its 2 episode(s) 5-6" in lines[0]
-    report = validate(str(damaged))
+    report = validate(ValidateConfig(str(damaged)))
     assert report.ok, report.errors
     assert _episodes(damaged) == _episodes(finished)  # ids, digests, splits, shard paths and sha256
     assert _files(damaged) == _files(finished)
@@ -231,5 +232,5 @@ def test_a_repair_killed_half_way_is_finished_by_the_next_resume(
     assert (damaged / SHARD).exists() == (hit >= 2) and (damaged / RECORD).exists() == (hit >= 3)
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert validate(str(damaged)).ok
+    assert validate(ValidateConfig(str(damaged))).ok
     assert _files(damaged) == _files(finished) and _episodes(damaged) == _episodes(finished)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.executor import check_ray_address, run_streaming
 
@@ -108,7 +109,7 @@ def test_a_stale_cluster_file_does_not_capture_a_local_run(tmp_path):
     )
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
 
 
 def _timed(job: int, report) -> tuple[int, float, float]:

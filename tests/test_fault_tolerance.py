@@ -14,7 +14,8 @@ import pytest
 from datasets import load_dataset
 from rollout_helpers import serial_run, stored_episodes, wait_for_records
 
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.configs.datasets import ValidateConfig
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 CONFIG = "metaworld-reach"
@@ -68,7 +69,7 @@ def test_killed_worker_is_replaced_and_every_episode_lands_once(tmp_path, refere
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     assert "worker died" in output
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     assert _episodes(out) == reference  # exactly once: no duplicates, no gaps, same content
 
 
@@ -102,7 +103,7 @@ def test_killed_driver_resumes_to_the_same_dataset(tmp_path, reference):
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
     assert not orphan.exists() and not (out / ".tmp").exists()
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     assert _episodes(out) == reference
     loaded = load_dataset(str(out), CONFIG)
     assert loaded["train"].num_rows + loaded["test"].num_rows == 24
@@ -110,7 +111,7 @@ def test_killed_driver_resumes_to_the_same_dataset(tmp_path, reference):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "ds"
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out), tasks=("mujoco-hopper",), episodes=3, policy="random", workers=0, progress=False
         )
@@ -118,7 +119,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     from pipeline.errors import PipelineError
 
     with pytest.raises(PipelineError, match="seed: was 0, now 1"):
-        run_rollout(
+        rollout(
             RolloutConfig(
                 out=str(out),
                 tasks=("mujoco-hopper",),
@@ -130,7 +131,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
                 progress=False,
             )
         )
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
 
 
 def test_a_worker_of_a_superseded_run_commits_nothing(tmp_path):

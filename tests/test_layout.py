@@ -10,7 +10,7 @@ import yaml
 from pipeline.errors import PipelineError
 from pipeline.layout import load_config, mirror_config, write_readme
 from pipeline.manifest import read_manifest
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.storage import open_location
 
 PENDULUM, CHEETAH, HOPPER = "mujoco-pendulum", "mujoco-halfcheetah", "mujoco-hopper"
@@ -21,7 +21,7 @@ def dataset(tmp_path_factory):
     """Two real configs recorded in-process by two rollouts with a random policy, in about a second."""
     out = tmp_path_factory.mktemp("layout") / "dataset"
     for config, episodes in ((PENDULUM, 4), (CHEETAH, 2)):
-        run_rollout(
+        rollout(
             RolloutConfig(
                 out=str(out), tasks=(config,), episodes=episodes, workers=0, policy="random", progress=False
             )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from rollout_helpers import serial_run, stored_episodes, wait_for_records
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.faults import FAULTS_ENV
 from pipeline.validate import validate
 
@@ -98,7 +99,7 @@ def test_a_lost_node_leaves_the_work_to_the_survivor(tmp_path, cluster, referenc
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     assert "a worker died" in _said(output)
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     assert _episodes(out) == reference
 
 
@@ -121,5 +122,5 @@ def test_no_capacity_left_stops_with_one_line_and_resume_completes(tmp_path, clu
     resumed = _start(cluster, out, 2, "--resume")
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     assert _episodes(out) == reference

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode, episode_seed
@@ -213,13 +214,11 @@ def test_every_suite_declares_an_episode_limit_and_unknown_rollout_keys_are_refu
 
 
 def _rollout_and_read_drops(out: Any, workers: int) -> dict[str, dict[int, str]]:
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
     from pipeline.validate import validate
 
-    run_rollout(
-        RolloutConfig(out=str(out), tasks=tuple(RUNAWAYS), episodes=10, workers=workers, progress=False)
-    )
-    report = validate(str(out))
+    rollout(RolloutConfig(out=str(out), tasks=tuple(RUNAWAYS), episodes=10, workers=workers, progress=False))
+    report = validate(ValidateConfig(str(out)))
     assert report.ok, report.errors
     drops = {}
     for config in RUNAWAYS:

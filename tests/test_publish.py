@@ -25,6 +25,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from publish_helpers import CONFIGS, LOAD_SCRIPT, copy_configs, local_digests
 
 from pipeline.cli import main
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import read_manifest
 from pipeline.publish import PublishConfig, publish
@@ -317,7 +318,7 @@ def test_to_folder_is_the_default_and_loads(dataset: Path, tmp_path: Path) -> No
     summary = publish(PublishConfig(str(source), progress=False, clips=False))
     folder = tmp_path / "ds-publish"
     assert summary.target == str(folder) and (folder / "README.md").is_file() and summary.tag is None
-    assert validate(str(folder)).ok
+    assert validate(ValidateConfig(str(folder))).ok
     loaded = load_dataset(str(folder), "metaworld-reach")
     totals = read_manifest(open_location(str(source)), "metaworld-reach").totals()
     assert loaded["train"].num_rows == totals["train"]["episodes"] and loaded["test"].num_rows == 1

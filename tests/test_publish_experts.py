@@ -25,7 +25,7 @@ from pipeline.policy_factory import history_snapshots
 from pipeline.publish_experts import PublishExpertsConfig, publish_experts
 from pipeline.registry import get_task
 from pipeline.render import CLIP_MUJOCO_SIZE
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.storage import open_location
 from pipeline.train_experts import TrainExpertsConfig, train_experts
 
@@ -58,7 +58,7 @@ def _publish(experts: Path, **kwargs: object):
 
 
 def _rollout(out: Path, experts_dir: str) -> None:
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out),
             tasks=(PENDULUM,),
@@ -202,7 +202,7 @@ def test_no_clips_draws_no_replay(experts, tmp_path):
 
 def test_hf_experts_dir_without_a_repo_falls_back_like_a_local_store(hub, tmp_path):
     """No repo for a task is no expert for it: BabyAI falls back to its bot, MuJoCo is refused."""
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(tmp_path / "bot"),
             tasks=("babyai-go-to",),
@@ -220,7 +220,7 @@ def test_hf_experts_dir_without_a_repo_falls_back_like_a_local_store(hub, tmp_pa
 
 
 def _rollout_hopper(tmp_path: Path) -> None:
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(tmp_path / "hopper"),
             tasks=("mujoco-hopper",),

@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.configs.release import RenderConfig
-from pipeline.render import CAPTION_PX, MUJOCO_SIZE, run_render
+from pipeline.render import CAPTION_PX, MUJOCO_SIZE, render
 from pipeline.suites.atari import SCALE as ATARI_SCALE
 from pipeline.suites.babyai import TILE as BABYAI_TILE
 from pipeline.suites.drawing import MISSION_FONT_PX, MISSION_LINES, with_text_above
@@ -59,9 +59,7 @@ def test_babyai_gif_has_one_frame_per_step_from_minigrids_renderer(sample_datase
 
 
 def test_atari_gif_shows_the_frames_as_played(sample_dataset, tmp_path):
-    result = run_render(
-        RenderConfig(str(sample_dataset), "atari-breakout", out=str(tmp_path / "breakout.gif"))
-    )
+    result = render(RenderConfig(str(sample_dataset), "atari-breakout", out=str(tmp_path / "breakout.gif")))
     (record, path, row) = _first_episodes(sample_dataset, "atari-breakout", 1)[0]
     assert result.episodes == (record["episode_id"],) and not result.not_reproduced
     assert (result.frames, result.width, result.height) == (
@@ -87,7 +85,7 @@ def test_mujoco_mp4_through_osmesa(sample_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "osmesa")  # so that teardown restores the variable render sets
     monkeypatch.delenv("MUJOCO_GL")  # render picks osmesa by itself
     out = tmp_path / "hopper.mp4"
-    result = run_render(RenderConfig(str(sample_dataset), "mujoco-hopper", out=str(out), fps=20))
+    result = render(RenderConfig(str(sample_dataset), "mujoco-hopper", out=str(out), fps=20))
     (record, _, _) = _first_episodes(sample_dataset, "mujoco-hopper", 1)[0]
     video = cv2.VideoCapture(str(out))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == record["length"] == result.frames

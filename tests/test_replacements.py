@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.faults import FAULTS_ENV
 from pipeline.plan import is_test
 from pipeline.registry import all_tasks
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 CONFIG = "babyai-unlock-to-unlock"
@@ -46,7 +47,7 @@ def _content(dataset: Path) -> tuple[list[tuple], list[tuple]]:
 
 
 def _run(out: Path, **kwargs: object) -> None:
-    run_rollout(
+    rollout(
         RolloutConfig(out=str(out), tasks=(CONFIG,), episodes=EPISODES, workers=0, progress=False, **kwargs)
     )
 
@@ -69,7 +70,7 @@ def test_episodes_n_stores_n_with_every_drop_kept(recorded: Path) -> None:
     assert all(reason.startswith("policy step limit") for _, _, reason in dropped)
     # the splits as planned for the first N ids: 2% test rounds to none, the last id is forced to test
     assert Counter(e[3] for e in stored) == {"train": EPISODES - 1, "test": 1}
-    report = validate(str(recorded))
+    report = validate(ValidateConfig(str(recorded)))
     assert report.ok, report.errors
 
 
@@ -118,7 +119,7 @@ def test_a_driver_killed_during_replacement_rounds_resumes_exactly(
     resumed = _cli(out, "--resume")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert _content(out) == _content(recorded)
-    report = validate(str(out))
+    report = validate(ValidateConfig(str(out)))
     assert report.ok, report.errors
 
 
@@ -150,7 +151,7 @@ def test_validate_checks_the_stored_count_against_the_budget(recorded: Path, tmp
     manifest = json.loads(path.read_text())
     manifest["plan"]["budget"]["episodes"] = EPISODES + 1
     path.write_text(json.dumps(manifest))
-    report = validate(str(copy))
+    report = validate(ValidateConfig(str(copy)))
     expected = Counter(
         "test" if is_test(i, 0.02) or i == EPISODES - 1 else "train" for i in range(EPISODES + 1)
     )
@@ -175,7 +176,7 @@ def test_a_plan_from_before_replacements_resumes_as_planned(tmp_path: Path) -> N
     manifest = _manifest(out)
     assert manifest["plan"]["split_rule"] == 2 and manifest["plan"]["planned_episodes"] == EPISODES
     assert "replacement_rounds" not in manifest["plan"]
-    report = validate(str(out))
+    report = validate(ValidateConfig(str(out)))
     assert report.ok, report.errors
 
 
@@ -190,4 +191,4 @@ def test_a_damaged_replacement_shard_is_repaired_exactly(recorded: Path, tmp_pat
     _run(copy, resume=True)
     assert _content(copy) == _content(recorded)
     assert _manifest(copy)["plan"] == _manifest(recorded)["plan"]
-    assert validate(str(copy)).ok
+    assert validate(ValidateConfig(str(copy))).ok

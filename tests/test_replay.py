@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.replay import replay_config
 from pipeline.storage import open_location
 from pipeline.validate import validate
@@ -73,7 +74,7 @@ def test_rows_swapped_between_seeds_pass_validate_but_not_replay(dataset_copy, c
     _rewrite(dataset_copy, shard, rows, table.schema)
     manifest_path.write_text(json.dumps(data, indent=1))
 
-    assert validate(str(dataset_copy), [config]).ok
+    assert validate(ValidateConfig(str(dataset_copy), configs=(config,))).ok
     result = replay_config(open_location(str(dataset_copy)), config)
     assert {m.episode_id for m in result.mismatches} == {first["episode_id"], second["episode_id"]}
     assert all(m.step == 0 and m.row in (0, 1) for m in result.mismatches)  # a seed shows at reset

@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
 from pipeline.returns import RTG_PATH, returns_to_go, write_returns_to_go
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.storage import open_location
 
 CONFIG = "mujoco-pendulum"
@@ -20,7 +20,7 @@ CONFIG = "mujoco-pendulum"
 def dataset(tmp_path_factory):
     """A real 5-episode random rollout of InvertedPendulum (episodes of a few steps), in-process."""
     out = tmp_path_factory.mktemp("rtg") / "dataset"
-    run_rollout(
+    rollout(
         RolloutConfig(out=str(out), tasks=(CONFIG,), episodes=5, workers=0, policy="random", progress=False)
     )
     return out

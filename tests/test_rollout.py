@@ -8,8 +8,9 @@ import pytest
 from datasets import load_dataset
 
 from pipeline.cli import main
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 
@@ -27,7 +28,7 @@ def test_ray_rollout_validates_loads_and_matches_serial(ray_cluster, tmp_path, s
     out = tmp_path / "ray"
     rollout(out, ("babyai-go-to", "metaworld-reach"), None, episodes=5, workers=2)
     rollout(out, ("mujoco-hopper", "atari-breakout"), "random", episodes=5, workers=2)
-    report = validate(str(out))
+    report = validate(ValidateConfig(str(out)))
     assert report.ok, report.errors
     for config in ("babyai-go-to", "metaworld-reach", "mujoco-hopper", "atari-breakout"):
         # Same seed, same episodes, whichever worker recorded them (Ray here, in-process there).
@@ -45,38 +46,36 @@ def test_ray_rollout_validates_loads_and_matches_serial(ray_cluster, tmp_path, s
 
 def test_step_budget_records_whole_episodes(tmp_path):
     out = tmp_path / "steps"
-    summary = run_rollout(
+    summary = rollout(
         RolloutConfig(
             out=str(out), tasks=("mujoco-hopper",), steps=300, workers=0, policy="random", progress=False
         )
     )
     steps = summary.configs["mujoco-hopper"]["steps"]
     assert 300 <= steps < 300 + 1000
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
 
 
 def test_a_small_step_budget_gets_its_test_episode_and_a_bounded_overshoot(tmp_path):
     """500 Pong steps with random play: one round of one episode per worker, one of them a test episode."""
     out = tmp_path / "pong"
-    summary = run_rollout(
+    summary = rollout(
         RolloutConfig(
             out=str(out), tasks=("atari-pong",), steps=500, workers=0, policy="random", progress=False
         )
     )
     counts = summary.configs["atari-pong"]
     assert counts["train_episodes"] == 1 and counts["test_episodes"] == 1  # both splits, nothing more
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     plan = json.loads((out / "meta/atari-pong/plan.json").read_text())
     assert plan["planned_episodes"] == 2 and plan["forced_test"] == [1]
 
 
 def test_runs_that_cannot_make_both_splits_are_refused_up_front(tmp_path):
     with pytest.raises(PipelineError, match="cannot fill a train and a test split"):
-        run_rollout(
-            RolloutConfig(out=str(tmp_path / "a"), tasks=("mujoco-hopper",), episodes=1, policy="random")
-        )
+        rollout(RolloutConfig(out=str(tmp_path / "a"), tasks=("mujoco-hopper",), episodes=1, policy="random"))
     with pytest.raises(PipelineError, match="test fraction of 0 makes no test split"):
-        run_rollout(
+        rollout(
             RolloutConfig(
                 out=str(tmp_path / "b"),
                 tasks=("mujoco-hopper",),
@@ -103,7 +102,7 @@ def test_an_interrupted_multi_config_run_keeps_its_finished_configs(tmp_path):
     env = {**os.environ, "JAT_PIPELINE_FAULTS": "unit.record_written=5"}
     killed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert killed.returncode == -9, killed.stdout + killed.stderr
-    assert validate(str(out), ["metaworld-reach"]).ok
+    assert validate(ValidateConfig(str(out), configs=("metaworld-reach",))).ok
     assert "metaworld-reach" in (out / "README.md").read_text()  # listed in configs: loadable by name
     loaded = load_dataset(str(out), "metaworld-reach")
     assert loaded["train"].num_rows + loaded["test"].num_rows == 6
@@ -111,12 +110,12 @@ def test_an_interrupted_multi_config_run_keeps_its_finished_configs(tmp_path):
     env.pop("JAT_PIPELINE_FAULTS")
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
 
 
 def test_size_cap_splits_into_more_shards(tmp_path):
     out = tmp_path / "capped"
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out),
             tasks=("metaworld-reach",),
@@ -130,12 +129,12 @@ def test_size_cap_splits_into_more_shards(tmp_path):
     manifest = json.loads((out / "meta/metaworld-reach/manifest.json").read_text())
     assert len([s for s in manifest["shards"] if s["split"] == "train"]) >= 2
     assert all(s["num_bytes"] <= 48 * 1024 for s in manifest["shards"])
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
 
 
 def test_unfinished_bot_episodes_are_dropped_and_counted(tmp_path):
     out = tmp_path / "drops"
-    summary = run_rollout(
+    summary = rollout(
         RolloutConfig(
             out=str(out),
             tasks=("babyai-go-to",),
@@ -159,23 +158,24 @@ def test_bad_input_fails_before_any_work(tmp_path, sample_dataset):
     with pytest.raises(PipelineError, match="positive integer"):
         RolloutConfig(out=str(tmp_path / "a"), tasks=("mujoco-hopper",), episodes=0)
     with pytest.raises(PipelineError, match="no scripted policy"):
-        run_rollout(
+        rollout(
             RolloutConfig(out=str(tmp_path / "b"), tasks=("mujoco-hopper",), episodes=2, policy="scripted")
         )
     with pytest.raises(PipelineError, match="did you mean"):
-        run_rollout(RolloutConfig(out=str(tmp_path / "c"), suite="babyai", tasks=("goto",), episodes=2))
+        rollout(RolloutConfig(out=str(tmp_path / "c"), suite="babyai", tasks=("goto",), episodes=2))
     assert not any((tmp_path / name).exists() for name in "abc")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(PipelineError, match="not a jat-pipeline dataset"):
-        run_rollout(RolloutConfig(out=str(foreign), tasks=("mujoco-hopper",), episodes=2, policy="random"))
+        rollout(RolloutConfig(out=str(foreign), tasks=("mujoco-hopper",), episodes=2, policy="random"))
     before = _episodes(sample_dataset, "mujoco-hopper")
     with pytest.raises(PipelineError, match="--overwrite"):
-        run_rollout(
-            RolloutConfig(out=str(sample_dataset), tasks=("mujoco-hopper",), episodes=2, policy="random")
-        )
-    assert _episodes(sample_dataset, "mujoco-hopper") == before and validate(str(sample_dataset)).ok
+        rollout(RolloutConfig(out=str(sample_dataset), tasks=("mujoco-hopper",), episodes=2, policy="random"))
+    assert (
+        _episodes(sample_dataset, "mujoco-hopper") == before
+        and validate(ValidateConfig(str(sample_dataset))).ok
+    )
 
 
 def test_cli_help_and_errors(tmp_path, capsys):
@@ -199,7 +199,7 @@ def test_a_config_with_every_episode_dropped_fails_without_breaking_the_others(t
     with pytest.raises(
         PipelineError, match=r"babyai-go-to: 0 of the 4 episodes asked for are stored: .*unfinished"
     ):
-        run_rollout(
+        rollout(
             RolloutConfig(
                 out=str(out),
                 tasks=("mujoco-hopper", "babyai-go-to"),
@@ -214,6 +214,6 @@ def test_a_config_with_every_episode_dropped_fails_without_breaking_the_others(t
     plan = json.loads((out / "meta/babyai-go-to/plan.json").read_text())
     assert plan["planned_episodes"] == 10 * 4  # replacement rounds up to 10 played per episode asked for
     assert plan["replacement_rounds"] == 9
-    assert validate(str(out), ["mujoco-hopper"]).ok
+    assert validate(ValidateConfig(str(out), configs=("mujoco-hopper",))).ok
     loaded = load_dataset(str(out), "mujoco-hopper")
     assert loaded["train"].num_rows + loaded["test"].num_rows == 4

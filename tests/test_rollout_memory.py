@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.schema import SHARD_RECORD_DIR
 
 # 1000-step episodes (Standup never terminates) of 348 float32 observations: the fast task
@@ -73,7 +73,7 @@ def test_actor_rss_stays_flat_as_episodes_accumulate(ray_cluster, tmp_path):
     out = tmp_path / "memory"
     sampler = ActorRSS(str(out / SHARD_RECORD_DIR.format(config=TASK)))
     try:
-        summary = run_rollout(
+        summary = rollout(
             RolloutConfig(
                 out=str(out),
                 tasks=(TASK,),

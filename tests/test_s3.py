@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import load_config, mirror_config
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.storage import open_location
 from pipeline.validate import validate
 
@@ -86,7 +87,7 @@ def test_rollout_validate_load_on_s3(s3_server, monkeypatch):
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    report = validate(uri)
+    report = validate(ValidateConfig(uri))
     assert report.ok, report.errors
     import boto3
 
@@ -102,10 +103,10 @@ def test_rollout_validate_load_on_s3(s3_server, monkeypatch):
 
 @pytest.mark.s3
 def test_s3_corruption_is_caught(s3_server):
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
 
     uri = f"{s3_server}/corrupt"
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=uri, tasks=("mujoco-hopper",), episodes=3, policy="random", workers=0, progress=False
         )
@@ -118,7 +119,7 @@ def test_s3_corruption_is_caught(s3_server):
     body = bytearray(client.get_object(Bucket="jat", Key=key)["Body"].read())
     body[100] ^= 0xFF
     client.put_object(Bucket="jat", Key=key, Body=bytes(body))
-    report = validate(uri)
+    report = validate(ValidateConfig(uri))
     assert not report.ok and any("sha256" in e and key.removeprefix("corrupt/") in e for e in report.errors)
 
 
@@ -126,7 +127,7 @@ def test_mirror_refetches_only_changed_shards_and_rejects_bad_checksums(s3_serve
     """Loading from S3 works with HF_HUB_OFFLINE=1 because shards are mirrored and verified."""
     uri = f"{s3_server}/mirror"
     config = RolloutConfig(out=uri, tasks=("mujoco-hopper",), episodes=3, policy="random", workers=0)
-    run_rollout(replace(config, progress=False))
+    rollout(replace(config, progress=False))
     location = open_location(uri)
     cache = tmp_path / "cache"
     root = mirror_config(location, "mujoco-hopper", cache_dir=cache)

@@ -10,6 +10,7 @@ import pytest
 from ray_head import ray_head as start_ray_head
 
 from pipeline.cli import main
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.submit import SubmitConfig
 from pipeline.validate import validate
@@ -49,7 +50,7 @@ def test_rollout_as_a_cluster_job(ray_head, tmp_path, capsys):
     )
     assert code == 0, capsys.readouterr()
     assert "SUCCEEDED" in capsys.readouterr().err
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
 
 
 @pytest.mark.ray

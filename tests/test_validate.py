@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
 from pipeline.storage import open_location
@@ -51,13 +52,13 @@ def _set(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
 
 
 def _errors(dataset: Path, config: str) -> list[str]:
-    report = validate(str(dataset), [config])
+    report = validate(ValidateConfig(str(dataset), configs=(config,)))
     assert not report.ok
     return report.errors
 
 
 def test_sample_dataset_is_valid(sample_dataset):
-    report = validate(str(sample_dataset))
+    report = validate(ValidateConfig(str(sample_dataset)))
     assert report.ok, report.errors
     assert {c.config for c in report.configs} == {
         "babyai-go-to",
@@ -175,7 +176,7 @@ def test_stray_partial_file_is_caught(dataset_copy):
 
 def test_unknown_config_fails_before_work(sample_dataset):
     with pytest.raises(PipelineError, match="did you mean"):
-        validate(str(sample_dataset), ["babyai-go-too"])
+        validate(ValidateConfig(str(sample_dataset), configs=("babyai-go-too",)))
 
 
 def test_cli_exit_codes(dataset_copy, capsys):
@@ -212,7 +213,7 @@ def test_strays_under_data_fail_the_dataset_naming_path_and_fix(dataset_copy, ca
     (dataset_copy / "data/mujoco-hopper/old/train-00000.parquet").write_bytes(b"PAR1")
     (dataset_copy / ".tmp").mkdir(exist_ok=True)
     (dataset_copy / ".tmp/abc-train-00000.parquet").write_bytes(b"PAR1")
-    report = validate(str(dataset_copy))
+    report = validate(ValidateConfig(str(dataset_copy)))
     assert not report.ok
     assert report.dataset_errors == [
         "data/mujoco-ant/ has no manifest (meta/mujoco-ant/manifest.json): delete it, or finish the "
@@ -227,7 +228,7 @@ def test_strays_under_data_fail_the_dataset_naming_path_and_fix(dataset_copy, ca
     assert all(c.ok for c in report.configs if c.config != "mujoco-hopper")
     assert not any(".tmp" in e for e in report.errors)
     # Asked for named configs, validate checks those configs' folders only.
-    assert validate(str(dataset_copy), ["babyai-go-to"]).ok
+    assert validate(ValidateConfig(str(dataset_copy), configs=("babyai-go-to",))).ok
     assert main(["validate", str(dataset_copy)]) == 1
     out = capsys.readouterr().out
     assert "data/stray.parquet belongs to no config" in out and "data/mujoco-ant/ has no manifest" in out
@@ -266,7 +267,7 @@ def test_validate_command_exits_cleanly_every_time(sample_dataset):
 def test_info_json_is_read_back_and_another_format_is_refused_in_one_line(dataset_copy):
     """`meta/info.json` has one writer and one reader; validate and --resume refuse another format."""
     from pipeline.manifest import DatasetInfo, read_info
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
     from pipeline.schema import FORMAT_VERSION
 
     location = open_location(str(dataset_copy))
@@ -277,9 +278,9 @@ def test_info_json_is_read_back_and_another_format_is_refused_in_one_line(datase
     path = dataset_copy / "meta" / "info.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": FORMAT_VERSION + 1}))
     with pytest.raises(PipelineError, match=f"format_version {FORMAT_VERSION + 1}, this pipeline reads"):
-        validate(str(dataset_copy))
+        validate(ValidateConfig(str(dataset_copy)))
     resume = RolloutConfig(
         out=str(dataset_copy), tasks=("mujoco-hopper",), episodes=5, policy="random", resume=True, workers=0
     )
     with pytest.raises(PipelineError, match="format_version"):
-        run_rollout(resume)
+        rollout(resume)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.manifest import read_manifest
 from pipeline.registry import get_task
 from pipeline.shards import Episode
@@ -32,7 +33,7 @@ def _edit(dataset: Path, config: str, change) -> dict:
 
 
 def _errors(dataset: Path, config: str) -> list[str]:
-    report = validate(str(dataset), [config])
+    report = validate(ValidateConfig(str(dataset), configs=(config,)))
     assert not report.ok
     return report.errors
 

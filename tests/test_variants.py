@@ -9,15 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 
 def test_return_filter_keeps_only_strong_episodes_under_its_own_config(tmp_path):
     out = tmp_path / "ds"
-    summary = run_rollout(
+    summary = rollout(
         RolloutConfig(
             out=str(out),
             tasks=("babyai-go-to",),
@@ -36,7 +37,7 @@ def test_return_filter_keeps_only_strong_episodes_under_its_own_config(tmp_path)
     below = [d for d in manifest["dropped"] if d["reason"].startswith("below min return")]
     assert below and len(kept) + len(manifest["dropped"]) == 16
     assert summary.configs["babyai-go-to-top90"]["dropped"] == len(manifest["dropped"])
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     train = load_dataset(str(out), "babyai-go-to-top90", split="train")
     assert list(train.features) == [
         "text_observations",

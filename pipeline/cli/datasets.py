@@ -91,10 +91,10 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from pipeline.rollout import run_rollout
+    from pipeline.rollout import rollout
 
     config = config_from(RolloutConfig, args)
-    summary = run_rollout(config)
+    summary = rollout(config)
     rate = summary.total_steps / max(summary.seconds, 1e-9)
     table = narrow_table(f"rollout → {summary.out}")
     table.add_column("config", no_wrap=True)
@@ -121,7 +121,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.validate import validate
 
     config = config_from(ValidateConfig, args)
-    report = validate(config.data_dir, list(config.configs) or None, replay=config.replay)
+    report = validate(config)
     out = Console(soft_wrap=True)
     for c in report.configs:
         status = "[green]ok[/]" if c.ok else f"[red]FAILED ({len(c.errors)})[/]"
@@ -152,9 +152,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.demo import demo
 
-    return run_demo(config_from(DemoConfig, args))
+    return demo(config_from(DemoConfig, args))
 
 
 # --- submit ------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from pipeline.replay import run_replay
+    from pipeline.replay import replay
 
-    result = run_replay(config_from(ReplayConfig, args))
+    result = replay(config_from(ReplayConfig, args))
     out = Console(soft_wrap=True)
     replayed, bad = len(result.episodes), len(result.mismatches)
     for mismatch in result.mismatches:
@@ -44,9 +44,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from pipeline.render import run_render
+    from pipeline.render import render
 
-    result = run_render(config_from(RenderConfig, args))
+    result = render(config_from(RenderConfig, args))
     out = Console(soft_wrap=True)
     episodes = ", ".join(str(e) for e in result.episodes)
     out.print(

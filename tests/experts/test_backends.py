@@ -149,7 +149,7 @@ def test_importing_one_backend_imports_no_other():
 
 
 def test_rollout_refuses_a_weak_trained_expert(sf_hopper, tmp_path):
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
 
     root = sf_hopper[0]
     meta = json.loads((root / "mujoco-hopper" / "metadata.json").read_text())
@@ -165,7 +165,7 @@ def test_rollout_refuses_a_weak_trained_expert(sf_hopper, tmp_path):
         progress=False,
     )
     with pytest.raises(PipelineError, match=r"mujoco-hopper .* is rejected: normalised score .*--allow-weak"):
-        run_rollout(config)
+        rollout(config)
     assert not (tmp_path / "data").exists()
 
 
@@ -191,7 +191,7 @@ def test_sync_mode_batch_mismatch_is_named_up_front():
 
 def test_variant_configs_use_the_base_tasks_expert(sb3_hopper, tmp_path):
     """`--min-return-fraction` records `mujoco-hopper-top1` with the expert stored for mujoco-hopper."""
-    from pipeline.rollout import RolloutConfig, run_rollout
+    from pipeline.rollout import RolloutConfig, rollout
 
     config = RolloutConfig(
         out=str(tmp_path / "data"),
@@ -204,7 +204,7 @@ def test_variant_configs_use_the_base_tasks_expert(sb3_hopper, tmp_path):
         min_return_fraction=0.01,
         progress=False,
     )
-    summary = run_rollout(config)
+    summary = rollout(config)
     manifest = json.loads((tmp_path / "data" / "meta" / "mujoco-hopper-top1" / "manifest.json").read_text())
     assert manifest["provenance"]["backend"] == "sb3"
     assert sum(summary.configs["mujoco-hopper-top1"][k] for k in ("train_episodes", "dropped")) >= 1

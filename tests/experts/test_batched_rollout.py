@@ -14,7 +14,7 @@ from pipeline.errors import PipelineError
 from pipeline.plan import PlannedEpisode
 from pipeline.recorder import can_batch, record_batched
 from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 
 HOPPER = get_task("mujoco-hopper")
 
@@ -22,7 +22,7 @@ HOPPER = get_task("mujoco-hopper")
 def _rollout(out: Path, experts: Path, **overrides) -> dict[int, str]:
     settings = {"tasks": ("mujoco-hopper",), "episodes": 7, "workers": 0, "policy": "expert"}
     settings |= {"experts_dir": str(experts), "allow_weak": True, "progress": False, **overrides}
-    run_rollout(RolloutConfig(out=str(out), **settings))
+    rollout(RolloutConfig(out=str(out), **settings))
     manifest = json.loads((out / "meta" / "mujoco-hopper" / "manifest.json").read_text())
     rows = [e for s in manifest["shards"] for e in s["episodes"]]
     for shard in manifest["shards"]:  # rows stay in plan order inside each shard

@@ -13,9 +13,10 @@ from datasets import load_dataset
 
 from experts.base import HistoryKeeper, TrainJob, history_steps
 from experts.store import ExpertStore
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 HOPPER = get_task("mujoco-hopper")
@@ -42,7 +43,7 @@ def test_training_keeps_snapshots_across_a_resume(fixture, request):
 def test_rollout_records_the_history_in_training_order(sb3_hopper, tmp_path):
     root = sb3_hopper[0]
     snapshots = ExpertStore(str(root)).history_steps("mujoco-hopper")
-    summary = run_rollout(_rollout(tmp_path / "data", root))
+    summary = rollout(_rollout(tmp_path / "data", root))
     config = "mujoco-hopper-history"
     counts = summary.configs[config]
     assert counts["train_episodes"] + counts["test_episodes"] == 2 * len(snapshots)
@@ -50,7 +51,7 @@ def test_rollout_records_the_history_in_training_order(sb3_hopper, tmp_path):
     episodes = sorted((e for s in manifest["shards"] for e in s["episodes"]), key=lambda e: e["episode_id"])
     assert [e["checkpoint_step"] for e in episodes] == [s for s in snapshots for _ in range(2)]
     assert manifest["plan"]["history"] == {"snapshots": snapshots, "episodes_per_snapshot": 2}
-    assert validate(str(tmp_path / "data")).ok
+    assert validate(ValidateConfig(str(tmp_path / "data"))).ok
     loaded = load_dataset(str(tmp_path / "data"), config)
     assert list(loaded["train"].features) == ["continuous_observations", "continuous_actions", "rewards"]
     # different snapshots act differently on the same observation: they really are different policies
@@ -63,24 +64,24 @@ def test_resume_of_a_history_refuses_changed_snapshots(sb3_hopper, tmp_path):
     root = tmp_path / "experts"
     shutil.copytree(sb3_hopper[0], root)
     out = tmp_path / "data"
-    run_rollout(_rollout(out, root))
+    rollout(_rollout(out, root))
     newest = max((root / "mujoco-hopper" / "history").iterdir())
     shutil.rmtree(newest)  # the expert's history changed since the run was planned
     with pytest.raises(PipelineError, match=r"different settings .*history"):
-        run_rollout(_rollout(out, root, resume=True))
+        rollout(_rollout(out, root, resume=True))
 
 
 def test_history_needs_a_trained_expert_with_snapshots(sb3_hopper, tmp_path):
     with pytest.raises(PipelineError, match="--experts-dir"):
-        run_rollout(_rollout(tmp_path / "a", tmp_path, experts_dir=None))
+        rollout(_rollout(tmp_path / "a", tmp_path, experts_dir=None))
     with pytest.raises(PipelineError, match="no expert for mujoco-hopper"):
-        run_rollout(_rollout(tmp_path / "b", tmp_path / "empty"))
+        rollout(_rollout(tmp_path / "b", tmp_path / "empty"))
     root = tmp_path / "one-snapshot"
     shutil.copytree(sb3_hopper[0], root)
     for snapshot in sorted((root / "mujoco-hopper" / "history").iterdir())[1:]:
         shutil.rmtree(snapshot)
     with pytest.raises(PipelineError, match="kept 1 learning-history snapshot"):
-        run_rollout(_rollout(tmp_path / "c", root))
+        rollout(_rollout(tmp_path / "c", root))
     with pytest.raises(PipelineError, match="not --steps"):
         RolloutConfig(out=str(tmp_path / "d"), tasks=("mujoco-hopper",), steps=100, learning_history=True)
     for path in ("a", "b", "c"):

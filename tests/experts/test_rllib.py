@@ -24,10 +24,11 @@ from experts.base import get_backend, read_curve
 from experts.rllib import CHECKPOINTS, RUNNER_NODES
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, train_expert
+from pipeline.configs.datasets import ValidateConfig
 from pipeline.envs import make_env
 from pipeline.errors import PipelineError
 from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, run_rollout
+from pipeline.rollout import RolloutConfig, rollout
 from pipeline.validate import validate
 
 pytestmark = pytest.mark.ray
@@ -91,13 +92,13 @@ def test_rllib_trains_resumes_and_records_valid_data(trained, tmp_path):
     assert len(nodes["env_runner_nodes"]) == 2  # the env runners were Ray actors
 
     out = tmp_path / "dataset"
-    run_rollout(
+    rollout(
         RolloutConfig(
             out=str(out), tasks=(CONFIG,), episodes=3, workers=0, policy="expert",
             experts_dir=str(root), allow_weak=True, progress=False, envs_per_worker=2,
         )
     )  # fmt: skip
-    assert validate(str(out)).ok
+    assert validate(ValidateConfig(str(out))).ok
     manifest = json.loads((out / "meta" / CONFIG / "manifest.json").read_text())
     assert "rllib" in json.dumps(manifest)
 
