@@ -22,7 +22,7 @@ import jinja2
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
+from pipeline.manifest import dataset_configs, read_manifest
 from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT
 from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
 from pipeline.registry import get_task
@@ -267,3 +267,9 @@ def render_card(location: Location, configs: list[str]) -> str:
     suites = sorted({c.stats.suite for c in cards if c.stats})
     plots = [SUITE_PLOT.format(suite=s) for s in suites if location.exists(SUITE_PLOT.format(suite=s))]
     return render_from_stats(location.uri, cards, plots, hub=False)
+
+
+def write_readme(location: Location) -> None:
+    """(Re)write the folder's README.md, its dataset card, for every config the dataset holds:
+    merging, never dropping one. `datasets` reads its YAML header to map configs to files."""
+    location.write_bytes("README.md", render_card(location, dataset_configs(location)).encode())

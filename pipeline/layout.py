@@ -1,4 +1,4 @@
-"""The dataset folder's README and loading from anywhere.
+"""Loading a dataset from anywhere with `datasets`: a local folder, an S3 copy or a Hub repo.
 
 `datasets` reads the YAML header of README.md to map each config name to its data files; with
 it, a local folder, an S3 copy and the Hub repo all load the same way, offline. The README is
@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from pipeline.card import render_card
+from pipeline.card import write_readme
 from pipeline.errors import PipelineError
-from pipeline.manifest import dataset_configs, read_manifest
+from pipeline.manifest import read_manifest
 from pipeline.schema import DATA_DIR, MANIFEST_PATH
 from pipeline.storage import Location, is_uri, open_location
-
-
-def write_readme(location: Location) -> None:
-    """(Re)write README.md for every config the dataset holds, merging, never dropping one."""
-    location.write_bytes("README.md", render_card(location, dataset_configs(location)).encode())
 
 
 def load_config(uri: str, config: str, split: str | None = None):

@@ -16,11 +16,11 @@ import uuid
 from dataclasses import dataclass
 from functools import partial
 
+from pipeline.card import write_readme
 from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings
 from pipeline.configs.datasets import RolloutConfig
 from pipeline.errors import PipelineError
 from pipeline.executor import require_shared_storage, run_streaming
-from pipeline.layout import write_readme
 from pipeline.manifest import read_info, read_manifest, write_info, write_manifest
 from pipeline.plan import HistoryPlan, RunPlan, WorkUnit
 from pipeline.policy_factory import check_policy, history_snapshots

@@ -7,8 +7,9 @@ import shutil
 import pytest
 import yaml
 
+from pipeline.card import write_readme
 from pipeline.errors import PipelineError
-from pipeline.layout import load_config, mirror_config, write_readme
+from pipeline.layout import load_config, mirror_config
 from pipeline.manifest import read_manifest
 from pipeline.rollout import RolloutConfig, rollout
 from pipeline.storage import open_location
