@@ -23,11 +23,11 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.manifest import dataset_configs, read_manifest
-from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT
 from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
 from pipeline.registry import get_task
+from pipeline.schema import EPISODE_CLIP, RETURNS_PLOT, STATS_PATH, SUITE_PLOT
 from pipeline.stats import episode_stats
-from pipeline.stats_types import STATS_PATH, ConfigStats
+from pipeline.stats_types import ConfigStats
 from pipeline.storage import Location, is_uri
 from pipeline.suites import get_suite, suite_names
 

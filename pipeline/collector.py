@@ -22,7 +22,7 @@ from pipeline.policies import Policy
 from pipeline.policy_factory import make_policy
 from pipeline.recorder import can_batch, record_batched, record_episode
 from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import RUN_LEASE_PATH, SHARD_RECORD_DIR
+from pipeline.schema import RUN_LEASE_PATH, SHARD_RECORD_DIR, UNIT_RECORD_NAME
 from pipeline.shards import DEFAULT_MAX_SHARD_BYTES, Episode, ShardRecord, ShardWriter
 from pipeline.storage import open_location
 
@@ -119,7 +119,7 @@ def _in_plan_order(
 
 def unit_record_path(config: str, split: str, index: int) -> str:
     """The unit's sidecar; written after its shard is committed, so a shard without one is an orphan."""
-    return f"{SHARD_RECORD_DIR.format(config=config)}/{split}-{index:05d}.json"
+    return f"{SHARD_RECORD_DIR.format(config=config)}/{UNIT_RECORD_NAME.format(split=split, index=index)}"
 
 
 class RolloutWorker:

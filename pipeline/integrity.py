@@ -20,11 +20,9 @@ from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import read_manifest
 from pipeline.plan import RunPlan
 from pipeline.registry import get_task
-from pipeline.schema import MANIFEST_PATH
+from pipeline.schema import MANIFEST_PATH, PLAN_PATH
 from pipeline.storage import Location
 from pipeline.suites import get_suite
-
-PLAN_PATH = "meta/{config}/plan.json"
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,6 @@ from matplotlib.ticker import MaxNLocator
 from pipeline.schema import SPLITS
 from pipeline.stats_types import ConfigStats
 
-RETURNS_PLOT = "meta/{config}/returns.png"
-EPISODE_CLIP = "meta/{config}/episode.gif"
-"""The card's clip of the config's first episode, drawn from the shards (`pipeline.render.clip_gif`)."""
-SUITE_PLOT = "meta/plots/{suite}.png"
 COLOURS = {"train": "#3b75af", "test": "#ef8636"}
 
 

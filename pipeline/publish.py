@@ -33,14 +33,24 @@ from pipeline.configs.publish import PublishConfig
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.integrity import check_files, unfinished_configs
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs
-from pipeline.plots import EPISODE_CLIP, RETURNS_PLOT, SUITE_PLOT, returns_histogram, suite_summary
+from pipeline.plots import returns_histogram, suite_summary
 from pipeline.progress import Bars
 from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, Target
 from pipeline.quality import QualityRow, quality_row
 from pipeline.render import ClipMaker
-from pipeline.schema import DATA_DIR, INFO_PATH, MANIFEST_PATH
+from pipeline.schema import (
+    DATA_DIR,
+    EPISODE_CLIP,
+    INFO_PATH,
+    MANIFEST_PATH,
+    META_DIR,
+    PLOTS_DIR,
+    RETURNS_PLOT,
+    STATS_PATH,
+    SUITE_PLOT,
+)
 from pipeline.stats import StatsRequest, config_stats
-from pipeline.stats_types import STATS_PATH, ConfigStats
+from pipeline.stats_types import ConfigStats
 from pipeline.storage import Location, open_location
 from pipeline.validate import validate
 
@@ -157,7 +167,7 @@ def _plan(
         keep = {f.path for f in shards + meta}
         stale = [
             p
-            for prefix in (f"{DATA_DIR.format(config=name)}/", f"meta/{name}/")
+            for prefix in (f"{DATA_DIR.format(config=name)}/", f"{META_DIR.format(config=name)}/")
             for p in target.paths_under(prefix)
             if p not in keep
         ]
@@ -179,7 +189,7 @@ def _plan(
         other = entry["config_name"]
         if other not in cards:
             cards[other] = _published_config(target, other, entry)
-    for path in target.paths_under("meta/"):
+    for path in target.paths_under(META_DIR.format(config="")):
         other = path.split("/")[1]
         if path == STATS_PATH.format(config=other) and other not in cards:
             cards[other] = _published_config(target, other, None)
@@ -189,7 +199,7 @@ def _plan(
         for s in sorted({stats[n].suite for n in names})
     ]
     suite_plots = sorted(
-        {f.path for f in figures} | {p for p in target.paths_under("meta/plots/") if p.endswith(".png")}
+        {f.path for f in figures} | {p for p in target.paths_under(f"{PLOTS_DIR}/") if p.endswith(".png")}
     )
     card = render_from_stats(title, list(cards.values()), suite_plots, hub=hub)
     info = DatasetInfo("jat-pipeline publish", tuple(sorted(cards)))

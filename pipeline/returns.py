@@ -14,9 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.manifest import read_manifest
+from pipeline.schema import RTG_PATH
 from pipeline.storage import Location
-
-RTG_PATH = "meta/{config}/returns_to_go.parquet"
 
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:

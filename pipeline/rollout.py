@@ -27,8 +27,8 @@ from pipeline.policy_factory import check_policy, history_snapshots
 from pipeline.progress import Bars
 from pipeline.registry import get_task, resolve_tasks, variant_config
 from pipeline.returns import write_returns_to_go
-from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun
-from pipeline.schema import DATA_DIR, INFO_PATH, RUN_LEASE_PATH, TMP_DIR
+from pipeline.run_state import SPLIT_RULE, ConfigRun
+from pipeline.schema import DATA_DIR, INFO_PATH, META_DIR, PLAN_PATH, RUN_LEASE_PATH, TMP_DIR
 from pipeline.sections import Budget
 from pipeline.storage import Location, check_writable, open_location
 
@@ -76,7 +76,7 @@ def _prepare_output(location: Location, configs: list[str], overwrite: bool, res
         return set(present)
     for name in present:
         location.delete(DATA_DIR.format(config=name))
-        location.delete(f"meta/{name}")
+        location.delete(META_DIR.format(config=name))
     return set()
 
 
@@ -96,7 +96,7 @@ def _has_content(location: Location, config: str) -> bool:
     """A config counts as present once a file of it exists (an empty folder is a crash's leftover)."""
     return any(
         info.type.name == "File"
-        for folder in (f"meta/{config}", DATA_DIR.format(config=config))
+        for folder in (META_DIR.format(config=config), DATA_DIR.format(config=config))
         for info in location.list(folder, recursive=True)
     )
 

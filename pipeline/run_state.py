@@ -20,13 +20,12 @@ from typing import Any
 
 from pipeline.collector import UnitResult, unit_record_path
 from pipeline.errors import PipelineError
-from pipeline.integrity import PLAN_PATH
 from pipeline.manifest import Manifest
 from pipeline.manifest_checks import check_manifest, check_splits
 from pipeline.plan import FILTER_REASON, PlannedEpisode, RunPlan, WorkUnit, is_test, make_units, plan_episodes
 from pipeline.registry import TaskSpec
 from pipeline.repair import survey
-from pipeline.schema import DATA_DIR, SHARD_RECORD_DIR, SPLITS
+from pipeline.schema import DATA_DIR, PLAN_PATH, SHARD_RECORD_DIR, SPLITS
 from pipeline.sections import Budget
 from pipeline.storage import Location
 

@@ -44,12 +44,24 @@ LAYOUT_FEATURES: dict[str, Features] = {
     ),
 }
 
-# Path templates, relative to the dataset root (local folder, S3 prefix or Hub repo).
+# Path templates, relative to the dataset root (local folder, S3 prefix or Hub repo): every file a
+# dataset holds is named here.
 DATA_DIR = "data/{config}"
 SHARD_NAME = "{split}-{index:05d}.parquet"
 SHARD_GLOB = "data/{config}/{split}-*.parquet"
 MANIFEST_PATH = "meta/{config}/manifest.json"
+META_DIR = "meta/{config}"
+"""Everything about a config that is not its data: manifest, plan, unit records, stats, figures."""
 SHARD_RECORD_DIR = "meta/{config}/shards"
+UNIT_RECORD_NAME = "{split}-{index:05d}.json"
+"""A finished unit's record, in SHARD_RECORD_DIR, named as its shard."""
+PLAN_PATH = "meta/{config}/plan.json"
+STATS_PATH = "meta/{config}/stats.json"
+RTG_PATH = "meta/{config}/returns_to_go.parquet"
+RETURNS_PLOT = "meta/{config}/returns.png"
+EPISODE_CLIP = "meta/{config}/episode.gif"
+PLOTS_DIR = "meta/plots"
+SUITE_PLOT = "meta/plots/{suite}.png"
 TMP_DIR = ".tmp"
 INFO_PATH = "meta/info.json"
 RUN_LEASE_PATH = "meta/run.json"  # the rollout currently writing this folder (see collector.RolloutWorker)

@@ -20,7 +20,6 @@ from pipeline.schema import SPLITS
 from pipeline.sections import Budget, check_keys, read_section
 
 STATS_VERSION = 1
-STATS_PATH = "meta/{config}/stats.json"
 HISTOGRAM_BINS = 20
 BATCH_EPISODES = 32
 # Per-step columns whose per-feature moments are computed: JAT's continuous vectors.

@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from pipeline.columns import RowError, check_inner, check_values, list_lengths
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.integrity import PLAN_PATH, repair_hint, unfinished_configs
+from pipeline.integrity import repair_hint, unfinished_configs
 from pipeline.manifest import Manifest, dataset_configs, read_info, read_manifest
 from pipeline.registry import TaskSpec, get_task
 from pipeline.replay import replay_config
-from pipeline.schema import DATA_DIR, MANIFEST_PATH, SPLITS
+from pipeline.schema import DATA_DIR, MANIFEST_PATH, PLAN_PATH, SPLITS
 from pipeline.storage import Location, open_location
 from pipeline.suites import get_suite
 from pipeline.validate_manifest import StoredSteps, capped, check_plan, check_rows

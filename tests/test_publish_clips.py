@@ -17,9 +17,9 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.configs.release_hub import PublishExpertsConfig
-from pipeline.plots import EPISODE_CLIP
 from pipeline.publish import PublishConfig, publish
 from pipeline.render import CLIP_FRAMES, CLIP_GL_FRAMES, CLIP_MUJOCO_SIZE
+from pipeline.schema import EPISODE_CLIP
 from pipeline.suites import get_suite
 
 OSMESA = ctypes.util.find_library("OSMesa")

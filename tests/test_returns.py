@@ -9,8 +9,9 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.manifest import read_manifest
-from pipeline.returns import RTG_PATH, returns_to_go, write_returns_to_go
+from pipeline.returns import returns_to_go, write_returns_to_go
 from pipeline.rollout import RolloutConfig, rollout
+from pipeline.schema import RTG_PATH
 from pipeline.storage import open_location
 
 CONFIG = "mujoco-pendulum"

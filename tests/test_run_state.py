@@ -14,7 +14,8 @@ from pipeline.collector import UnitResult
 from pipeline.errors import PipelineError
 from pipeline.plan import RunPlan
 from pipeline.registry import get_task
-from pipeline.run_state import PLAN_PATH, SPLIT_RULE, ConfigRun
+from pipeline.run_state import SPLIT_RULE, ConfigRun
+from pipeline.schema import PLAN_PATH
 from pipeline.sections import Budget
 from pipeline.storage import open_location
 
