@@ -21,6 +21,15 @@ from typing import Any
 import jinja2
 import yaml
 
+from pipeline.columns import (
+    CONTINUOUS_ACTIONS,
+    CONTINUOUS_OBSERVATIONS,
+    DISCRETE_ACTIONS,
+    DISCRETE_OBSERVATIONS,
+    IMAGE_OBSERVATIONS,
+    REWARDS,
+    TEXT_OBSERVATIONS,
+)
 from pipeline.errors import PipelineError
 from pipeline.manifest import dataset_configs, read_manifest
 from pipeline.quality import DEFAULT_BOOTSTRAP_REPS, JAT_BAR, QualityRow, quality_row
@@ -36,13 +45,13 @@ TEMPLATES_PACKAGE = "dataset_card"
 LICENSE = "apache-2.0"
 TITLE = "JAT-format reinforcement-learning episodes"
 COLUMN_MEANING = {
-    "image_observations": "per step, the last 4 grey 84x84 frames as one RGBA PNG (JAT's frame stack)",
-    "text_observations": "per step, the BabyAI mission string",
-    "discrete_observations": "per step, the flattened 7x7x3 egocentric grid and the agent's direction",
-    "continuous_observations": "per step, the observation vector",
-    "discrete_actions": "per step, the action index",
-    "continuous_actions": "per step, the action vector (clipped to the action space)",
-    "rewards": "per step, the reward received after the action",
+    IMAGE_OBSERVATIONS: "per step, the last 4 grey 84x84 frames as one RGBA PNG (JAT's frame stack)",
+    TEXT_OBSERVATIONS: "per step, the BabyAI mission string",
+    DISCRETE_OBSERVATIONS: "per step, the flattened 7x7x3 egocentric grid and the agent's direction",
+    CONTINUOUS_OBSERVATIONS: "per step, the observation vector",
+    DISCRETE_ACTIONS: "per step, the action index",
+    CONTINUOUS_ACTIONS: "per step, the action vector (clipped to the action space)",
+    REWARDS: "per step, the reward received after the action",
 }
 
 

@@ -9,7 +9,7 @@ This module puts both back together, as Minari's `iterate_episodes()` and LeRobo
     dataset = open_dataset("outputs/demo")          # a folder, s3://bucket/prefix, or a Hub repo ORG/NAME
     config = dataset.config("babyai-go-to")
     for episode in config.iterate_episodes(split="test"):
-        print(episode.episode_id, episode.seed, episode.episode_return, episode.columns["rewards"])
+        print(episode.episode_id, episode.seed, episode.episode_return, episode.columns[REWARDS])
     env = config.recover_environment()              # the env that recorded it (make_env + the plan)
     result = config.replay(episode_id=0)            # re-simulated by `pipeline.replay`
 
@@ -38,6 +38,15 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.columns import (
+    CONTINUOUS_ACTIONS,
+    CONTINUOUS_OBSERVATIONS,
+    DISCRETE_ACTIONS,
+    DISCRETE_OBSERVATIONS,
+    IMAGE_OBSERVATIONS,
+    REWARDS,
+    TEXT_OBSERVATIONS,
+)
 from pipeline.configs.publish import REPO_ID
 from pipeline.errors import PipelineError
 from pipeline.manifest import DatasetInfo, Manifest, dataset_configs, read_info, read_manifest
@@ -104,27 +113,27 @@ class EpisodeData(EpisodeInfo):
 
     @property
     def rewards(self) -> np.ndarray:
-        return self.columns["rewards"]
+        return self.columns[REWARDS]
 
     @property
     def actions(self) -> np.ndarray:
-        return self.columns.get("discrete_actions", self.columns.get("continuous_actions"))
+        return self.columns.get(DISCRETE_ACTIONS, self.columns.get(CONTINUOUS_ACTIONS))
 
     @property
     def observations(self) -> Any:
         """The observation column of the suite (images as PNG bytes, BabyAI's 148 ints, vectors)."""
-        for name in ("image_observations", "discrete_observations", "continuous_observations"):
+        for name in (IMAGE_OBSERVATIONS, DISCRETE_OBSERVATIONS, CONTINUOUS_OBSERVATIONS):
             if name in self.columns:
                 return self.columns[name]
         raise KeyError("no observation column")
 
     def frames(self) -> np.ndarray:
         """Atari: the stored frame stacks decoded, uint8 of shape (T, 84, 84, 4), oldest frame first."""
-        if "image_observations" not in self.columns:
+        if IMAGE_OBSERVATIONS not in self.columns:
             raise PipelineError(f"{self.config} has no image observations: only Atari stores frames")
         from PIL import Image
 
-        return np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in self.columns["image_observations"]])
+        return np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in self.columns[IMAGE_OBSERVATIONS]])
 
 
 def _column_values(column: pa.ChunkedArray, length: int) -> Any:
@@ -231,7 +240,7 @@ class DatasetConfig:
             name: _column_values(row.column(name), info.length)
             for name in get_suite(self.spec.suite).layout.columns
         }
-        if len(columns["rewards"]) != info.length:
+        if len(columns[REWARDS]) != info.length:
             raise PipelineError(
                 f"{self.dataset.source}/{info.shard} row {info.row} has {len(columns['rewards'])} steps, "
                 f"its manifest {info.length}: run `pipeline validate {self.dataset.source}`"
@@ -297,7 +306,7 @@ class DatasetConfig:
         episode = self.episode(episode_id)
         own = env is None
         env = self.recover_environment() if own else env
-        texts = episode.columns.get("text_observations")
+        texts = episode.columns.get(TEXT_OBSERVATIONS)
         stored = StoredEpisode(
             episode.record(), episode.split, episode.shard, episode.row,
             episode.observations, texts, episode.actions, episode.rewards,

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.columns import REWARDS
 from pipeline.manifest import read_manifest
 from pipeline.schema import RTG_PATH
 from pipeline.storage import Location
@@ -28,7 +29,7 @@ def write_returns_to_go(location: Location, config: str) -> str:
     ids, splits, values = [], [], []
     for shard in read_manifest(location, config).shards:
         with location.fs.open_input_file(location.path(shard.path)) as f:
-            rewards = pq.read_table(f, columns=["rewards"]).column("rewards").to_pylist()
+            rewards = pq.read_table(f, columns=[REWARDS]).column(REWARDS).to_pylist()
         for record, episode_rewards in zip(shard.episodes, rewards, strict=True):
             ids.append(record.episode_id)
             splits.append(shard.split)

@@ -14,6 +14,16 @@ from typing import Any
 import pyarrow as pa
 from datasets import Features, Image, List, Value
 
+from pipeline.columns import (
+    CONTINUOUS_ACTIONS,
+    CONTINUOUS_OBSERVATIONS,
+    DISCRETE_ACTIONS,
+    DISCRETE_OBSERVATIONS,
+    IMAGE_OBSERVATIONS,
+    REWARDS,
+    TEXT_OBSERVATIONS,
+)
+
 FORMAT_VERSION = 1
 
 # Per-step columns of each of JAT's three layouts, exactly JAT's names and types: one row per
@@ -22,24 +32,24 @@ FORMAT_VERSION = 1
 LAYOUT_FEATURES: dict[str, Features] = {
     "image": Features(
         {
-            "image_observations": List(Image()),
-            "discrete_actions": List(Value("int64")),
-            "rewards": List(Value("float32")),
+            IMAGE_OBSERVATIONS: List(Image()),
+            DISCRETE_ACTIONS: List(Value("int64")),
+            REWARDS: List(Value("float32")),
         }
     ),
     "mission": Features(
         {
-            "text_observations": List(Value("string")),
-            "discrete_observations": List(List(Value("int64"))),
-            "discrete_actions": List(Value("int64")),
-            "rewards": List(Value("float32")),
+            TEXT_OBSERVATIONS: List(Value("string")),
+            DISCRETE_OBSERVATIONS: List(List(Value("int64"))),
+            DISCRETE_ACTIONS: List(Value("int64")),
+            REWARDS: List(Value("float32")),
         }
     ),
     "vector": Features(
         {
-            "continuous_observations": List(List(Value("float32"))),
-            "continuous_actions": List(List(Value("float32"))),
-            "rewards": List(Value("float32")),
+            CONTINUOUS_OBSERVATIONS: List(List(Value("float32"))),
+            CONTINUOUS_ACTIONS: List(List(Value("float32"))),
+            REWARDS: List(Value("float32")),
         }
     ),
 }

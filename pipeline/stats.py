@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.columns import DISCRETE_ACTIONS, REWARDS
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.plan import RunPlan
 from pipeline.registry import TaskSpec, get_task
@@ -185,14 +186,14 @@ def feature_stats(
     columns = [
         c
         for c in get_suite(manifest.suite).layout.columns
-        if c in VECTOR_COLUMNS or c in ("rewards", "discrete_actions")
+        if c in VECTOR_COLUMNS or c in (REWARDS, DISCRETE_ACTIONS)
     ]
     out: dict[str, FeatureStats] = {}
     for split in SPLITS:
         shards = [s for s in manifest.shards if s.split == split]
         if not shards:
             continue
-        moments = {c: Moments() for c in columns if c != "discrete_actions"}
+        moments = {c: Moments() for c in columns if c != DISCRETE_ACTIONS}
         action_counts: np.ndarray = np.zeros(0, dtype=np.int64)
         for shard in shards:
             with location.fs.open_input_file(location.path(shard.path)) as f:
@@ -205,16 +206,16 @@ def feature_stats(
                             else pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(-1, 1)
                         )
                         moments[name].add(block)
-                    if "discrete_actions" in columns:
-                        actions = pc.list_flatten(batch.column("discrete_actions")).to_numpy(
+                    if DISCRETE_ACTIONS in columns:
+                        actions = pc.list_flatten(batch.column(DISCRETE_ACTIONS)).to_numpy(
                             zero_copy_only=False
                         )
                         counts = np.bincount(actions.astype(np.int64), minlength=action_counts.size)
                         action_counts = np.pad(action_counts, (0, counts.size - action_counts.size)) + counts
         out[split] = FeatureStats(
-            rewards=moments["rewards"].scalar(),
+            rewards=moments[REWARDS].scalar(),
             discrete_action_counts=tuple(int(c) for c in action_counts)
-            if "discrete_actions" in columns
+            if DISCRETE_ACTIONS in columns
             else None,
             **{name: moments[name].result() for name in VECTOR_COLUMNS if name in moments},
         )

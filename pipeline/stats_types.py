@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.columns import CONTINUOUS_ACTIONS, CONTINUOUS_OBSERVATIONS, DISCRETE_ACTIONS, REWARDS
 from pipeline.errors import PipelineError
 from pipeline.plan import HistoryPlan, RunPlan
 from pipeline.schema import SPLITS
@@ -23,7 +24,7 @@ STATS_VERSION = 1
 HISTOGRAM_BINS = 20
 BATCH_EPISODES = 32
 # Per-step columns whose per-feature moments are computed: JAT's continuous vectors.
-VECTOR_COLUMNS = ("continuous_observations", "continuous_actions")
+VECTOR_COLUMNS = (CONTINUOUS_OBSERVATIONS, CONTINUOUS_ACTIONS)
 
 
 def _keys(where: str, data: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -154,24 +155,24 @@ class FeatureStats:
         for name in VECTOR_COLUMNS:
             if (moments := getattr(self, name)) is not None:
                 out[name] = moments.to_dict()
-        out["rewards"] = self.rewards.to_dict()
+        out[REWARDS] = self.rewards.to_dict()
         if self.discrete_action_counts is not None:
-            out["discrete_actions"] = {"counts": list(self.discrete_action_counts)}
+            out[DISCRETE_ACTIONS] = {"counts": list(self.discrete_action_counts)}
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> FeatureStats:
-        data = _keys(where, data, ("rewards",), (*VECTOR_COLUMNS, "discrete_actions"))
+        data = _keys(where, data, (REWARDS,), (*VECTOR_COLUMNS, DISCRETE_ACTIONS))
         vectors = {
             name: FeatureMoments.from_dict(data[name], f"{where}.{name}")
             for name in VECTOR_COLUMNS
             if name in data
         }
         counts = None
-        if "discrete_actions" in data:
-            actions = _keys(f"{where}.discrete_actions", data["discrete_actions"], ("counts",))
+        if DISCRETE_ACTIONS in data:
+            actions = _keys(f"{where}.discrete_actions", data[DISCRETE_ACTIONS], ("counts",))
             counts = tuple(int(c) for c in actions["counts"])
-        rewards = RewardMoments.from_dict(data["rewards"], f"{where}.rewards")
+        rewards = RewardMoments.from_dict(data[REWARDS], f"{where}.rewards")
         return cls(rewards, discrete_action_counts=counts, **vectors)
 
 

@@ -21,7 +21,15 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.columns import RowError, check_inner, check_values, list_lengths
+from pipeline.columns import (
+    CONTINUOUS_ACTIONS,
+    DISCRETE_ACTIONS,
+    REWARDS,
+    RowError,
+    check_inner,
+    check_values,
+    list_lengths,
+)
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
 from pipeline.integrity import repair_hint, unfinished_configs
@@ -94,14 +102,14 @@ def _check_table(table: pa.Table, spec: TaskSpec, expected_lengths: list[int]) -
     act = spec.action
     observed = get_suite(spec.suite).layout.check_observations(table, spec, lengths)
     if act.type == "discrete":
-        actions = pc.list_flatten(table.column("discrete_actions")).to_numpy()
-        check_values(actions, "discrete_actions", 0, act.n - 1, lengths, 1)
+        actions = pc.list_flatten(table.column(DISCRETE_ACTIONS)).to_numpy()
+        check_values(actions, DISCRETE_ACTIONS, 0, act.n - 1, lengths, 1)
     else:
-        values = check_inner(table.column("continuous_actions"), "continuous_actions", act.dim, lengths)
+        values = check_inner(table.column(CONTINUOUS_ACTIONS), CONTINUOUS_ACTIONS, act.dim, lengths)
         actions = values.to_numpy().reshape(-1, act.dim)
-        check_values(actions.reshape(-1), "continuous_actions", act.low, act.high, lengths, act.dim)
-    rewards = pc.list_flatten(table.column("rewards")).to_numpy()
-    check_values(rewards, "rewards", -np.inf, np.inf, lengths, 1)
+        check_values(actions.reshape(-1), CONTINUOUS_ACTIONS, act.low, act.high, lengths, act.dim)
+    rewards = pc.list_flatten(table.column(REWARDS)).to_numpy()
+    check_values(rewards, REWARDS, -np.inf, np.inf, lengths, 1)
     return StoredSteps(lengths, observed.observations, observed.texts, actions, rewards)
 
 

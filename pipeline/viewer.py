@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from pipeline.columns import REWARDS, TEXT_OBSERVATIONS
 from pipeline.configs.browse import ViewConfig
 from pipeline.dataset import DatasetConfig, EpisodeData, open_dataset
 from pipeline.errors import PipelineError
@@ -152,7 +153,7 @@ class Viewer:
             "return": episode.episode_return,
             "success": episode.success,
             "actions": np.asarray(episode.actions).tolist(),
-            "rewards": np.asarray(episode.rewards, dtype=np.float64).tolist(),
+            REWARDS: np.asarray(episode.rewards, dtype=np.float64).tolist(),
         }
 
     def page(self, episode_id: int) -> str:
@@ -271,8 +272,8 @@ def render_page(config: DatasetConfig, episode: EpisodeData, max_frames: int) ->
         for t in range(episode.length)
     )
     mission = ""
-    if "text_observations" in episode.columns and episode.length:
-        text = html.escape(episode.columns["text_observations"][0])
+    if TEXT_OBSERVATIONS in episode.columns and episode.length:
+        text = html.escape(episode.columns[TEXT_OBSERVATIONS][0])
         mission = f'<div class="mission">mission: <b id="mission">{text}</b></div>'
     success = "-" if episode.success is None else ("yes" if episode.success else "no")
     drawn = min(episode.length, max_frames)

@@ -34,6 +34,15 @@ import torch
 import yaml
 from PIL import Image
 
+from pipeline.columns import (
+    CONTINUOUS_ACTIONS,
+    CONTINUOUS_OBSERVATIONS,
+    DISCRETE_ACTIONS,
+    DISCRETE_OBSERVATIONS,
+    IMAGE_OBSERVATIONS,
+    REWARDS,
+    TEXT_OBSERVATIONS,
+)
 from pipeline.errors import PipelineError
 from pipeline.hub_models import dataset_snapshot
 from pipeline.model.tokenizer import MissionTokenizer
@@ -171,7 +180,7 @@ class ShardSplit:
         for f, path in enumerate(paths):
             parquet = pq.ParquetFile(fs.open_input_file(path), metadata=self.metadata[f])
             for g in range(self.metadata[f].num_row_groups):
-                rewards = parquet.read_row_group(g, columns=["rewards"]).column("rewards")
+                rewards = parquet.read_row_group(g, columns=[REWARDS]).column(REWARDS)
                 lengths.append(pc.list_value_length(rewards).to_numpy(zero_copy_only=False))
                 where += [(f, g, i) for i in range(len(rewards))]
         self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
@@ -245,25 +254,25 @@ class EpisodeTable:
         episode = self.source.episode(row)
         c = {name: episode.column(name) for name in episode.column_names}
         out: dict[str, np.ndarray] = {}
-        if "image_observations" in c:
-            frames = _slice_values(c["image_observations"], start, length).field("bytes").to_pylist()
-            out["image_observations"] = decode_frames(frames)
-        if "discrete_observations" in c:
-            out["discrete_observations"] = _nested(c["discrete_observations"], start, length, np.int64)
-        if "text_observations" in c and self.tokenizer is not None:
-            texts = _slice_values(c["text_observations"], start, length).to_pylist()
-            out["text_observations"] = self.tokenizer.encode(texts)
-        if "continuous_observations" in c:
-            out["continuous_observations"] = _nested(c["continuous_observations"], start, length, np.float32)
-        if "continuous_actions" in c:
-            out["continuous_actions"] = _nested(c["continuous_actions"], start, length, np.float32)
+        if IMAGE_OBSERVATIONS in c:
+            frames = _slice_values(c[IMAGE_OBSERVATIONS], start, length).field("bytes").to_pylist()
+            out[IMAGE_OBSERVATIONS] = decode_frames(frames)
+        if DISCRETE_OBSERVATIONS in c:
+            out[DISCRETE_OBSERVATIONS] = _nested(c[DISCRETE_OBSERVATIONS], start, length, np.int64)
+        if TEXT_OBSERVATIONS in c and self.tokenizer is not None:
+            texts = _slice_values(c[TEXT_OBSERVATIONS], start, length).to_pylist()
+            out[TEXT_OBSERVATIONS] = self.tokenizer.encode(texts)
+        if CONTINUOUS_OBSERVATIONS in c:
+            out[CONTINUOUS_OBSERVATIONS] = _nested(c[CONTINUOUS_OBSERVATIONS], start, length, np.float32)
+        if CONTINUOUS_ACTIONS in c:
+            out[CONTINUOUS_ACTIONS] = _nested(c[CONTINUOUS_ACTIONS], start, length, np.float32)
         else:
-            actions = _slice_values(c["discrete_actions"], start, length)
-            out["discrete_actions"] = actions.to_numpy(zero_copy_only=False).astype(np.int64)
+            actions = _slice_values(c[DISCRETE_ACTIONS], start, length)
+            out[DISCRETE_ACTIONS] = actions.to_numpy(zero_copy_only=False).astype(np.int64)
         first = max(start - 1, 0)
-        rewards = _slice_values(c["rewards"], first, start + length - 1 - first)
+        rewards = _slice_values(c[REWARDS], first, start + length - 1 - first)
         previous = rewards.to_numpy(zero_copy_only=False).astype(np.float32)
-        out["rewards"] = np.concatenate([np.zeros(1, np.float32), previous]) if start == 0 else previous
+        out[REWARDS] = np.concatenate([np.zeros(1, np.float32), previous]) if start == 0 else previous
         return out
 
     @property
@@ -272,17 +281,17 @@ class EpisodeTable:
         return {name: _WholeColumn(self.source, name) for name in self.source.column_names}
 
     def missions(self) -> list[str]:
-        if "text_observations" not in self.source.column_names:
+        if TEXT_OBSERVATIONS not in self.source.column_names:
             return []
         found: set[str] = set()
-        for column in self.source.column("text_observations"):
+        for column in self.source.column(TEXT_OBSERVATIONS):
             found.update(pc.unique(pc.list_flatten(column)).to_pylist())
         return sorted(found)
 
 
 def collate(windows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Pad windows at the end to the longest one; `mask` marks real steps."""
-    longest = max(len(w["rewards"]) for w in windows)
+    longest = max(len(w[REWARDS]) for w in windows)
     batch: dict[str, torch.Tensor] = {}
     for key in windows[0]:
         rows = []
@@ -291,7 +300,7 @@ def collate(windows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
             pad = [(0, longest - len(value))] + [(0, 0)] * (value.ndim - 1)
             rows.append(np.pad(value, pad))
         batch[key] = torch.from_numpy(np.stack(rows))
-    batch["mask"] = torch.from_numpy(np.stack([np.arange(longest) < len(w["rewards"]) for w in windows]))
+    batch["mask"] = torch.from_numpy(np.stack([np.arange(longest) < len(w[REWARDS]) for w in windows]))
     return batch
 
 

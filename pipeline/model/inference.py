@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.columns import REWARDS
 from pipeline.model.devices import autocast
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
@@ -80,7 +81,7 @@ class IncrementalDecoder:
         if self.pending_obs is not None:
             raise RuntimeError("record_action() must follow observe() before the next observation")
         inputs = observation_inputs(self.spec, observation, self.tokenizer)
-        inputs["rewards"] = torch.tensor([[0.0 if reward is None else float(reward)]])
+        inputs[REWARDS] = torch.tensor([[0.0 if reward is None else float(reward)]])
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with autocast(self.device, self.precision):
             return self._observe(inputs)

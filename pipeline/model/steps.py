@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.columns import DISCRETE_OBSERVATIONS
+
 
 def lr_schedule(warmup: int, total: int):
     """The LR multiplier per step: linear warm-up, then a cosine decay to 10 % at `total` (JAT's)."""
@@ -49,10 +51,10 @@ def loss_counts(batch: dict[str, torch.Tensor], config: Any) -> tuple[int, int]:
     mask = batch["mask"]
     actions = int(mask.sum())
     valid = mask[:, 1:]
-    if "discrete_observations" in batch:
+    if DISCRETE_OBSERVATIONS in batch:
         if not config.predict_discrete_observations:
             return actions, 0
-        entries = batch["discrete_observations"][:, 1:][valid]
+        entries = batch[DISCRETE_OBSERVATIONS][:, 1:][valid]
         return actions, int((entries < config.discrete_obs_classes).sum())
     return actions, int(valid.sum())
 

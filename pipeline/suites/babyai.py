@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline import noise
+from pipeline.columns import DISCRETE_OBSERVATIONS, TEXT_OBSERVATIONS
 from pipeline.policies import EpisodeFailed, PolicyTimeout
 from pipeline.registry import TaskSpec
 from pipeline.sections import RolloutSection
@@ -35,8 +36,8 @@ class BabyAIObservation(gym.ObservationWrapper):
         super().__init__(env)
         self.observation_space = gym.spaces.Dict(
             {
-                "text_observations": gym.spaces.Text(max_length=512),
-                "discrete_observations": gym.spaces.Box(0, 255, (148,), np.int64),
+                TEXT_OBSERVATIONS: gym.spaces.Text(max_length=512),
+                DISCRETE_OBSERVATIONS: gym.spaces.Box(0, 255, (148,), np.int64),
             }
         )
 
@@ -44,7 +45,7 @@ class BabyAIObservation(gym.ObservationWrapper):
         ints = np.empty(148, dtype=np.int64)
         ints[0] = observation["direction"]
         ints[1:] = observation["image"].reshape(-1)
-        return {"text_observations": observation["mission"], "discrete_observations": ints}
+        return {TEXT_OBSERVATIONS: observation["mission"], DISCRETE_OBSERVATIONS: ints}
 
 
 class _ReplanOverrun(BaseException):
