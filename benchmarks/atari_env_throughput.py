@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.envs import make_env
-from pipeline.registry import get_task
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 
 def _timed(step: Callable[[], int], seconds: float) -> float:

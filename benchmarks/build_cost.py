@@ -27,7 +27,7 @@ the doc can be traced). Measured here, by CPU time so that other jobs on the mac
   = (steps_long - steps_short) / (CPU_long - CPU_short), so sample-factory's start-up cancels out.
 
 Extrapolated: budgets, task counts, horizons, expert steps and Ray requests are read from the registry
-(`pipeline.registry`) at run time; GPU throughput is cited (sample-factory's paper), never measured.
+(`pipeline.tasks.registry`) at run time; GPU throughput is cited (sample-factory's paper), never measured.
 """
 
 from __future__ import annotations
@@ -190,9 +190,9 @@ def children_cpu() -> float:
 
 
 def _run_once(config: str, policy: str, scratch: str, experts_dir: str | None, **budget: int) -> dict:
-    from pipeline.manifest import read_manifest
-    from pipeline.rollout import RolloutConfig, rollout
-    from pipeline.storage import open_location
+    from pipeline.format.manifest import read_manifest
+    from pipeline.rollout.run import RolloutConfig, rollout
+    from pipeline.runtime.storage import open_location
 
     out = tempfile.mkdtemp(dir=scratch, prefix="rollout-")
     request = RolloutConfig(
@@ -226,7 +226,7 @@ def measure_rollout(
     config: str, policy: str, backend: str, steps: int, scratch: str, experts_dir: str | None = None
 ) -> dict[str, Any]:
     """Warm-up, short and long run of one task and policy; CPU per step by difference."""
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     row: dict[str, Any] = {"config": config, "suite": get_task(config).suite, "policy": policy}
     row["backend"] = backend
@@ -334,7 +334,7 @@ def _child_train(config: str, steps: int, workers: int, root: str) -> None:
     import psutil
 
     from experts.training import ExpertPlan, train_expert
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     seen: dict[int, float] = {}
     stop = threading.Event()
@@ -422,8 +422,10 @@ def measure_imports(suites: tuple[str, ...], scratch: str, command: str) -> dict
 
 def ray_layout() -> list[dict[str, Any]]:
     """What each stage asks Ray for, read from the code and the registry now."""
-    from pipeline import executor, publish, validate
-    from pipeline.registry import suite_tasks
+    from pipeline.checks import validate
+    from pipeline.release import publish
+    from pipeline.runtime import executor
+    from pipeline.tasks.registry import suite_tasks
 
     source = inspect.getsource(executor)
     found = re.search(r'"num_cpus":\s*(\d+)', source)
@@ -432,7 +434,7 @@ def ray_layout() -> list[dict[str, Any]]:
         {
             "stage": "rollout",
             "asks": f"one actor per --workers, num_cpus={actor_cpus} each, no GPU (driver: plans, commits)",
-            "tag": "code: pipeline/executor.py",
+            "tag": "code: pipeline/runtime/executor.py",
         }
     ]
     for suite in SUITES:
@@ -479,7 +481,7 @@ def _expert_rate(rows: list[dict], suite: str, experts: list[dict], entry: dict[
 
 def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
     """The full build at JAT's budgets, per suite, from the registry and the measured rates."""
-    from pipeline.registry import suite_tasks
+    from pipeline.tasks.registry import suite_tasks
 
     out: dict[str, Any] = {"cluster": asdict(cluster), "suites": {}}
     for suite in SUITES:
@@ -613,7 +615,7 @@ def render(record: Record, cluster: Cluster) -> str:
         "Do not edit by hand: re-run the command. Raw figures: `scaling.json` next to this file.",
         "",
         "Tags: *measured* (here, by this script), *cited* (published, with its source), *registry* (read",
-        "from env_configs/ through `pipeline.registry` at run time), *code* (read from the source),",
+        "from env_configs/ through `pipeline.tasks.registry` at run time), *code* (read from the source),",
         "*formula* (how a derived figure is computed), *assumed* (a stated assumption); a derived figure",
         "carries the tags of its inputs.",
         "",
@@ -865,7 +867,7 @@ def _render_build(record: Record, cluster: Cluster) -> list[str]:
 def measure(budget: Budget, scratch: str, record: Record) -> None:
     import torch
 
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     torch.set_num_threads(1)  # a Ray actor with num_cpus=1 runs torch on one thread
     sb3_dir, sf_dir = os.path.join(scratch, "experts-sb3"), os.path.join(scratch, "experts-sf")

@@ -7,7 +7,7 @@ every run meets one failure of its kind:
 - actor-random:  SIGKILL of a rollout actor at a random moment;
 - actor-aimed:   a crash point armed at a unit end, chosen at random: a worker between its shard and
                  its record, between its record and the result's delivery, or killed by the driver
-                 right after it took the result (`pipeline.faults`);
+                 right after it took the result (`pipeline.runtime.faults`);
 - driver:        SIGKILL of the driver and of its actors at a random moment, as a machine crash;
 - driver-point:  a crash at the k-th file committed by any process of the run (k random): the driver
                  or an actor, from the first byte written to the last;
@@ -286,9 +286,9 @@ class Bench:
     # --- checking -------------------------------------------------------------------------------
 
     def check(self, out: str, report: KindReport, code: int | None, output: str) -> None:
+        from pipeline.checks.validate import validate
         from pipeline.configs.datasets import ValidateConfig
-        from pipeline.storage import open_location
-        from pipeline.validate import validate
+        from pipeline.runtime.storage import open_location
 
         report.exit_codes[str(code)] = report.exit_codes.get(str(code), 0) + 1
         if report.kind == "damage" and code:  # the repairing --resume itself failed: say why

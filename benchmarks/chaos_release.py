@@ -161,7 +161,7 @@ class Hub:
 
 def reader_problems(hub: Hub, kind: str, reference: dict, cache: Path) -> list[str]:
     """What a reader of main would see wrong right now: a listed config or a card without its files."""
-    from pipeline.card import card_configs
+    from pipeline.release.card import card_configs
 
     problems = []
     for repo, repo_type in REPOS[kind]:

@@ -4,7 +4,7 @@
 
 "direct" is sample-factory's own entry point (`parse_sf_args` + `run_rl`, as its examples and JAT's
 train.py do) on the plain gymnasium env, with the task's hyperparameters from env_configs/. "ours"
-is `SampleFactoryBackend.train` on the same hyperparameters: `pipeline.envs.make_env` observations,
+is `SampleFactoryBackend.train` on the same hyperparameters: `pipeline.tasks.envs.make_env` observations,
 our training wrappers, learning-curve and progress observer, checkpoints and model export. Both
 need `experts.sf_compat` to run at all under numpy >= 2.4, so both have it.
 
@@ -104,7 +104,7 @@ def run_direct(
     from sample_factory.envs.env_utils import register_env
     from sample_factory.train import make_runner
 
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     spec = get_task(config)
     make_kwargs = dict(spec.make_kwargs)
@@ -143,7 +143,7 @@ def run_ours(
 ) -> tuple[int, float, list]:
     from experts.base import TrainJob
     from experts.sample_factory import SampleFactoryBackend
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     job = TrainJob(
         spec=get_task(config),
@@ -195,7 +195,7 @@ class TreeCPU:
 
 def backend_settings(name: str, config: str, workers: int) -> dict[str, Any]:
     """The settings each backend is compared with (see the docstring)."""
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     spec = get_task(config)
     if name == "sample-factory":
@@ -207,7 +207,7 @@ def backend_settings(name: str, config: str, workers: int) -> dict[str, Any]:
 
 def run_backend(name: str, config: str, steps: int, workdir: str, workers: int) -> dict[str, Any]:
     from experts.base import TrainJob, get_backend
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     clock = Clock()
     job = TrainJob(
@@ -291,7 +291,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     hyperparameters = get_task(args.task).expert.settings("sample-factory")
     hyperparameters["num_workers"] = args.workers

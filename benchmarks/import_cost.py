@@ -89,8 +89,8 @@ CITED_REPOS: dict[str, Any] = {
 
 def released_tasks(suite: str) -> list[str]:
     """The suite's tasks whose registry `expert_source` names a Hub repo (`hf: ORG/NAME`)."""
-    from pipeline.import_experts import JAT_REPO
-    from pipeline.registry import suite_tasks
+    from pipeline.expert_stages.import_experts import JAT_REPO
+    from pipeline.tasks.registry import suite_tasks
 
     return [s.config for s in suite_tasks(suite) if JAT_REPO.search(s.expert_source or "")]
 
@@ -102,7 +102,7 @@ def _real_observations(spec: Any) -> Any:
     """BATCH observations of `make_env(spec)` under random actions, as the network sees them."""
     import numpy as np
 
-    from pipeline.envs import make_env
+    from pipeline.tasks.envs import make_env
 
     env = make_env(spec)
     try:
@@ -132,7 +132,7 @@ def rebuilt_checkpoint(config: str, hyperparameters: dict[str, Any], scratch: st
     from sample_factory.model.model_utils import get_rnn_size
 
     from experts.sample_factory import action_space, build_cfg, observation_space
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     spec = get_task(config)
     cfg = build_cfg(config, hyperparameters, scratch, steps=1, seed=0, resume=False)
@@ -174,7 +174,7 @@ def rebuilt_checkpoint(config: str, hyperparameters: dict[str, Any], scratch: st
 
 
 def _signature(config: str) -> str:
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     spec = get_task(config)
     return json.dumps([spec.observation.type, spec.observation.shape, spec.action.type, spec.action.n,
@@ -188,7 +188,7 @@ def measure_suite(suite: str, scratch: str) -> dict[str, Any]:
 
     from experts.released import CARD, needed_files
     from experts.training import ExpertPlan, train_expert
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     config = TRAINED_TASK[suite]
     spec = get_task(config)
@@ -389,8 +389,8 @@ def render(imports: dict[str, Any], build: dict[str, Any]) -> list[str]:
         "(measured); the released repos' cfg.json sizes are cited with the cards.",
         "- Meta-World's released experts (`qgallouedec/<task>-v2`) were trained on Meta-World v2 envs; the "
         "registry records v3, where the import scores each beside the scripted policy on the same seeds and "
-        "keeps the better per task (code: pipeline/import_experts.py). So the import path's Meta-World "
-        "quality, and which tasks end up scripted, is not known until it is run (not measured).",
+        "keeps the better per task (code: pipeline/expert_stages/import_experts.py). So the import path's "
+        "Meta-World quality, and which tasks end up scripted, is not known until it is run (not measured).",
         f"- Evaluating and gating the imported experts (unless `--no-eval`) runs in the job driver, one task "
         f"after another, so its core-hours are wall hours: at most {evaluation_bound(build)} (registry "
         "eval_episodes x horizon x the suite's rollout CPU-s per step, measured rates, formula; an upper "
@@ -423,7 +423,7 @@ def beamrider(rows: dict[str, Any]) -> str:
 
 def evaluation_bound(build: dict[str, Any]) -> str:
     """Core-hours of an import's evaluation per suite, at most: every episode plays to the horizon."""
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     parts = []
     for suite in RELEASED_SUITES:

@@ -23,12 +23,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.envs import make_env
 from pipeline.model.configuration import make_config
 from pipeline.model.inference import IncrementalDecoder, observation_inputs
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.registry import get_task
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 
 def _trajectory(config: str, steps: int) -> list[tuple[object, float, object]]:

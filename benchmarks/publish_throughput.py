@@ -43,11 +43,11 @@ from publish_helpers import LOAD_SCRIPT, local_digests  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from pipeline.demo import DEMO_RUNS  # noqa: E402
-from pipeline.manifest import dataset_configs, read_manifest  # noqa: E402
-from pipeline.publish import PublishConfig, publish  # noqa: E402
-from pipeline.rollout import RolloutConfig, rollout  # noqa: E402
-from pipeline.storage import open_location  # noqa: E402
+from pipeline.cli.demo import DEMO_RUNS  # noqa: E402
+from pipeline.format.manifest import dataset_configs, read_manifest  # noqa: E402
+from pipeline.release.publish import PublishConfig, publish  # noqa: E402
+from pipeline.rollout.run import RolloutConfig, rollout  # noqa: E402
+from pipeline.runtime.storage import open_location  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 

@@ -30,10 +30,10 @@ from rich.table import Table
 
 from experts.store import ExpertStore
 from experts.training import ExpertPlan, train_expert
-from pipeline.envs import make_env
-from pipeline.plan import plan_episodes
-from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, rollout
+from pipeline.format.plan import plan_episodes
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 console = Console()
 # sample-factory in one process, a small batch: a usable expert in ~15 s on 2 cores.

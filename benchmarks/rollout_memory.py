@@ -32,7 +32,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.schema import SHARD_RECORD_DIR
+from pipeline.format.schema import SHARD_RECORD_DIR
 
 DEFAULT_RUNS = "mujoco-hopper:1000000,atari-breakout:200000"
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
@@ -115,7 +115,7 @@ class Sampler:
 
 
 def run(config: str, steps: int, interval: float, scratch: str) -> Trace:
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     trace = Trace(config, steps)
     out = tempfile.mkdtemp(dir=scratch, prefix=f"mem-{config}-")
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.mkdtemp(prefix="jat-bench-mem-")
     os.environ.setdefault("RAY_TMPDIR", os.path.join(scratch, "ray"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from pipeline.executor import init_ray
+    from pipeline.runtime.executor import init_ray
 
     init_ray(num_cpus=1)
     traces = []

@@ -40,7 +40,7 @@ unit's shard in the uninterrupted run has the same episodes and bytes, so its ro
 how many episodes the truncated file held (up to 7 more per unit may have been played and not yet
 flushed, `ShardWriter` writes 8 per row group).
 
-Every arm's dataset must pass `pipeline.validate.validate` and hold exactly the uninterrupted run's
+Every arm's dataset must pass `pipeline.checks.validate.validate` and hold exactly the uninterrupted run's
 set of (episode_id, digest) from `meta/<config>/manifest.json`; otherwise the script exits 1 (the
 folder is kept). Subprocesses get a private RAY_TMPDIR under the scratch folder, so the check that a
 killed Ray instance is gone looks at that instance only (`ray stop --force` would stop every Ray
@@ -75,7 +75,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.schema import DATA_DIR, MANIFEST_PATH, SHARD_RECORD_DIR, TMP_DIR
+from pipeline.format.schema import DATA_DIR, MANIFEST_PATH, SHARD_RECORD_DIR, TMP_DIR
 
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
 TMP_SHARD = re.compile(r"-data_.+_(train|test)-(\d{5})\.parquet$")  # Location.tmp_path of a shard
@@ -410,7 +410,7 @@ def ray_leftovers(ray_tmp: str, pids: list[psutil.Process]) -> list[psutil.Proce
 # --- the three arms -------------------------------------------------------------------------------
 def verify(arm: Arm, out: str, config: str, reference: list[tuple[int, str]] | None) -> list[tuple[int, str]]:
     """The dataset is valid and holds exactly the reference's episodes; raises otherwise."""
-    from pipeline.validate import validate
+    from pipeline.checks.validate import validate
 
     report = validate(ValidateConfig(out))
     if not report.ok:
@@ -681,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     # On `kill` too, stop the runs this script started (their sessions outlive it otherwise).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from pipeline.registry import get_task
+    from pipeline.tasks.registry import get_task
 
     config = get_task(args.task).config
     scratch = tempfile.mkdtemp(prefix="jat-resume-")

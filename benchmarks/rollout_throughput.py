@@ -56,12 +56,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.envs import make_env
-from pipeline.plan import PlannedEpisode, plan_episodes
-from pipeline.policies import EpisodeFailed
-from pipeline.policy_factory import make_policy
-from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import SHARD_RECORD_DIR, TMP_DIR
+from pipeline.format.plan import PlannedEpisode, plan_episodes
+from pipeline.format.schema import SHARD_RECORD_DIR, TMP_DIR
+from pipeline.rollout.policy_factory import make_policy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import EpisodeFailed
+from pipeline.tasks.registry import TaskSpec, get_task
 
 # One task per suite, with the policy each suite has without training.
 DEFAULT_TASKS = {
@@ -213,7 +213,7 @@ def run_ours(
     config: str, kind: str, count: int, workers: int, seed: int, scratch: str
 ) -> tuple[Sample, Sample]:
     """`rollout` with the Ray cluster already up: (end-to-end, steady) samples."""
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     out = tempfile.mkdtemp(dir=scratch, prefix=f"ours-{config}-")
     request = RolloutConfig(
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             args.minari = False
         else:
             console.print(f"minari {version}, {args.minari_format} storage")
-    from pipeline.executor import init_ray
+    from pipeline.runtime.executor import init_ray
 
     init_ray(num_cpus=max(args.workers))  # cluster start-up is never timed
     match_worker_niceness()

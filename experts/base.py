@@ -1,7 +1,7 @@
 """The expert backend interface, the lazy backend registry, and what every backend shares.
 
 A backend trains an expert for one task, saves it into a folder, and loads that folder back
-as a `pipeline.policies.Policy` for rollout and evaluation. Backends are looked up by name
+as a `pipeline.tasks.policies.Policy` for rollout and evaluation. Backends are looked up by name
 and imported only when asked for, so using stable-baselines3 never imports sample-factory
 (whose import applies a numpy compatibility patch) and vice versa.
 """
@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from experts.metadata import ExpertMetadata, ExpertStatus  # noqa: F401 (ExpertStatus: re-exported)
 from pipeline.errors import PipelineError
-from pipeline.policies import Policy
-from pipeline.registry import TaskSpec
+from pipeline.tasks.policies import Policy
+from pipeline.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ExpertBackend(Protocol):
         """Train (or resume) to `job.steps`: checkpoints in `job.workdir`, final model in `job.model_dir`."""
 
     def load(self, model_dir: str, spec: TaskSpec, metadata: ExpertMetadata | None) -> Policy:
-        """The saved expert as a policy acting on `pipeline.envs.make_env(spec)` observations
+        """The saved expert as a policy acting on `pipeline.tasks.envs.make_env(spec)` observations
         (`metadata`: the stored expert's, None for an untrained one scored as a candidate)."""
 
     def versions(self) -> dict[str, str]:

@@ -17,9 +17,9 @@ from typing import Any
 
 from experts.base import get_backend
 from experts.evaluation import EvalResult, GateDecision, evaluate, gate
-from pipeline.policies import Policy
-from pipeline.registry import TaskSpec
 from pipeline.suites import get_suite
+from pipeline.tasks.policies import Policy
+from pipeline.tasks.registry import TaskSpec
 
 
 def scripted_alternative(spec: TaskSpec) -> str | None:

@@ -1,7 +1,7 @@
 """Expert evaluation and the quality gate rollout relies on.
 
 An expert plays N episodes on fresh seeds (never the ones training or rollout use) in the
-same env rollout records from, `pipeline.envs.make_env`, with the same action clipping. Its
+same env rollout records from, `pipeline.tasks.envs.make_env`, with the same action clipping. Its
 mean return is normalised against JAT's reference, `(score - random) / (expert_ref - random)`,
 and an expert below the threshold is rejected; the threshold can never be below 0 (random).
 """
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from experts.metadata import ExpertMetadata, ExpertStatus
-from pipeline.envs import make_env
-from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
-from pipeline.policies import Policy
-from pipeline.registry import TaskSpec
-from pipeline.sections import check_threshold
 from pipeline.suites import get_suite
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.episodes import EpisodeRun, play
+from pipeline.tasks.policies import Policy
+from pipeline.tasks.registry import TaskSpec
+from pipeline.tasks.sections import check_threshold
 
 # Evaluation seeds live far from rollout's (plan.py derives those from small run seeds) and training's.
 EVAL_SEED_BASE = 1_000_000_007
@@ -77,7 +77,7 @@ def evaluate(policy: Policy, spec: TaskSpec, episodes: int, seed: int = 0, env: 
     failed = 0
     seeds = eval_seeds(seed, episodes)
     for episode_seed in seeds:
-        # the loop rollout records with (pipeline.episodes): same clipping, success and time limit
+        # the loop rollout records with (pipeline.tasks.episodes): same clipping, success and time limit
         run = EpisodeRun(env, spec, episode_seed, timeout_s=spec.rollout.episode_timeout_s)
         policy.reset(env, episode_seed)
         if play(run, lambda r: policy.act(r.observation, r.info)) is not None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from experts.checkpoints import load_checkpoint
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec
+from pipeline.tasks.registry import TaskSpec
 
 CheckpointKind = Literal["latest", "best"]
 CONFIG_FILES = ("config.json", "cfg.json")

@@ -35,9 +35,9 @@ from experts.released import (
     task_names,
 )
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec
 from pipeline.suites import get_suite
 from pipeline.suites.layouts import IMAGE
+from pipeline.tasks.registry import TaskSpec
 
 CONFIG = "config.yml"
 ENV_KWARGS = "env_kwargs.yml"

@@ -19,7 +19,7 @@ from experts.budget import TARGET, BudgetEstimate, estimate_budget
 from experts.metadata import ExpertMetadata
 from experts.store import ExpertStore
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ request no cluster of this size can ever meet fails at once, one that waits on b
 fails after `placement_timeout_s`, never a silent hang. In-process (`--workers 0`) RLlib uses
 the Ray of `RAY_ADDRESS`, or starts a local one.
 
-Envs are `experts.wrappers.make_training_env(spec)`, i.e. `pipeline.envs.make_env` plus the
+Envs are `experts.wrappers.make_training_env(spec)`, i.e. `pipeline.tasks.envs.make_env` plus the
 training-only wrappers, with Atari frames scaled to [0, 1] for the conv encoder: what the expert
 sees is what the dataset stores. Settings (`expert.rllib` in env_configs/) are the keyword
 arguments of AlgorithmConfig's setters (`environment`, `env_runners`, `learners`, `training`,
@@ -42,7 +42,7 @@ from experts.metadata import ExpertMetadata
 from experts.rllib_policy import MODULE_DIR, RLlibPolicy, write_policy_file
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec, get_task
+from pipeline.tasks.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _ray(job: TrainJob) -> Any:
     import ray
 
     if not ray.is_initialized():
-        from pipeline.executor import init_ray
+        from pipeline.runtime.executor import init_ray
 
         init_ray(None, job.num_cpus)
     return ray

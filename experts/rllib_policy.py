@@ -1,4 +1,4 @@
-"""A saved RLlib expert acting on `pipeline.envs.make_env(spec)` observations (rollout and evaluation).
+"""A saved RLlib expert acting on `pipeline.tasks.envs.make_env(spec)` observations (rollout and evaluation).
 
 The model folder holds the learner's RLModule (`module/`, read with `RLModule.from_checkpoint`,
 once per rollout actor) and `policy.json`: what the env runners did around the module, which
@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec
+from pipeline.tasks.registry import TaskSpec
 
 MODULE_DIR = "module"
 POLICY_FILE = "policy.json"

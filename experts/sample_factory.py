@@ -39,7 +39,7 @@ from experts.checkpoints import load_checkpoint
 from experts.metadata import ExpertMetadata
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec, get_task
+from pipeline.tasks.registry import TaskSpec, get_task
 
 sf_compat.apply()
 # sample-factory logs every worker's start-up at DEBUG through its "rl" logger; its child processes import

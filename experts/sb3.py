@@ -36,7 +36,7 @@ from experts.base import (
 from experts.metadata import ExpertMetadata
 from experts.wrappers import TRUE_EPISODE, make_training_env
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec
+from pipeline.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 

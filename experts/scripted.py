@@ -13,11 +13,11 @@ from typing import Any
 from experts.base import TrainJob, TrainOutcome
 from experts.metadata import ExpertMetadata
 from pipeline.errors import PipelineError
-from pipeline.policies import Policy
-from pipeline.registry import TaskSpec
 from pipeline.suites import get_suite
 from pipeline.suites.babyai import BabyAIBotPolicy
 from pipeline.suites.metaworld import MetaWorldScriptedPolicy
+from pipeline.tasks.policies import Policy
+from pipeline.tasks.registry import TaskSpec
 
 
 class BabyAIBotBackend:

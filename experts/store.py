@@ -32,10 +32,10 @@ import pyarrow.fs as pafs
 from experts.base import CURVE_FILE, get_backend, read_curve
 from experts.metadata import METADATA, ExpertMetadata
 from pipeline.errors import PipelineError
-from pipeline.policies import Policy
-from pipeline.registry import TaskSpec
-from pipeline.schema import TMP_DIR
-from pipeline.storage import Location, open_location
+from pipeline.format.schema import TMP_DIR
+from pipeline.runtime.storage import Location, open_location
+from pipeline.tasks.policies import Policy
+from pipeline.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from experts.metadata import ExpertMetadata
 from experts.report import budget_of
 from experts.store import ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec, get_task
 from pipeline.suites import suite_packages
+from pipeline.tasks.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def _report_final(
 ) -> None:
     """The steps really trained, as the last progress report (backends report at most once a second,
     so a short run may end unreported, and a budget a backend rounds up ends past the bar's total;
-    the stage says that once, in the driver: `pipeline.train_experts.rounded_up`)."""
+    the stage says that once, in the driver: `pipeline.expert_stages.train_experts.rounded_up`)."""
     last, steps = (latest[0] if latest else None), outcome.steps
     fps = last.fps if last else (steps - (outcome.resumed_from or 0)) / max(seconds, 1e-6)
     latest_return = last.latest_return if last else None

@@ -1,4 +1,4 @@
-"""Training-only env wrappers, stacked on top of `pipeline.envs.make_env`.
+"""Training-only env wrappers, stacked on top of `pipeline.tasks.envs.make_env`.
 
 Experts must learn from exactly the observations the dataset stores, so every training env
 starts from `make_env(spec)`. What training adds changes rewards and episode boundaries only:
@@ -14,8 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pipeline.envs import make_env
-from pipeline.registry import TaskSpec
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import TaskSpec
 
 TRUE_EPISODE = "true_episode"
 

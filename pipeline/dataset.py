@@ -11,7 +11,7 @@ This module puts both back together, as Minari's `iterate_episodes()` and LeRobo
     for episode in config.iterate_episodes(split="test"):
         print(episode.episode_id, episode.seed, episode.episode_return, episode.columns[REWARDS])
     env = config.recover_environment()              # the env that recorded it (make_env + the plan)
-    result = config.replay(episode_id=0)            # re-simulated by `pipeline.replay`
+    result = config.replay(episode_id=0)            # re-simulated by `pipeline.checks.replay`
 
 Metadata comes from the manifest alone (`config.episodes()` reads no shard); steps are read row group
 by row group (at most 8 episodes each) through pyarrow, with a few row groups kept, so iterating a config
@@ -38,7 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.columns import (
+from pipeline.configs.publish import REPO_ID
+from pipeline.errors import PipelineError
+from pipeline.format.columns import (
     CONTINUOUS_ACTIONS,
     CONTINUOUS_OBSERVATIONS,
     DISCRETE_ACTIONS,
@@ -47,14 +49,12 @@ from pipeline.columns import (
     REWARDS,
     TEXT_OBSERVATIONS,
 )
-from pipeline.configs.publish import REPO_ID
-from pipeline.errors import PipelineError
-from pipeline.manifest import DatasetInfo, Manifest, dataset_configs, read_info, read_manifest
-from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import INFO_PATH, MANIFEST_PATH
-from pipeline.shards import EpisodeRecord
-from pipeline.storage import Location, is_uri, open_location
+from pipeline.format.manifest import DatasetInfo, Manifest, dataset_configs, read_info, read_manifest
+from pipeline.format.schema import INFO_PATH, MANIFEST_PATH
+from pipeline.format.shards import EpisodeRecord
+from pipeline.runtime.storage import Location, is_uri, open_location
 from pipeline.suites import get_suite
+from pipeline.tasks.registry import TaskSpec, get_task
 
 __all__ = ["Dataset", "DatasetConfig", "EpisodeData", "EpisodeInfo", "open_dataset"]
 
@@ -283,11 +283,11 @@ class DatasetConfig:
 
     # --- the env ----------------------------------------------------------------------------
     def recover_environment(self):
-        """The env that recorded this config: `pipeline.envs.make_env` with the plan's horizon, as
+        """The env that recorded this config: `pipeline.tasks.envs.make_env` with the plan's horizon, as
         `pipeline replay` builds it; `env.reset(seed=episode.seed)` starts an episode as recorded.
 
         Refused in one line when today's registry builds another env than the manifest names."""
-        from pipeline.replay import replay_env
+        from pipeline.checks.replay import replay_env
 
         manifest, spec = self.manifest, self.spec
         if (manifest.env_id, manifest.make_kwargs) != (spec.env_id, spec.make_kwargs):
@@ -299,9 +299,9 @@ class DatasetConfig:
         return replay_env(spec, manifest)
 
     def replay(self, episode_id: int, env=None):
-        """Re-simulate one episode from its seed and stored actions (`pipeline.replay.replay_episode`);
+        """Re-simulate one episode from its seed and stored actions (`pipeline.checks.replay.replay_episode`);
         its `EpisodeReplay` (`mismatch` is None when every step reproduces)."""
-        from pipeline.replay import StoredEpisode, replay_episode
+        from pipeline.checks.replay import StoredEpisode, replay_episode
 
         episode = self.episode(episode_id)
         own = env is None
@@ -318,8 +318,8 @@ class DatasetConfig:
                 env.close()
 
     def quality(self):
-        """Its row of `pipeline report` (`pipeline.quality.QualityRow`): normalised score and CI."""
-        from pipeline.quality import quality_row
+        """Its row of `pipeline report` (`pipeline.report.quality.QualityRow`): normalised score and CI."""
+        from pipeline.report.quality import quality_row
 
         return quality_row(self.manifest)
 
@@ -369,13 +369,13 @@ class Dataset:
     def fetch(self, paths: list[str]) -> None:
         """A Hub repo's files into its snapshot (the commit it was opened at); nothing otherwise."""
         if self.repo_id is not None:
-            from pipeline.hub_models import dataset_snapshot
+            from pipeline.release.hub_models import dataset_snapshot
 
             dataset_snapshot(self.repo_id, paths, revision=self.revision)
 
 
 def open_dataset(source: str, revision: str | None = None) -> Dataset:
-    """Open a dataset: a local folder, `s3://bucket/prefix` (credentials as `pipeline.storage` reads
+    """Open a dataset: a local folder, `s3://bucket/prefix` (credentials as `pipeline.runtime.storage` reads
     them), or a Hub dataset repo `ORG/NAME` when no such folder exists (`revision`: a branch, tag such
     as `jat-format-v1`, or commit; default main). A Hub repo's card, info and manifests are fetched
     now, its shards when a config's steps are first read."""
@@ -393,7 +393,7 @@ def open_dataset(source: str, revision: str | None = None) -> Dataset:
         raise PipelineError(
             f"{source} does not exist: give a dataset folder, s3://bucket/prefix, or a Hub repo id ORG/NAME"
         )
-    from pipeline.hub_models import dataset_snapshot
+    from pipeline.release.hub_models import dataset_snapshot
 
     metadata = ["README.md", INFO_PATH, MANIFEST_PATH.format(config="*")]
     root = dataset_snapshot(source, metadata, revision=revision)

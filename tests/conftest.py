@@ -28,7 +28,7 @@ SAMPLE_TASKS = {
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster, started once for the whole session."""
-    from pipeline.executor import init_ray
+    from pipeline.runtime.executor import init_ray
 
     ray = init_ray(num_cpus=2)
     yield ray
@@ -36,7 +36,7 @@ def ray_cluster():
 
 
 def _rollout(out: Path, tasks: tuple[str, ...], policy: str | None, episodes: int, workers: int = 0) -> None:
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     rollout(
         RolloutConfig(

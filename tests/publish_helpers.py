@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.manifest import read_manifest
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.runtime.storage import open_location
 
 # conftest.SAMPLE_TASKS, sorted as `dataset_configs` lists them
 CONFIGS = ("atari-breakout", "babyai-go-to", "metaworld-reach", "mujoco-hopper")

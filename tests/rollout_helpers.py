@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.rollout import RolloutConfig, rollout
+from pipeline.rollout.run import RolloutConfig, rollout
 
 
 def stored_episodes(dataset: Path, config: str) -> list[tuple]:

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from ale_py import Action
 
-from pipeline import registry
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task, suite_tasks
+from pipeline.tasks import registry
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task, suite_tasks
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 needs_envpool = pytest.mark.skipif(
@@ -215,8 +215,8 @@ def envpool_registry(monkeypatch):
 
 
 def test_recorded_episodes_replay_bit_for_bit(envpool_registry, rollout, tmp_path):
-    from pipeline.replay import replay_config
-    from pipeline.storage import open_location
+    from pipeline.checks.replay import replay_config
+    from pipeline.runtime.storage import open_location
 
     assert get_task("atari-breakout").env.atari_semantics == "envpool"
     rollout(tmp_path / "data", ("atari-breakout",), "random", episodes=3)

@@ -9,13 +9,13 @@ import pytest
 import yaml
 from publish_helpers import CONFIGS
 
-from pipeline.card import CardConfig, card_configs, render_card, render_from_stats
-from pipeline.manifest import read_manifest
-from pipeline.plots import returns_histogram, suite_summary
-from pipeline.registry import get_task
-from pipeline.schema import SHARD_GLOB
-from pipeline.stats import episode_stats
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.format.schema import SHARD_GLOB
+from pipeline.release.card import CardConfig, card_configs, render_card, render_from_stats
+from pipeline.report.plots import returns_histogram, suite_summary
+from pipeline.report.stats import episode_stats
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_a_folder_rewritten_in_place_loads_its_new_rows_not_the_cached_ones(tmp_
     """`datasets` caches a local folder by name, config and card: the card must change with the data."""
     from datasets import load_dataset
 
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     out = tmp_path / "rewritten"  # a name no other test uses: the cache is shared by the session
     for episodes, overwrite in ((6, False), (12, True)):

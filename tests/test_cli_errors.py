@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checks.validate import validate
 from pipeline.cli.common import disk_full_cause
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.validate import validate
 
 CONFIG = "mujoco-hopper"
 # ~1.8 MB of random-policy Hopper episodes: more than the 1 MB disk holds, done in a few seconds.
@@ -168,7 +168,7 @@ def test_unknown_set_key_is_refused_before_ray_starts(tmp_path, backend, section
 
 def test_an_unknown_algorithm_on_the_command_line_is_refused_before_any_work(tmp_path):
     from pipeline.errors import PipelineError
-    from pipeline.train_experts import TrainExpertsConfig, train_experts
+    from pipeline.expert_stages.train_experts import TrainExpertsConfig, train_experts
 
     config = TrainExpertsConfig(
         out=str(tmp_path / "x"), tasks=(CONFIG,), backend="sb3", hyperparameters={"algo": "ppo2"}
@@ -180,7 +180,7 @@ def test_an_unknown_algorithm_on_the_command_line_is_refused_before_any_work(tmp
 
 def test_set_does_not_apply_to_experts_that_train_nothing(tmp_path):
     """The BabyAI bot takes no hyperparameters: a suite-wide --set leaves it alone, as documented."""
-    from pipeline.train_experts import TrainExpertsConfig, train_experts
+    from pipeline.expert_stages.train_experts import TrainExpertsConfig, train_experts
 
     summary = train_experts(
         TrainExpertsConfig(

@@ -12,7 +12,7 @@ from experts.base import ExpertStatus
 from experts.training import ExpertResult
 from pipeline.cli import main
 from pipeline.cli.experts import _expert_table, _notes
-from pipeline.registry import all_tasks
+from pipeline.tasks.registry import all_tasks
 
 
 def _lines(text: str) -> list[str]:

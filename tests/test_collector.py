@@ -1,4 +1,5 @@
-"""`pipeline.collector`: a worker records planned units into shards and unit records, in plan order."""
+"""`pipeline.rollout.collector`: a worker records planned units into shards and unit records, in plan
+order."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collector import Progress, RolloutWorker, UnitResult, WorkerSettings, _in_plan_order
-from pipeline.envs import make_env
-from pipeline.plan import PlannedEpisode, WorkUnit, episode_seed
-from pipeline.policies import RandomPolicy
-from pipeline.recorder import record_episode
-from pipeline.registry import get_task
-from pipeline.schema import RUN_LEASE_PATH
-from pipeline.shards import EpisodeRecord, ShardRecord
-from pipeline.storage import open_location
+from pipeline.format.plan import PlannedEpisode, WorkUnit, episode_seed
+from pipeline.format.schema import RUN_LEASE_PATH
+from pipeline.format.shards import EpisodeRecord, ShardRecord
+from pipeline.rollout.collector import Progress, RolloutWorker, UnitResult, WorkerSettings, _in_plan_order
+from pipeline.rollout.recorder import record_episode
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import RandomPolicy
+from pipeline.tasks.registry import get_task
 
 HOPPER = "mujoco-hopper"  # random Hopper episodes are short (a few dozen steps) and replay from their seed
 

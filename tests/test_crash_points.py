@@ -1,6 +1,6 @@
 """Every moment a rollout can die at, hit on purpose: the result is exactly-once episodes.
 
-`pipeline.faults` names the moments (a worker between its shard and its record, between its
+`pipeline.runtime.faults` names the moments (a worker between its shard and its record, between its
 record and the driver taking the result, the driver right after taking it, and every file the
 driver commits); each test arms one and checks the folder against an uninterrupted run,
 episode by episode, after the run itself or after `--resume`.
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from rollout_helpers import serial_run, stored_episodes
 
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.faults import FAULTS_ENV
-from pipeline.validate import validate
+from pipeline.runtime.faults import FAULTS_ENV
 
 CONFIG = "metaworld-reach"
 ARGS = ["--tasks", CONFIG, "--episodes", "12", "--episodes-per-shard", "2", "--seed", "3"]

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from rollout_helpers import serial_run
 
+from pipeline.checks.validate import validate
 from pipeline.cli import main
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.configs.publish import PublishConfig
 from pipeline.errors import ValidationFailed
-from pipeline.faults import FAULTS_ENV
-from pipeline.publish import publish
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.release.publish import publish
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.runtime.faults import FAULTS_ENV
 
 CONFIG = "metaworld-reach"
 EPISODES, PER_SHARD, SEED = 12, 2, 3

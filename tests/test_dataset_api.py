@@ -18,8 +18,8 @@ from test_s3 import s3_server  # noqa: F401 (the moto S3 server fixture)
 
 from pipeline.dataset import CACHED_ROW_GROUPS, open_dataset
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.runtime.storage import open_location
 from pipeline.suites import get_suite
 
 
@@ -178,7 +178,10 @@ def test_bad_input_is_one_line(sample_dataset, dataset_copy, tmp_path):
 
 
 def test_import_pulls_in_neither_ray_nor_torch():
-    code = "import sys, pipeline.dataset, pipeline.info; print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    code = (
+        "import sys, pipeline.dataset, pipeline.browse.info; "
+        "print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
 
@@ -204,8 +207,8 @@ def test_hub_repo_gives_the_episodes_of_the_folder(sample_dataset, hub, monkeypa
     from huggingface_hub import constants
 
     from pipeline.configs.publish import PublishConfig
-    from pipeline.publish import publish
-    from pipeline.schema import FORMAT_VERSION
+    from pipeline.format.schema import FORMAT_VERSION
+    from pipeline.release.publish import publish
 
     repo = "jat-org/episodes"
     publish(PublishConfig(str(sample_dataset), repo_id=repo, xet=False, progress=False, clips=False))

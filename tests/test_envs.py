@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import registry
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task, suite_tasks
 from pipeline.suites.atari import FastSeededReset
+from pipeline.tasks import registry
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task, suite_tasks
 
 # JAT's sizes, written out here so the test does not just read back what the registry says.
 JAT_MUJOCO_OBS = {

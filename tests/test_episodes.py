@@ -1,4 +1,4 @@
-"""`pipeline.episodes`: the one episode loop, on real envs: how an episode ends and what it adds up."""
+"""`pipeline.tasks.episodes`: the one episode loop, on real envs: how an episode ends and what it adds up."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.envs import make_env
-from pipeline.episodes import EpisodeRun, play
-from pipeline.policies import EpisodeFailed
-from pipeline.registry import get_task
 from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.episodes import EpisodeRun, play
+from pipeline.tasks.policies import EpisodeFailed
+from pipeline.tasks.registry import get_task
 
 PENDULUM = get_task("mujoco-pendulum")  # InvertedPendulum-v5: falls within ~20 steps without control
 PICKUP = get_task("babyai-pickup")  # never solved by "done" (action 6): it only ends at the time limit

@@ -1,4 +1,5 @@
-"""`pipeline.evaluate_experts`: stored experts re-scored on fresh seeds, the gate's verdict rewritten."""
+"""`pipeline.expert_stages.evaluate_experts`: stored experts re-scored on fresh seeds, the gate's verdict
+rewritten."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from experts.metadata import ExpertStatus
 from experts.training import ExpertPlan, train_expert
 from pipeline.configs.experts import EvaluateExpertsConfig
 from pipeline.errors import PipelineError
-from pipeline.evaluate_experts import evaluate_experts
-from pipeline.registry import get_task
+from pipeline.expert_stages.evaluate_experts import evaluate_experts
 from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.tasks.registry import get_task
 
 GOTO = get_task("babyai-go-to")
 

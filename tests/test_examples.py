@@ -30,8 +30,8 @@ import yaml
 from pipeline.cli import build_parser
 from pipeline.cli.options import config_from
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task, resolve_tasks, suite_tasks
 from pipeline.suites import suite_names
+from pipeline.tasks.registry import get_task, resolve_tasks, suite_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -188,7 +188,7 @@ def problems(example: Example) -> list[str]:
 
 def _registry_problems(example: Example, args) -> list[str]:
     """Names resolved in the registry; experts present where the policy needs them (raises PipelineError)."""
-    from pipeline.policy_factory import check_policy
+    from pipeline.rollout.policy_factory import check_policy
 
     for name in getattr(args, "configs", None) or []:  # validate, publish, train-model (CONFIG[:WEIGHT])
         get_task(name.partition(":")[0])
@@ -204,7 +204,7 @@ def _registry_problems(example: Example, args) -> list[str]:
         return []
     specs = resolve_tasks(args.suite, args.tasks or None)
     if args.subcommand == "train-experts":
-        from pipeline.train_experts import check_backend, check_device_request
+        from pipeline.expert_stages.train_experts import check_backend, check_device_request
 
         # As on a cluster (the examples' setting): `--device cuda` must reserve GPUs with --num-gpus.
         config = replace(config_from(args.config_class, args), address=args.address or "auto")

@@ -1,4 +1,4 @@
-"""The executor (pipeline/executor.py): its serial mode, its address check and its work queue.
+"""The executor (pipeline/runtime/executor.py): its serial mode, its address check and its work queue.
 
 Its Ray paths (actors lost, nodes lost, placement timeouts) are tested with real clusters in
 test_fault_tolerance.py, test_multinode.py, test_crash_points.py and test_gpu_requests.py.
@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.executor import check_ray_address, run_streaming
+from pipeline.runtime.executor import check_ray_address, run_streaming
 
 
 class Doubler:
@@ -92,7 +92,7 @@ def test_a_stale_cluster_file_does_not_capture_a_local_run(tmp_path):
     import tempfile
     from pathlib import Path
 
-    from pipeline.validate import validate
+    from pipeline.checks.validate import validate
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay short
     (ray_tmp / "ray").mkdir()
@@ -127,7 +127,7 @@ def test_run_tasks_keeps_at_most_max_running_tasks_in_flight(ray_cluster):
 
     from ray import cloudpickle
 
-    from pipeline.executor import TaskRequest, run_tasks
+    from pipeline.runtime.executor import TaskRequest, run_tasks
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     progress: list[int] = []

@@ -14,9 +14,9 @@ import pytest
 from datasets import load_dataset
 from rollout_helpers import serial_run, stored_episodes, wait_for_records
 
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.rollout.run import RolloutConfig, rollout
 
 CONFIG = "metaworld-reach"
 ARGS = ["--tasks", CONFIG, "--episodes", "24", "--episodes-per-shard", "3", "--seed", "7"]
@@ -136,11 +136,11 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_a_worker_of_a_superseded_run_commits_nothing(tmp_path):
     """An actor that outlives its killed driver must not land its unit in the resumed run's folder."""
-    from pipeline.collector import RolloutWorker, WorkerSettings
     from pipeline.errors import PipelineError
-    from pipeline.plan import make_units, plan_episodes
-    from pipeline.schema import RUN_LEASE_PATH, SPLITS
-    from pipeline.storage import open_location
+    from pipeline.format.plan import make_units, plan_episodes
+    from pipeline.format.schema import RUN_LEASE_PATH, SPLITS
+    from pipeline.rollout.collector import RolloutWorker, WorkerSettings
+    from pipeline.runtime.storage import open_location
 
     location = open_location(str(tmp_path / "ds"))
     location.write_json(RUN_LEASE_PATH, {"run_id": "resumed-run"})

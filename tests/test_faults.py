@@ -1,4 +1,4 @@
-"""`pipeline.faults`: named crash points, armed by JAT_PIPELINE_FAULTS in the process that reads it.
+"""`pipeline.runtime.faults`: named crash points, armed by JAT_PIPELINE_FAULTS in the process that reads it.
 
 Each case runs a real Python process (the variable is read at import), which reaches crash points
 and prints as it goes: a crash is the process's own SIGKILL, so nothing after it is printed.
@@ -11,11 +11,11 @@ import signal
 import subprocess
 import sys
 
-from pipeline import faults
+from pipeline.runtime import faults
 
 SCRIPT = """
 import sys
-from pipeline import faults
+from pipeline.runtime import faults
 print("active", faults.active(), flush=True)
 for i in range(1, 5):
     for point in sys.argv[1:]:

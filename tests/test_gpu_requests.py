@@ -24,11 +24,11 @@ import yaml
 
 from experts.base import BACKENDS
 from experts.device import RayPlacement, resolve_device
-from pipeline import registry
 from pipeline.errors import PipelineError
-from pipeline.registry import all_tasks, get_task
-from pipeline.sections import EXPERT_BACKEND_SECTIONS
-from pipeline.train_experts import TrainExpertsConfig, plan_expert
+from pipeline.expert_stages.train_experts import TrainExpertsConfig, plan_expert
+from pipeline.tasks import registry
+from pipeline.tasks.registry import all_tasks, get_task
+from pipeline.tasks.sections import EXPERT_BACKEND_SECTIONS
 
 TASK = "mujoco-pendulum"
 # The quickest trained expert: sb3 PPO, two rollouts of 128 steps, no evaluation.
@@ -44,7 +44,7 @@ NO_CUDA = pytest.mark.skipif(
 # it started or joined Ray, so a check that must come first shows it did.
 _PROBE = """
 import pathlib, sys
-from pipeline import registry
+from pipeline.tasks import registry
 if sys.argv[1] != "-":
     files, configs = registry.resources.files, pathlib.Path(sys.argv[1])
     registry.resources.files = lambda package: configs if package == "env_configs" else files(package)

@@ -9,9 +9,9 @@ from publish_helpers import CONFIGS
 
 from pipeline.cli import main
 from pipeline.cli.browse import WIDTH, human_bytes
-from pipeline.manifest import read_manifest
-from pipeline.quality import quality_row
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.report.quality import quality_row
+from pipeline.runtime.storage import open_location
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -101,7 +101,7 @@ def test_bad_input_is_one_line_exit_2(sample_dataset, tmp_path, capsys, where, m
 @pytest.mark.hub
 def test_info_reads_a_hub_repo_without_its_shards(sample_dataset, hub, capsys):
     from pipeline.configs.publish import PublishConfig
-    from pipeline.publish import publish
+    from pipeline.release.publish import publish
 
     repo = "jat-org/info"
     publish(PublishConfig(str(sample_dataset), repo_id=repo, xet=False, progress=False, clips=False))

@@ -26,7 +26,7 @@ from ray_head import ray_head
 ROOT = Path(__file__).resolve().parents[1]
 CODE_PACKAGES = ("pipeline", "experts")
 # Modules allowed to use `__file__`, and why: none of them locates a file to read.
-FILE_ALLOWED = {"pipeline/manifest.py": "git_sha() asks git about the checkout, if there is one"}
+FILE_ALLOWED = {"pipeline/format/manifest.py": "git_sha() asks git about the checkout, if there is one"}
 SUBPROCESS_TIMEOUT = 600
 
 

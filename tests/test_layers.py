@@ -11,38 +11,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = {
-    "pipeline.errors",
-    "pipeline.faults",
-    "pipeline.noise",
-    "pipeline.schema",
-    "pipeline.columns",
-    "pipeline.registry",
-    "pipeline.envs",
-    "pipeline.storage",
-    "pipeline.policies",
-    "pipeline.episodes",
-    "pipeline.sections",
-    "pipeline.plan",
-    "pipeline.shards",
-    "pipeline.manifest",
-    "pipeline.executor",
+LAYER_OF_PACKAGE = {
+    "pipeline.format": "core",
+    "pipeline.tasks": "core",
+    "pipeline.suites": "core",
+    "pipeline.runtime": "core",
+    "pipeline.configs": "core",
+    "experts": "experts",
+    "pipeline.rollout": "stages",
+    "pipeline.checks": "stages",
+    "pipeline.report": "stages",
+    "pipeline.release": "stages",
+    "pipeline.browse": "stages",
+    "pipeline.expert_stages": "stages",
+    "pipeline.model": "stages",
+    "pipeline.cli": "cli",
 }
-"""Errors, schema and paths, registry, envs, storage, the `Policy` interface, plans and manifests,
-the executor that owns Ray, the suites (`pipeline.suites.*`: everything that differs between
-suites), and the stages' configs (`pipeline.configs.*`, the typed interface the
-CLI and the Python API share): what every stage and the expert backends stand on."""
+"""The layers are folders. core: the dataset's format, the tasks (registry, envs, the policy interface,
+the episode loop), the suites (everything that differs between suites), the runtime (storage, the
+executors that own Ray) and the stages' configs (the typed interface the CLI and the Python API
+share): what every stage and the expert backends stand on. experts: the expert backends. stages:
+rollout, checks, reports, release, browsing, the expert stages and the model. cli: the command line."""
+TOP_LEVEL = {"pipeline": "core", "pipeline.errors": "core", "pipeline.dataset": "stages"}
+"""The few modules directly in pipeline/: the package, its one exception type, and the episode API
+users import (`pipeline.dataset.open_dataset`)."""
 LAYERS = ("core", "experts", "stages", "cli")
 
 
 def layer(module: str) -> str:
-    if module in CORE or module == "pipeline" or module.startswith(("pipeline.configs", "pipeline.suites")):
-        return "core"
-    if module == "experts" or module.startswith("experts."):
-        return "experts"
-    if module == "pipeline.cli" or module.startswith("pipeline.cli."):
-        return "cli"
-    return "stages"
+    if module in TOP_LEVEL:
+        return TOP_LEVEL[module]
+    for package, name in LAYER_OF_PACKAGE.items():
+        if module == package or module.startswith(package + "."):
+            return name
+    raise AssertionError(f"{module} is in no layer's folder: put it in one (LAYER_OF_PACKAGE)")
 
 
 def modules() -> dict[str, Path]:
@@ -118,22 +120,33 @@ def test_no_import_cycle_even_through_function_level_imports():
     assert not cycles, f"import cycles: {cycles}"
 
 
+def test_every_module_lives_in_a_layers_folder():
+    """The tree shows the architecture: no module of pipeline/ outside the folders above."""
+    loose = [
+        m
+        for m in modules()
+        if m.startswith("pipeline") and m not in TOP_LEVEL and m.count(".") < 2 and m not in LAYER_OF_PACKAGE
+    ]
+    assert not loose, f"modules directly in pipeline/ belong in a folder of their layer: {loose}"
+    assert all(layer(m) in LAYERS for m in modules())
+
+
 def test_the_scan_sees_the_imports_it_checks():
     """A scan that found nothing would pass both tests above: check it against known edges."""
     g = graph()
-    assert "pipeline.errors" in g["pipeline.storage"]
-    assert "experts.store" in g["pipeline.policy_factory"]
-    assert {"pipeline.rollout", "pipeline.submit"} <= g["pipeline.cli.datasets"]  # function-level
-    assert layer("pipeline.rollout") == "stages" and layer("pipeline.cli.datasets") == "cli"
+    assert "pipeline.errors" in g["pipeline.runtime.storage"]
+    assert "experts.store" in g["pipeline.rollout.policy_factory"]
+    assert {"pipeline.rollout.run", "pipeline.runtime.submit"} <= g["pipeline.cli.datasets"]  # function-level
+    assert layer("pipeline.rollout.run") == "stages" and layer("pipeline.cli.datasets") == "cli"
 
 
 RAY_ALLOWED = {
-    "pipeline.executor": "owns Ray: connection, actors, tasks",
+    "pipeline.runtime.executor": "owns Ray: connection, actors, tasks",
     "experts.device": "reads, inside a training task, what Ray gave it (runtime context)",
-    "pipeline.submit": "the Jobs API client: HTTP to a cluster's job server, it schedules nothing",
+    "pipeline.runtime.submit": "the Jobs API client: HTTP to a cluster's job server, it schedules nothing",
     "experts.rllib": "RLlib trains on the cluster it is given; scheduling stays in the executor",
     "experts.rllib_policy": "loads an RLlib RLModule to act; no scheduling",
-    "pipeline.executor_train": (
+    "pipeline.runtime.executor_train": (
         "Ray Train runs the model's data-parallel workers; the executor's counterpart for torch DDP"
     ),
 }
@@ -153,4 +166,4 @@ def test_ray_is_imported_by_the_executor_alone():
             )
             if any(n == "ray" or n.startswith("ray.") for n in names) and name not in RAY_ALLOWED:
                 offenders.append(f"{name}:{node.lineno}")
-    assert not offenders, f"Ray imported outside pipeline/executor.py: {offenders}"
+    assert not offenders, f"Ray imported outside pipeline/runtime/executor.py: {offenders}"

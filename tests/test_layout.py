@@ -1,4 +1,5 @@
-"""`pipeline.layout`: the dataset folder's README, and loading a config from a folder or a filesystem URI."""
+"""`pipeline.release.loading`: the dataset folder's README, and loading a config from a folder or a
+filesystem URI."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import shutil
 import pytest
 import yaml
 
-from pipeline.card import write_readme
 from pipeline.errors import PipelineError
-from pipeline.layout import load_config, mirror_config
-from pipeline.manifest import read_manifest
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.release.card import write_readme
+from pipeline.release.loading import load_config, mirror_config
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.runtime.storage import open_location
 
 PENDULUM, CHEETAH, HOPPER = "mujoco-pendulum", "mujoco-halfcheetah", "mujoco-hopper"
 

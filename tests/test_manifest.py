@@ -1,4 +1,5 @@
-"""`pipeline.manifest`: per-config manifests and `meta/info.json`, written, read back, versions checked."""
+"""`pipeline.format.manifest`: per-config manifests and `meta/info.json`, written, read back, versions
+checked."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import (
+from pipeline.format.manifest import (
     DatasetInfo,
     Manifest,
     dataset_configs,
@@ -20,9 +21,9 @@ from pipeline.manifest import (
     write_info,
     write_manifest,
 )
-from pipeline.schema import FORMAT_VERSION
-from pipeline.shards import EpisodeRecord, ShardRecord
-from pipeline.storage import open_location
+from pipeline.format.schema import FORMAT_VERSION
+from pipeline.format.shards import EpisodeRecord, ShardRecord
+from pipeline.runtime.storage import open_location
 
 
 def _shard(split: str, index: int, first_id: int, lengths: list[int]) -> ShardRecord:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from rollout_helpers import serial_run, stored_episodes, wait_for_records
 
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.faults import FAULTS_ENV
-from pipeline.validate import validate
+from pipeline.runtime.faults import FAULTS_ENV
 
 pytestmark = pytest.mark.ray
 CONFIG = "metaworld-reach"

@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 
-from pipeline import noise
 from pipeline.cli import main
-from pipeline.envs import make_env
-from pipeline.registry import get_task
+from pipeline.runtime import noise
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 REJECTED_SEED = 3  # babyai-boss-level redraws its room once for this seed (minigrid 3.2.0)
 

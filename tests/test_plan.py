@@ -1,10 +1,10 @@
-"""Episode planning (pipeline/plan.py): ids, seeds and splits fixed before any env steps."""
+"""Episode planning (pipeline/format/plan.py): ids, seeds and splits fixed before any env steps."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.plan import HistoryPlan, episode_seed, is_test, make_units, plan_episodes
+from pipeline.format.plan import HistoryPlan, episode_seed, is_test, make_units, plan_episodes
 
 
 def test_seeds_depend_on_run_seed_config_and_id_only():
@@ -68,8 +68,8 @@ def test_units_are_split_homogeneous_sized_for_the_workers_and_numbered_on():
 
 def test_run_plan_round_trips_through_its_json_and_names_what_differs():
     from pipeline.errors import PipelineError
-    from pipeline.plan import RunPlan
-    from pipeline.sections import Budget
+    from pipeline.format.plan import RunPlan
+    from pipeline.tasks.sections import Budget
 
     plan = RunPlan(
         seed=3,

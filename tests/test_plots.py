@@ -1,4 +1,4 @@
-"""`pipeline.plots`: the card's figures, drawn from statistics alone, byte-for-byte reproducible."""
+"""`pipeline.report.plots`: the card's figures, drawn from statistics alone, byte-for-byte reproducible."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.manifest import read_manifest
-from pipeline.plots import returns_histogram, suite_summary
-from pipeline.registry import get_task
-from pipeline.stats import episode_stats
-from pipeline.stats_types import ConfigStats, NormalisedScore
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.report.plots import returns_histogram, suite_summary
+from pipeline.report.stats import episode_stats
+from pipeline.report.stats_types import ConfigStats, NormalisedScore
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -104,7 +104,7 @@ def test_the_return_axis_is_the_datas_and_references_beyond_it_are_marked_at_its
     import numpy as np
     from matplotlib.figure import Figure
 
-    from pipeline.plots import _mark_references
+    from pipeline.report.plots import _mark_references
 
     hopper = stats["mujoco-hopper"]
     edges = np.asarray(hopper.histogram_edges)

@@ -1,19 +1,19 @@
-"""`pipeline.policies`: the policies that need no training, on real envs."""
+"""`pipeline.tasks.policies`: the policies that need no training, on real envs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.envs import make_env
-from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
-from pipeline.policies import POLICY_KINDS, EpisodeFailed, PolicyTimeout, RandomPolicy
-from pipeline.policy_factory import scripted_available
-from pipeline.registry import get_task
-from pipeline.sections import RolloutSection
+from pipeline.rollout.policy_factory import scripted_available
 from pipeline.suites.babyai import BabyAIBotPolicy
 from pipeline.suites.metaworld import MetaWorldScriptedPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.episodes import EpisodeRun, play
+from pipeline.tasks.policies import POLICY_KINDS, EpisodeFailed, PolicyTimeout, RandomPolicy
+from pipeline.tasks.registry import get_task
+from pipeline.tasks.sections import RolloutSection
 
 OPEN = get_task("babyai-open")  # the bot's first replan pushes subgoals on every seed used here
 GOTO = get_task("babyai-go-to")

@@ -1,4 +1,5 @@
-"""`pipeline.policy_factory`: which policy acts, the gate on stored experts, and learning-history snapshots.
+"""`pipeline.rollout.policy_factory`: which policy acts, the gate on stored experts, and learning-history
+snapshots.
 
 Stored experts are real expert folders (metadata.json written by `ExpertStore`) of the experts that
 train nothing (the BabyAI bot, Meta-World's scripted policies), so no training runs here.
@@ -10,13 +11,13 @@ import pytest
 
 from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.store import ExpertStore
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import RandomPolicy
-from pipeline.policy_factory import check_policy, history_snapshots, make_policy
-from pipeline.registry import get_task
+from pipeline.rollout.policy_factory import check_policy, history_snapshots, make_policy
 from pipeline.suites.babyai import BabyAIBotPolicy
 from pipeline.suites.metaworld import MetaWorldScriptedPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import RandomPolicy
+from pipeline.tasks.registry import get_task
 
 GOTO = get_task("babyai-go-to")
 REACH = get_task("metaworld-reach")

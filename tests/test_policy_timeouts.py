@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.plan import PlannedEpisode, episode_seed
-from pipeline.policies import PolicyTimeout
-from pipeline.policy_factory import make_policy
-from pipeline.recorder import record_batched, record_episode
-from pipeline.registry import get_task, suite_tasks
-from pipeline.sections import RolloutSection, read_section
-from pipeline.shards import Episode
+from pipeline.format.plan import PlannedEpisode, episode_seed
+from pipeline.format.shards import Episode
+from pipeline.rollout.policy_factory import make_policy
+from pipeline.rollout.recorder import record_batched, record_episode
 from pipeline.suites import suite_names
 from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import PolicyTimeout
+from pipeline.tasks.registry import get_task, suite_tasks
+from pipeline.tasks.sections import RolloutSection, read_section
 
 # config -> {episode id: the step whose replan runs away}, for `--seed 0`.
 RUNAWAYS = {"babyai-unlock-to-unlock": {0: 2, 5: 2, 6: 2, 7: 2, 8: 2}, "babyai-unlock": {6: 125}}
@@ -214,8 +214,8 @@ def test_every_suite_declares_an_episode_limit_and_unknown_rollout_keys_are_refu
 
 
 def _rollout_and_read_drops(out: Any, workers: int) -> dict[str, dict[int, str]]:
-    from pipeline.rollout import RolloutConfig, rollout
-    from pipeline.validate import validate
+    from pipeline.checks.validate import validate
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     rollout(RolloutConfig(out=str(out), tasks=tuple(RUNAWAYS), episodes=10, workers=workers, progress=False))
     report = validate(ValidateConfig(str(out)))

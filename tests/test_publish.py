@@ -24,14 +24,14 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from publish_helpers import CONFIGS, LOAD_SCRIPT, copy_configs, local_digests
 
+from pipeline.checks.validate import validate
 from pipeline.cli import main
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError, ValidationFailed
-from pipeline.manifest import read_manifest
-from pipeline.publish import PublishConfig, publish
-from pipeline.schema import FORMAT_VERSION
-from pipeline.storage import open_location
-from pipeline.validate import validate
+from pipeline.format.manifest import read_manifest
+from pipeline.format.schema import FORMAT_VERSION
+from pipeline.release.publish import PublishConfig, publish
+from pipeline.runtime.storage import open_location
 
 pytestmark = pytest.mark.hub
 REPO = "jat-org/jat-small"

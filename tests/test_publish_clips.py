@@ -16,10 +16,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.browse.render import CLIP_FRAMES, CLIP_GL_FRAMES, CLIP_MUJOCO_SIZE
 from pipeline.configs.release_hub import PublishExpertsConfig
-from pipeline.publish import PublishConfig, publish
-from pipeline.render import CLIP_FRAMES, CLIP_GL_FRAMES, CLIP_MUJOCO_SIZE
-from pipeline.schema import EPISODE_CLIP
+from pipeline.format.schema import EPISODE_CLIP
+from pipeline.release.publish import PublishConfig, publish
 from pipeline.suites import get_suite
 
 OSMESA = ctypes.util.find_library("OSMesa")

@@ -18,16 +18,16 @@ from PIL import Image
 from publish_helpers import local_digests
 
 from experts.store import ExpertStore
+from pipeline.browse.render import CLIP_MUJOCO_SIZE
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
-from pipeline.policy_factory import history_snapshots
-from pipeline.publish_experts import PublishExpertsConfig, publish_experts
-from pipeline.registry import get_task
-from pipeline.render import CLIP_MUJOCO_SIZE
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.storage import open_location
-from pipeline.train_experts import TrainExpertsConfig, train_experts
+from pipeline.expert_stages.train_experts import TrainExpertsConfig, train_experts
+from pipeline.format.manifest import read_manifest
+from pipeline.release.publish_experts import PublishExpertsConfig, publish_experts
+from pipeline.rollout.policy_factory import history_snapshots
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 pytestmark = pytest.mark.hub
 PREFIX = "jat-org/jat-expert"

@@ -1,4 +1,5 @@
-"""`pipeline.publish_targets`: a folder and a Hub repo answer the same questions and apply the same batches.
+"""`pipeline.release.publish_targets`: a folder and a Hub repo answer the same questions and apply the same
+batches.
 
 The Hub side runs the real `huggingface_hub` client against the local Hub-API server of
 tests/hub_server.py (as tests/test_publish.py does); shards come from conftest's `sample_dataset`.
@@ -13,10 +14,10 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import DatasetInfo, read_manifest
-from pipeline.publish_targets import FolderTarget, HubTarget, PublishFile, git_blob_oid
-from pipeline.schema import FORMAT_VERSION
-from pipeline.storage import open_location
+from pipeline.format.manifest import DatasetInfo, read_manifest
+from pipeline.format.schema import FORMAT_VERSION
+from pipeline.release.publish_targets import FolderTarget, HubTarget, PublishFile, git_blob_oid
+from pipeline.runtime.storage import open_location
 
 REPO = "jat-org/targets"
 TAG = f"jat-format-v{FORMAT_VERSION}"

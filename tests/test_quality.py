@@ -1,4 +1,4 @@
-"""`pipeline.quality`: each config's data scored against JAT's experts, from its manifest alone."""
+"""`pipeline.report.quality`: each config's data scored against JAT's experts, from its manifest alone."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 from pipeline.configs.datasets import ReportConfig
 from pipeline.errors import PipelineError, ValidationFailed
-from pipeline.manifest import Manifest, read_manifest
-from pipeline.quality import (
+from pipeline.format.manifest import Manifest, read_manifest
+from pipeline.format.shards import EpisodeRecord, ShardRecord
+from pipeline.report.quality import (
     JAT_BAR,
     QualityRow,
     below,
@@ -17,9 +18,8 @@ from pipeline.quality import (
     describe_policy,
     quality_row,
 )
-from pipeline.registry import get_task
-from pipeline.shards import EpisodeRecord, ShardRecord
-from pipeline.storage import open_location
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 HOPPER = get_task("mujoco-hopper").scores
 

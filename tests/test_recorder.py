@@ -1,4 +1,5 @@
-"""`pipeline.recorder`: planned episodes played into their stored form, one env at a time or in lockstep."""
+"""`pipeline.rollout.recorder`: planned episodes played into their stored form, one env at a time or in
+lockstep."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.envs import make_env
-from pipeline.plan import PlannedEpisode
-from pipeline.policies import RandomPolicy
-from pipeline.recorder import can_batch, record_batched, record_episode
-from pipeline.registry import get_task
+from pipeline.format.plan import PlannedEpisode
+from pipeline.rollout.recorder import can_batch, record_batched, record_episode
 from pipeline.suites.babyai import BabyAIBotPolicy
 from pipeline.suites.metaworld import MetaWorldScriptedPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import RandomPolicy
+from pipeline.tasks.registry import get_task
 
 GOTO = get_task("babyai-go-to")
 PICKUP = get_task("babyai-pickup")

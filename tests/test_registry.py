@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import registry
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.registry import all_tasks, get_task, resolve_tasks
+from pipeline.tasks import registry
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import all_tasks, get_task, resolve_tasks
 
 
 def test_157_tasks_split_57_39_50_11():

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipeline.browse.render import CAPTION_PX, MUJOCO_SIZE, render
 from pipeline.cli import main
-from pipeline.configs.release import RenderConfig
-from pipeline.render import CAPTION_PX, MUJOCO_SIZE, render
+from pipeline.configs.replay import RenderConfig
 from pipeline.suites.atari import SCALE as ATARI_SCALE
 from pipeline.suites.babyai import TILE as BABYAI_TILE
 from pipeline.suites.drawing import MISSION_FONT_PX, MISSION_LINES, with_text_above

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.faults import FAULTS_ENV
-from pipeline.plan import is_test
-from pipeline.registry import all_tasks
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.format.plan import is_test
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.runtime.faults import FAULTS_ENV
+from pipeline.tasks.registry import all_tasks
 
 CONFIG = "babyai-unlock-to-unlock"
 EPISODES = 10

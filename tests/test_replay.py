@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.checks.replay import replay_config
+from pipeline.checks.validate import validate
 from pipeline.cli import main
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.replay import replay_config
-from pipeline.storage import open_location
-from pipeline.validate import validate
+from pipeline.runtime.storage import open_location
 
 SUITE_CONFIGS = ("babyai-go-to", "metaworld-reach", "mujoco-hopper", "atari-breakout")
 

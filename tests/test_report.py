@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.card import render_card
 from pipeline.cli import main
-from pipeline.quality import JAT_BAR, describe_policy
-from pipeline.registry import get_task
-from pipeline.storage import open_location
+from pipeline.release.card import render_card
+from pipeline.report.quality import JAT_BAR, describe_policy
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 CONFIGS = ("atari-breakout", "babyai-go-to", "metaworld-reach", "mujoco-hopper")  # sorted, as listed
 

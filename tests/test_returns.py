@@ -1,4 +1,4 @@
-"""`pipeline.returns`: returns-to-go, and their sidecar file for a real recorded config."""
+"""`pipeline.rollout.returns`: returns-to-go, and their sidecar file for a real recorded config."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
-from pipeline.returns import returns_to_go, write_returns_to_go
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.schema import RTG_PATH
-from pipeline.storage import open_location
+from pipeline.format.manifest import read_manifest
+from pipeline.format.schema import RTG_PATH
+from pipeline.rollout.returns import returns_to_go, write_returns_to_go
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.runtime.storage import open_location
 
 CONFIG = "mujoco-pendulum"
 

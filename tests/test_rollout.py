@@ -7,11 +7,11 @@ import json
 import pytest
 from datasets import load_dataset
 
+from pipeline.checks.validate import validate
 from pipeline.cli import main
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.rollout.run import RolloutConfig, rollout
 
 
 def _episodes(dataset, config):

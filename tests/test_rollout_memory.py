@@ -14,9 +14,9 @@ import threading
 import psutil
 import pytest
 
-from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.schema import SHARD_RECORD_DIR
+from pipeline.format.schema import SHARD_RECORD_DIR
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.tasks.registry import get_task
 
 # 1000-step episodes (Standup never terminates) of 348 float32 observations: the fast task
 # with the most bytes per step, so a leak shows within seconds.

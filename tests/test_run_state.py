@@ -1,4 +1,4 @@
-"""Run state (pipeline/run_state.py): what the driver tracks per config, without Ray or envs.
+"""Run state (pipeline/rollout/run_state.py): what the driver tracks per config, without Ray or envs.
 
 Units' results here are made by hand (drops only, no shard), which is all the bookkeeping reads:
 that each unit counts once, that budgets plan their rounds and that a resume refuses another plan.
@@ -10,14 +10,14 @@ import json
 
 import pytest
 
-from pipeline.collector import UnitResult
 from pipeline.errors import PipelineError
-from pipeline.plan import RunPlan
-from pipeline.registry import get_task
-from pipeline.run_state import SPLIT_RULE, ConfigRun
-from pipeline.schema import PLAN_PATH
-from pipeline.sections import Budget
-from pipeline.storage import open_location
+from pipeline.format.plan import RunPlan
+from pipeline.format.schema import PLAN_PATH
+from pipeline.rollout.collector import UnitResult
+from pipeline.rollout.run_state import SPLIT_RULE, ConfigRun
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
+from pipeline.tasks.sections import Budget
 
 SPEC = get_task("mujoco-hopper")
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.layout import load_config, mirror_config
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.storage import open_location
-from pipeline.validate import validate
+from pipeline.release.loading import load_config, mirror_config
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.runtime.storage import open_location
 
 
 def _free_port() -> int:
@@ -103,7 +103,7 @@ def test_rollout_validate_load_on_s3(s3_server, monkeypatch):
 
 @pytest.mark.s3
 def test_s3_corruption_is_caught(s3_server):
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     uri = f"{s3_server}/corrupt"
     rollout(

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from pipeline.columns import encode_frame
-from pipeline.schema import LAYOUT_FEATURES, arrow_schema
-from pipeline.shards import Episode, ShardWriter
-from pipeline.storage import open_location
+from pipeline.format.columns import encode_frame
+from pipeline.format.schema import LAYOUT_FEATURES, arrow_schema
+from pipeline.format.shards import Episode, ShardWriter
+from pipeline.runtime.storage import open_location
 from pipeline.suites import get_suite
 
 

@@ -1,4 +1,5 @@
-"""`pipeline.sections`: the registry's typed sections, each default declared once, every mistake one line."""
+"""`pipeline.tasks.sections`: the registry's typed sections, each default declared once, every mistake one
+line."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import fields
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.registry import all_tasks
-from pipeline.sections import (
+from pipeline.tasks.registry import all_tasks
+from pipeline.tasks.sections import (
     EXPERT_BACKEND_SECTIONS,
     AtariWrappers,
     Budget,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.shards import Episode, ShardWriter
-from pipeline.storage import open_location
+from pipeline.format.shards import Episode, ShardWriter
+from pipeline.runtime.storage import open_location
 
 
 def _episode(i: int, length: int = 200) -> Episode:

@@ -14,12 +14,10 @@ import pytest
 from publish_helpers import CONFIGS
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
-from pipeline.plan import HistoryPlan
-from pipeline.registry import get_task
-from pipeline.sections import Budget
-from pipeline.stats import Moments, StatsRequest, config_stats
-from pipeline.stats_types import (
+from pipeline.format.manifest import read_manifest
+from pipeline.format.plan import HistoryPlan
+from pipeline.report.stats import Moments, StatsRequest, config_stats
+from pipeline.report.stats_types import (
     HISTOGRAM_BINS,
     ConfigStats,
     FeatureMoments,
@@ -27,7 +25,9 @@ from pipeline.stats_types import (
     PlanSummary,
     RewardMoments,
 )
-from pipeline.storage import open_location
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
+from pipeline.tasks.sections import Budget
 
 
 @pytest.fixture
@@ -252,7 +252,7 @@ def test_missing_keys_other_versions_and_wrong_values_are_refused(dataset: Path)
 def test_publish_refuses_a_published_stats_file_it_cannot_read(dataset: Path, tmp_path: Path) -> None:
     """Another config's stats.json on the target is read back for the card: a foreign key stops it."""
     from pipeline.configs.publish import PublishConfig
-    from pipeline.publish import publish
+    from pipeline.release.publish import publish
 
     folder = tmp_path / "published"
     publish(PublishConfig(str(dataset), configs=("babyai-go-to",), to_folder=str(folder), progress=False))

@@ -1,4 +1,4 @@
-"""Storage (pipeline/storage.py): files appear whole or not at all, under any URI pyarrow opens."""
+"""Storage (pipeline/runtime/storage.py): files appear whole or not at all, under any URI pyarrow opens."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from pipeline import faults
 from pipeline.errors import PipelineError
-from pipeline.schema import TMP_DIR
-from pipeline.storage import check_writable, open_location
+from pipeline.format.schema import TMP_DIR
+from pipeline.runtime import faults
+from pipeline.runtime.storage import check_writable, open_location
 
 
 def test_relative_paths_are_made_absolute_and_empty_folders_are_empty(tmp_path, monkeypatch):
@@ -41,7 +41,7 @@ def test_written_files_go_through_tmp_and_leave_nothing_behind(tmp_path):
 
 _WRITE_TWICE = """
 import sys
-from pipeline.storage import open_location
+from pipeline.runtime.storage import open_location
 location = open_location(sys.argv[1])
 location.write_json("meta/run.json", {"v": 1})
 location.write_json("meta/run.json", {"v": 2})

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from ray_head import ray_head as start_ray_head
 
+from pipeline.checks.validate import validate
 from pipeline.cli import main
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.submit import SubmitConfig
-from pipeline.validate import validate
+from pipeline.runtime.submit import SubmitConfig
 
 
 @pytest.fixture(scope="module")

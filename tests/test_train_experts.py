@@ -13,8 +13,8 @@ from expert_helpers import TINY_SB3_PPO, TINY_SF
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.evaluate_experts import EvaluateExpertsConfig, evaluate_experts
-from pipeline.train_experts import TrainExpertsConfig, train_experts
+from pipeline.expert_stages.evaluate_experts import EvaluateExpertsConfig, evaluate_experts
+from pipeline.expert_stages.train_experts import TrainExpertsConfig, train_experts
 
 
 def _meta(root: Path, config: str) -> dict:
@@ -161,7 +161,7 @@ def test_a_folder_that_is_not_an_experts_folder_is_refused(tmp_path, capsys):
     (store / "summary-babyai.json").write_text("[]")
     (store / "learning-curves-babyai.png").write_bytes(b"")
     from experts.store import ExpertStore
-    from pipeline.registry import all_tasks
+    from pipeline.tasks.registry import all_tasks
 
     assert ExpertStore(str(store)).foreign_entries(set(all_tasks())) == []
     assert ExpertStore(str(tmp_path / "new")).foreign_entries(set(all_tasks())) == []
@@ -171,8 +171,8 @@ def test_progress_ends_at_the_steps_really_trained_and_a_rounded_budget_is_said_
     """sample-factory trained 8,192 steps for --steps 4000 behind a bar that stayed at 0/4000."""
     from experts.base import TrainOutcome, TrainProgress
     from experts.training import ExpertResult, _report_final
-    from pipeline.registry import get_task
-    from pipeline.train_experts import plan_expert, rounded_up
+    from pipeline.expert_stages.train_experts import plan_expert, rounded_up
+    from pipeline.tasks.registry import get_task
 
     config = TrainExpertsConfig(out=str(tmp_path), tasks=("mujoco-pendulum",), steps=4000, workers=0)
     plan = plan_expert(get_task("mujoco-pendulum"), config, None)

@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.checks.validate import _read_shard, validate
 from pipeline.cli import main
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
-from pipeline.storage import open_location
-from pipeline.validate import _read_shard, validate
+from pipeline.format.manifest import read_manifest
+from pipeline.runtime.storage import open_location
 
 
 def _manifest(dataset: Path, config: str) -> tuple[Path, dict]:
@@ -266,9 +266,9 @@ def test_validate_command_exits_cleanly_every_time(sample_dataset):
 
 def test_info_json_is_read_back_and_another_format_is_refused_in_one_line(dataset_copy):
     """`meta/info.json` has one writer and one reader; validate and --resume refuse another format."""
-    from pipeline.manifest import DatasetInfo, read_info
-    from pipeline.rollout import RolloutConfig, rollout
-    from pipeline.schema import FORMAT_VERSION
+    from pipeline.format.manifest import DatasetInfo, read_info
+    from pipeline.format.schema import FORMAT_VERSION
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     location = open_location(str(dataset_copy))
     info = read_info(location)

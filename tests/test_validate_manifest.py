@@ -12,13 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.checks.claims import capped, check_plan, episode_digests, return_tolerance
+from pipeline.checks.validate import _check_table, validate
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.manifest import read_manifest
-from pipeline.registry import get_task
-from pipeline.shards import Episode
-from pipeline.storage import open_location
-from pipeline.validate import _check_table, validate
-from pipeline.validate_manifest import capped, check_plan, episode_digests, return_tolerance
+from pipeline.format.manifest import read_manifest
+from pipeline.format.shards import Episode
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 CONFIGS = ("babyai-go-to", "metaworld-reach", "mujoco-hopper", "atari-breakout")
 

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.tasks.registry import get_task
 
 
 def test_return_filter_keeps_only_strong_episodes_under_its_own_config(tmp_path):

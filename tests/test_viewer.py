@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.browse.viewer import HOST, Viewer
 from pipeline.configs.browse import ViewConfig
 from pipeline.dataset import open_dataset
 from pipeline.errors import PipelineError
-from pipeline.viewer import HOST, Viewer
 
 CHROMIUM_FLAGS = (
     "--headless",

@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from pipeline import noise
 from pipeline.cli.browse import _add_info, _add_view
 from pipeline.cli.common import console, disk_full_cause
 from pipeline.cli.datasets import _add_demo, _add_rollout, _add_submit, _add_tasks, _add_validate
@@ -30,9 +29,10 @@ from pipeline.cli.hub_release import _add_publish_experts, _add_publish_model
 from pipeline.cli.model import _add_convert_jat, _add_evaluate, _add_train_model
 from pipeline.cli.options import VERBOSE_HELP
 from pipeline.cli.publishing import _add_publish
-from pipeline.cli.release import _add_render, _add_replay
+from pipeline.cli.replay import _add_render, _add_replay
 from pipeline.cli.report import _add_report
 from pipeline.errors import PipelineError
+from pipeline.runtime import noise
 
 __all__ = ["build_parser", "main"]
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _noise_summary() -> None:
-    """One line per kind of third-party message suppressed (`pipeline.noise`); before an error line,
+    """One line per kind of third-party message suppressed (`pipeline.runtime.noise`); before an error line,
     which stays the last one."""
     for line in noise.summary():
         console.print(line, markup=False, highlight=False)

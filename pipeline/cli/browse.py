@@ -49,7 +49,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from pipeline.info import dataset_summary
+    from pipeline.browse.info import dataset_summary
 
     request = config_from(InfoConfig, args)
     summary = dataset_summary(request)
@@ -149,7 +149,7 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_view(args: argparse.Namespace) -> int:
-    from pipeline.viewer import Viewer
+    from pipeline.browse.viewer import Viewer
 
     viewer = Viewer(config_from(ViewConfig, args))  # checks dataset, config, episode and port first
     out = Console(soft_wrap=True, highlight=False)

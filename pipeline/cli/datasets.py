@@ -12,7 +12,7 @@ from rich.table import Table
 from pipeline.cli.common import console
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.datasets import DemoConfig, RolloutConfig, SubmitConfig, TasksConfig, ValidateConfig
-from pipeline.tables import narrow_table
+from pipeline.runtime.tables import narrow_table
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -21,7 +21,7 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from pipeline.registry import all_tasks, suite_tasks
+    from pipeline.tasks.registry import all_tasks, suite_tasks
 
     config = config_from(TasksConfig, args)
     specs = suite_tasks(config.suite) if config.suite else list(all_tasks().values())
@@ -91,7 +91,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from pipeline.rollout import rollout
+    from pipeline.rollout.run import rollout
 
     config = config_from(RolloutConfig, args)
     summary = rollout(config)
@@ -118,7 +118,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from pipeline.validate import validate
+    from pipeline.checks.validate import validate
 
     config = config_from(ValidateConfig, args)
     report = validate(config)
@@ -152,7 +152,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import demo
+    from pipeline.cli.demo import demo
 
     return demo(config_from(DemoConfig, args))
 
@@ -163,7 +163,7 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from pipeline.submit import submit
+    from pipeline.runtime.submit import submit
 
     config = config_from(SubmitConfig, args)
     args.parse_command(list(config.command))  # a typo fails here, not on the cluster

@@ -10,7 +10,7 @@ from rich.table import Table
 from pipeline.cli.common import console, fmt_number
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.experts import EvaluateExpertsConfig, ImportExpertsConfig, TrainExpertsConfig
-from pipeline.tables import narrow_table
+from pipeline.runtime.tables import narrow_table
 
 
 # --- train-experts / evaluate-experts ----------------------------------------------------------
@@ -78,7 +78,7 @@ def _print(title: str, results: list) -> None:
 
 
 def _cmd_train_experts(args: argparse.Namespace) -> int:
-    from pipeline.train_experts import train_experts
+    from pipeline.expert_stages.train_experts import train_experts
 
     summary = train_experts(config_from(TrainExpertsConfig, args))
     _print(f"experts in {summary.out}", summary.results)
@@ -92,7 +92,7 @@ def _add_evaluate_experts(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate_experts(args: argparse.Namespace) -> int:
-    from pipeline.evaluate_experts import evaluate_experts
+    from pipeline.expert_stages.evaluate_experts import evaluate_experts
 
     summary = evaluate_experts(config_from(EvaluateExpertsConfig, args))
     _print(f"experts in {summary.experts_dir}", summary.results)
@@ -106,7 +106,7 @@ def _add_import_experts(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_import_experts(args: argparse.Namespace) -> int:
-    from pipeline.import_experts import import_experts
+    from pipeline.expert_stages.import_experts import import_experts
 
     summary = import_experts(config_from(ImportExpertsConfig, args))
     _print(f"experts in {summary.out}", summary.results)

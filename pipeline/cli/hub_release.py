@@ -8,7 +8,7 @@ from rich.console import Console
 
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.release_hub import PublishExpertsConfig, PublishModelConfig
-from pipeline.tables import narrow_table
+from pipeline.runtime.tables import narrow_table
 
 
 # --- publish-experts / publish-model -----------------------------------------------------------
@@ -17,7 +17,7 @@ def _add_publish_experts(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_publish_experts(args: argparse.Namespace) -> int:
-    from pipeline.publish_experts import publish_experts
+    from pipeline.release.publish_experts import publish_experts
 
     config = config_from(PublishExpertsConfig, args)
     summary = publish_experts(config)
@@ -52,7 +52,7 @@ def _add_publish_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_publish_model(args: argparse.Namespace) -> int:
-    from pipeline.publish_model import publish_model
+    from pipeline.release.publish_model import publish_model
 
     config = config_from(PublishModelConfig, args)
     summary = publish_model(config)

@@ -16,7 +16,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import publish
+    from pipeline.release.publish import publish
 
     summary = publish(config_from(PublishConfig, args))
     out = Console(soft_wrap=True)  # paths stay whole, for copying

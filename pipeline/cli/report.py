@@ -12,7 +12,7 @@ from pipeline.cli.common import fmt_number
 from pipeline.cli.options import add_config, config_from
 from pipeline.configs.datasets import ReportConfig
 from pipeline.errors import PipelineError
-from pipeline.tables import narrow_table
+from pipeline.runtime.tables import narrow_table
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.quality import CONFIDENCE, JAT_BAR, below, dataset_quality
+    from pipeline.report.quality import CONFIDENCE, JAT_BAR, below, dataset_quality
 
     config = config_from(ReportConfig, args)
     threshold = config.min_normalised

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pipeline.configs import megabytes, option, positive
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S
+from pipeline.runtime.executor import PLACEMENT_TIMEOUT_S
 
 DEFAULT_MAX_SHARD_MB = 256
 DEFAULT_MAX_SHARD_BYTES = DEFAULT_MAX_SHARD_MB * 1024 * 1024

@@ -9,8 +9,8 @@ from typing import Any, Literal, get_args
 
 from pipeline.configs import option, positive
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S
-from pipeline.sections import check_num_gpus, check_threshold
+from pipeline.runtime.executor import PLACEMENT_TIMEOUT_S
+from pipeline.tasks.sections import check_num_gpus, check_threshold
 
 Device = Literal["auto", "cpu", "cuda"]
 

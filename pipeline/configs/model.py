@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from pipeline.configs import option, positive
 from pipeline.configs.datasets import DEFAULT_BOOTSTRAP_REPS
 from pipeline.errors import PipelineError
-from pipeline.executor import PLACEMENT_TIMEOUT_S
+from pipeline.runtime.executor import PLACEMENT_TIMEOUT_S
 
 ModelSize = Literal["tiny", "small", "jat"]
 Device = Literal["auto", "cpu", "cuda"]

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import faults
 from pipeline.errors import PipelineError
+from pipeline.runtime import faults
 
 if TYPE_CHECKING:  # torch and the model load only where a checkpoint is read or written:
     import torch  # `publish-model` needs the file names alone (13 s less start-up on 2 busy cores)

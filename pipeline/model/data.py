@@ -2,7 +2,7 @@
 
 The dataset's README `configs:` YAML (the card `pipeline publish` uploads; without one, the
 pipeline's own `data/CONFIG/SPLIT-*.parquet` layout) names each split's Parquet shards. Shards
-are read through `pipeline.storage` (pyarrow filesystems: local, S3) and a Hub repo's shards of
+are read through `pipeline.runtime.storage` (pyarrow filesystems: local, S3) and a Hub repo's shards of
 the configs in use are fetched into the Hub cache, so nothing is converted or loaded whole:
 opening a split reads only its `rewards` column (episode lengths), and a window reads the row
 group (≤ 8 episodes) holding its episode into a byte-bounded LRU cache shared by all splits.
@@ -34,7 +34,8 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.columns import (
+from pipeline.errors import PipelineError
+from pipeline.format.columns import (
     CONTINUOUS_ACTIONS,
     CONTINUOUS_OBSERVATIONS,
     DISCRETE_ACTIONS,
@@ -43,13 +44,12 @@ from pipeline.columns import (
     REWARDS,
     TEXT_OBSERVATIONS,
 )
-from pipeline.errors import PipelineError
-from pipeline.hub_models import dataset_snapshot
+from pipeline.format.schema import SHARD_GLOB
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.registry import TaskSpec, get_task
-from pipeline.schema import SHARD_GLOB
-from pipeline.storage import is_uri, open_location
+from pipeline.release.hub_models import dataset_snapshot
+from pipeline.runtime.storage import is_uri, open_location
 from pipeline.suites import get_suite
+from pipeline.tasks.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 

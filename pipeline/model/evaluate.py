@@ -1,6 +1,6 @@
 """`pipeline evaluate`: the model acts in the real environments and is scored as JAT scored it.
 
-Each task's env comes from `pipeline.envs.make_env`, so the model sees exactly the
+Each task's env comes from `pipeline.tasks.envs.make_env`, so the model sees exactly the
 observations it was trained on. The model acts autoregressively with a KV cache
 (`IncrementalDecoder`), sampling its discrete actions as JAT's evaluation did (or greedily).
 Returns are normalised against the registry's JAT references — (return - random) /
@@ -10,7 +10,7 @@ same episode seeds alongside, as a measured baseline.
 
 Each episode is a work unit (`EpisodeUnit`) played by an `EvaluateWorker`: in this process
 (`--workers 0`) or on Ray actors through the project's executor (`--workers N`, one model copy per
-actor). An episode's env seed comes from `pipeline.plan.episode_seed` and its action-sampling
+actor). An episode's env seed comes from `pipeline.format.plan.episode_seed` and its action-sampling
 generator is re-seeded from that seed at the episode's start, so an episode's outcome depends on
 nothing another episode did: the rows are the same whichever worker plays which episode, in
 whatever order.
@@ -32,11 +32,8 @@ import numpy as np
 import torch
 
 from pipeline.configs.model import EvaluateConfig
-from pipeline.envs import make_env
-from pipeline.episodes import EpisodeRun, play
 from pipeline.errors import PipelineError
-from pipeline.executor import require_shared_storage, run_streaming
-from pipeline.hub_models import model_folder
+from pipeline.format.plan import episode_seed
 from pipeline.model.checkpoints import MODEL_FILES
 from pipeline.model.configuration import JatConfig, check_task_fits
 from pipeline.model.devices import resolve_device
@@ -45,10 +42,13 @@ from pipeline.model.metrics import Aggregate, aggregate, human_normalised, norma
 from pipeline.model.modeling import JatModel
 from pipeline.model.reporting import plot_scores, write_csv, write_json
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.plan import episode_seed
-from pipeline.progress import Bars
-from pipeline.registry import TaskSpec, get_task, suite_tasks
+from pipeline.release.hub_models import model_folder
+from pipeline.runtime.executor import require_shared_storage, run_streaming
+from pipeline.runtime.progress import Bars
 from pipeline.suites import get_suite, suite_names
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.episodes import EpisodeRun, play
+from pipeline.tasks.registry import TaskSpec, get_task, suite_tasks
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class EvaluateWorker:
                     self.model, spec, self.tokenizer, deterministic=s.greedy, precision=s.precision
                 )
             actor = _ModelActor(self.decoders[unit.config], self.settings.seed)
-        # the loop rollout records with (pipeline.episodes); the model sees the previous reward
+        # the loop rollout records with (pipeline.tasks.episodes); the model sees the previous reward
         run = EpisodeRun(env, spec, unit.seed, max_steps=self.settings.max_episode_steps)
         actor.reset(unit.seed)
         play(run, lambda r: actor.act(r.observation, r.reward))

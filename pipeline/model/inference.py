@@ -18,18 +18,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.columns import REWARDS
+from pipeline.format.columns import REWARDS
 from pipeline.model.devices import autocast
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.registry import TaskSpec
 from pipeline.suites import get_suite
+from pipeline.tasks.registry import TaskSpec
 
 
 def observation_inputs(
     spec: TaskSpec, observation: Any, tokenizer: MissionTokenizer | None
 ) -> dict[str, Tensor]:
-    """One env observation (as `pipeline.envs.make_env` returns it) -> model inputs of shape (1, 1, …)."""
+    """One env observation (as `pipeline.tasks.envs.make_env` returns it) -> model inputs of shape (1, 1,
+    …)."""
     return get_suite(spec.suite).layout.model_inputs(observation, tokenizer)
 
 

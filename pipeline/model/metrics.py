@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.registry import Scores
+from pipeline.tasks.registry import Scores
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.columns import DISCRETE_OBSERVATIONS
+from pipeline.format.columns import DISCRETE_OBSERVATIONS
 
 
 def lr_schedule(warmup: int, total: int):

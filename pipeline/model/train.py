@@ -24,7 +24,6 @@ import torch
 
 from pipeline.configs.model import TrainModelConfig
 from pipeline.errors import PipelineError
-from pipeline.executor_train import DataParallelRequest, TrainWorker, run_data_parallel
 from pipeline.model.checkpoints import (
     CHECKPOINT,
     check_out,
@@ -54,9 +53,10 @@ from pipeline.model.steps import (
     to_device,
 )
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.progress import Bars
-from pipeline.registry import TaskSpec, get_task
+from pipeline.runtime.executor_train import DataParallelRequest, TrainWorker, run_data_parallel
+from pipeline.runtime.progress import Bars
 from pipeline.suites import get_suite, suite_names
+from pipeline.tasks.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The suites, found by their files: `env_configs/<name>.yaml` (the tasks) + `pipeline/suites/<name>.py`.
 
-The list of suites is the list of YAML files in `env_configs/` (`pipeline.registry.suite_names`);
+The list of suites is the list of YAML files in `env_configs/` (`pipeline.tasks.registry.suite_names`);
 a suite's module is imported the first time the suite is asked for, so listing suites or playing
 one suite never imports the simulators of the others. Each suite module defines `SUITE`, an instance of its
 `pipeline.suites.base.Suite` subclass, named as its file.
@@ -14,7 +14,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
-from pipeline.registry import suite_names
+from pipeline.tasks.registry import suite_names
 
 if TYPE_CHECKING:
     from pipeline.suites.base import Suite

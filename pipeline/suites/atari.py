@@ -13,10 +13,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pipeline import noise
-from pipeline.registry import TaskSpec
+from pipeline.runtime import noise
 from pipeline.suites.base import Grab, Suite
 from pipeline.suites.layouts import IMAGE
+from pipeline.tasks.registry import TaskSpec
 
 SCALE = 2
 """Atari frames are drawn at twice their 84 pixels."""

@@ -15,14 +15,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pipeline import noise
-from pipeline.columns import DISCRETE_OBSERVATIONS, TEXT_OBSERVATIONS
-from pipeline.policies import EpisodeFailed, PolicyTimeout
-from pipeline.registry import TaskSpec
-from pipeline.sections import RolloutSection
+from pipeline.format.columns import DISCRETE_OBSERVATIONS, TEXT_OBSERVATIONS
+from pipeline.runtime import noise
 from pipeline.suites.base import Grab, Suite
 from pipeline.suites.drawing import with_text_above
 from pipeline.suites.layouts import MISSION
+from pipeline.tasks.policies import EpisodeFailed, PolicyTimeout
+from pipeline.tasks.registry import TaskSpec
+from pipeline.tasks.sections import RolloutSection
 
 TILE = 16
 """Pixels per grid cell when drawn: a 22x22 level is 352 px wide (at 8 its objects were specks)."""

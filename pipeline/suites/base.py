@@ -21,8 +21,8 @@ from pipeline.suites.layouts import VECTOR, Layout
 if TYPE_CHECKING:
     import gymnasium as gym
 
-    from pipeline.policies import Policy
-    from pipeline.registry import TaskSpec
+    from pipeline.tasks.policies import Policy
+    from pipeline.tasks.registry import TaskSpec
 
 Grab = Callable[[Any, Any], Any]
 """(env, its latest observation as the env returned it) -> an RGB frame of that state."""
@@ -78,7 +78,7 @@ class Suite:
 
     def frame_grabber(self, spec: TaskSpec, env: Any, size: int) -> Grab:
         """A function drawing the env's current state as an RGB frame, `size` pixels a side where
-        the suite draws at a chosen size; raises `pipeline.render`'s NoGL when it cannot draw here."""
+        the suite draws at a chosen size; raises `pipeline.browse.render`'s NoGL when it cannot draw here."""
         from pipeline.suites.drawing import mujoco_grabber
 
         return mujoco_grabber(spec, env, size)

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.registry import TaskSpec
+    from pipeline.tasks.registry import TaskSpec
 
 MISSION_FONT_PX = 16
 """A text written above a frame (BabyAI's mission: what the episode is about)."""

@@ -1,6 +1,6 @@
 """JAT's three ways of storing a step, and the conversion between observations and columns.
 
-JAT's dataset has three column layouts (`pipeline.schema.LAYOUT_FEATURES`): frame stacks as PNG
+JAT's dataset has three column layouts (`pipeline.format.schema.LAYOUT_FEATURES`): frame stacks as PNG
 images with discrete actions (Atari), a mission text plus integer observations with discrete
 actions (BabyAI), and float vectors for observations and actions (Meta-World, MuJoCo, and any
 continuous-control suite). A suite names its layout; the layout is the one place that turns an
@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import columns as col
-from pipeline.schema import LAYOUT_FEATURES, arrow_schema
+from pipeline.format import columns as col
+from pipeline.format.schema import LAYOUT_FEATURES, arrow_schema
 
 if TYPE_CHECKING:
     from datasets import Features
 
-    from pipeline.registry import TaskSpec
+    from pipeline.tasks.registry import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Layout:
     """A mission text accompanies every step (`text_observations`)."""
     continuous: bool = False
     """Observations and rewards are float32 roundings of float64 physics: replay compares them within
-    a few ulps (`pipeline.columns.within_float32`); other layouts must replay exactly."""
+    a few ulps (`pipeline.format.columns.within_float32`); other layouts must replay exactly."""
 
     @property
     def features(self) -> Features:

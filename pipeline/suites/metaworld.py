@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec
 from pipeline.suites.base import Suite
+from pipeline.tasks.registry import TaskSpec
 
 DEFAULT_HORIZON = 100
 """JAT's episode length for Meta-World when the registry sets none."""

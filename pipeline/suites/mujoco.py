@@ -12,8 +12,8 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.registry import TaskSpec
 from pipeline.suites.base import Suite
+from pipeline.tasks.registry import TaskSpec
 
 
 def vector_env(spec: TaskSpec, env: gym.Env) -> gym.Env:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from experts.training import ExpertPlan
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 # sample-factory in one process with a small batch: a few thousand steps in ~15 s on 2 cores.
 TINY_SF = {

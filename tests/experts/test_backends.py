@@ -13,12 +13,12 @@ from expert_helpers import tiny_plan
 from experts.base import BACKENDS, get_backend, read_curve
 from experts.store import ExpertStore
 from experts.training import FAILED, train_expert
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.plan import PlannedEpisode
-from pipeline.policy_factory import make_policy
-from pipeline.recorder import record_episode
-from pipeline.registry import get_task
+from pipeline.format.plan import PlannedEpisode
+from pipeline.rollout.policy_factory import make_policy
+from pipeline.rollout.recorder import record_episode
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 HOPPER = get_task("mujoco-hopper")
 
@@ -149,7 +149,7 @@ def test_importing_one_backend_imports_no_other():
 
 
 def test_rollout_refuses_a_weak_trained_expert(sf_hopper, tmp_path):
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     root = sf_hopper[0]
     meta = json.loads((root / "mujoco-hopper" / "metadata.json").read_text())
@@ -191,7 +191,7 @@ def test_sync_mode_batch_mismatch_is_named_up_front():
 
 def test_variant_configs_use_the_base_tasks_expert(sb3_hopper, tmp_path):
     """`--min-return-fraction` records `mujoco-hopper-top1` with the expert stored for mujoco-hopper."""
-    from pipeline.rollout import RolloutConfig, rollout
+    from pipeline.rollout.run import RolloutConfig, rollout
 
     config = RolloutConfig(
         out=str(tmp_path / "data"),

@@ -24,7 +24,7 @@ from experts.base import (
     read_curve,
 )
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 HOPPER = get_task("mujoco-hopper")
 

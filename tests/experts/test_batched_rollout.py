@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from experts.store import ExpertStore
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.plan import PlannedEpisode
-from pipeline.recorder import can_batch, record_batched
-from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, rollout
+from pipeline.format.plan import PlannedEpisode
+from pipeline.rollout.recorder import can_batch, record_batched
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 HOPPER = get_task("mujoco-hopper")
 

@@ -16,11 +16,11 @@ from experts.candidates import (
     scripted_candidate,
 )
 from experts.evaluation import EvalResult, eval_seeds, evaluate, gate
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import RandomPolicy
-from pipeline.registry import get_task
 from pipeline.suites.metaworld import MetaWorldScriptedPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import RandomPolicy
+from pipeline.tasks.registry import get_task
 
 REACH = get_task("metaworld-reach")
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from matplotlib.figure import Figure
 
 from experts.report import _panel
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 
 def test_a_panel_runs_to_the_steps_trained_with_the_evaluation_and_the_references_marked():

@@ -17,11 +17,11 @@ from experts.evaluation import (
     judged,
 )
 from experts.metadata import ExpertMetadata, ExpertStatus
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import RandomPolicy
-from pipeline.registry import get_task
 from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import RandomPolicy
+from pipeline.tasks.registry import get_task
 
 PENDULUM = get_task("mujoco-pendulum")
 OPEN = get_task("babyai-open")

@@ -10,13 +10,13 @@ from experts.evaluation import DEFAULT_THRESHOLD, eval_seeds, evaluate, gate
 from experts.metadata import ExpertStatus
 from experts.store import ExpertStore
 from experts.training import train_expert
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policies import RandomPolicy
-from pipeline.policy_factory import check_policy, make_policy
-from pipeline.registry import get_task
+from pipeline.rollout.policy_factory import check_policy, make_policy
 from pipeline.suites.babyai import BabyAIBotPolicy
 from pipeline.suites.metaworld import MetaWorldScriptedPolicy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.policies import RandomPolicy
+from pipeline.tasks.registry import get_task
 
 REACH = get_task("metaworld-reach")
 GOTO = get_task("babyai-go-to")

@@ -18,8 +18,8 @@ from expert_helpers import nothing_written, one_line_exit_2
 from experts.metadata import ExpertStatus
 from experts.store import ExpertStore
 from pipeline.cli import main
-from pipeline.envs import make_env
-from pipeline.registry import get_task
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 REPO = "edbeeching/mujoco_hopper_1111"
 HOPPER = get_task("mujoco-hopper")

@@ -13,11 +13,11 @@ from datasets import load_dataset
 
 from experts.base import HistoryKeeper, TrainJob, history_steps
 from experts.store import ExpertStore
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.tasks.registry import get_task
 
 HOPPER = get_task("mujoco-hopper")
 
@@ -108,7 +108,7 @@ def test_snapshots_are_written_whole_or_not_at_all(tmp_path):
 
 def test_time_limited_training_spaces_snapshots_over_time(tmp_path):
     """`--time-limit` usually stops far short of the step budget: snapshots then follow the clock."""
-    from pipeline.train_experts import TrainExpertsConfig, plan_expert
+    from pipeline.expert_stages.train_experts import TrainExpertsConfig, plan_expert
 
     plan = plan_expert(HOPPER, TrainExpertsConfig(out=str(tmp_path), time_limit_min=30.0), None)
     assert plan.history_every_s == 30 * 60 / HOPPER.expert.history_snapshots

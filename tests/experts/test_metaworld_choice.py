@@ -17,11 +17,11 @@ from experts.evaluation import eval_seeds
 from experts.metadata import ExpertStatus
 from experts.store import ExpertStore
 from pipeline.cli import main
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.policy_factory import check_policy, make_policy
-from pipeline.registry import get_task
-from pipeline.train_experts import TrainExpertsConfig, train_experts
+from pipeline.expert_stages.train_experts import TrainExpertsConfig, train_experts
+from pipeline.rollout.policy_factory import check_policy, make_policy
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 SCRIPTED, TRAINED = "metaworld-scripted", "sample-factory"
 LOW = "metaworld-handle-pull"  # scripted policy: 0.05 of JAT's expert, below the 0.5 gate

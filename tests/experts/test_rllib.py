@@ -24,12 +24,12 @@ from experts.base import get_backend, read_curve
 from experts.rllib import CHECKPOINTS, RUNNER_NODES
 from experts.store import ExpertStore
 from experts.training import FAILED, ExpertPlan, train_expert
+from pipeline.checks.validate import validate
 from pipeline.configs.datasets import ValidateConfig
-from pipeline.envs import make_env
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task
-from pipeline.rollout import RolloutConfig, rollout
-from pipeline.validate import validate
+from pipeline.rollout.run import RolloutConfig, rollout
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 pytestmark = pytest.mark.ray
 CONFIG = "mujoco-pendulum"
@@ -188,9 +188,9 @@ def test_rllib_expert_on_s3_uploads_resumes_elsewhere_and_acts(s3_server, ray_cl
     """A remote EXPERTS_DIR: checkpoints reach S3, a 'fresh machine' resumes from them and acts."""
     import pyarrow.fs as pafs
 
-    from pipeline.plan import PlannedEpisode
-    from pipeline.policy_factory import make_policy
-    from pipeline.recorder import record_episode
+    from pipeline.format.plan import PlannedEpisode
+    from pipeline.rollout.policy_factory import make_policy
+    from pipeline.rollout.recorder import record_episode
 
     uri = f"{s3_server}/rllib-experts"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-a"))

@@ -17,8 +17,8 @@ from test_s3 import s3_server  # noqa: F401  (the real moto server fixture)
 from experts.metadata import ExpertMetadata, ExpertStatus
 from experts.store import CHECKPOINT_DIR, HISTORY_DIR, MODEL_DIR, ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
-from pipeline.registry import get_task
 from pipeline.suites.babyai import BabyAIBotPolicy
+from pipeline.tasks.registry import get_task
 
 GOTO = get_task("babyai-go-to")
 CURVE = "steps,wall_time_s,episodes,mean_return,mean_length\n1000,2.5,10,0.5,30\n2000,5.0,22,0.75,25\n"

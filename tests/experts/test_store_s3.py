@@ -13,11 +13,11 @@ from test_s3 import s3_server  # noqa: F401  (the module's real moto server fixt
 
 from experts.store import ExpertStore, PeriodicUpload
 from experts.training import FAILED, train_expert
-from pipeline.envs import make_env
-from pipeline.plan import PlannedEpisode
-from pipeline.policy_factory import make_policy
-from pipeline.recorder import record_episode
-from pipeline.registry import get_task
+from pipeline.format.plan import PlannedEpisode
+from pipeline.rollout.policy_factory import make_policy
+from pipeline.rollout.recorder import record_episode
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 
 @pytest.mark.s3

@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 from experts.evaluation import eval_seeds
 from experts.metadata import ExpertStatus
 from experts.training import FAILED, ExpertPlan, env_spec_record, train_expert
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 PLAN = ExpertPlan(
     config="babyai-go-to",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from experts.wrappers import TRUE_EPISODE, ClipReward, EpisodicLife, TrueEpisodeStats, make_training_env
-from pipeline.envs import make_env
-from pipeline.registry import get_task
+from pipeline.tasks.envs import make_env
+from pipeline.tasks.registry import get_task
 
 BREAKOUT = get_task("atari-breakout")
 HOPPER = get_task("mujoco-hopper")

@@ -12,7 +12,7 @@ from pipeline.model.configuration import make_config
 from pipeline.model.data import EpisodeTable, load_tables
 from pipeline.model.modeling import JatModel
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 
 @pytest.fixture(scope="module", autouse=True)

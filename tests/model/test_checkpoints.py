@@ -122,7 +122,7 @@ class _Killed(BaseException):
 
 def _arm(monkeypatch, point: str) -> None:
     """Arm `point` in this process; its SIGKILL becomes `_Killed`, so the test survives it."""
-    from pipeline import faults
+    from pipeline.runtime import faults
 
     def kill(pid, sig):
         raise _Killed

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.model.configuration import SIZES, JatConfig, check_task_fits, default_context_steps, make_config
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -10,7 +10,7 @@ from model_helpers import SAMPLE_CONFIGS
 from test_s3 import s3_server  # noqa: F401 (the moto S3 server fixture)
 
 from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
+from pipeline.format.manifest import read_manifest
 from pipeline.model.data import (
     EpisodeTable,
     ShardSplit,
@@ -22,8 +22,8 @@ from pipeline.model.data import (
     load_tables,
 )
 from pipeline.model.tokenizer import MissionTokenizer
-from pipeline.registry import get_task
-from pipeline.storage import open_location
+from pipeline.runtime.storage import open_location
+from pipeline.tasks.registry import get_task
 
 
 def test_tables_match_the_manifest(sample_dataset, episode_tables):
@@ -135,7 +135,7 @@ def test_hub_repo_gives_the_episodes_of_the_folder(sample_dataset, hub, tmp_path
 
     from pipeline.configs.publish import PublishConfig
     from pipeline.model.train import TrainModelConfig, train_model
-    from pipeline.publish import publish
+    from pipeline.release.publish import publish
 
     repo, config = "jat-org/sample", "babyai-go-to"
     publish(PublishConfig(str(sample_dataset), repo_id=repo, xet=False, progress=False, clips=False))

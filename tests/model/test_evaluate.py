@@ -11,7 +11,7 @@ from model_helpers import SAMPLE_CONFIGS
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.model.evaluate import EvaluateConfig, evaluate, resolve_eval_tasks, run_name
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 
 def test_evaluate_runs_real_episodes_for_one_task_per_suite(trained_model, tmp_path):

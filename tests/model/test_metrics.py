@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.model.metrics import aggregate, human_normalised, iqm, normalised, stratified_bootstrap_ci
-from pipeline.registry import Scores, get_task
+from pipeline.tasks.registry import Scores, get_task
 
 
 def test_iqm_drops_the_outer_quartiles():

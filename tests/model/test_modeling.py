@@ -10,7 +10,7 @@ from model_helpers import SAMPLE_CONFIGS, SHORT_CONTEXTS
 from pipeline.model.data import collate
 from pipeline.model.inference import IncrementalDecoder
 from pipeline.model.modeling import JatModel, expand_continuous
-from pipeline.registry import get_task
+from pipeline.tasks.registry import get_task
 
 
 def _batch(table, rows_and_lengths):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from pipeline.format.plan import episode_seed
 from pipeline.model.evaluate import (
     EpisodeUnit,
     EvaluateConfig,
@@ -14,7 +15,6 @@ from pipeline.model.evaluate import (
     WorkerSettings,
     evaluate,
 )
-from pipeline.plan import episode_seed
 
 TASKS = ("babyai-go-to", "metaworld-reach")  # sampled discrete actions, and a continuous env
 

@@ -16,7 +16,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.model.evaluate import EvaluateConfig, evaluate
-from pipeline.publish_model import PublishModelConfig, publish_model
+from pipeline.release.publish_model import PublishModelConfig, publish_model
 
 pytestmark = pytest.mark.hub
 REPO = "jat-org/jat-tiny"
@@ -92,7 +92,7 @@ def test_missing_repo_and_bad_input_are_one_line(trained_model, hub, tmp_path, c
 
 def test_the_card_shows_every_evaluation_run(trained_model, tmp_path):
     """Evaluations of other configs are kept side by side (eval/<run>/) and all reach the card."""
-    from pipeline.publish_model import publish_model as publish
+    from pipeline.release.publish_model import publish_model as publish
 
     model_dir = tmp_path / "model"
     shutil.copytree(trained_model, model_dir)

@@ -1,0 +1,1 @@
+"""Looking at data: `pipeline render`, `pipeline view` and `pipeline info`."""

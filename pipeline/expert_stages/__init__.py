@@ -1,0 +1,1 @@
+"""The expert stages over experts/: train-experts, evaluate-experts, import-experts."""

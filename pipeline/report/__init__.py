@@ -1,0 +1,1 @@
+"""Reports on data: per-config statistics, quality against JAT's experts, and plots."""

@@ -1,0 +1,3 @@
+"""The rollout stage: planning, collecting and recording episodes into shards, resuming and repairing a
+run.
+"""
