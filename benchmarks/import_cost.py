@@ -118,7 +118,7 @@ def _real_observations(spec: Any) -> Any:
         env.close()
     array = np.stack(batch)
     if spec.observation.type == "image":
-        array = np.moveaxis(array, -1, 1)  # channels first, as experts.sample_factory.ChannelsFirst
+        array = np.moveaxis(array, -1, 1)  # channels first, as experts.sample_factory_policy.ChannelsFirst
     return np.ascontiguousarray(array)
 
 
@@ -131,7 +131,8 @@ def rebuilt_checkpoint(config: str, hyperparameters: dict[str, Any], scratch: st
     from sample_factory.model.actor_critic import create_actor_critic
     from sample_factory.model.model_utils import get_rnn_size
 
-    from experts.sample_factory import action_space, build_cfg, observation_space
+    from experts.sample_factory import build_cfg
+    from experts.sample_factory_policy import action_space, observation_space
     from pipeline.tasks.registry import get_task
 
     spec = get_task(config)

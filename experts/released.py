@@ -6,7 +6,7 @@ Such a repo holds the experiment's config (`config.json`; repos written before s
 have `cfg.json`), `checkpoint_p0/checkpoint_*.pth` and `best_*.pth`, and often a `milestones/`
 folder of older checkpoints that nothing here needs. This module chooses the files a task needs
 (`needed_files`, before anything is downloaded), checks that the expert is one for the task, and
-writes the layout `experts.sample_factory.SampleFactoryPolicy` loads (`model/model.pth` and
+writes the layout `experts.sample_factory_policy.SampleFactoryPolicy` loads (`model/model.pth` and
 `model/config.json`), so an imported expert is a stored expert like a trained one.
 
 What it refuses, each in one line before anything is written: a repo with no config or no
@@ -137,7 +137,8 @@ def install_sample_factory(
     from sample_factory.model.actor_critic import create_actor_critic
     from sample_factory.utils.attr_dict import AttrDict
 
-    from experts.sample_factory import ARCHITECTURE_KEYS, action_space, observation_space
+    from experts.sample_factory import ARCHITECTURE_KEYS
+    from experts.sample_factory_policy import action_space, observation_space
 
     config_name, checkpoint, *_ = sample_factory_files(files, kind)
     try:

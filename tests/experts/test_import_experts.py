@@ -132,7 +132,7 @@ def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, m
     from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
     from sample_factory.enjoy import enjoy
 
-    from experts.sample_factory import ChannelsFirst
+    from experts.sample_factory_policy import ChannelsFirst
 
     def make(*args, **kwargs) -> gym.Env:
         env = make_env(spec)
