@@ -9,7 +9,6 @@ and imported only when asked for, so using stable-baselines3 never imports sampl
 from __future__ import annotations
 
 import csv
-import difflib
 import importlib
 import logging
 import math
@@ -24,6 +23,7 @@ from experts.metadata import ExpertMetadata, ExpertStatus  # noqa: F401 (ExpertS
 from pipeline.errors import PipelineError
 from pipeline.tasks.policies import Policy
 from pipeline.tasks.registry import TaskSpec
+from pipeline.tasks.sections import check_keys
 
 log = logging.getLogger(__name__)
 
@@ -137,22 +137,9 @@ def get_backend(name: str) -> ExpertBackend:
     return getattr(module, class_name)()
 
 
-def check_keys(where: str, given: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+def check_hyperparameters(where: str, given: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
     """Typos in hyperparameter files fail at once, naming the key and the closest valid ones."""
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise PipelineError(
-            f"{where}: unknown hyperparameter(s) {unknown}{closest_keys(unknown, allowed)}; "
-            "check env_configs/ (expert section)"
-        )
-
-
-def closest_keys(unknown: list[str], allowed: set[str] | frozenset[str]) -> str:
-    """The valid keys nearest to the unknown ones as `" (did you mean a, b?)"`; "" if none is near."""
-    near: list[str] = []
-    for key in unknown:
-        near += [k for k in difflib.get_close_matches(key, sorted(allowed), n=3) if k not in near]
-    return f" (did you mean {', '.join(near)}?)" if near else ""
+    check_keys(where, given, allowed, what="hyperparameter(s)", fix="check env_configs/ (expert section)")
 
 
 class CurveRecorder:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.tasks.sections import check_keys
 
 METADATA = "metadata.json"
 
@@ -121,13 +122,13 @@ class ExpertMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> ExpertMetadata:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PipelineError(
-                f"{where} has key(s) {unknown} this version does not know: it was written by another "
-                "jat-pipeline version; use that one, or retrain with `pipeline train-experts --overwrite`"
-            )
+        check_keys(
+            where,
+            data,
+            {f.name for f in fields(cls)},
+            fix="it was written by another jat-pipeline version; use that one, or retrain with "
+            "`pipeline train-experts --overwrite`",
+        )
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:

@@ -37,7 +37,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from experts.base import CurveRecorder, HistoryKeeper, TrainJob, TrainOutcome, TrainProgress, check_keys
+from experts.base import (
+    CurveRecorder,
+    HistoryKeeper,
+    TrainJob,
+    TrainOutcome,
+    TrainProgress,
+    check_hyperparameters,
+)
 from experts.metadata import ExpertMetadata
 from experts.rllib_policy import MODULE_DIR, RLlibPolicy, write_policy_file
 from experts.wrappers import TRUE_EPISODE, make_training_env
@@ -147,11 +154,11 @@ class RLlibBackend:
                 f"rllib cannot train {spec.config}: text observations (BabyAI) are not supported"
             )
         keys = self.hyperparameter_keys(spec, hyperparameters)
-        check_keys(f"{spec.config} expert.rllib", hyperparameters, keys)
+        check_hyperparameters(f"{spec.config} expert.rllib", hyperparameters, keys)
         model = hyperparameters.get("model_config", {})
         if not isinstance(model, dict):
             raise PipelineError(f"{spec.config} expert.rllib.model_config must be a mapping, got {model!r}")
-        check_keys(f"{spec.config} expert.rllib.model_config", model, _model_keys())
+        check_hyperparameters(f"{spec.config} expert.rllib.model_config", model, _model_keys())
 
     def hyperparameter_keys(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> frozenset[str]:
         """The chosen algorithm's config setters' keyword arguments, but those `train` sets, plus ours."""

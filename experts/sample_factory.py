@@ -33,7 +33,7 @@ from experts.base import (
     TrainJob,
     TrainOutcome,
     TrainProgress,
-    check_keys,
+    check_hyperparameters,
 )
 from experts.checkpoints import load_checkpoint
 from experts.metadata import ExpertMetadata
@@ -273,7 +273,7 @@ def build_cfg(
     parser, _ = parse_sf_args(argv=argv, evaluation=False)
     known = {action.dest for action in parser._actions}
     sf_args = {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS}
-    check_keys("expert.sample-factory", sf_args, known - FIXED_KEYS)
+    check_hyperparameters("expert.sample-factory", sf_args, known - FIXED_KEYS)
     parser.set_defaults(**sf_args)
     cfg = parse_full_cfg(parser, argv)
     # On resume sample-factory reloads the experiment's saved config and lets only command-line
@@ -333,7 +333,7 @@ class SampleFactoryBackend:
                 f"sample-factory cannot train {spec.config}: text observations (BabyAI) are not supported; "
                 "use the babyai-bot expert"
             )
-        check_keys(
+        check_hyperparameters(
             f"{spec.config} expert.sample-factory", hyperparameters, self.hyperparameter_keys(spec, {})
         )
 

@@ -31,7 +31,7 @@ from experts.base import (
     TrainJob,
     TrainOutcome,
     TrainProgress,
-    check_keys,
+    check_hyperparameters,
 )
 from experts.metadata import ExpertMetadata
 from experts.wrappers import TRUE_EPISODE, make_training_env
@@ -114,7 +114,7 @@ class SB3Backend:
                 f"sb3 {algo.upper()} needs discrete actions but {spec.config} has continuous actions: "
                 "use algo ppo/sac/tqc for it (expert.sb3.algo in env_configs/)"
             )
-        check_keys(
+        check_hyperparameters(
             f"{spec.config} expert.sb3", hyperparameters, self.hyperparameter_keys(spec, hyperparameters)
         )
         _policy_kwargs(hyperparameters.get("policy_kwargs", {}))

@@ -156,7 +156,8 @@ def test_info_lists_the_configs_and_reads_back(tmp_path):
         ),
         (
             {"codebase_version": "v2.0"},
-            "meta/info.json has unknown key(s) ['codebase_version']: it was not written by this pipeline",
+            "meta/info.json: unknown key(s) ['codebase_version'] (did you mean format_version?); "
+            "it was not written by this pipeline",
         ),
     ],
 )

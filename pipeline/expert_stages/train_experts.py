@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from experts.base import TrainProgress, closest_keys, get_backend
+from experts.base import TrainProgress, get_backend
 from experts.candidates import scripted_alternative
 from experts.device import RayPlacement, cuda_devices, no_cuda_reason
 from experts.report import write_suite_reports
@@ -44,7 +44,7 @@ from pipeline.runtime.executor import (
 from pipeline.runtime.progress import Bars
 from pipeline.runtime.storage import check_writable
 from pipeline.tasks.registry import TaskSpec, all_tasks, resolve_tasks
-from pipeline.tasks.sections import check_threshold
+from pipeline.tasks.sections import check_threshold, closest_keys
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from pipeline.format.schema import FORMAT_VERSION, INFO_PATH, MANIFEST_PATH, SPL
 from pipeline.format.shards import ShardRecord
 from pipeline.runtime.storage import Location
 from pipeline.suites import suite_packages
+from pipeline.tasks.sections import check_keys
 
 
 def tracked_packages() -> tuple[str, ...]:
@@ -182,9 +183,8 @@ class DatasetInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> DatasetInfo:
-        unknown = sorted(set(data) - {"format_version", "writer", "versions", "git_sha", "configs"})
-        if unknown:
-            raise PipelineError(f"{where} has unknown key(s) {unknown}: it was not written by this pipeline")
+        allowed = {"format_version", "writer", "versions", "git_sha", "configs"}
+        check_keys(where, data, allowed, fix="it was not written by this pipeline")
         if data.get("format_version") != FORMAT_VERSION:
             raise PipelineError(
                 f"{where} has format_version {data.get('format_version')}, this pipeline reads "

@@ -8,6 +8,7 @@ is refused with its place, and changing a default is one line here.
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 import typing
@@ -205,11 +206,29 @@ class ExpertSection:
         return dict(self.hyperparameters.get(backend, {}))
 
 
-def check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
-    """Refuse keys not in `allowed`, naming them and the allowed ones (every level of the registry)."""
-    unknown = sorted(set(data) - allowed)
+def check_keys(
+    where: str,
+    data: dict[str, Any],
+    allowed: set[str] | frozenset[str],
+    *,
+    what: str = "key(s)",
+    fix: str | None = None,
+) -> None:
+    """Refuse keys not in `allowed` in one line: the unknown ones, the nearest valid ones, and the fix
+    (default: the allowed keys). The one key check of every typed record the package reads: registry
+    sections, hyperparameters, stats, dataset info, expert metadata."""
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+        fix = fix or f"allowed keys are {sorted(allowed)}"
+        raise PipelineError(f"{where}: unknown {what} {unknown}{closest_keys(unknown, allowed)}; {fix}")
+
+
+def closest_keys(unknown: list[str], allowed: set[str] | frozenset[str]) -> str:
+    """The valid keys nearest to the unknown ones as `" (did you mean a, b?)"`; "" if none is near."""
+    near: list[str] = []
+    for key in unknown:
+        near += [k for k in difflib.get_close_matches(key, sorted(allowed), n=3) if k not in near]
+    return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
 def read_section(cls: type, data: Any, where: str) -> Any:

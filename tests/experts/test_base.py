@@ -16,8 +16,7 @@ from experts.base import (
     HistoryKeeper,
     TrainJob,
     backend_names,
-    check_keys,
-    closest_keys,
+    check_hyperparameters,
     fps_since,
     get_backend,
     history_steps,
@@ -25,6 +24,7 @@ from experts.base import (
 )
 from pipeline.errors import PipelineError
 from pipeline.tasks.registry import get_task
+from pipeline.tasks.sections import closest_keys
 
 HOPPER = get_task("mujoco-hopper")
 
@@ -45,9 +45,9 @@ def test_backends_are_found_by_name_and_an_unknown_one_lists_the_valid_names():
 
 def test_unknown_hyperparameters_are_named_with_the_closest_valid_ones():
     allowed = {"learning_rate", "batch_size", "gamma"}
-    check_keys("expert.sb3", {"gamma": 0.9}, allowed)  # known keys pass
+    check_hyperparameters("expert.sb3", {"gamma": 0.9}, allowed)  # known keys pass
     with pytest.raises(PipelineError) as info:
-        check_keys("expert.sb3", {"learning_rat": 1, "zzz": 2}, allowed)
+        check_hyperparameters("expert.sb3", {"learning_rat": 1, "zzz": 2}, allowed)
     assert str(info.value) == (
         "expert.sb3: unknown hyperparameter(s) ['learning_rat', 'zzz'] (did you mean learning_rate?); "
         "check env_configs/ (expert section)"

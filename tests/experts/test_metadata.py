@@ -79,7 +79,7 @@ def test_a_key_this_version_does_not_know_is_refused_by_name():
     with pytest.raises(PipelineError) as info:
         ExpertMetadata.from_dict(data, "EXPERTS/mujoco-hopper/metadata.json")
     assert str(info.value) == (
-        "EXPERTS/mujoco-hopper/metadata.json has key(s) ['policy_url', 'score'] this version does not know: "
+        "EXPERTS/mujoco-hopper/metadata.json: unknown key(s) ['policy_url', 'score'] (did you mean source?); "
         "it was written by another jat-pipeline version; use that one, or retrain with "
         "`pipeline train-experts --overwrite`"
     )

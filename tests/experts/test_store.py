@@ -60,7 +60,9 @@ def test_unreadable_metadata_is_one_line_naming_the_file(tmp_path):
     assert message.startswith(f"corrupt expert metadata {tmp_path}/babyai-go-to/metadata.json: ")
     assert message.endswith("(retrain with `pipeline train-experts --overwrite`)") and "\n" not in message
     (tmp_path / "babyai-go-to" / "metadata.json").write_text(json.dumps({**_metadata().to_dict(), "x": 1}))
-    with pytest.raises(PipelineError, match=r"metadata.json has key\(s\) \['x'\] this version does not know"):
+    with pytest.raises(
+        PipelineError, match=r"metadata.json: unknown key\(s\) \['x'\]; it was written by another"
+    ):
         store.read_metadata("babyai-go-to")
 
 
