@@ -29,7 +29,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import psutil
-from rich.console import Console
+from harness import make_console, private_ray, write_json
 from rich.table import Table
 
 from pipeline.schema import SHARD_RECORD_DIR
@@ -38,7 +38,7 @@ DEFAULT_RUNS = "mujoco-hopper:1000000,atari-breakout:200000"
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
 MB = 1024 * 1024
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console()
 
 
 @dataclass
@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--interval must be > 0")
     warnings.filterwarnings("ignore")
     scratch = tempfile.mkdtemp(prefix="jat-bench-mem-")
-    os.environ.setdefault("RAY_TMPDIR", os.path.join(scratch, "ray"))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    private_ray(os.path.join(scratch, "ray"))
     from pipeline.executor import init_ray
 
     init_ray(num_cpus=1)
@@ -223,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     report(traces)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(t) for t in traces], f)
+        write_json(args.json, [asdict(t) for t in traces], indent=None)
     return 0
 
 
