@@ -11,14 +11,17 @@ imported where it is used).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,25 @@ def import_from_tests(*subfolders: str) -> None:
     servers and helpers (tests/hub_server.py, tests/publish_helpers.py, ...), which are no package."""
     folders = [str(ROOT / "tests"), *(str(ROOT / "tests" / sub) for sub in subfolders)]
     sys.path[:0] = [folder for folder in folders if folder not in sys.path]
+
+
+@contextlib.contextmanager
+def local_ray(prefix: str, num_cpus: int) -> Iterator[str]:
+    """A scratch folder (yielded) holding a private local Ray cluster started with `num_cpus`
+    (`pipeline.executor.init_ray`, outside any timing), for the `with` block; on the way out Ray is
+    shut down before its folder is removed, as it writes there until then."""
+    scratch = tempfile.mkdtemp(prefix=prefix)
+    try:
+        private_ray(os.path.join(scratch, "ray"))
+        from pipeline.executor import init_ray
+
+        init_ray(num_cpus=num_cpus)
+        yield scratch
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def private_ray(tmpdir: str, force: bool = False) -> None:
@@ -162,20 +184,13 @@ def write_json(path: str | Path, data: Any, indent: int | None = 1) -> None:
 
 
 def markdown_environment():
-    """Jinja for generated Markdown, set up as the project's cards are (`pipeline.card.card_environment`:
-    strict, no escaping, block tags take their line with them), loading benchmarks/templates/, with
-    the filters `number`, `size` and `fmt` (Python's `format(value, spec)`)."""
+    """Jinja for generated Markdown: the project cards' environment (`pipeline.card.card_environment`:
+    strict, no escaping, block tags take their line with them) loading benchmarks/templates/, with
+    the filters `number`, `size` and `fmt` (Python's `format(value, spec)`) added."""
     import jinja2
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["number"] = number
-    env.filters["size"] = size
-    env.filters["fmt"] = format
+    from pipeline.card import card_environment
+
+    env = card_environment().overlay(loader=jinja2.FileSystemLoader(TEMPLATES))
+    env.filters.update(number=number, size=size, fmt=format)
     return env

@@ -29,7 +29,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import psutil
-from harness import make_console, private_ray, write_json
+from harness import local_ray, make_console, write_json
 from rich.table import Table
 
 from pipeline.schema import SHARD_RECORD_DIR
@@ -200,13 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         p.error("--interval must be > 0")
     warnings.filterwarnings("ignore")
-    scratch = tempfile.mkdtemp(prefix="jat-bench-mem-")
-    private_ray(os.path.join(scratch, "ray"))
-    from pipeline.executor import init_ray
-
-    init_ray(num_cpus=1)
     traces = []
-    try:
+    with local_ray("jat-bench-mem-", num_cpus=1) as scratch:
         for config, steps in runs:
             console.log(f"{config}: {steps:,} steps, one actor")
             trace = run(config, steps, args.interval, scratch)
@@ -215,11 +210,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{config}: {trace.steps:,} steps in {trace.seconds:.0f} s, actor peak RSS {peak / MB:.1f} MB"
             )
             traces.append(trace)
-    finally:
-        import ray
-
-        ray.shutdown()  # before removing its temp dir, which it writes to until shut down
-        shutil.rmtree(scratch, ignore_errors=True)
     report(traces)
     if args.json:
         write_json(args.json, [asdict(t) for t in traces], indent=None)

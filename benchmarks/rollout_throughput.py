@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-from harness import make_console, private_ray, spread, write_json
+from harness import local_ray, make_console, spread, write_json
 from rich.markup import escape
 from rich.table import Table
 
@@ -451,8 +451,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
-    scratch = tempfile.mkdtemp(prefix="jat-bench-")
-    private_ray(os.path.join(scratch, "ray"))
     if args.minari:
         version = minari_available()
         if version is None:
@@ -462,12 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             args.minari = False
         else:
             console.print(f"minari {version}, {args.minari_format} storage")
-    from pipeline.executor import init_ray
-
-    init_ray(num_cpus=max(args.workers))  # cluster start-up is never timed
-    match_worker_niceness()
     results: list[TaskResult] = []
-    try:
+    with local_ray("jat-bench-", num_cpus=max(args.workers)) as scratch:  # its start-up is never timed
+        match_worker_niceness()
         for config in args.tasks:
             spec = get_task(config)
             kind = DEFAULT_TASKS.get(config) or spec.rollout.policy
@@ -478,11 +473,6 @@ def main(argv: list[str] | None = None) -> int:
             console.rule(f"repeat {repeat + 1}/{args.repeats}, 1-min load average {os.getloadavg()[0]:.2f}")
             for result in results:
                 measure_task(result, args, scratch)
-    finally:
-        import ray
-
-        ray.shutdown()  # before removing its temp dir, which it writes to until shut down
-        shutil.rmtree(scratch, ignore_errors=True)
     print_tables(results, args.workers, args.minari)
     if args.json:
         write_json(args.json, [dataclasses.asdict(r) for r in results])
