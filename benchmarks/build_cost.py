@@ -40,7 +40,6 @@ import math
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -52,9 +51,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: the repo's top-level packages (dataset_card) too
-import import_cost  # noqa: E402  (next to this file: the script's folder is on sys.path)
+from harness import (
+    ROOT,
+    TreeCPU,
+    children_cpu,
+    cli_command,
+    last_json_line,
+    markdown_environment,
+    write_json,
+)
+
+sys.path.insert(0, str(ROOT))  # run as a script: this tree's packages, not an installed copy
+import import_cost
 
 SUITES = ("atari", "babyai", "metaworld", "mujoco")
 TAGS = ("measured", "cited", "assumed", "registry", "code", "formula", "not measured")
@@ -181,11 +189,6 @@ def host_info(command: str) -> dict[str, Any]:
     }
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 # ------------------------------------------------------------------------------------------- rollout
 
 
@@ -259,9 +262,8 @@ def measure_rollout(
 
 def train_sb3(config: str, steps: int, root: str) -> dict[str, Any]:
     """The brief's tiny expert: `pipeline train-experts --backend sb3`, as a subprocess (CPU of its tree)."""
-    command = [sys.executable, "-m", "pipeline.cli", "train-experts", "--tasks", config, "--backend", "sb3"]
-    command += ["--steps", str(steps), "--no-eval", "--workers", "0", "--out", root, "--time-limit", "2"]
-    command += ["--no-progress"]
+    command = cli_command("train-experts", "--tasks", config, "--backend", "sb3", "--steps", str(steps))
+    command += ["--no-eval", "--workers", "0", "--out", root, "--time-limit", "2", "--no-progress"]
     before, started = children_cpu(), time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     row = {
@@ -286,10 +288,9 @@ def _train_sf_once(config: str, steps: int, workers: int, root: str) -> dict[str
     before, started = children_cpu(), time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     cpu, wall = children_cpu() - before, time.monotonic() - started
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
+    found = last_json_line(done.stdout)
+    if done.returncode != 0 or found is None:
         raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1][:200])
-    found = json.loads(lines[-1])
     # the sampled tree (see _child_train) is the complete figure; getrusage is kept for comparison
     return (
         {"requested": steps, "cpu_s_getrusage": cpu, "wall_s": wall} | found | {"cpu_s": found["tree_cpu_s"]}
@@ -329,29 +330,10 @@ def _child_train(config: str, steps: int, workers: int, root: str) -> None:
     descendant's, sampled twice a second by pid (the last value kept; at most half a second per process
     is lost). The parent also records `getrusage` of the children, imports included, as a cross-check
     that no worker escaped the count."""
-    import threading
-
-    import psutil
-
     from experts.training import ExpertPlan, train_expert
     from pipeline.tasks.registry import get_task
 
-    seen: dict[int, float] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        me = psutil.Process()
-        while not stop.wait(0.5):
-            for child in me.children(recursive=True):
-                try:
-                    times = child.cpu_times()
-                    seen[child.pid] = max(seen.get(child.pid, 0.0), times.user + times.system)
-                except psutil.Error:
-                    continue
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-
+    descendants = TreeCPU(include_self=False)
     spec = get_task(config)
     hyperparameters = spec.expert.settings("sample-factory") | {"num_workers": workers}
     plan = ExpertPlan(
@@ -369,14 +351,13 @@ def _child_train(config: str, steps: int, workers: int, root: str) -> None:
     )
     started, own_before = time.monotonic(), time.process_time()
     result = train_expert(plan, root)
-    stop.set()
-    sampler.join()
+    descendants_cpu = descendants.total()
     if result.status == "failed":
         raise SystemExit(f"training {config} failed: {result.error}")
     keys = ("num_workers", "num_envs_per_worker", "batch_size", "num_batches_per_epoch", "rollout")
     out = {"steps": result.steps, "train_wall_s": time.monotonic() - started}
-    out["tree_cpu_s"] = time.process_time() - own_before + sum(seen.values())
-    out["processes_sampled"] = len(seen)
+    out["tree_cpu_s"] = time.process_time() - own_before + descendants_cpu
+    out["processes_sampled"] = len(descendants.seen)
     out["hyperparameters"] = {k: hyperparameters.get(k) for k in keys}
     print(json.dumps(out))
 
@@ -396,13 +377,13 @@ def measure_imports(suites: tuple[str, ...], scratch: str, command: str) -> dict
             cwd=ROOT,
             timeout=1800,
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
+        found = last_json_line(done.stdout)
+        if done.returncode != 0 or found is None:
             error = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
             row = {"suite": suite, "config": import_cost.TRAINED_TASK[suite], "error": error}
             print(f"  import {suite}: FAILED {error}", flush=True)
         else:
-            row = json.loads(lines[-1]) | {"cpu_s": children_cpu() - started}
+            row = found | {"cpu_s": children_cpu() - started}
             print(
                 f"  import {suite}: checkpoint {row['checkpoint_bytes']:,} B written by sample-factory, "
                 f"{row['rebuilt'][row['config']]['bytes']:,} B rebuilt; config {row['config_bytes']:,} B; "
@@ -450,7 +431,7 @@ def ray_layout() -> list[dict[str, Any]]:
     for name, module in (("validate", validate), ("publish", publish)):
         uses_ray = "import ray" in inspect.getsource(module)
         where = "Ray tasks" if uses_ray else "the driver alone, no Ray resources"
-        rows.append({"stage": name, "asks": where, "tag": f"code: pipeline/{name}.py"})
+        rows.append({"stage": name, "asks": where, "tag": f"code: {module.__name__.replace('.', '/')}.py"})
     return rows
 
 
@@ -567,298 +548,35 @@ def extrapolate(record: Record, cluster: Cluster) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- report
 
 
-def _n(value: Any, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def _rough(difference: float) -> str:
-    return f" (rough: a {difference:.1f} CPU-s difference)" if difference < 10 else ""
-
-
-def _size(num_bytes: float) -> str:
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:,.2f} {unit}"
-    return f"{num_bytes:,.0f} B"
-
-
 def render(record: Record, cluster: Cluster) -> str:
-    host = record.host
-    versions = ", ".join(f"{k} {v}" for k, v in host["versions"].items())
-    lines = [
-        "# Cost and scaling of the full build (generated)",
-        "",
-        f"- Generated by: `{host['command']}` (from the repository root)",
-        f"- When: {host['started']} (UTC); the measurement took {record.cpu_seconds_total:.0f} CPU-seconds",
-        f"- Machine: `{host['hostname']}`, nproc {host['nproc']}, CPU model `{host['cpu_model']}`",
-        f"- Load: 1-minute load average {host['loadavg_start'][0]:.1f} at the start, "
-        f"{host['loadavg_end'][0]:.1f} at the end (other jobs share the cores, so every rate below is per",
-        "  CPU-second, not per wall second)",
-        f"- Packages: Python {host['python']}; {versions}",
-        *(
-            [f"- Rendered again from the raw figures by: `{host['rendered_by']}`"]
-            if "rendered_by" in host
-            else []
-        ),
-        *(
-            [
-                f"- The import path measured by: `{record.imports['host']['command']}` at "
-                f"{record.imports['host']['started']} (UTC), "
-                f"{record.imports['cpu_seconds_total']:.0f} CPU-seconds"
-            ]
-            if record.imports
-            else []
-        ),
-        "",
-        "Do not edit by hand: re-run the command. Raw figures: `scaling.json` next to this file.",
-        "",
-        "Tags: *measured* (here, by this script), *cited* (published, with its source), *registry* (read",
-        "from env_configs/ through `pipeline.tasks.registry` at run time), *code* (read from the source),",
-        "*formula* (how a derived figure is computed), *assumed* (a stated assumption); a derived figure",
-        "carries the tags of its inputs.",
-        "",
-        "## Rollout cost per 1,000 steps",
-        "",
-        "CPU-seconds per 1,000 recorded steps, `rollout` in-process (`--workers 0`), one torch thread,",
-        "difference of a long and a short run (fixed per-run costs cancel). Dropped episodes (BabyAI bot",
-        "giving up, unfinished episodes) cost CPU but store nothing, so they are counted in the cost.",
-        "",
-        "| suite | task | policy | CPU-s / 1k steps | mean episode length | steps (long run) | dropped "
-        "| tag |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in sorted(record.rollouts, key=lambda r: (r["suite"], r["config"], r["policy"], r["backend"])):
-        label = f"{row['policy']} ({row['backend']})"
-        if "error" in row:
-            lines.append(
-                f"| {row['suite']} | {row['config']} | {label} | - | - | - | - "
-                f"| not measured: {row['error']} |"
-            )
-            continue
-        lines.append(
-            f"| {row['suite']} | {row['config']} | {label} | {1000 * row['cpu_s_per_step']:.3f} | "
-            f"{row['mean_episode_length']:.1f} | {row['long']['steps']:,} | {row['long']['dropped']} "
-            "| measured |"
+    """scaling.md from the figures alone (benchmarks/templates/scaling.md.j2)."""
+    build = record.extrapolation["suites"]
+    totals = {"tasks": sum(e["tasks"] for e in build.values())}
+    totals["steps"] = sum(e["steps"] for e in build.values() if not math.isnan(e["steps"]))
+    totals["core_h"] = sum(e.get("rollout_core_h", 0) for e in build.values())
+    totals["storage"] = sum(e.get("storage_bytes", 0) for e in build.values())
+    totals["train_core_h"] = sum(e.get("train_core_h", 0) for e in build.values() if e["experts_needed"])
+    totals["gpu_h"] = build.get("atari", {}).get("gpu_h_cited", 0)
+    experts = {r["suite"] for r in record.rollouts if r["policy"] == "expert" and "error" not in r}
+    return (
+        markdown_environment()
+        .get_template("scaling.md.j2")
+        .render(
+            r=record,
+            host=record.host,
+            cluster=cluster,
+            cited=CITED_GPU,
+            suites=SUITES,
+            rollouts=sorted(
+                record.rollouts, key=lambda r: (r["suite"], r["config"], r["policy"], r["backend"])
+            ),
+            measured_experts=experts,
+            trained={t["suite"] for t in record.training},
+            build=build,
+            totals=totals,
+            imp=import_cost.figures(record.imports, build),
         )
-    lines += ["", "Cells not measured here:", ""]
-    measured_experts = {r["suite"] for r in record.rollouts if r["policy"] == "expert" and "error" not in r}
-    for suite in SUITES:
-        if suite not in measured_experts:
-            why = {
-                "babyai": "the build records BabyAI with minigrid's bot (the JAT expert); no trained expert",
-                "metaworld": "the build records Meta-World with its scripted policies; no trained expert",
-            }.get(suite, "no tiny expert was trained in this run (see the expert table)")
-            lines.append(f"- {suite}, trained expert: not measured ({why}).")
-    for suite in ("atari", "mujoco"):
-        lines.append(f"- {suite}, scripted: not measured (no scripted policy exists for {suite}).")
-    lines.append(
-        "- babyai, random: not measured (BabyAI drops unfinished episodes, as JAT did; a random policy "
-        "rarely finishes one, so such a run stores nothing and fails; the build never records it)."
     )
-    lines += [
-        "",
-        "Tiny experts behind the expert rows (their quality does not matter here: inference costs what",
-        "the network costs, and a 2k-step network is the same size as a 10M-step one):",
-        "",
-        "| expert | backend | steps trained | CPU-s to train | how | tag |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in record.experts:
-        steps = _n(row.get("steps")) if "error" not in row else f"failed: {row['error']}"
-        how = f"`{row['command']}`" if "command" in row else "the training measurement below"
-        cpu = row.get("cpu_s")
-        tag = "measured" if "error" not in row else "not measured"
-        lines.append(f"| {row['config']} | {row['backend']} | {steps} | {_n(cpu, 1)} | {how} | {tag} |")
-    lines += [
-        "",
-        "## Bytes per step on disk",
-        "",
-        "Sum of the long run's shard sizes (manifest `num_bytes`) / its steps: zstd Parquet, Atari frames",
-        "as PNG. The shards here hold a few episodes each; the build's hold `episodes_per_shard` (registry)",
-        "episodes, so their fixed part (footer, schema and features metadata) weighs less per step: read",
-        "these as upper bounds.",
-        "",
-        "| suite | task | policy | bytes / step | shards | tag |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in sorted(record.rollouts, key=lambda r: (r["suite"], r["config"], r["policy"], r["backend"])):
-        if "error" not in row:
-            lines.append(
-                f"| {row['suite']} | {row['config']} | {row['policy']} ({row['backend']}) | "
-                f"{row['bytes_per_step']:,.1f} | {row['long']['shards']} | measured |"
-            )
-    lines += [
-        "",
-        "## Expert training throughput on CPU",
-        "",
-        "Default backend (sample-factory), the suite's hyperparameters from env_configs/ with `num_workers`",
-        f"capped to {record.budget['sf_workers']} (this machine), serial_mode off, CPU device. Two runs per",
-        "task (short, long), each a fresh process; CPU of the whole process tree from the start of training",
-        "(the process itself plus every descendant, sampled by pid with psutil; `getrusage` of the children,",
-        "imports included, is in scaling.json as a cross-check); rates are long-minus-short differences, so",
-        "start-up cancels. Steps are agent steps (Atari: x4 frames). A difference of a few CPU-seconds is",
-        "rough (start-up varies by a second or two between runs): the end-to-end column bounds it.",
-        "",
-        "| suite | task | steps short / long | CPU-s short / long | env steps / CPU-s | "
-        "long run end to end, env steps / CPU-s | env steps / s (wall) | tag |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    trained = {t["suite"] for t in record.training}
-    for row in record.training:
-        if "error" in row:
-            lines.append(
-                f"| {row['suite']} | {row['config']} | - | - | - | - | - | not measured: {row['error']} |"
-            )
-            continue
-        lines.append(
-            f"| {row['suite']} | {row['config']} | {row['short']['steps']:,} / {row['long']['steps']:,} | "
-            f"{row['short']['cpu_s']:.1f} / {row['long']['cpu_s']:.1f} | {_n(row.get('steps_per_cpu_s'))} | "
-            f"{_n(row['steps_per_cpu_s_end_to_end'])} | {_n(row.get('steps_per_s'))} | measured"
-            f"{_rough(row['long']['cpu_s'] - row['short']['cpu_s'])} |"
-        )
-    for suite in SUITES:
-        if suite not in trained:
-            why = (
-                "the bot trains nothing"
-                if suite == "babyai"
-                else "skipped by --quick"
-                if record.budget["quick"]
-                else "not in this run's budget"
-            )
-            lines.append(f"| {suite} | - | - | - | - | - | - | not measured: {why} |")
-    lines += [
-        "",
-        "Wall-clock rates follow the other jobs on the shared cores; steps per CPU-second is the figure",
-        "the extrapolation uses. It assumes sample-factory's CPU per step stays flat with more workers (8",
-        "per task in the registry), which holds while each worker has a core (no GPU: learner on CPU).",
-        "",
-        "## GPU throughput (cited)",
-        "",
-        f"- {CITED_GPU['frames_per_s']:,} environment frames per second on one GPU machine (cited: "
-        f'{CITED_GPU["source"]}, abstract: "{CITED_GPU["quote"]}"; {CITED_GPU["setting"]}).',
-        "- Used below as an optimistic bound for Atari expert training per GPU machine (cited); not measured",
-        "  here (this machine has no GPU). MuJoCo and Meta-World experts are [64, 64] MLPs whose training is",
-        "  bound by CPU env stepping, so the build trains them on CPU workers and no GPU figure applies.",
-        "",
-    ]
-    lines += _render_build(record, cluster)
-    lines += ["", *import_cost.render(record.imports, record.extrapolation["suites"])]
-    lines += [
-        "",
-        "## Ray resource layout per stage",
-        "",
-        "| stage | what it asks Ray for | tag |",
-        "| --- | --- | --- |",
-    ]
-    for row in record.ray_layout:
-        lines.append(f"| {row['stage']} | {row['asks']} | {row['tag']} |")
-    lines += [
-        "",
-        "Actors of `rollout` ask 1 CPU each, so a cluster of C cores runs C recording actors;",
-        "`train-experts` places whole tasks, so a suite's tasks run in waves of floor(C / num_cpus)",
-        "(code, registry).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _render_build(record: Record, cluster: Cluster) -> list[str]:
-    ex = record.extrapolation["suites"]
-    lines = [
-        "## The full 157-task build, extrapolated",
-        "",
-        "Budgets, task counts, horizons and expert step budgets come from the registry at run time; rates",
-        "from the tables above: the mean over the measured tasks of the suite's build policy (an expert",
-        "measured on one task: random's per-task cost plus that expert's inference overhead; see the tag).",
-        "",
-        "Formulas:",
-        "",
-        "- steps = sum over tasks of the step budget, or episodes x mean episode length (formula).",
-        "- rollout core-hours = steps x CPU-s per step / 3600 (formula).",
-        "- storage = steps x bytes per step (formula).",
-        "- training core-hours = sum over tasks of expert steps / (steps per CPU-s) / 3600 (formula).",
-        "- GPU-hours = sum over tasks of expert steps x frame skip / cited frames per s / 3600 (formula).",
-        f"- wall time on {cluster.nodes} x {cluster.cores_per_node}-core nodes + {cluster.gpus} GPUs: "
-        f"rollout = core-hours / {cluster.cores} cores (formula; a lower bound: perfect packing, no "
-        "start-up);",
-        "  training on CPU = ceil(tasks / floor(cores / num_cpus)) waves x expert steps / (steps per CPU-s)",
-        f"  / num_cpus / 3600 (formula); Atari on GPU = GPU-hours / {cluster.gpus} GPUs (formula).",
-        "",
-        "| suite | tasks | budget per task | build policy | steps | CPU-s / 1k steps | rollout core-h | "
-        "storage | rollout wall h on cluster | tag |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    totals = {"steps": 0.0, "core_h": 0.0, "storage": 0.0, "train_core_h": 0.0, "gpu_h": 0.0}
-    for suite, e in ex.items():
-        budget = ", ".join(f"{v:,} {k}" for k, v in e["budget"].items())
-        tag = f"registry budget; {e['steps_source']}; {e['rate_source']}"
-        if "cpu_s_per_step" not in e:
-            tag = "not measured: no measured rollout of the build policy"
-        lines.append(
-            f"| {suite} | {e['tasks']} | {budget} | {e['policy']} | {_n(e['steps'])} | "
-            f"{_n(1000 * e['cpu_s_per_step'], 3) if 'cpu_s_per_step' in e else '-'} | "
-            f"{_n(e.get('rollout_core_h'), 1)} | "
-            f"{_size(e['storage_bytes']) if 'storage_bytes' in e else '-'} | "
-            f"{_n(e.get('rollout_wall_h_cluster'), 2)} | {tag} |"
-        )
-        totals["steps"] += e["steps"] if not math.isnan(e["steps"]) else 0
-        totals["core_h"] += e.get("rollout_core_h", 0)
-        totals["storage"] += e.get("storage_bytes", 0)
-        totals["train_core_h"] += e.get("train_core_h", 0) if e["experts_needed"] else 0
-        totals["gpu_h"] += e.get("gpu_h_cited", 0) if suite == "atari" else 0
-    lines.append(
-        f"| **all** | {sum(e['tasks'] for e in ex.values())} | | | {_n(totals['steps'])} | | "
-        f"{_n(totals['core_h'], 1)} | {_size(totals['storage'])} | "
-        f"{_n(totals['core_h'] / cluster.cores, 2)} | "
-        "sum of the rows (measured rates, registry budgets) |"
-    )
-    lines += [
-        "",
-        "Expert training at the registry's step budgets (`expert.steps`, summed over the suite's tasks),",
-        "with the suite's default backend; the build needs it where it records with a trained expert:",
-        "",
-        "| suite | tasks | needed by the build | expert steps per task | num_cpus per task | "
-        "env steps / CPU-s | training core-h | core-h at the end-to-end rate (upper) | "
-        "CPU wall h on cluster | GPU-h (Atari frames / cited FPS) | tag |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for suite, e in ex.items():
-        if not e["expert_steps"]:
-            continue
-        measured = "train_core_h" in e
-        tag = "registry steps; rate measured" if measured else "registry steps; rate not measured"
-        needed = e.get("experts_needed_where", "yes") if e["experts_needed"] else f"no ({e['policy']} policy)"
-        gpu = "-"
-        if suite == "atari":
-            gpu = _n(e["gpu_h_cited"], 1)
-            tag += f"; GPU cited ({CITED_GPU['source']})"
-        lines.append(
-            f"| {suite} | {e['tasks']} | {needed} | {e['expert_steps']:,} | {e['expert_num_cpus']} | "
-            f"{_n(e.get('train_steps_per_cpu_s'))} | {_n(e.get('train_core_h'), 0)} | "
-            f"{_n(e.get('train_core_h_upper'), 0)} | "
-            f"{_n(e.get('train_wall_h_cpu_cluster'), 1)} | {gpu} | {tag} |"
-        )
-    lines += [
-        "",
-        f"- Totals: rollout {_n(totals['core_h'], 1)} core-hours (measured rates), expert training on CPU "
-        f"{_n(totals['train_core_h'], 0)} core-hours for the experts the build needs (measured rates; suites "
-        f"without a measured rate are left out), storage {_size(totals['storage'])} (measured bytes/step).",
-        f"- Atari experts on GPU: {_n(totals['gpu_h'], 1)} GPU-machine-hours at the cited rate (cited), i.e. "
-        f"{_n(totals['gpu_h'] / max(cluster.gpus, 1), 1)} h wall on {cluster.gpus} GPUs (cited rate; each "
-        "GPU also needs the CPU cores that step the emulators).",
-        "- JAT's own Atari experts saw 2B frames (500M agent steps) each, 50x the registry's 10M steps "
-        "(registry comment in env_configs/atari.yaml): training at JAT's scale multiplies the Atari training "
-        "figures by 50 (registry).",
-        "- BabyAI needs no training in the build (minigrid's bot: registry). Meta-World records with the "
-        "better of its scripted policy and a trained expert, trained where the scripted one is below 0.9 "
-        "(docker/rayjob-train-experts.yaml; `pipeline report` on a scripted run says which): the row counts "
-        "every task, an upper bound. MuJoCo "
-        "episode budgets are converted at the registry horizon, since a trained expert mostly plays to it "
-        "(the tiny expert here falls early: its measured length is not the expert's) (registry).",
-    ]
-    return lines
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -972,7 +690,7 @@ def write(record: Record, cluster: Cluster, out: Path) -> int:
     record.ray_layout = ray_layout()
     record.extrapolation = extrapolate(record, cluster)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps(asdict(record), indent=1, default=str) + "\n")
+    write_json(out / "scaling.json", asdict(record))
     (out / "scaling.md").write_text(render(record, cluster))
     print(f"wrote {out / 'scaling.md'} and {out / 'scaling.json'} ({record.cpu_seconds_total:.0f} CPU-s)")
     return 0

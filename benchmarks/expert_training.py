@@ -34,13 +34,14 @@ import argparse
 import json
 import logging
 import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from functools import partial
 from typing import Any
+
+from harness import TreeCPU, children_cpu, last_json_line, write_json
 
 import experts.sf_compat
 
@@ -161,38 +162,6 @@ def run_ours(
     return outcome.steps, time.monotonic() - started, clock.points
 
 
-class TreeCPU:
-    """CPU seconds (user + system) of this process and all its descendants, sampled every 0.5 s."""
-
-    def __init__(self) -> None:
-        import threading
-
-        import psutil
-
-        self.root, self.seen = psutil.Process(), {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _sample(self) -> None:
-        for process in [self.root, *self.root.children(recursive=True)]:
-            try:
-                times = process.cpu_times()
-            except Exception:  # exited meanwhile
-                continue
-            self.seen[process.pid] = times.user + times.system
-
-    def _run(self) -> None:
-        while not self.stop.wait(0.5):
-            self._sample()
-
-    def total(self) -> float:
-        self.stop.set()
-        self.thread.join()
-        self._sample()
-        return sum(self.seen.values())
-
-
 def backend_settings(name: str, config: str, workers: int) -> dict[str, Any]:
     """The settings each backend is compared with (see the docstring)."""
     from pipeline.tasks.registry import get_task
@@ -237,7 +206,8 @@ def compare_backends(args: argparse.Namespace) -> int:
             command = [sys.executable, __file__, "--task", args.task, "--steps", str(args.steps),
                        "--workers", str(args.workers), "--child", f"backend:{name}"]  # fmt: skip
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
+            result = last_json_line(out)
+            assert result is not None, f"{' '.join(command)} printed no figures"
             results.setdefault(name, []).append(result)
             print(
                 f"round {round_ + 1} {name:>14}: {result['steps']} steps in {result['seconds']:.1f} s = "
@@ -256,10 +226,7 @@ def compare_backends(args: argparse.Namespace) -> int:
         }
         print(f"{name:>14}: " + ", ".join(f"{k} {v:.0f}" for k, v in summary[name].items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"task": args.task, "steps": args.steps, "runs": results, "summary": summary}, f, indent=1
-            )
+        write_json(args.json, {"task": args.task, "steps": args.steps, "runs": results, "summary": summary})
     return 0
 
 
@@ -320,12 +287,12 @@ def main() -> int:
                 "--child",
                 kind,
             ]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            before = children_cpu()
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             # the child and every process it waited for (sample-factory joins all of its own)
-            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-            result = json.loads(out.strip().splitlines()[-1])
+            cpu = children_cpu() - before
+            result = last_json_line(out)
+            assert result is not None, f"{' '.join(command)} printed no figures"
             fps[kind].append(result["steps"] / result["seconds"])
             steady[kind].append(result["steady_fps"])
             cpu_us[kind].append(cpu / result["steps"] * 1e6)
@@ -359,8 +326,7 @@ def main() -> int:
             "cpu_us_per_step": cpu_us,
             "ratios": ratios,
         }
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1)
+        write_json(args.json, record)
     return 0
 
 

@@ -118,7 +118,7 @@ def _real_observations(spec: Any) -> Any:
         env.close()
     array = np.stack(batch)
     if spec.observation.type == "image":
-        array = np.moveaxis(array, -1, 1)  # channels first, as experts.sample_factory_policy.ChannelsFirst
+        array = np.moveaxis(array, -1, 1)  # channels first, as experts.sample_factory.ChannelsFirst
     return np.ascontiguousarray(array)
 
 
@@ -131,8 +131,7 @@ def rebuilt_checkpoint(config: str, hyperparameters: dict[str, Any], scratch: st
     from sample_factory.model.actor_critic import create_actor_critic
     from sample_factory.model.model_utils import get_rnn_size
 
-    from experts.sample_factory import build_cfg
-    from experts.sample_factory_policy import action_space, observation_space
+    from experts.sample_factory import action_space, build_cfg, observation_space
     from pipeline.tasks.registry import get_task
 
     spec = get_task(config)
@@ -254,183 +253,73 @@ def measure_suite(suite: str, scratch: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- render
 
 
-def _n(value: Any, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _size(num_bytes: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:,.2f} {unit}"
-    return f"{num_bytes:,.0f} B"
-
-
 def per_task_bytes(row: dict[str, Any]) -> dict[str, int]:
     """Per task with a released expert: its rebuilt checkpoint + the measured config + the card."""
     card = CITED_REPOS["card"][row["suite"]]["bytes"]
     return {task: r["bytes"] + row["config_bytes"] + card for task, r in row["rebuilt"].items()}
 
 
-def render(imports: dict[str, Any], build: dict[str, Any]) -> list[str]:
-    """The section "The import path (released experts), beside the training path"."""
-    lines = [
-        "## The import path (released experts), beside the training path",
-        "",
-        "The build without training: `pipeline import-experts --suite SUITE --source jat --out EXPERTS_DIR`",
-        "for Atari, MuJoCo and Meta-World (docker/rayjob-import-experts.yaml), then the same rollout with",
-        "`--policy expert --experts-dir EXPERTS_DIR`. An import downloads per task only the config, the one",
-        "checkpoint sample-factory would load and the card (`experts.released.needed_files`, code); the",
-        "milestones (`checkpoint_p0/milestones/`), the replay clip and the summaries are NOT fetched.",
-        "",
-    ]
+def figures(imports: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
+    """What the section "The import path (released experts), beside the training path" shows
+    (templates/scaling_import.md.j2), from the measurement and the extrapolated build."""
     rows = {row["suite"]: row for row in imports.get("suites", []) if "error" not in row}
-    failed = [row for row in imports.get("suites", []) if "error" in row]
-    if not imports.get("suites"):
-        lines += ["- Not measured in this run (tag: not measured): `--measure-import FILE` adds it.", ""]
-    else:
-        when = imports["host"]
-        lines += [
-            f"Measured by `{when['command']}` at {when['started']} (UTC), "
-            f"{imports['cpu_seconds_total']:.0f} CPU-seconds, 1-minute load {when['loadavg_start'][0]:.1f}.",
-            "",
-            "Per suite, the real sample-factory backend trained one task a few hundred steps with the",
-            "registry's `expert.sample-factory` settings (a tiny sampling budget: it shapes no weight) and",
-            "wrote its experiment folder; `needed_files` chose from it what an import reads. The same",
-            "checkpoint was rebuilt for every task with a released expert (sample-factory's",
-            "`create_actor_critic` from the same settings, Adam after one step on real `make_env`",
-            "observations, `torch.save` of the dict sample-factory's Learner saves), since the network",
-            "depends on the task's observation and action sizes; the rebuilt size of the trained task is",
-            "shown beside the real one.",
-            "",
-            "| suite | task trained | steps | files an import reads | checkpoint written by sample-factory "
-            "| same, rebuilt | config.json | card | tag |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for suite, row in rows.items():
-            card = CITED_REPOS["card"][suite]
-            files = ", ".join(f"`{re.sub(r'_[0-9_]+[.]pth$', '_*.pth', f)}`" for f in row["needed"])
-            lines.append(
-                f"| {suite} | {row['config']} | {row['steps_trained']:,} | {files} | "
-                f"{row['checkpoint_bytes']:,} B | {row['rebuilt'][row['config']]['bytes']:,} B | "
-                f"{row['config_bytes']:,} B | {card['bytes']:,} B ({card['how']}) | measured; card "
-                f"{card['how']} |"
-            )
-        for row in failed:
-            lines.append(
-                f"| {row['suite']} | {row['config']} | - | - | - | - | - | - | not measured: {row['error']} |"
-            )
-        lines += ["", "Per task, the rebuilt checkpoint (measured) by network size:", ""]
-        lines += ["| suite | observation (make_env) | action | parameters | checkpoint | tasks | tag |"]
-        lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
-        for suite, row in rows.items():
-            groups: dict[str, list[str]] = {}
-            for task, rebuilt in row["rebuilt"].items():
-                groups.setdefault(rebuilt["on"], []).append(task)
-            for first, tasks in sorted(groups.items(), key=lambda g: row["rebuilt"][g[0]]["bytes"]):
-                r = row["rebuilt"][first]
-                lines.append(
-                    f"| {suite} | {r['observation']} | {r['action']} | {r['parameters']:,} | "
-                    f"{r['bytes']:,} B | {len(tasks)} | measured |"
-                )
-    lines += [
-        "",
-        "The full build both ways. Rollout core-hours are the extrapolation above (the same rollout); the",
-        "training path's training core-hours are those of the expert-training table above, on CPU",
-        "(Meta-World: every task counted, an upper bound; Atari on GPUs instead: the GPU-hours above):",
-        "",
-        "| suite | tasks | released experts | bytes downloaded | training core-h, import / training path | "
-        "rollout core-h | total core-h, import path | total core-h, training path | tag |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    totals = {"bytes": 0.0, "rollout": 0.0, "train": 0.0}
+    measured = []
+    for suite, row in rows.items():
+        by_network: dict[str, list[str]] = {}
+        for task, rebuilt in row["rebuilt"].items():
+            by_network.setdefault(rebuilt["on"], []).append(task)
+        networks = sorted(by_network.items(), key=lambda g: row["rebuilt"][g[0]]["bytes"])
+        measured.append(
+            {
+                "suite": suite,
+                "row": row,
+                "card": CITED_REPOS["card"][suite],
+                "files": [re.sub(r"_[0-9_]+[.]pth$", "_*.pth", name) for name in row["needed"]],
+                "networks": [(row["rebuilt"][first], len(tasks)) for first, tasks in networks],
+            }
+        )
+    suites, totals = [], {"bytes": 0.0, "rollout": 0.0, "train": 0.0}
     for suite, e in build.items():
-        released = released_tasks(suite)
+        released = len(released_tasks(suite))
         rollout = e.get("rollout_core_h")
         train = e.get("train_core_h", 0.0) if e["experts_needed"] else 0.0
         totals["rollout"] += rollout or 0.0
         totals["train"] += train
-        if not released:
-            why = "none: " + ("BabyAI's bot" if suite == "babyai" else "no released expert in the registry")
-            lines.append(
-                f"| {suite} | {e['tasks']} | {why} | 0 B | 0 / 0 | {_n(rollout, 1)} | {_n(rollout, 1)} | "
-                f"{_n(rollout, 1)} | registry; rollout measured rates |"
-            )
-            continue
-        if suite in rows:
-            downloaded = sum(per_task_bytes(rows[suite]).values())
-            totals["bytes"] += downloaded
-            size = f"{_size(downloaded)} ({len(released)} x {_size(downloaded / len(released))} mean)"
-            tag = f"registry; bytes measured, card {CITED_REPOS['card'][suite]['how']}"
-        else:
-            size, tag = "-", "registry; bytes not measured"
-        lines.append(
-            f"| {suite} | {e['tasks']} | {len(released)} (`hf:` in expert_source) | {size} | 0 / "
-            f"{_n(train, 0)} | {_n(rollout, 1)} | {_n(rollout, 1)} | {_n((rollout or 0) + train, 1)} | "
-            f"{tag}; rollout and training measured rates |"
-        )
-    measured_all = all(s in rows for s in RELEASED_SUITES)
-    lines.append(
-        f"| **all** | {sum(e['tasks'] for e in build.values())} | "
-        f"{sum(len(released_tasks(s)) for s in build)} | "
-        f"{_size(totals['bytes']) if measured_all else _size(totals['bytes']) + ' (measured suites only)'} | "
-        f"0 / {_n(totals['train'], 0)} | {_n(totals['rollout'], 1)} | {_n(totals['rollout'], 1)} | "
-        f"{_n(totals['rollout'] + totals['train'], 1)} | sum of the rows (measured, registry) |"
-    )
-    milestone, cards = CITED_REPOS["milestone"], CITED_REPOS["card"]
-    lines += [
-        "",
-        f"- A milestone the import skips: {_size(milestone['bytes'])}, {milestone['what']} (cited: "
-        f'{milestone["source"]}, "{milestone["quote"]}"){beamrider(rows)}. '
-        "How many milestones a whole Atari repo holds, and so its size, is unknown here "
-        "(no listing of checkpoint_p0/milestones/ was found: not measured).",
-        f"- Cards: Atari {cards['atari']['what']} (cited: {cards['atari']['source']}); "
-        f"MuJoCo {cards['mujoco']['what']} (cited: {cards['mujoco']['source']}); "
-        f"Meta-World: {cards['metaworld']['what']} (assumed; cited: {cards['metaworld']['source']}). "
-        "The config is this sample-factory's config.json "
-        "(measured); the released repos' cfg.json sizes are cited with the cards.",
-        "- Meta-World's released experts (`qgallouedec/<task>-v2`) were trained on Meta-World v2 envs; the "
-        "registry records v3, where the import scores each beside the scripted policy on the same seeds and "
-        "keeps the better per task (code: pipeline/expert_stages/import_experts.py). So the import path's "
-        "Meta-World quality, and which tasks end up scripted, is not known until it is run (not measured).",
-        f"- Evaluating and gating the imported experts (unless `--no-eval`) runs in the job driver, one task "
-        f"after another, so its core-hours are wall hours: at most {evaluation_bound(build)} (registry "
-        "eval_episodes x horizon x the suite's rollout CPU-s per step, measured rates, formula; an upper "
-        "bound: episodes that end early cost less; Meta-World x2, the scripted policy is scored too). "
-        "Not in the totals, nor is the training path's own evaluation or the download's wall time "
-        "(bandwidth; not measured).",
+        downloaded = sum(per_task_bytes(rows[suite]).values()) if released and suite in rows else None
+        totals["bytes"] += downloaded or 0
+        suites.append({"suite": suite, "tasks": e["tasks"], "released": released} | {"rollout": rollout})
+        suites[-1] |= {"train": train, "downloaded": downloaded}
+    checks = [
+        abs(r["checkpoint_bytes"] - r["rebuilt"][r["config"]]["bytes"]) / r["checkpoint_bytes"]
+        for r in rows.values()
     ]
-    if rows:
-        checks = [
-            abs(r["checkpoint_bytes"] - r["rebuilt"][r["config"]]["bytes"]) / r["checkpoint_bytes"]
-            for r in rows.values()
-        ]
-        lines.append(
-            f"- Rebuilt vs written by sample-factory, trained tasks: at most {100 * max(checks):.2f}% apart "
-            f"(mean {100 * statistics.mean(checks):.2f}%; measured)."
-        )
-    return lines
+    return {
+        "imports": imports,
+        "measured": measured,
+        "failed": [row for row in imports.get("suites", []) if "error" in row],
+        "suites": suites,
+        "totals": totals,
+        "tasks": sum(e["tasks"] for e in build.values()),
+        "released": sum(len(released_tasks(s)) for s in build),
+        "measured_all": all(s in rows for s in RELEASED_SUITES),
+        "milestone": CITED_REPOS["milestone"],
+        "cards": CITED_REPOS["card"],
+        "beamrider": rows.get("atari", {}).get("rebuilt", {}).get("atari-beamrider"),
+        "evaluation": evaluation_bound(build),
+        "checks": {"max": max(checks), "mean": statistics.mean(checks)} if checks else None,
+    }
 
 
-def beamrider(rows: dict[str, Any]) -> str:
-    """The cited milestone's task, rebuilt here: the same dict, so the same size."""
-    rebuilt = rows.get("atari", {}).get("rebuilt", {}).get("atari-beamrider")
-    if rebuilt is None:
-        return ""
-    return (
-        f"; atari-beamrider's checkpoint rebuilt here: {rebuilt['bytes']:,} B = {_size(rebuilt['bytes'])} "
-        "(measured), the cited size"
-    )
-
-
-def evaluation_bound(build: dict[str, Any]) -> str:
-    """Core-hours of an import's evaluation per suite, at most: every episode plays to the horizon."""
+def evaluation_bound(build: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per suite, the core-hours of an import's evaluation at most (every episode plays to the
+    horizon): its steps and core-hours, or None where the suite has no measured rollout rate."""
     from pipeline.tasks.registry import get_task
 
     parts = []
     for suite in RELEASED_SUITES:
         rate = build.get(suite, {}).get("cpu_s_per_step")
         if rate is None:
-            parts.append(f"{suite} - (no measured rate)")
+            parts.append({"suite": suite, "core_h": None})
             continue
         steps = 0
         for config in released_tasks(suite):
@@ -438,8 +327,8 @@ def evaluation_bound(build: dict[str, Any]) -> str:
             horizon = spec.max_episode_steps or getattr(spec.env.wrappers, "step_limit", None) or 0
             candidates = 2 if suite == "metaworld" else 1
             steps += candidates * spec.expert.eval_episodes * horizon
-        parts.append(f"{suite} {steps * rate / 3600:,.2f} core-h ({steps:,} steps)")
-    return ", ".join(parts)
+        parts.append({"suite": suite, "core_h": steps * rate / 3600, "steps": steps})
+    return parts
 
 
 def merge_host(command: str) -> dict[str, Any]:

@@ -30,24 +30,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import peak_rss_mb, rss_mb  # standard library only, for JAT's venv (next to this file)
 from jat_reference import import_torchvision_without_ops  # JAT's torchvision workaround
 
 GRID_INTS, TEXT_IDS = 148, 64  # BabyAI's discrete observation as JAT's processor builds it
 GPT2_VOCAB = 50257
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 def _batch(step: dict, vocab: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -80,7 +71,7 @@ def main() -> None:
     from jat.configuration_jat import JatConfig
     from jat.modeling_jat import JatModel
 
-    before = _rss_mb()  # after the imports, as ours is taken after importing the training code
+    before = rss_mb()  # after the imports, as ours is taken after importing the training code
 
     layers = plan["num_layers"]
     config = JatConfig(
@@ -119,7 +110,7 @@ def main() -> None:
         optimizer.step()
         seconds += time.perf_counter() - start
         tokens += 2 * sum(step["lengths"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    peak = peak_rss_mb()
     print(
         json.dumps(
             {

@@ -20,7 +20,7 @@ from collections import deque
 
 import numpy as np
 import torch
-from rich.console import Console
+from harness import make_console
 from rich.table import Table
 
 from pipeline.model.configuration import make_config
@@ -103,7 +103,7 @@ def main() -> None:
             full.append(_full_window(model, config, tokenizer, steps))
         c, f = statistics.median(cached), statistics.median(full)
         table.add_row(config, f"{c:.0f}", f"{f:.0f}", f"{c / f:.1f}x")
-    Console().print(table)
+    make_console().print(table)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import argparse
 import itertools
 import json
 import logging
-import resource
 import statistics
 import subprocess
 import tempfile
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from harness import last_json_line, peak_rss_mb, rss_mb
 from rich.console import Console
 from rich.table import Table
 
@@ -66,12 +66,6 @@ class Sample:
     peak_mb: float
     rise_mb: float
     threads: int
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 def _record_batches(plan: list[dict]) -> None:
@@ -112,7 +106,7 @@ def _measure(arm: Arm, args: argparse.Namespace, out: str) -> tuple[Sample, list
     hf_logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    before = _rss_mb()
+    before = rss_mb()
     cuda = arm.device == "cuda" or (arm.device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -138,7 +132,7 @@ def _measure(arm: Arm, args: argparse.Namespace, out: str) -> tuple[Sample, list
         peak = torch.cuda.max_memory_allocated() / 2**20
         rise = peak
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+        peak = peak_rss_mb()
         rise = peak - before
     sample = Sample(result.tokens_per_second, result.parameters, peak, rise, torch.get_num_threads())
     return sample, plan
@@ -168,7 +162,8 @@ def _measure_jat(arm: Arm, args: argparse.Namespace, plan: list[dict], path: Pat
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"JAT's child failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r = last_json_line(done.stdout)
+    assert r is not None, f"JAT's child printed no figures ({' '.join(command)})"
     return Sample(r["tokens_per_second"], r["parameters"], r["peak_mb"], r["rise_mb"], r["threads"])
 
 

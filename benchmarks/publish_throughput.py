@@ -31,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from harness import import_from_tests, make_console
+
+import_from_tests()  # the Hub-API test server and the publish tests' helpers
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["HF_HUB_OFFLINE"] = "0"
 os.environ["HF_HUB_DISABLE_XET"] = "1"  # read by huggingface_hub at import: the server speaks LFS only
@@ -40,7 +41,6 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"  # read by huggingface_hub at import: the
 from hub_server import HubServer  # noqa: E402
 from huggingface_hub import CommitOperationAdd, HfApi  # noqa: E402
 from publish_helpers import LOAD_SCRIPT, local_digests  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from pipeline.cli.demo import DEMO_RUNS  # noqa: E402
@@ -49,7 +49,7 @@ from pipeline.release.publish import PublishConfig, publish  # noqa: E402
 from pipeline.rollout.run import RolloutConfig, rollout  # noqa: E402
 from pipeline.runtime.storage import open_location  # noqa: E402
 
-console = Console(width=None if sys.stdout.isatty() else 150)
+console = make_console(150)
 
 
 def load_back(server: HubServer, repo: str, configs: list[str], home: Path) -> tuple[float, dict]:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
+from harness import make_console, spread
 from rich.table import Table
 
 from experts.store import ExpertStore
@@ -35,7 +35,7 @@ from pipeline.rollout.run import RolloutConfig, rollout
 from pipeline.tasks.envs import make_env
 from pipeline.tasks.registry import get_task
 
-console = Console()
+console = make_console()
 # sample-factory in one process, a small batch: a usable expert in ~15 s on 2 cores.
 TINY_SF = {"serial_mode": True, "num_workers": 1, "num_envs_per_worker": 4, "worker_num_splits": 1}
 TINY_SF |= {"rollout": 32, "batch_size": 128, "num_batches_per_epoch": 1}
@@ -124,8 +124,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     base = statistics.median(rates["bare"])
     for mode, values in rates.items():
-        spread = f"{statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}]"
-        table.add_row(mode, spread, f"{statistics.median(values) / base:.2f}")
+        table.add_row(mode, spread(values, 0), f"{statistics.median(values) / base:.2f}")
     console.print(table)
 
 

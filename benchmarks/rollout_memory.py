@@ -29,7 +29,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import psutil
-from rich.console import Console
+from harness import local_ray, make_console, write_json
 from rich.table import Table
 
 from pipeline.format.schema import SHARD_RECORD_DIR
@@ -38,7 +38,7 @@ DEFAULT_RUNS = "mujoco-hopper:1000000,atari-breakout:200000"
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
 MB = 1024 * 1024
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console()
 
 
 @dataclass
@@ -200,14 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         p.error("--interval must be > 0")
     warnings.filterwarnings("ignore")
-    scratch = tempfile.mkdtemp(prefix="jat-bench-mem-")
-    os.environ.setdefault("RAY_TMPDIR", os.path.join(scratch, "ray"))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from pipeline.runtime.executor import init_ray
-
-    init_ray(num_cpus=1)
     traces = []
-    try:
+    with local_ray("jat-bench-mem-", num_cpus=1) as scratch:
         for config, steps in runs:
             console.log(f"{config}: {steps:,} steps, one actor")
             trace = run(config, steps, args.interval, scratch)
@@ -216,15 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{config}: {trace.steps:,} steps in {trace.seconds:.0f} s, actor peak RSS {peak / MB:.1f} MB"
             )
             traces.append(trace)
-    finally:
-        import ray
-
-        ray.shutdown()  # before removing its temp dir, which it writes to until shut down
-        shutil.rmtree(scratch, ignore_errors=True)
     report(traces)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(t) for t in traces], f)
+        write_json(args.json, [asdict(t) for t in traces], indent=None)
     return 0
 
 

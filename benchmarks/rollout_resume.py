@@ -60,7 +60,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,7 +69,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
-from rich.console import Console
+from harness import cli_command, make_console, private_ray, spread, write_json
 from rich.markup import escape
 from rich.table import Table
 
@@ -83,7 +82,7 @@ POLL_S = 0.1
 CPU_SAMPLE_S = 0.25
 TIMEOUT_S = 1800.0
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console()
 
 
 class BenchmarkError(Exception):
@@ -221,10 +220,7 @@ class Rollout:
     live: set[Rollout] = set()  # killed on the way out if the benchmark stops early
 
     def __init__(self, args: argparse.Namespace, out: str, log: str, resume: bool = False) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
+        command = cli_command(
             "rollout",
             "--tasks",
             args.task,
@@ -239,8 +235,8 @@ class Rollout:
             "--no-progress",
             "--out",
             out,
-        ]
-        command += ["--resume"] if resume else []
+            *(["--resume"] if resume else []),
+        )
         self.log = log
         self._log = open(log, "a")  # noqa: SIM115  (closed in close)
         self._log.write(f"$ {' '.join(command)}\n")
@@ -545,16 +541,6 @@ def actor_killed(args: argparse.Namespace, out: str, log: str, repeat: int, ref:
 
 
 # --- report ---------------------------------------------------------------------------------------
-def spread(values: list[float], digits: int = 1) -> str:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return "-"
-    median = statistics.median(finite)
-    if len(finite) == 1:
-        return f"{median:,.{digits}f}"
-    return f"{median:,.{digits}f} [{min(finite):,.{digits}f}-{max(finite):,.{digits}f}]"
-
-
 def print_tables(arms: list[Arm], args: argparse.Namespace) -> None:
     base = {a.repeat: a for a in arms if a.name == "uninterrupted"}
     names = list(dict.fromkeys(a.name for a in arms))
@@ -687,9 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.mkdtemp(prefix="jat-resume-")
     ray_tmp = os.path.join(scratch, "r")  # private, short (Ray's socket paths are length-limited)
     os.makedirs(ray_tmp)
-    os.environ["RAY_TMPDIR"] = ray_tmp
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.pop("RAY_ADDRESS", None)  # always a local cluster of the subprocess's own
+    private_ray(ray_tmp, force=True)  # always a local cluster of the subprocess's own
     arms: list[Arm] = []
     reference: Reference | None = None
     failed: str | None = None
@@ -740,8 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     if arms:
         print_tables(arms, args)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(a) for a in arms], f, indent=1)
+        write_json(args.json, [asdict(a) for a in arms])
     if args.keep and failed is None:
         console.print(f"datasets and logs kept in {scratch}")
     if failed is not None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import json
 import math
 import os
 import shutil
@@ -52,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-from rich.console import Console
+from harness import local_ray, make_console, spread, write_json
 from rich.markup import escape
 from rich.table import Table
 
@@ -76,7 +75,7 @@ TARGET_RATIO_ATARI = 0.8
 TARGET_SCALING = 1.8
 ACTOR_PREFIX = "ray::_Remote"  # process title of the executor's actors
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console()
 
 
 @dataclass
@@ -343,16 +342,6 @@ def measure_task(result: TaskResult, args: argparse.Namespace, scratch: str) -> 
 
 
 # --- report ---------------------------------------------------------------------------------------
-def _spread(values: list[float], digits: int = 0) -> str:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return "-"
-    median = statistics.median(finite)
-    if len(finite) == 1:
-        return f"{median:,.{digits}f}"
-    return f"{median:,.{digits}f} [{min(finite):,.{digits}f}-{max(finite):,.{digits}f}]"
-
-
 def _ratios(result: TaskResult, top: str, bottom: str, scale: float = 1.0) -> list[float]:
     """Per-repeat ratios: the modes of one repeat ran back to back, under the same load."""
     pairs = zip(result.rates(top), result.rates(bottom), strict=False)
@@ -360,7 +349,7 @@ def _ratios(result: TaskResult, top: str, bottom: str, scale: float = 1.0) -> li
 
 
 def _verdict(values: list[float], target: float) -> str:
-    text = _spread(values, 2)
+    text = spread(values, 2)
     if text == "-":
         return text
     return text + (" ok" if statistics.median(values) >= target else " LOW")
@@ -379,9 +368,9 @@ def print_tables(results: list[TaskResult], workers: list[int], with_minari: boo
         if "e2e" not in mode:
             cpu.add_column(mode, justify="right")
     for r in results:
-        rates.add_row(r.config, str(r.episodes), *(_spread(r.rates(m)) for m in modes))
+        rates.add_row(r.config, str(r.episodes), *(spread(r.rates(m), 0) for m in modes))
         cpu.add_row(
-            r.config, *(_spread([s.cpu_us for s in r.samples.get(m, [])]) for m in modes if "e2e" not in m)
+            r.config, *(spread([s.cpu_us for s in r.samples.get(m, [])], 0) for m in modes if "e2e" not in m)
         )
     console.print(rates)
     console.print(cpu)
@@ -402,14 +391,14 @@ def print_tables(results: list[TaskResult], workers: list[int], with_minari: boo
         row = [r.config]
         for w in workers:
             row.append(_verdict(_ratios(r, f"ours x{w}", "bare", w), target))
-            row.append(_spread(_ratios(r, f"ours x{w} e2e", "bare", w), 2))
+            row.append(spread(_ratios(r, f"ours x{w} e2e", "bare", w), 2))
         if 1 in workers and 2 in workers:
             row.append(_verdict(_ratios(r, "ours x2", "ours x1"), TARGET_SCALING))
         cpu_pairs = zip(r.samples.get("bare", []), r.samples.get("ours x1", []), strict=False)
-        row.append(_spread([b.cpu_us / o.cpu_us for b, o in cpu_pairs if o.cpu_us > 0], 2))
+        row.append(spread([b.cpu_us / o.cpu_us for b, o in cpu_pairs if o.cpu_us > 0], 2))
         if with_minari:
             row.append(_verdict(_ratios(r, "ours x1", "minari"), 1.0))
-            row.append(_spread(_ratios(r, "ours x1 e2e", "minari"), 2))
+            row.append(spread(_ratios(r, "ours x1 e2e", "minari"), 2))
         ratios.add_row(*row)
     console.print(ratios)
     for r in results:
@@ -462,9 +451,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
-    scratch = tempfile.mkdtemp(prefix="jat-bench-")
-    os.environ.setdefault("RAY_TMPDIR", os.path.join(scratch, "ray"))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.minari:
         version = minari_available()
         if version is None:
@@ -474,12 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             args.minari = False
         else:
             console.print(f"minari {version}, {args.minari_format} storage")
-    from pipeline.runtime.executor import init_ray
-
-    init_ray(num_cpus=max(args.workers))  # cluster start-up is never timed
-    match_worker_niceness()
     results: list[TaskResult] = []
-    try:
+    with local_ray("jat-bench-", num_cpus=max(args.workers)) as scratch:  # its start-up is never timed
+        match_worker_niceness()
         for config in args.tasks:
             spec = get_task(config)
             kind = DEFAULT_TASKS.get(config) or spec.rollout.policy
@@ -490,15 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             console.rule(f"repeat {repeat + 1}/{args.repeats}, 1-min load average {os.getloadavg()[0]:.2f}")
             for result in results:
                 measure_task(result, args, scratch)
-    finally:
-        import ray
-
-        ray.shutdown()  # before removing its temp dir, which it writes to until shut down
-        shutil.rmtree(scratch, ignore_errors=True)
     print_tables(results, args.workers, args.minari)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
+        write_json(args.json, [dataclasses.asdict(r) for r in results])
     return 0
 
 
