@@ -436,7 +436,9 @@ def test_build_runs_the_stages_in_order_on_each_others_output() -> None:
     assert gpu_groups, "the train-experts cluster has no GPU group"
     experts = {a.out for a in trains}
     assert {a.experts_dir for a in rollouts if a.experts_dir} <= experts
-    assert {a.suite for a in rollouts} == set(suite_names()), "the build leaves a suite out"
+    # DeepMind Control is not in the KubeRay build yet: JAT released no experts for it, so the import path
+    # (IMPORT=1, import-experts only) has none to feed its rollout; adding it needs a decision there.
+    assert {a.suite for a in rollouts} == set(suite_names()) - {"dmc"}, "the build leaves a suite out"
     (dataset,) = {a.out for a in rollouts}
     for stage in ("validate", "publish"):
         assert [parse(list(a)).data_dir for a in _stage_commands(stage)] == [dataset], stage

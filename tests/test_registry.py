@@ -1,4 +1,4 @@
-"""The registry holds all 157 JAT tasks, and each env builds and steps with current packages."""
+"""The registry holds all 157 JAT tasks (plus DeepMind Control's 28), and each env builds and steps."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from pipeline.tasks.envs import make_env
 from pipeline.tasks.registry import all_tasks, get_task, resolve_tasks
 
 
-def test_157_tasks_split_57_39_50_11():
+def test_157_jat_tasks_split_57_39_50_11_and_28_dmc_tasks():
     tasks = all_tasks()
-    assert len(tasks) == 157
+    assert len(tasks) == 157 + 28
     assert collections.Counter(t.suite for t in tasks.values()) == {
         "atari": 57,
         "babyai": 39,
         "metaworld": 50,
         "mujoco": 11,
+        "dmc": 28,  # dm_control's BENCHMARKING list; JAT had no DeepMind Control (tests/test_dmc.py)
     }
     assert all(name == f"{t.suite}-{t.task}" for name, t in tasks.items())
 

@@ -178,7 +178,7 @@ def render(config: RenderConfig) -> RenderResult:
     if not selection:
         raise PipelineError(f"{config.config} has no {config.split} episodes to render: pick another --split")
     out = Path(config.out or f"{config.config}.gif")
-    fps = config.fps or get_suite(spec.suite).fps
+    fps = config.fps or get_suite(spec.suite).fps_for(spec)
     drawn = draw_episodes(location, spec, manifest, selection)
     write_video(drawn.images, out, fps)
     width, height = drawn.images[0].size
@@ -187,7 +187,7 @@ def render(config: RenderConfig) -> RenderResult:
 
 def clip_gif(location: Location, config: str, max_frames: int | None = None) -> bytes | None:
     """The card's clip of a config: a GIF of its first episode by id, at most `max_frames` steps
-    (default `CLIP_FRAMES`, `CLIP_GL_FRAMES` for MuJoCo and Meta-World), at the suite's default fps
+    (default `CLIP_FRAMES`, `CLIP_GL_FRAMES` for MuJoCo and Meta-World), at the task's fps (`Suite.fps_for`)
     (MuJoCo at `CLIP_MUJOCO_SIZE`); None when the config kept no episode.
 
     The same stored episode gives the same bytes (the re-simulation and Pillow's encoder are
@@ -199,7 +199,7 @@ def clip_gif(location: Location, config: str, max_frames: int | None = None) -> 
         return None
     cap = max_frames or (CLIP_GL_FRAMES if get_suite(spec.suite).needs_gl else CLIP_FRAMES)
     drawn = draw_episodes(location, spec, manifest, selection, cap, CLIP_MUJOCO_SIZE)
-    return gif_bytes(drawn.images, get_suite(spec.suite).fps)
+    return gif_bytes(drawn.images, get_suite(spec.suite).fps_for(spec))
 
 
 class ClipMaker:

@@ -277,7 +277,7 @@ def render_page(config: DatasetConfig, episode: EpisodeData, max_frames: int) ->
         mission = f'<div class="mission">mission: <b id="mission">{text}</b></div>'
     success = "-" if episode.success is None else ("yes" if episode.success else "no")
     drawn = min(episode.length, max_frames)
-    fps = get_suite(config.spec.suite).fps
+    fps = get_suite(config.spec.suite).fps_for(config.spec)
     title = f"{config.name} episode {episode.episode_id}"
     return _PAGE.format(
         title=html.escape(title),

@@ -37,7 +37,7 @@ class Suite:
     layout: ClassVar[Layout] = VECTOR
     """JAT's stored columns for the suite, and the conversion between observations and columns."""
     fps: ClassVar[float] = 30.0
-    """Frames per second of its videos and clips."""
+    """Frames per second of its videos and clips, unless `fps_for` says otherwise for a task."""
     needs_gl: ClassVar[bool] = True
     """Drawing a frame needs OpenGL (MuJoCo's renderer): without it, clips are left out."""
     packages: ClassVar[tuple[str, ...]] = ()
@@ -63,14 +63,16 @@ class Suite:
         """The task's env, returning observations in JAT's stored form (`layout`)."""
         raise NotImplementedError
 
-    def check_task(self, where: str, spec: TaskSpec) -> None:
-        """Refuse, when the registry loads, a task entry that would store data JAT's model misreads."""
-
     def step_success(
         self, spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]
     ) -> bool | None:
         """Did this step succeed? The env's `success` flag where it has one, else unknown (None)."""
         return bool(info["success"]) if "success" in info else None
+
+    def fps_for(self, spec: TaskSpec) -> float:
+        """Frames per second of the task's videos and clips: the suite's `fps`, or the task's own rate
+        where its tasks step at different rates (DeepMind Control: 1 / its control timestep)."""
+        return self.fps
 
     def scripted_policy(self, spec: TaskSpec) -> Policy | None:
         """The suite's hand-written policy for the task (`--policy scripted`), or None."""

@@ -29,7 +29,7 @@ def test_a_preset_sets_its_backbone_and_positions_for_the_longest_context(size):
 
 def test_contexts_override_per_suite_and_size_the_positions():
     config = make_config("tiny", text_vocab_size=8, context_steps={"atari": 8, "mujoco": 300})
-    assert config.context_steps == {"atari": 8, "babyai": 256, "metaworld": 256, "mujoco": 300}
+    assert config.context_steps == {"atari": 8, "babyai": 256, "dmc": 256, "metaworld": 256, "mujoco": 300}
     assert config.max_position_embeddings == 600
     assert (config.context_for("atari"), config.context_for("mujoco"), config.context_for("other")) == (
         8,
