@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
-from pathlib import Path
+from importlib import resources
 
 import cv2
 import gymnasium as gym
@@ -179,7 +179,7 @@ def test_episodes_depend_on_the_seed_alone_and_span_the_whole_game():
 
 def _yaml_with(semantics: str) -> str:
     """atari.yaml with another `atari_semantics` in its env section."""
-    text = Path(registry.__file__).parent.parent.joinpath("env_configs", "atari.yaml").read_text()
+    text = resources.files("env_configs").joinpath("atari.yaml").read_text()
     found = re.search(r"\n    atari_semantics: \w+\n", text)
     assert found
     return text.replace(found[0], f"\n    atari_semantics: {semantics}\n", 1)
