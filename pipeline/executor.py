@@ -350,6 +350,10 @@ class _Board:
     def started(self, key: str) -> None:
         self.placed.add(key)
 
+    def unplace(self, key: str) -> None:
+        """A lost task submitted again: it waits for placement anew."""
+        self.placed.discard(key)
+
     def report(self, key: str, progress: Any) -> None:
         self.latest[key] = progress
 
@@ -382,6 +386,8 @@ def run_tasks(
     address: str | None = None,
     retry_hint: str = "re-run",
     max_running: int | None = None,
+    on_lost: Callable[[TaskRequest, Any, Exception], Any | None] | None = None,
+    retries: int = 0,
 ) -> list[Any]:
     """`fn(job, report)` as one Ray task per job, with the job's CPUs and GPUs; results as they end.
 
@@ -389,7 +395,10 @@ def run_tasks(
     next is submitted as one ends, so a user can leave room on a shared cluster.
 
     `fn` must be picklable (a module-level function or a partial of one); `report(progress)` reaches
-    `on_progress` in the driver. A task whose worker dies gives `on_failure(request, error)`.
+    `on_progress` in the driver. A task lost to the system (its worker process or its node died,
+    `is_lost`) is submitted again up to `retries` times, as the job `on_lost(request, job, error)`
+    returns (None: not again); Ray places it on whichever node has room. A task that fails
+    otherwise (an exception of `fn`), or is lost once too often, gives `on_failure(request, error)`.
     Tasks queued behind this run's own running tasks wait as long as those run. Only when none of
     this run's tasks is running and some still wait does the clock run: the resources are held by
     others (another job on the GPUs) or gone (a lost node), and after `placement_timeout_s` the run
@@ -399,7 +408,8 @@ def run_tasks(
     board = ray.remote(num_cpus=0)(_Board).remote()
     task = ray.remote(max_retries=0)(_run_task)
     queue = deque(jobs)
-    pending: dict[Any, TaskRequest] = {}
+    pending: dict[Any, tuple[TaskRequest, Any]] = {}
+    lost: dict[str, int] = {}  # key -> times its task was lost
 
     def submit() -> None:
         while queue and (max_running is None or len(pending) < max_running):
@@ -407,7 +417,14 @@ def run_tasks(
             ref = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, name=f"task-{r.key}").remote(
                 fn, job, r.key, board
             )
-            pending[ref] = r
+            pending[ref] = (r, job)
+
+    def again(request: TaskRequest, job: Any, exc: Exception) -> Any | None:
+        """The job to submit once more after a lost task (None: it fails)."""
+        if on_lost is None or not is_lost(exc) or lost.get(request.key, 0) >= retries:
+            return None
+        lost[request.key] = lost.get(request.key, 0) + 1
+        return on_lost(request, job, exc)
 
     submit()
     results: list[Any] = []
@@ -416,19 +433,24 @@ def run_tasks(
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SLICE_S)
             for ref in done:
-                request = pending.pop(ref)
+                request, job = pending.pop(ref)
                 try:
                     results.append(ray.get(ref))
-                except Exception as exc:  # the worker died (OOM, killed): the caller reports it
-                    results.append(on_failure(request, exc))
+                except Exception as exc:  # the worker or node died, or `fn` raised
+                    retried = again(request, job, exc)
+                    if retried is None:
+                        results.append(on_failure(request, exc))
+                    else:  # first in line: it goes where Ray finds room, before jobs not yet begun
+                        ray.get(board.unplace.remote(request.key))
+                        queue.appendleft((request, retried))
             submit()
             latest, placed = ray.get(board.snapshot.remote())
             for progress in latest.values():
                 on_progress(progress)
-            if pending and not any(r.key in placed for r in pending.values()):
+            if pending and not any(r.key in placed for r, _ in pending.values()):
                 starved_since = starved_since or time.monotonic()
                 if time.monotonic() - starved_since > placement_timeout_s:
-                    waiting = list(pending.values())
+                    waiting = [r for r, _ in pending.values()]
                     raise PipelineError(_unplaced_message(ray, waiting, placement_timeout_s, retry_hint))
             else:
                 starved_since = None
@@ -438,6 +460,34 @@ def run_tasks(
         _merge_noise(ray, [board.suppressed_counts.remote()])
         ray.kill(board)
     return results
+
+
+def is_lost(exc: BaseException) -> bool:
+    """Whether a task failed because the system lost it (its worker process, its node, the raylet,
+    its owner, out of memory), not because the function it ran raised (a `RayTaskError`)."""
+    from ray import exceptions as rx
+
+    system = (
+        rx.WorkerCrashedError,
+        rx.NodeDiedError,
+        rx.LocalRayletDiedError,
+        rx.ObjectLostError,  # OwnerDiedError among them
+        rx.OutOfMemoryError,
+    )
+    return isinstance(exc, system) and not isinstance(exc, rx.RayTaskError)
+
+
+def lost_what(exc: BaseException) -> str:
+    """What a lost task lost, in a few words, for the line that says it runs again."""
+    from ray import exceptions as rx
+
+    if isinstance(exc, rx.NodeDiedError | rx.LocalRayletDiedError):
+        return "the node it ran on died"
+    if isinstance(exc, rx.OutOfMemoryError):
+        return "Ray killed its worker process for lack of memory"
+    if isinstance(exc, rx.ObjectLostError):
+        return "its result was lost with its node"
+    return "its worker process died"
 
 
 def _unplaced_message(ray: Any, waiting: list[TaskRequest], waited: float, retry_hint: str) -> str:

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from experts.base import TrainProgress, closest_keys, get_backend
@@ -37,6 +37,7 @@ from pipeline.executor import (
     TaskRequest,
     alive_nodes,
     cluster_cpus,
+    lost_what,
     require_shared_storage,
     run_tasks,
 )
@@ -110,7 +111,7 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
         history_every=history_every,
         history_every_s=history_every_s,
-        upload_every_s=expert.upload_every_s,
+        upload_every_s=expert.upload_every_s if config.upload_every_s is None else config.upload_every_s,
         device=config.device,
         num_gpus=gpus_per_task(spec, config),
         alternative=_alternative(spec) if backend.trainable else None,
@@ -385,6 +386,21 @@ def _run_on_ray(
         backend = next(p.backend for p in plans if p.config == request.key)
         return ExpertResult(request.key, backend, FAILED, error=f"Ray task died: {exc}")
 
+    retried: dict[str, int] = {}
+
+    def lost(request: TaskRequest, plan: ExpertPlan, exc: Exception) -> ExpertPlan:
+        retried[plan.config] = retried.get(plan.config, 0) + 1
+        log.warning(
+            "%s: %s (%s); training again (retry %d of %d) %s",
+            plan.config,
+            lost_what(exc),
+            type(exc).__name__,
+            retried[plan.config],
+            config.task_retries,
+            _resumes_from(ExpertStore(store_uri), plan),
+        )
+        return replace(plan, resume=True)
+
     return run_tasks(
         functools.partial(_train_on_worker, store_uri),
         [(TaskRequest(p.config, p.num_cpus, p.num_gpus), p) for p in plans],
@@ -394,7 +410,22 @@ def _run_on_ray(
         address=config.address,
         retry_hint="re-run with --resume (finished experts are kept)",
         max_running=config.workers,
+        on_lost=lost,
+        retries=config.task_retries,
     )
+
+
+def _resumes_from(store: ExpertStore, plan: ExpertPlan) -> str:
+    """Where a lost task's next attempt starts: the last checkpoint uploaded to the store."""
+    try:
+        step = store.uploaded_checkpoint_step(plan.config, plan.backend)
+    except Exception as exc:  # the store is what the new attempt reads; it says what it finds
+        return f"from its last checkpoint in {store.uri} (not listed here: {exc})"
+    if step is None:
+        return f"from its last checkpoint in {store.uri}"
+    if step == 0:
+        return f"from step 0: {store.uri} holds no checkpoint of it yet"
+    return f"from step {step:,}, its last checkpoint in {store.uri}"
 
 
 class _Display:
