@@ -3,7 +3,8 @@
 Stages hand this module work units and callbacks; it runs them in-process (`workers=0`, for
 debugging and the fastest tests) or on Ray actors, locally (`ray.init()`) or on the cluster
 named by `--address` / `RAY_ADDRESS`. Long single jobs with resources of their own (one expert's
-training: CPUs, GPUs) run as one Ray task each (`run_tasks`).
+training: CPUs, GPUs) run as one Ray task each (`run_tasks`); one lost with its node or worker
+process runs again as its caller says (`on_lost`), a bounded number of times.
 
 Two promises hold under any failure of an actor or a node:
 - **a unit is never held hostage**: units wait in one shared queue and go to the first actor
@@ -368,6 +369,20 @@ class _Board:
         return dict(self.suppressed)
 
 
+def _on_head(ray: Any) -> Any:
+    """Ray's scheduling strategy for a helper actor on the head node (the driver's node when the
+    cluster names none): the loss of a worker node must not take it, and the run, with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    heads = [
+        n["NodeID"]
+        for n in ray.nodes()
+        if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})
+    ]
+    node = heads[0] if heads else ray.get_runtime_context().get_node_id()
+    return NodeAffinitySchedulingStrategy(node, soft=True)
+
+
 def _run_task(fn: Callable[[Any, Callable[[Any], None]], Any], job: Any, key: str, board: Any) -> Any:
     noise.install()
     board.started.remote(key)
@@ -405,7 +420,7 @@ def run_tasks(
     stops with one line naming what the waiting tasks ask for and what the cluster has free.
     """
     ray = init_ray(address)
-    board = ray.remote(num_cpus=0)(_Board).remote()
+    board = ray.remote(num_cpus=0, scheduling_strategy=_on_head(ray))(_Board).remote()
     task = ray.remote(max_retries=0)(_run_task)
     queue = deque(jobs)
     pending: dict[Any, tuple[TaskRequest, Any]] = {}

@@ -7,7 +7,9 @@ Ray task per env with the `num_cpus` and `num_gpus` its config asks for. GPUs no
 cluster has are refused at once; tasks that cannot be placed because the cluster is busy stop
 the run after `--placement-timeout`, never a silent hang. Each task trains, evaluates and gates
 its expert (`experts.training.train_expert`). A task's failure (bad config, corrupt checkpoint,
-crashing backend) is reported at the end and in the exit code; the other tasks go on.
+crashing backend) is reported at the end and in the exit code; the other tasks go on. A task Ray
+loses (its node or worker process died) is not a failure of the expert: it runs again, resumed from
+the store's last checkpoint, up to `--task-retries` times, on whichever node Ray picks.
 
 Meta-World tasks have an untrained alternative, the scripted policy (`experts.candidates`): it
 is scored first, kept without training where it passes the gate, and otherwise compared with
