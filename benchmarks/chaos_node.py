@@ -3,11 +3,12 @@
 A 3-node local Ray cluster (`ray.cluster_utils.Cluster`: a head with no CPU for work, two 1-CPU
 worker nodes), moto's S3 server on 127.0.0.1, and `train-experts --address <cluster> --out
 s3://jat/run-<i>` with stable-baselines3's PPO at the tests' tiny settings, uploading every second.
-The kill comes uniformly within the reference's duration, counted from the moment the training
-task's process appears (training, uploads, evaluation, metadata); it removes the node running the
-task (`Cluster.remove_node(allow_graceful=False)`: its raylet and every process it started die at
-once, as a lost machine). The same command is not run again: the driver must run the task again
-on the survivor, resumed from the store, and exit 0. A node is added back before the next run.
+The kill comes uniformly within the lifetime of the reference's training task process (training,
+uploads, evaluation, metadata; not the imports before it, nor the driver's reports after); it
+removes the node running the task (`Cluster.remove_node(allow_graceful=False)`: its raylet and
+every process it started die at once, as a lost machine). The same command is not run again: the
+driver must run the task again on the survivor, resumed from the store, and exit 0. A node is added
+back before the next run.
 
 After each run the store is copied to a local folder and checked as the other train kinds are
 (`TrainBench.check`: invalid, duplicated, missing, differing), against what the store held once
@@ -105,13 +106,16 @@ class NodeBench(TrainBench):
         started = time.monotonic()
         placed = self._task(process)
         self.folder_s = time.monotonic() - started
+        if placed is not None:  # the kill comes while the task lives, not while the driver writes reports
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(placed[1]).wait(timeout=RUN_TIMEOUT_S)
+        self.duration_s = time.monotonic() - started - self.folder_s
         if placed is None or _wait(process) != 0:
             raise RuntimeError(f"the reference run failed: {_last_line(scratch / 'reference.log')}")
-        self.duration_s = time.monotonic() - started - self.folder_s
         self.reference = json.loads(self._store(out).location.read_bytes(f"{CONFIG}/metadata.json"))
         print(
             f"train-node: reference {self.reference['steps_trained']} steps, task process after "
-            f"{self.folder_s:.1f} s, then {self.duration_s:.1f} s",
+            f"{self.folder_s:.1f} s, living {self.duration_s:.1f} s",
             flush=True,
         )
 
@@ -150,15 +154,14 @@ class NodeBench(TrainBench):
         log = self.scratch / f"run-{index}.log"
         process = _start([*self.argv, "--out", uri], log, _env())
         placed = self._task(process)
-        time.sleep(self.rng.uniform(0, self.duration_s))
+        delay = self.rng.uniform(0, self.duration_s)
+        time.sleep(delay)
         struck = placed is not None and psutil.pid_exists(placed[1]) and process.poll() is None
         store = self._store(uri)
         resumed_from, killed_curve, killed_snapshots = 0, [], {}
         if struck:
-            node, pid = placed
-            self.cluster.remove_node(node, allow_graceful=False)
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).wait(timeout=30)  # its uploads end with it
+            node = placed[0]
+            lose_node(self.cluster, node)
             at_kill = self.scratch / str(index) / "at-kill"
             self._copy(uri, at_kill)  # what the store held once the lost node's task was gone
             resumed_from = store.uploaded_checkpoint_step(CONFIG, "sb3") or 0
@@ -171,7 +174,9 @@ class NodeBench(TrainBench):
                 self._bad(report, "invalid", _loads_sb3(path), f"run {index} in the store at the kill")
         code = _wait(process)
         self._top_up()
-        self.said = f"lost the node with step {resumed_from} uploaded" if struck else ""
+        seen = "" if placed else ", the task never seen"
+        upload = f", the node lost with step {resumed_from} uploaded" if struck else ""
+        self.said = f"(kill after {delay:.1f} s{seen}{upload})"
         report.exit_codes[str(code)] = report.exit_codes.get(str(code), 0) + 1
         if code is None:
             report.hung += 1
@@ -218,6 +223,20 @@ class NodeBench(TrainBench):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(store.location.fs.open_input_stream(info.path).read())
         (into.parent / "s3-uri").write_text(uri)
+
+
+def lose_node(cluster, node) -> None:
+    """The node gone as a lost machine: its raylet and every process it started SIGKILLed at once
+    (`remove_node` kills the raylet; a worker notices its raylet's death only later, and would
+    meanwhile go on uploading)."""
+    children = []
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True)
+    cluster.remove_node(node, allow_graceful=False)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(children, timeout=30)
 
 
 def _checkpoints_of(expert: Path) -> list[Path]:

@@ -380,7 +380,8 @@ def _on_head(ray: Any) -> Any:
         if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})
     ]
     node = heads[0] if heads else ray.get_runtime_context().get_node_id()
-    return NodeAffinitySchedulingStrategy(node, soft=True)
+    # hard: a soft affinity lets a busy head's raylet spill the actor onto a worker node
+    return NodeAffinitySchedulingStrategy(node, soft=False)
 
 
 def _run_task(fn: Callable[[Any, Callable[[Any], None]], Any], job: Any, key: str, board: Any) -> Any:

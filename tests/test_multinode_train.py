@@ -94,10 +94,13 @@ def test_a_lost_node_resumes_the_expert_elsewhere_from_its_last_upload(cluster, 
     try:
         store = ExpertStore(uri, cache_dir=str(tmp_path / "reader"))
         _wait(lambda: store.uploaded_checkpoint_step(CONFIG, "sb3"), process, "uploaded checkpoint")
-        node, pid = _wait(lambda: training_task(cluster), process, "training task")
+        node, _ = _wait(lambda: training_task(cluster), process, "training task")
+        children = psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True)
         cluster.remove_node(node, allow_graceful=False)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).wait(timeout=30)  # its uploads end with it
+        for child in children:  # a lost machine's processes die with it (its uploads too)
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=30)
         uploaded = store.uploaded_checkpoint_step(CONFIG, "sb3")
         output, _ = process.communicate(timeout=600)
     finally:
