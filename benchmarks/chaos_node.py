@@ -222,6 +222,7 @@ class NodeBench(TrainBench):
             target = into / info.path[len(base) + 1 :]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(store.location.fs.open_input_stream(info.path).read())
+        into.parent.mkdir(parents=True, exist_ok=True)  # a store still empty holds no file
         (into.parent / "s3-uri").write_text(uri)
 
 
