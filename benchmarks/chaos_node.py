@@ -169,7 +169,10 @@ class NodeBench(TrainBench):
             from chaos_stages import _curve
 
             killed_curve = _curve(expert / "checkpoints" / "learning_curve.csv")
-            killed_snapshots = {path: sha256(path) for path in self._snapshot_files(expert)}
+            final = self.scratch / str(index) / "experts" / CONFIG  # where the check looks for them
+            killed_snapshots = {
+                final / path.relative_to(expert): sha256(path) for path in self._snapshot_files(expert)
+            }
             for path in [*_checkpoints_of(expert), *self._snapshot_files(expert)]:
                 self._bad(report, "invalid", _loads_sb3(path), f"run {index} in the store at the kill")
         code = _wait(process)
