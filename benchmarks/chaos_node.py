@@ -156,7 +156,7 @@ class NodeBench(TrainBench):
         placed = self._task(process)
         delay = self.rng.uniform(0, self.duration_s)
         time.sleep(delay)
-        struck = placed is not None and psutil.pid_exists(placed[1]) and process.poll() is None
+        struck = placed is not None and _running_task(placed[1]) and process.poll() is None
         store = self._store(uri)
         resumed_from, killed_curve, killed_snapshots = 0, [], {}
         if struck:
@@ -227,6 +227,15 @@ class NodeBench(TrainBench):
             target.write_bytes(store.location.fs.open_input_stream(info.path).read())
         into.parent.mkdir(parents=True, exist_ok=True)  # a store still empty holds no file
         (into.parent / "s3-uri").write_text(uri)
+
+
+def _running_task(pid: int) -> bool:
+    """Whether the process still runs the training task (Ray keeps a worker process for later tasks
+    once one returned, retitled `ray::IDLE`: losing its node then loses no task)."""
+    try:
+        return psutil.Process(pid).cmdline()[:1] == [TASK_TITLE]
+    except psutil.Error:
+        return False
 
 
 def lose_node(cluster, node) -> None:
