@@ -9,6 +9,9 @@ command (the serial reference) and against what was on disk at the kill:
              within the reference's duration counted from the moment the expert's folder appears
              (training, checkpoints, snapshots, evaluation and metadata; not the imports before);
 - train-sb3: the same with stable-baselines3's PPO (a checkpoint every 512 steps);
+- train-node: `train-experts --address <3-node local cluster> --out s3://…` (moto) with sb3's PPO,
+             uploading every second; the node running the training task is removed at a random
+             moment and the driver must finish the expert on the survivor (chaos_node.py);
 - import:    `import-experts --tasks mujoco-hopper` from the tests' Hub server (tests/hub_server.py,
              in this process) serving a released layout built as tests/experts/expert_helpers.py
              does from a tiny sample-factory training, its files sent at 32 kB/s so that the kill
@@ -57,7 +60,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "experts
 
 from chaos import KindReport, _print  # noqa: E402
 
-KINDS = ("train-sf", "train-sb3", "import")
+KINDS = ("train-sf", "train-sb3", "import", "train-node")
 CONFIG = "mujoco-hopper"
 RUN_TIMEOUT_S = 300
 
@@ -314,14 +317,23 @@ class TrainBench:
                 "invalid",
                 f"run {index}: {meta['history_snapshots']} snapshots said, {len(snapshots)} kept",
             )
-        code = evaluate(out)
+        code = self.evaluate_store(out)
         self._bad(report, "invalid", f"run {index}: evaluate-experts exited {code}" if code else "")
+
+    def evaluate_store(self, out: Path) -> int:
+        return evaluate(out)
 
 
 def import_bench(scratch: Path, rng: random.Random):
     from chaos_import import ImportBench
 
     return ImportBench(scratch, rng)
+
+
+def node_bench(scratch: Path, rng: random.Random):
+    from chaos_node import NodeBench
+
+    return NodeBench(scratch, rng)
 
 
 def main() -> int:
@@ -349,6 +361,8 @@ def main() -> int:
             benches[kind] = (
                 import_bench(scratch / kind, rng)
                 if kind == "import"
+                else node_bench(scratch / kind, rng)
+                if kind == "train-node"
                 else TrainBench(kind, scratch / kind, rng)
             )
         for index in range(args.runs):
@@ -371,6 +385,8 @@ def main() -> int:
     finally:
         if "import" in benches:
             benches["import"].server.stop()
+        if "train-node" in benches:
+            benches["train-node"].close()
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     _print(reports)

@@ -146,6 +146,8 @@ def _algo(spec: TaskSpec, hyperparameters: dict[str, Any]) -> str:
 
 class RLlibBackend:
     name = "rllib"
+    checkpoint_pattern = r"rllib/checkpoint_(\d+)/.+"
+    """A checkpoint's files under the workdir (`/`-separated), its env steps in group 1."""
     trainable = True
 
     def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:

@@ -325,6 +325,8 @@ CUDA_ENVVAR = "CUDA_VISIBLE_DEVICES"
 
 class SampleFactoryBackend:
     name = "sample-factory"
+    checkpoint_pattern = r"sf/checkpoint_p0/checkpoint_\d+_(\d+)\.pth"
+    """A checkpoint's files under the workdir (`/`-separated), its env steps in group 1."""
     trainable = True
 
     def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:

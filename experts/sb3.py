@@ -94,6 +94,8 @@ def _checkpoints(directory: str) -> list[tuple[int, str]]:
 
 class SB3Backend:
     name = "sb3"
+    checkpoint_pattern = r"sb3/model_(\d+)_steps\.zip"
+    """A checkpoint's files under the workdir (`/`-separated), its env steps in group 1."""
     trainable = True
 
     def check(self, spec: TaskSpec, hyperparameters: dict[str, Any]) -> None:

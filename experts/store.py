@@ -12,8 +12,12 @@
 Backends train in local folders. For a local store those are the store's own folders; for a
 remote one (s3://…) they are a local staging copy whose checkpoints and history are uploaded
 every `expert.upload_every_s` seconds while training runs and in full when it ends (and which
-is downloaded first on `--resume`). metadata.json is written last and atomically, so a folder
-without it holds no finished expert.
+is downloaded first on `--resume`). An upload round sends its files one by one, so a node lost
+mid-round leaves some of a new checkpoint's files in the store (an sb3 zip without its normaliser
+stats, part of an rllib checkpoint folder): each round ends by writing `checkpoints/.uploaded.json`,
+the list of files it sent, and only then deletes what the trainer rotated away; a resume downloads
+the files that list names, the last whole round. metadata.json is written last and atomically, so a
+folder without it holds no finished expert.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_DIR = "history"
+UPLOADED = ".uploaded.json"
+"""In a remote store's `<config>/checkpoints/`: the files of the last whole upload round."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,9 @@ class ExpertStore:
             if os.path.isdir(root):
                 shutil.rmtree(root)  # staging copies are never trusted over the store
             if resume:
-                for name in (CHECKPOINT_DIR, HISTORY_DIR):
-                    self._download(f"{config}/{name}", os.path.join(root, name))
+                uploaded = self.uploaded_checkpoint_files(config)
+                self._download(f"{config}/{CHECKPOINT_DIR}", os.path.join(root, CHECKPOINT_DIR), uploaded)
+                self._download(f"{config}/{HISTORY_DIR}", os.path.join(root, HISTORY_DIR))
         os.makedirs(root, exist_ok=True)
         return StagedExpert(
             config,
@@ -153,12 +160,38 @@ class ExpertStore:
         if os.path.exists(curve):
             self.location.upload(curve, f"{staged.config}/{CURVE_FILE}")
 
+    def uploaded_checkpoint_files(self, config: str) -> set[str] | None:
+        """Store paths (`<config>/checkpoints/...`) of the last whole upload round; None: the store has
+        no list (a local store, or checkpoints uploaded before lists were written: take them all)."""
+        listed = f"{config}/{CHECKPOINT_DIR}/{UPLOADED}"
+        if self.location.is_local or not self.location.exists(listed):
+            return None
+        return set(self.location.read_json(listed)["files"])
+
+    def uploaded_checkpoint_step(self, config: str, backend: str) -> int | None:
+        """Env steps of the newest checkpoint a resume of `config` would take from the store (0: none),
+        None when the backend does not say how its checkpoints are named."""
+        pattern = getattr(get_backend(backend), "checkpoint_pattern", None)
+        if pattern is None:
+            return None
+        prefix = f"{config}/{CHECKPOINT_DIR}/"
+        files = self.uploaded_checkpoint_files(config)
+        if files is None:
+            files = {
+                self.location.relative(i.path)
+                for i in self.location.list(prefix.rstrip("/"), recursive=True)
+                if i.type == pafs.FileType.File
+            }
+        steps = [int(m[1]) for f in files if (m := re.fullmatch(pattern, f.removeprefix(prefix)))]
+        return max(steps, default=0)
+
     def _mirror(self, local_dir: str, relative: str) -> None:
+        listed = f"{relative}/{UPLOADED}"
         remote = {
             self.location.relative(i.path)
             for i in self.location.list(relative, recursive=True)
             if i.type == pafs.FileType.File
-        }
+        } - {listed}
         present = set()
         for directory, _, files in os.walk(local_dir):
             for name in files:
@@ -176,6 +209,8 @@ class ExpertStore:
                 except FileNotFoundError:  # rotated away by the trainer meanwhile
                     continue
                 self._uploaded[target] = (stat.st_size, stat.st_mtime_ns)
+        if relative.endswith(f"/{CHECKPOINT_DIR}"):  # the round is whole: only now what it replaced goes
+            self.location.write_json(listed, {"files": sorted(present)})
         for stale in remote - present:
             self.location.delete(stale)
             self._uploaded.pop(stale, None)
@@ -217,11 +252,14 @@ class ExpertStore:
         self._download(relative, local)
         return local
 
-    def _download(self, relative: str, local: str) -> None:
-        """Copy a folder of the store into a local folder, sub-folders included (nothing if absent)."""
+    def _download(self, relative: str, local: str, only: set[str] | None = None) -> None:
+        """Copy a folder of the store into a local folder, sub-folders included (nothing if absent);
+        with `only`, just the files of that set of store paths."""
         base = self.location.path(relative)
         for info in self.location.list(relative, recursive=True):
-            if info.type != pafs.FileType.File:
+            if info.type != pafs.FileType.File or info.base_name == UPLOADED:
+                continue
+            if only is not None and self.location.relative(info.path) not in only:
                 continue
             target = os.path.join(local, info.path[len(base) + 1 :])
             os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -137,3 +137,57 @@ def test_run_tasks_keeps_at_most_max_running_tasks_in_flight(ray_cluster):
     assert sorted(job for job, _, _ in results) == [0, 1, 2]
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
     assert set(progress) <= {0, 1, 2}
+
+
+def _dies_until(job: tuple[int, int], report) -> int:
+    """A Ray task whose worker process dies (SIGKILL, as the kernel's OOM killer or a lost node would
+    end it) while `attempt < survives_at`; then it returns the attempt that survived."""
+    import os
+    import signal
+
+    attempt, survives_at = job
+    if attempt < survives_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return attempt
+
+
+def _raises(job, report):
+    raise ValueError(f"job {job} is wrong")
+
+
+@pytest.mark.ray
+def test_run_tasks_runs_a_lost_task_again_as_on_lost_says_and_at_most_retries_times(ray_cluster):
+    import sys
+
+    from ray import cloudpickle
+
+    from pipeline.executor import TaskRequest, is_lost, run_tasks
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    lost: list[tuple[str, tuple[int, int], str]] = []
+    failures: list[tuple[str, Exception]] = []
+
+    def on_lost(request, job, exc):
+        lost.append((request.key, job, type(exc).__name__))
+        return (job[0] + 1, job[1])  # the next attempt, as train-experts resumes the plan
+
+    def on_failure(request, exc):
+        failures.append((request.key, exc))
+        return f"{request.key} failed"
+
+    jobs = [(TaskRequest("survives", 1), (0, 2)), (TaskRequest("keeps-dying", 1), (0, 99))]
+    results = run_tasks(_dies_until, jobs, lambda p: None, on_failure, on_lost=on_lost, retries=2)
+    assert sorted(map(str, results)) == ["2", "keeps-dying failed"]  # the survivor's third attempt
+    assert [(k, j) for k, j, _ in lost if k == "survives"] == [("survives", (0, 2)), ("survives", (1, 2))]
+    assert [j for k, j, _ in lost if k == "keeps-dying"] == [(0, 99), (1, 99)]  # then no more retries
+    assert {name for _, _, name in lost} == {"WorkerCrashedError"}
+    assert [k for k, _ in failures] == ["keeps-dying"] and is_lost(failures[0][1])
+
+    # an exception of the task's own code is its failure: never run again
+    lost.clear()
+    failures.clear()
+    results = run_tasks(
+        _raises, [(TaskRequest("wrong", 1), 7)], lambda p: None, on_failure, on_lost=on_lost, retries=2
+    )
+    assert results == ["wrong failed"] and lost == []
+    assert not is_lost(failures[0][1]) and "job 7 is wrong" in str(failures[0][1])

@@ -70,6 +70,12 @@ class TrainExpertsConfig:
     placement_timeout_s: float = option(PLACEMENT_TIMEOUT_S, flag="--placement-timeout", metavar="S")
     """Stop with one line when training tasks wait this many seconds for Ray resources with none of
     this run's tasks running (GPUs held by other jobs, a lost node)."""
+    task_retries: int = option(2, metavar="N")
+    """Times a training task lost with its node or worker process (not one that fails) runs again,
+    resumed from its expert's last checkpoint in EXPERTS_DIR, on whichever node Ray picks."""
+    upload_every_s: float | None = option(None, flag="--upload-every", metavar="S")
+    """Remote EXPERTS_DIR (s3://…): upload checkpoints and snapshots this often while training, 0 only
+    at the end; default: the task's `expert.upload_every_s` (300)."""
     hyperparameters: dict[str, Any] = option(
         factory=dict, flag="--set", parse=hyperparameter, repeat=True, metavar="KEY=VALUE"
     )
@@ -103,6 +109,12 @@ class TrainExpertsConfig:
             positive(name, getattr(self, name))
         positive("history_every", self.history_every, zero=True)
         positive("workers", self.workers, zero=True)
+        positive("task_retries", self.task_retries, zero=True)
+        if self.upload_every_s is not None and not self.upload_every_s >= 0:
+            raise PipelineError(
+                f"--upload-every must be 0 (upload only at the end) or a positive number of seconds, "
+                f"got {self.upload_every_s!r}"
+            )
         if self.time_limit_min is not None and not self.time_limit_min > 0:
             raise PipelineError(
                 f"--time-limit must be a positive number of minutes, got {self.time_limit_min!r}"

@@ -7,7 +7,9 @@ Ray task per env with the `num_cpus` and `num_gpus` its config asks for. GPUs no
 cluster has are refused at once; tasks that cannot be placed because the cluster is busy stop
 the run after `--placement-timeout`, never a silent hang. Each task trains, evaluates and gates
 its expert (`experts.training.train_expert`). A task's failure (bad config, corrupt checkpoint,
-crashing backend) is reported at the end and in the exit code; the other tasks go on.
+crashing backend) is reported at the end and in the exit code; the other tasks go on. A task Ray
+loses (its node or worker process died) is not a failure of the expert: it runs again, resumed from
+the store's last checkpoint, up to `--task-retries` times, on whichever node Ray picks.
 
 Meta-World tasks have an untrained alternative, the scripted policy (`experts.candidates`): it
 is scored first, kept without training where it passes the gate, and otherwise compared with
@@ -22,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from experts.base import TrainProgress, get_backend
@@ -38,6 +40,7 @@ from pipeline.runtime.executor import (
     TaskRequest,
     alive_nodes,
     cluster_cpus,
+    lost_what,
     require_shared_storage,
     run_tasks,
 )
@@ -111,7 +114,7 @@ def plan_expert(spec: TaskSpec, config: TrainExpertsConfig, cluster_cpus: int | 
         time_limit_s=None if config.time_limit_min is None else 60.0 * config.time_limit_min,
         history_every=history_every,
         history_every_s=history_every_s,
-        upload_every_s=expert.upload_every_s,
+        upload_every_s=expert.upload_every_s if config.upload_every_s is None else config.upload_every_s,
         device=config.device,
         num_gpus=gpus_per_task(spec, config),
         alternative=_alternative(spec) if backend.trainable else None,
@@ -386,6 +389,21 @@ def _run_on_ray(
         backend = next(p.backend for p in plans if p.config == request.key)
         return ExpertResult(request.key, backend, FAILED, error=f"Ray task died: {exc}")
 
+    retried: dict[str, int] = {}
+
+    def lost(request: TaskRequest, plan: ExpertPlan, exc: Exception) -> ExpertPlan:
+        retried[plan.config] = retried.get(plan.config, 0) + 1
+        log.warning(
+            "%s: %s (%s); training again (retry %d of %d) %s",
+            plan.config,
+            lost_what(exc),
+            type(exc).__name__,
+            retried[plan.config],
+            config.task_retries,
+            _resumes_from(ExpertStore(store_uri), plan),
+        )
+        return replace(plan, resume=True)
+
     return run_tasks(
         functools.partial(_train_on_worker, store_uri),
         [(TaskRequest(p.config, p.num_cpus, p.num_gpus), p) for p in plans],
@@ -395,7 +413,22 @@ def _run_on_ray(
         address=config.address,
         retry_hint="re-run with --resume (finished experts are kept)",
         max_running=config.workers,
+        on_lost=lost,
+        retries=config.task_retries,
     )
+
+
+def _resumes_from(store: ExpertStore, plan: ExpertPlan) -> str:
+    """Where a lost task's next attempt starts: the last checkpoint uploaded to the store."""
+    try:
+        step = store.uploaded_checkpoint_step(plan.config, plan.backend)
+    except Exception as exc:  # the store is what the new attempt reads; it says what it finds
+        return f"from its last checkpoint in {store.uri} (not listed here: {exc})"
+    if step is None:
+        return f"from its last checkpoint in {store.uri}"
+    if step == 0:
+        return f"from step 0: {store.uri} holds no checkpoint of it yet"
+    return f"from step {step:,}, its last checkpoint in {store.uri}"
 
 
 class _Display:

@@ -3,7 +3,8 @@
 Stages hand this module work units and callbacks; it runs them in-process (`workers=0`, for
 debugging and the fastest tests) or on Ray actors, locally (`ray.init()`) or on the cluster
 named by `--address` / `RAY_ADDRESS`. Long single jobs with resources of their own (one expert's
-training: CPUs, GPUs) run as one Ray task each (`run_tasks`).
+training: CPUs, GPUs) run as one Ray task each (`run_tasks`); one lost with its node or worker
+process runs again as its caller says (`on_lost`), a bounded number of times.
 
 Two promises hold under any failure of an actor or a node:
 - **a unit is never held hostage**: units wait in one shared queue and go to the first actor
@@ -354,6 +355,10 @@ class _Board:
     def started(self, key: str) -> None:
         self.placed.add(key)
 
+    def unplace(self, key: str) -> None:
+        """A lost task submitted again: it waits for placement anew."""
+        self.placed.discard(key)
+
     def report(self, key: str, progress: Any) -> None:
         self.latest[key] = progress
 
@@ -366,6 +371,21 @@ class _Board:
 
     def suppressed_counts(self) -> dict[str, int]:
         return dict(self.suppressed)
+
+
+def _on_head(ray: Any) -> Any:
+    """Ray's scheduling strategy for a helper actor on the head node (the driver's node when the
+    cluster names none): the loss of a worker node must not take it, and the run, with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    heads = [
+        n["NodeID"]
+        for n in ray.nodes()
+        if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})
+    ]
+    node = heads[0] if heads else ray.get_runtime_context().get_node_id()
+    # hard: a soft affinity lets a busy head's raylet spill the actor onto a worker node
+    return NodeAffinitySchedulingStrategy(node, soft=False)
 
 
 def _run_task(fn: Callable[[Any, Callable[[Any], None]], Any], job: Any, key: str, board: Any) -> Any:
@@ -386,6 +406,8 @@ def run_tasks(
     address: str | None = None,
     retry_hint: str = "re-run",
     max_running: int | None = None,
+    on_lost: Callable[[TaskRequest, Any, Exception], Any | None] | None = None,
+    retries: int = 0,
 ) -> list[Any]:
     """`fn(job, report)` as one Ray task per job, with the job's CPUs and GPUs; results as they end.
 
@@ -393,17 +415,21 @@ def run_tasks(
     next is submitted as one ends, so a user can leave room on a shared cluster.
 
     `fn` must be picklable (a module-level function or a partial of one); `report(progress)` reaches
-    `on_progress` in the driver. A task whose worker dies gives `on_failure(request, error)`.
+    `on_progress` in the driver. A task lost to the system (its worker process or its node died,
+    `is_lost`) is submitted again up to `retries` times, as the job `on_lost(request, job, error)`
+    returns (None: not again); Ray places it on whichever node has room. A task that fails
+    otherwise (an exception of `fn`), or is lost once too often, gives `on_failure(request, error)`.
     Tasks queued behind this run's own running tasks wait as long as those run. Only when none of
     this run's tasks is running and some still wait does the clock run: the resources are held by
     others (another job on the GPUs) or gone (a lost node), and after `placement_timeout_s` the run
     stops with one line naming what the waiting tasks ask for and what the cluster has free.
     """
     ray = init_ray(address)
-    board = ray.remote(num_cpus=0)(_Board).remote()
+    board = ray.remote(num_cpus=0, scheduling_strategy=_on_head(ray))(_Board).remote()
     task = ray.remote(max_retries=0)(_run_task)
     queue = deque(jobs)
-    pending: dict[Any, TaskRequest] = {}
+    pending: dict[Any, tuple[TaskRequest, Any]] = {}
+    lost: dict[str, int] = {}  # key -> times its task was lost
 
     def submit() -> None:
         while queue and (max_running is None or len(pending) < max_running):
@@ -411,7 +437,14 @@ def run_tasks(
             ref = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, name=f"task-{r.key}").remote(
                 fn, job, r.key, board
             )
-            pending[ref] = r
+            pending[ref] = (r, job)
+
+    def again(request: TaskRequest, job: Any, exc: Exception) -> Any | None:
+        """The job to submit once more after a lost task (None: it fails)."""
+        if on_lost is None or not is_lost(exc) or lost.get(request.key, 0) >= retries:
+            return None
+        lost[request.key] = lost.get(request.key, 0) + 1
+        return on_lost(request, job, exc)
 
     submit()
     results: list[Any] = []
@@ -420,19 +453,24 @@ def run_tasks(
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SLICE_S)
             for ref in done:
-                request = pending.pop(ref)
+                request, job = pending.pop(ref)
                 try:
                     results.append(ray.get(ref))
-                except Exception as exc:  # the worker died (OOM, killed): the caller reports it
-                    results.append(on_failure(request, exc))
+                except Exception as exc:  # the worker or node died, or `fn` raised
+                    retried = again(request, job, exc)
+                    if retried is None:
+                        results.append(on_failure(request, exc))
+                    else:  # first in line: it goes where Ray finds room, before jobs not yet begun
+                        ray.get(board.unplace.remote(request.key))
+                        queue.appendleft((request, retried))
             submit()
             latest, placed = ray.get(board.snapshot.remote())
             for progress in latest.values():
                 on_progress(progress)
-            if pending and not any(r.key in placed for r in pending.values()):
+            if pending and not any(r.key in placed for r, _ in pending.values()):
                 starved_since = starved_since or time.monotonic()
                 if time.monotonic() - starved_since > placement_timeout_s:
-                    waiting = list(pending.values())
+                    waiting = [r for r, _ in pending.values()]
                     raise PipelineError(_unplaced_message(ray, waiting, placement_timeout_s, retry_hint))
             else:
                 starved_since = None
@@ -442,6 +480,34 @@ def run_tasks(
         _merge_noise(ray, [board.suppressed_counts.remote()])
         ray.kill(board)
     return results
+
+
+def is_lost(exc: BaseException) -> bool:
+    """Whether a task failed because the system lost it (its worker process, its node, the raylet,
+    its owner, out of memory), not because the function it ran raised (a `RayTaskError`)."""
+    from ray import exceptions as rx
+
+    system = (
+        rx.WorkerCrashedError,
+        rx.NodeDiedError,
+        rx.LocalRayletDiedError,
+        rx.ObjectLostError,  # OwnerDiedError among them
+        rx.OutOfMemoryError,
+    )
+    return isinstance(exc, system) and not isinstance(exc, rx.RayTaskError)
+
+
+def lost_what(exc: BaseException) -> str:
+    """What a lost task lost, in a few words, for the line that says it runs again."""
+    from ray import exceptions as rx
+
+    if isinstance(exc, rx.NodeDiedError | rx.LocalRayletDiedError):
+        return "the node it ran on died"
+    if isinstance(exc, rx.OutOfMemoryError):
+        return "Ray killed its worker process for lack of memory"
+    if isinstance(exc, rx.ObjectLostError):
+        return "its result was lost with its node"
+    return "its worker process died"
 
 
 def _unplaced_message(ray: Any, waiting: list[TaskRequest], waited: float, retry_hint: str) -> str:

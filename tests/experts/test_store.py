@@ -15,7 +15,7 @@ import pytest
 from test_s3 import s3_server  # noqa: F401  (the real moto server fixture)
 
 from experts.metadata import ExpertMetadata, ExpertStatus
-from experts.store import CHECKPOINT_DIR, HISTORY_DIR, MODEL_DIR, ExpertStore, PeriodicUpload
+from experts.store import CHECKPOINT_DIR, HISTORY_DIR, MODEL_DIR, UPLOADED, ExpertStore, PeriodicUpload
 from pipeline.errors import PipelineError
 from pipeline.suites.babyai import BabyAIBotPolicy
 from pipeline.tasks.registry import get_task
@@ -150,6 +150,7 @@ def test_a_remote_store_mirrors_its_staging_copy_and_resumes_from_it(s3_server, 
     assert remote == {
         "mujoco-hopper/checkpoints/ckpt_1.pth",
         "mujoco-hopper/checkpoints/learning_curve.csv",
+        "mujoco-hopper/checkpoints/.uploaded.json",  # the files of the last whole upload round
         "mujoco-hopper/history/000000001000/model.pth",
         "mujoco-hopper/model/model.pth",
         "mujoco-hopper/learning_curve.csv",
@@ -178,3 +179,63 @@ def test_a_remote_store_mirrors_its_staging_copy_and_resumes_from_it(s3_server, 
     assert local == str(tmp_path / "fresh" / "mujoco-hopper" / HISTORY_DIR / "000000001000")
     assert Path(local, "model.pth").read_text() == "h1"
     assert Path(fresh.local_model_dir("mujoco-hopper"), "model.pth").read_text() == "final"
+
+
+class NodeLost(Exception):
+    """The node an upload round ran on died: nothing after this point of the round happened."""
+
+
+@pytest.mark.s3
+def test_a_resume_takes_the_last_whole_upload_round_not_a_checkpoint_half_uploaded(
+    s3_server,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """A node lost inside an upload round leaves a new sb3 zip in the store without its normaliser
+    stats: the resume elsewhere must take the previous checkpoint, whole, and say so."""
+    uri = f"{s3_server}/half-{tmp_path.name}"
+    store = ExpertStore(uri, cache_dir=str(tmp_path / "node-a"))
+    staged = store.stage("mujoco-hopper", resume=False)
+    first = {"sb3/model_512_steps.zip": "512", "sb3/model_512_steps_vecnormalize.pkl": "stats 512"}
+    _write_tree(Path(staged.workdir), {**first, "learning_curve.csv": CURVE})
+    store.publish(staged, names=(CHECKPOINT_DIR,))
+    assert store.uploaded_checkpoint_step("mujoco-hopper", "sb3") == 512
+
+    _write_tree(
+        Path(staged.workdir),
+        {"sb3/model_1024_steps.zip": "1024", "sb3/model_1024_steps_vecnormalize.pkl": "stats 1024"},
+    )
+    kind = type(store.location)  # a frozen dataclass: its methods are patched on the class
+    upload, write_json = kind.upload, kind.write_json
+
+    def upload_until_lost(location, local: str, relative: str) -> None:
+        if not relative.endswith("1024_steps_vecnormalize.pkl"):  # the node dies before sending it
+            upload(location, local, relative)
+
+    def lost_before_the_list(location, relative: str, data) -> None:
+        if relative.endswith(UPLOADED):
+            raise NodeLost
+        write_json(location, relative, data)
+
+    monkeypatch.setattr(kind, "upload", upload_until_lost)
+    monkeypatch.setattr(kind, "write_json", lost_before_the_list)
+    with pytest.raises(NodeLost):
+        store.publish(staged, names=(CHECKPOINT_DIR,))
+    assert store.location.exists("mujoco-hopper/checkpoints/sb3/model_1024_steps.zip")  # half a checkpoint
+
+    elsewhere = ExpertStore(uri, cache_dir=str(tmp_path / "node-b"))
+    assert elsewhere.uploaded_checkpoint_step("mujoco-hopper", "sb3") == 512
+    resumed = elsewhere.stage("mujoco-hopper", resume=True)
+    assert sorted(os.listdir(Path(resumed.workdir) / "sb3")) == sorted(Path(p).name for p in first)
+    assert sorted(os.listdir(resumed.workdir)) == ["learning_curve.csv", "sb3"]  # no list downloaded
+
+    # the next whole round lists the new checkpoint, and only then deletes the one rotated away
+    monkeypatch.undo()
+    for name in first:
+        os.remove(Path(staged.workdir) / name)
+    store.publish(staged, names=(CHECKPOINT_DIR,))
+    assert (
+        ExpertStore(uri, cache_dir=str(tmp_path / "node-c")).uploaded_checkpoint_step("mujoco-hopper", "sb3")
+        == 1024
+    )
+    assert not store.location.exists("mujoco-hopper/checkpoints/sb3/model_512_steps.zip")

@@ -70,7 +70,13 @@ def test_periodic_upload_mirrors_checkpoints_while_training_runs(s3_server, tmp_
         (checkpoints / "model_200_steps.zip").write_bytes(b"second")
         (checkpoints / "model_100_steps.zip").unlink()  # rotated, as the trainer does
         _wait_for(lambda: "mujoco-hopper/checkpoints/sb3/model_100_steps.zip" not in remote())
-    assert remote() == {"mujoco-hopper/checkpoints/sb3/model_200_steps.zip"}  # temporary files stay home
+    assert remote() == {  # temporary files stay home; the list names the files of the last round
+        "mujoco-hopper/checkpoints/sb3/model_200_steps.zip",
+        "mujoco-hopper/checkpoints/.uploaded.json",
+    }
+    assert store.uploaded_checkpoint_files("mujoco-hopper") == {
+        "mujoco-hopper/checkpoints/sb3/model_200_steps.zip"
+    }
 
 
 def _wait_for(condition, timeout: float = 20.0) -> None:
