@@ -161,7 +161,7 @@ def test_run_tasks_runs_a_lost_task_again_as_on_lost_says_and_at_most_retries_ti
 
     from ray import cloudpickle
 
-    from pipeline.executor import TaskRequest, is_lost, run_tasks
+    from pipeline.runtime.executor import TaskRequest, is_lost, run_tasks
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     lost: list[tuple[str, tuple[int, int], str]] = []

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent / "experts"))
 from expert_helpers import TINY_SB3_PPO
 
 from experts.store import ExpertStore
-from pipeline.faults import FAULTS_ENV
+from pipeline.runtime.faults import FAULTS_ENV
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
 CONFIG, STEPS = "mujoco-hopper", 4096
