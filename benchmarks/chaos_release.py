@@ -5,9 +5,14 @@ with the same command (train-model: with `--resume`). Publish kinds talk to the 
 (tests/hub_server.py) in this process, on a fresh copy of its storage per run, which waits 0.05 s
 before each LFS upload and 0.2 s before each commit so that kills land mid-upload; the moment is uniform
 over the reference run's upload phase (first repo_info to last commit or tag); train-model's over its run.
+train-model-ddp is train-model with `--num-workers 2` on the Ray the command starts itself; each run
+kills, at random, its driver's process group (uniform over the reference's run) or one Ray Train
+worker (uniform over the reference's time with workers), and checks what the Ray Train storage holds
+after the kill, the killed run's last line, and that no process of the run outlives it (chaos_ddp.py).
 Kinds, inputs and checks (invalid, duplicated, missing, differing, hung, leaked): benchmarks/README.md.
 
     .venv/bin/python benchmarks/chaos_release.py --runs 30 --work /tmp/chaos-release --json out.json
+    .venv/bin/python benchmarks/chaos_release.py --runs 30 --kinds train-model-ddp --budget-minutes 60
 """
 
 from __future__ import annotations
