@@ -5,14 +5,20 @@ with the same command (train-model: with `--resume`). Publish kinds talk to the 
 (tests/hub_server.py) in this process, on a fresh copy of its storage per run, which waits 0.05 s
 before each LFS upload and 0.2 s before each commit so that kills land mid-upload; the moment is uniform
 over the reference run's upload phase (first repo_info to last commit or tag); train-model's over its run.
+train-model-ddp is train-model with `--num-workers 2` on the Ray the command starts itself; each run
+kills, at random, its driver's process group (uniform over the reference's run) or one Ray Train
+worker (uniform over the reference's time with workers), and checks what the Ray Train storage holds
+after the kill, the killed run's last line, and that no process of the run outlives it (chaos_ddp.py).
 Kinds, inputs and checks (invalid, duplicated, missing, differing, hung, leaked): benchmarks/README.md.
 
     .venv/bin/python benchmarks/chaos_release.py --runs 30 --work /tmp/chaos-release --json out.json
+    .venv/bin/python benchmarks/chaos_release.py --runs 30 --kinds train-model-ddp --budget-minutes 60
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -26,19 +32,25 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
+import psutil
 from chaos import KindReport
+from chaos_ddp import REAP_GRACE_S, reap, storage_problems, train_workers
 from huggingface_hub import HfApi
 
-from pipeline.model.checkpoints import read_checkpoint
+from pipeline.model.checkpoints import CHECKPOINT, read_checkpoint
 from pipeline.model.reporting import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the Hub-API test server
-KINDS = ("publish", "publish-experts", "publish-model", "train-model")
+KINDS = ("publish", "publish-experts", "publish-model", "train-model", "train-model-ddp")
+TRAIN_KINDS = {"train-model": 0, "train-model-ddp": 2}  # -> --num-workers (0: one process)
+NEEDS = {"publish": ("ds", "hub"), "publish-experts": ("experts",), "publish-model": ("ds", "model")}
 RUN_TIMEOUT_S = 300
 TOLERANCE = 1e-4  # tests/model/test_distributed.py
 REPO = "jat-org/chaos"
-BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "JAT_PIPELINE_FAULTS"))}
+BASE_ENV = {
+    k: v for k, v in os.environ.items() if not k.startswith(("HF_", "JAT_PIPELINE_FAULTS", "RAY_ADDRESS"))
+}
 LOSSES, TEST_LOSSES = "losses.csv", "test_losses.csv"
 TRAIN = "--configs babyai-go-to,mujoco-hopper --size tiny --batch-size 2 --context 8 --eval-batches 1"
 PPO = "--set algo=ppo --set n_steps=256 --set batch_size=64 --set n_epochs=2 --set checkpoint_every=512"
@@ -72,6 +84,15 @@ REPOS = {
 
 
 @dataclass
+class TrainReference:
+    losses: dict[str, list[dict[str, str]]]
+    seconds: float
+    """Its wall time, start-up included (then that of any run that ended before its kill: load changes)."""
+    workers_at: float
+    """Seconds from its start to its first Ray Train worker (0: one process)."""
+
+
+@dataclass
 class ReleaseReport(KindReport):
     leaked: int = 0
 
@@ -81,23 +102,28 @@ class ReleaseReport(KindReport):
 
 
 def _start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The CLI in a session of its own: its pid is its process group's and every child's sid."""
     env = {**(env or BASE_ENV), "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}  # our tree, no display
     command = [sys.executable, "-m", "pipeline.cli", *argv]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _wait(process: subprocess.Popen) -> tuple[int | None, str]:
-    """Exit code (None: hung past RUN_TIMEOUT_S, then killed) and output."""
+    """Exit code (None: hung past RUN_TIMEOUT_S, then its group killed) and output."""
     try:
         output = process.communicate(timeout=RUN_TIMEOUT_S)[0]
     except subprocess.TimeoutExpired:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         return None, process.communicate()[0]
     return process.returncode, output
 
 
 def _cli(argv: list[str], env: dict[str, str] | None = None, check: bool = False) -> tuple[int | None, str]:
-    code, output = _wait(_start(argv, env))
+    code, output = _wait(process := _start(argv, env))
+    reap(process.pid)  # a run's own Ray, if it started one
     if check and code != 0:
         raise RuntimeError(f"{argv[:2]} exited {code}: {output[-2000:]}")
     return code, output
@@ -192,8 +218,11 @@ def leaks(token: str, outputs: list[str], folder: Path) -> list[str]:
     return found + [str(p) for p in files if token.encode() in p.read_bytes()]
 
 
-def kill_after(process: subprocess.Popen, start: threading.Event | None, delay: float) -> bool:
-    """SIGKILL `process` `delay` s after `start` is set (None: now); whether it was still running."""
+def kill_after(
+    process: subprocess.Popen, start: threading.Event | None, delay: float, group: bool = False
+) -> bool:
+    """SIGKILL `process` (`group`: its process group) `delay` s after `start` is set (None: now);
+    whether it was still running."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while start is not None and not start.is_set() and process.poll() is None and time.monotonic() < deadline:
         start.wait(0.02)
@@ -201,7 +230,7 @@ def kill_after(process: subprocess.Popen, start: threading.Event | None, delay: 
     while process.poll() is None and time.monotonic() < end:
         time.sleep(0.01)
     if running := process.poll() is None:
-        process.send_signal(signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL) if group else process.send_signal(signal.SIGKILL)
     return running
 
 
@@ -210,32 +239,44 @@ class Bench:
         self.work, self.scratch, self.rng = work, scratch, random.Random(seed)
         self.names = {"ds": work / "ds", "experts": work / "experts", "model": work / "model", "repo": REPO}
         self.names["folder"] = work / "experts-folder"
-        self._prepare()
+        self._prepare({part for kind in kinds for part in NEEDS.get(kind, ("ds",))})
         self.references = {k: self._reference(k) for k in kinds if k in COMMANDS}
-        if "train-model" in kinds:
-            out, started = scratch / "train-model" / "reference", time.monotonic()
-            _cli(self._train_argv(out), check=True)
-            self.train_seconds = time.monotonic() - started
-            self.train_reference = {file: read_csv(out / file) for file in (LOSSES, TEST_LOSSES)}
+        self.train = {k: self._train_reference(k) for k in kinds if k in TRAIN_KINDS}
 
-    def _prepare(self) -> None:
-        """Inputs, made once per --work folder."""
+    def _prepare(self, parts: set[str]) -> None:
+        """Inputs the kinds need, made once per --work folder."""
         names, base = self.names, self.work / "hub-base"
         for part, done in PREPARED.items():
-            if not (names[part] / done).exists():
+            if part in parts | {"ds"} and not (names[part] / done).exists():
                 shutil.rmtree(names[part], ignore_errors=True)
                 for step in PREPARE[part]:
                     _cli(step.format(**names).split(), check=True)
-        if not (names["model"] / "model.safetensors").exists():
+        if "model" in parts and not (names["model"] / "model.safetensors").exists():
             _cli([*self._train_argv(names["model"]), "--overwrite"], check=True)
-        if not base.exists():  # the repo already holds mujoco-hopper: its card lists it
+        if "hub" in parts and not base.exists():  # the repo already holds mujoco-hopper: its card lists it
             hub = Hub(None, base)
             _cli(PREPARE["hub"][0].format(**names).split(), hub.env(self.work / "hf"), check=True)
             hub.server.stop()
 
-    def _train_argv(self, out: Path, steps: int = 8) -> list[str]:
-        options = f"{TRAIN} --steps {steps} --checkpoint-every 2 --threads 1 --no-progress"
+    def _train_argv(self, out: Path, kind: str = "train-model") -> list[str]:
+        options = f"{TRAIN} --steps 8 --checkpoint-every 2 --threads 1 --no-progress"
+        if TRAIN_KINDS[kind]:
+            options += f" --num-workers {TRAIN_KINDS[kind]}"
         return ["train-model", "--data", str(self.names["ds"]), *options.split(), "--out", str(out)]
+
+    def _train_reference(self, kind: str) -> TrainReference:
+        """The uninterrupted run: its losses, wall time and (data-parallel) when its workers appeared."""
+        out, started, workers_at = self.scratch / kind / "reference", time.monotonic(), 0.0
+        process = _start(self._train_argv(out, kind))
+        while TRAIN_KINDS[kind] and not workers_at and process.poll() is None:
+            workers_at = (time.monotonic() - started) * bool(train_workers(process.pid))
+            time.sleep(0.2)
+        code, output = _wait(process)
+        reap(process.pid)
+        if code != 0:
+            raise RuntimeError(f"{kind} reference exited {code}: {output[-2000:]}")
+        losses = {file: read_csv(out / file) for file in (LOSSES, TEST_LOSSES)}
+        return TrainReference(losses, time.monotonic() - started, workers_at)
 
     def _run_folder(self, kind: str, index: int | str) -> tuple[Path, Hub, list[str]]:
         folder = self.scratch / kind / str(index)
@@ -299,45 +340,90 @@ class Bench:
         hub.server.stop()
         return struck, code
 
-    def train_run(self, index: int, report: ReleaseReport) -> tuple[bool, int | None]:
-        from pipeline.model.evaluate import load_model
-
-        out, problems, began = self.scratch / "train-model" / str(index), [], time.monotonic()
-        process = _start(self._train_argv(out))
-        struck = kill_after(process, None, self.rng.uniform(0, self.train_seconds))
-        code, _ = _wait(process)
-        self.train_seconds = self.train_seconds if struck else time.monotonic() - began  # load changed
-        try:
-            if (out / "checkpoint").exists():
-                read_checkpoint(out / "checkpoint")
-        except Exception as exc:  # a half-written checkpoint
-            problems.append(f"checkpoint after the kill does not load: {exc}")
-        code2, output = _cli([*self._train_argv(out), "--resume"])
+    def train_run(self, kind: str, index: int, report: ReleaseReport) -> tuple[bool, str]:
+        """Kill a run (train-model: its process; -ddp: at random its driver's process group, or one Ray
+        Train worker), check what it left, `--resume` it and check the result; (struck, exit label)."""
+        reference, out = self.train[kind], self.scratch / kind / str(index)
+        argv, problems, began = self._train_argv(out, kind), [], time.monotonic()
+        target = self.rng.choice(("driver", "worker")) if TRAIN_KINDS[kind] else ""
+        process = _start(argv)
+        if target == "worker":
+            struck = self._kill_worker(process, reference)
+        else:
+            delay = self.rng.uniform(0, reference.seconds)
+            struck = kill_after(process, None, delay, group=target == "driver")
+        code, output = _wait(process)
+        reference.seconds = reference.seconds if struck else time.monotonic() - began  # load changed
+        left = reap(process.pid)
+        last = (output.strip().splitlines() or [""])[-1]
+        if target == "worker" and struck and code != 0:  # no retry configured: one line naming --resume
+            if code != 2 or not last.startswith("error: ") or "--resume" not in last:
+                problems.append(f"killed worker: exit {code}, last line {last[:200]!r}")
+            report.notes.append(f"run {index}: worker killed, exit {code}: {last[:300]}")
+        problems += self._checkpoint_problems(out, "after the kill")
+        code2, output = _wait(resumed := _start([*argv, "--resume"]))
+        left += reap(resumed.pid)
         report.resumed += 1
         report.hung += code2 is None
+        if left:
+            report.leaked += 1
+            report.notes.append(f"run {index}: alive {REAP_GRACE_S:g} s after the driver: {left[:3]}")
         if code2 != 0:
             problems.append(f"--resume exited {code2}: {output.strip().splitlines()[-1:]}")
         else:
+            problems += self._checkpoint_problems(out, "after --resume")
+            self._check_losses(out, reference, index, report)
             try:
+                from pipeline.model.evaluate import load_model
+
                 load_model(out)
             except Exception as exc:
                 problems.append(f"final model does not load: {exc}")
-            for file, expected in self.train_reference.items():
-                rows = read_csv(out / file)
-                keys = [(r["step"], r["config"]) for r in rows]
-                report.duplicated += len(keys) - len(set(keys))
-                report.missing += len({(r["step"], r["config"]) for r in expected} - set(keys))
-                if len(rows) != len(expected) or any(
-                    (a["step"], a["config"]) != (b["step"], b["config"])
-                    or abs(float(a["loss"]) - float(b["loss"])) > TOLERANCE * abs(float(b["loss"]))
-                    for a, b in zip(rows, expected, strict=False)
-                ):
-                    report.differing += 1
-                    report.notes.append(f"run {index}: {file} differs")
         if problems:
             report.invalid += 1
             report.notes.append(f"run {index}: {problems[:2]}")
-        return struck, code
+        return struck, f"{target} {code}".strip()
+
+    def _kill_worker(self, process: subprocess.Popen, reference: TrainReference) -> bool:
+        """SIGKILL one Ray Train worker at a moment uniform over the reference's time with workers."""
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while process.poll() is None and not train_workers(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        end = time.monotonic() + self.rng.uniform(0, max(reference.seconds - reference.workers_at, 1.0))
+        while process.poll() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        workers = train_workers(process.pid) if process.poll() is None else []
+        if workers:
+            with contextlib.suppress(psutil.Error):
+                self.rng.choice(workers).kill()
+                return True
+        return False
+
+    @staticmethod
+    def _checkpoint_problems(out: Path, when: str) -> list[str]:
+        """A checkpoint in OUT or in Ray Train's storage (`OUT/ray-checkpoints`) that does not load."""
+        problems = [f"{when}: {p}" for p in storage_problems(out / "ray-checkpoints")]
+        try:
+            if (out / CHECKPOINT).exists():
+                read_checkpoint(out / CHECKPOINT)
+        except Exception as exc:
+            problems.append(f"{when}: {CHECKPOINT}/ does not load: {exc}")
+        return problems
+
+    @staticmethod
+    def _check_losses(out: Path, reference: TrainReference, index: int, report: ReleaseReport) -> None:
+        for file, expected in reference.losses.items():
+            rows = read_csv(out / file)
+            keys = [(r["step"], r["config"]) for r in rows]
+            report.duplicated += len(keys) - len(set(keys))
+            report.missing += len({(r["step"], r["config"]) for r in expected} - set(keys))
+            if len(rows) != len(expected) or any(
+                (a["step"], a["config"]) != (b["step"], b["config"])
+                or abs(float(a["loss"]) - float(b["loss"])) > TOLERANCE * abs(float(b["loss"]))
+                for a, b in zip(rows, expected, strict=False)
+            ):
+                report.differing += 1
+                report.notes.append(f"run {index}: {file} differs")
 
 
 def main() -> int:
@@ -364,8 +450,8 @@ def main() -> int:
                 if args.budget_minutes and time.monotonic() - started > 60 * args.budget_minutes:
                     raise TimeoutError
                 report, began, noted = reports[kind], time.monotonic(), len(reports[kind].notes)
-                if kind == "train-model":
-                    struck, code = bench.train_run(index, report)
+                if kind in TRAIN_KINDS:
+                    struck, code = bench.train_run(kind, index, report)
                 else:
                     struck, code = bench.publish_run(kind, index, report)
                 report.runs += 1

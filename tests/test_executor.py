@@ -112,6 +112,39 @@ def test_a_stale_cluster_file_does_not_capture_a_local_run(tmp_path):
     assert validate(ValidateConfig(str(out))).ok
 
 
+@pytest.mark.slow
+def test_a_local_ray_that_cannot_start_is_one_line(tmp_path):
+    """Its GCS port taken (RAY_GCS_SERVER_PORT, Ray's own setting), the local cluster cannot start:
+    one line, the run's last, exit 2, nothing written. Ray's messages span lines (it quotes its log
+    files), and a node that does not come up in 30 s (seen at load 48 on 2 cores) raises a bare
+    `Exception`, which was a traceback with exit 1: both are one line now."""
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_GCS_SERVER_PORT"] = str(taken.getsockname()[1])
+        out = tmp_path / "data"
+        cmd = [sys.executable, "-m", "pipeline.cli", "rollout", "--tasks", "babyai-go-to", "--episodes", "2"]
+        result = subprocess.run(
+            [*cmd, "--workers", "1", "--out", str(out), "--no-progress"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    last = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert last.startswith("error: cannot start or reach Ray at a local cluster: "), result.stdout[-2000:]
+    assert "Traceback" not in result.stdout
+    assert not out.exists() or not any(out.glob("data/**/*.parquet"))
+
+
 def _timed(job: int, report) -> tuple[int, float, float]:
     """A Ray task that reports, then holds its CPU briefly: (job, start, end) on the node's clock."""
     start = time.monotonic()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import faults
 from pipeline.configs.model import TrainModelConfig
 from pipeline.errors import PipelineError
 from pipeline.model.checkpoints import (
@@ -391,6 +392,7 @@ def train_model(config: TrainModelConfig, worker: TrainWorker | None = None) -> 
                 break
             tick = time.monotonic()
             loss, batch_tokens = run.train_step()
+            faults.hit("model.train_step")  # a worker lost mid-run (killed, out of memory, its node)
             train_seconds += time.monotonic() - tick
             tokens += batch_tokens
             display.update("train", completed=run.step, loss=loss, rate=tokens / max(train_seconds, 1e-9))

@@ -119,10 +119,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, num_cpus or 1)
     try:
         ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # a local node that does not come up within 30 s raises a bare Exception
         where = address or "a local cluster"
+        cause = " ".join(str(exc).split())[:600]  # Ray quotes its log files, over several lines
         raise PipelineError(
-            f"cannot start or reach Ray at {where}: {exc} (check --address / RAY_ADDRESS)"
+            f"cannot start or reach Ray at {where}: {cause} (check --address / RAY_ADDRESS; "
+            "a local cluster that timed out on a busy machine may start on a retry)"
         ) from exc
     return ray
 

@@ -13,6 +13,12 @@ Ray Train copies them to `--storage` (a folder, or s3://… through pyarrow's S3
 Like the executor's actors, nothing waits forever for resources: the workers' placement group
 is reserved first, and when it cannot be placed within `placement_timeout_s` the run stops with
 one line naming what was asked and what the cluster has.
+
+A worker's error ends the run (no retry: `max_failures=0`, so a bad input is not run again). So does
+a worker process lost mid-run (killed, out of memory, its node gone): one line names the rank and
+says to run the same command with `--resume`, which continues from the last checkpoint in storage.
+A Ray this call started (no cluster was connected) is shut down before that line is printed, so
+its workers' forwarded logs end before it and it stays the run's last line.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ log = logging.getLogger(__name__)
 FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 """S3 settings a local Ray cluster's workers get from the driver: a cluster started before they were
 set (a test, a notebook) would not pass them on. A remote cluster's nodes have their own."""
+LOST_WORKER = frozenset(
+    {"WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError", "ActorDiedError", "RayActorError"}
+)
+"""Ray's and Ray Train's exceptions (by name: Ray Train's live in its internals) for a worker process
+that is gone, as opposed to one that raised."""
 GROUP_START_TIMEOUT_S = 60.0
 """Ray Train's own wait for a worker group (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) before it retries."""
 
@@ -101,7 +112,30 @@ def run_data_parallel(
 ) -> Path:
     """Run `fn(worker, arg)` on every worker; the last checkpoint folder reported lands in `into`."""
     location = prepare_storage(request)
+    import ray as ray_module
+
+    ours = not ray_module.is_initialized()  # a cluster started (or joined) here, for this run only
     ray = init_ray(None, request.num_workers)
+    try:
+        result = _fit(ray, fn, arg, request, location)
+    finally:
+        if ours:  # its workers' log stream ends here, so a failure's one line is the run's last
+            ray.shutdown()
+    if result.checkpoint is None:
+        raise PipelineError(f"the workers reported no checkpoint to {request.storage}: see the log above")
+    shutil.rmtree(into, ignore_errors=True)
+    result.checkpoint.to_directory(str(into))
+    return into
+
+
+def _fit(
+    ray: Any,
+    fn: Callable[[TrainWorker, Any], Any],
+    arg: Any,
+    request: DataParallelRequest,
+    location: Location,
+) -> Any:
+    """Ray Train's run of `fn` on the workers; its result (the last checkpoint reported)."""
     _reserve(ray, request)
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -137,14 +171,9 @@ def run_data_parallel(
         ),
     )
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except Exception as exc:
-        raise _one_line(exc) from None
-    if result.checkpoint is None:
-        raise PipelineError(f"the workers reported no checkpoint to {request.storage}: see the log above")
-    shutil.rmtree(into, ignore_errors=True)
-    result.checkpoint.to_directory(str(into))
-    return into
+        raise _one_line(exc, request.storage) from None
 
 
 def _shippable(location: Location) -> pafs.FileSystem:
@@ -173,12 +202,14 @@ def _local_cluster() -> bool:
     return not os.environ.get("RAY_ADDRESS")
 
 
-def _one_line(exc: BaseException) -> PipelineError:
-    """A worker's PipelineError as it was raised; anything else as its last line."""
+def _one_line(exc: BaseException, storage: str) -> PipelineError:
+    """A worker's PipelineError as it was raised; a worker process lost (killed, out of memory, its
+    node gone) as what to do about it; anything else as its last line."""
     seen: set[int] = set()
-    stack = [exc]
+    stack: list[tuple[BaseException | None, int | None]] = [(exc, None)]
+    lost: list[int | None] = []
     while stack:
-        e = stack.pop()
+        e, rank = stack.pop()
         if id(e) in seen or e is None:
             continue
         seen.add(id(e))
@@ -187,8 +218,20 @@ def _one_line(exc: BaseException) -> PipelineError:
         text = str(e)
         if "pipeline.errors.PipelineError: " in text:  # a worker's error, as its traceback text
             return PipelineError(text.rsplit("pipeline.errors.PipelineError: ", 1)[1].strip().splitlines()[0])
-        stack += [e.__cause__, e.__context__]
-        stack += list(getattr(e, "worker_failures", {}).values())
+        if type(e).__name__ in LOST_WORKER:
+            lost.append(rank)
+        stack += [
+            (e.__cause__, rank),
+            (e.__context__, rank),
+            (getattr(e, "health_check_failure", None), rank),
+        ]
+        stack += [(failure, r) for r, failure in getattr(e, "worker_failures", {}).items()]
+    if lost:
+        which = "a training worker" if lost[0] is None else f"training worker rank {lost[0]}"
+        return PipelineError(
+            f"{which} died (killed, out of memory, or its node lost): run the same command with --resume "
+            f"to continue from the run's last checkpoint in {storage}"
+        )
     last = " ".join(str(exc).split())[-400:]
     return PipelineError(f"data-parallel training failed: {last}")
 

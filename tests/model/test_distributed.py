@@ -12,6 +12,9 @@ changes losses at the 1e-2 level from the first steps on.
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pytest
 from test_s3 import s3_server  # noqa: F401 (the moto S3 server fixture)
 
 from pipeline.errors import PipelineError
+from pipeline.faults import FAULTS_ENV
 from pipeline.model.train import TrainModelConfig, train_model
 
 TOLERANCE = 1e-4
@@ -106,6 +110,54 @@ def test_checkpoints_on_s3_resume_like_one_process(sample_dataset, tmp_path, ray
         o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="jat", Prefix="runs/tiny/")["Contents"]
     ]
     assert any("/checkpoint_" in k and k.endswith("model.safetensors") for k in keys)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_worker_lost_mid_run_stops_with_one_line_and_resume_matches_one_process(sample_dataset, tmp_path):
+    """A Ray Train worker SIGKILLed after its 7th step (past the step-5 checkpoint), as an OOM kill or
+    a lost node would: no retry is configured, so the run exits 2 with one line naming --resume as
+    its last (Ray's own log lines come before it), and `--resume` ends with one process's losses."""
+    train_model(_config(sample_dataset, tmp_path / "one", 10))
+    out, marker = tmp_path / "two", tmp_path / "fired"
+    options = "--configs metaworld-reach:2,mujoco-hopper --steps 10 --batch-size 4 --context 8 "
+    options += "--checkpoint-every 5 --eval-batches 1 --threads 1 --no-progress --num-workers 2"
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "train-model",
+        "--data",
+        str(sample_dataset),
+        *options.split(),
+    ]
+    argv += ["--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in (FAULTS_ENV, "RAY_ADDRESS")}  # its own Ray
+
+    def run(*extra: str, faults: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*argv, *extra],
+            env={**env, FAULTS_ENV: faults} if faults else env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one stream, in the order it was written
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    killed = run(faults=f"model.train_step=7@{marker}")  # only the first rank to get there dies
+    assert marker.exists()
+    last = killed.stdout.strip().splitlines()[-1]
+    assert killed.returncode == 2, killed.stdout[-3000:]
+    assert last.startswith("error: training worker rank ") and "died" in last, killed.stdout[-3000:]
+    assert f"--resume to continue from the run's last checkpoint in {out / 'ray-checkpoints'}" in last
+    assert not (out / "model.safetensors").exists()
+
+    resumed = run("--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(out)
+    assert [r[:2] for r in two] == [r[:2] for r in one] and len(two) == 10
+    np.testing.assert_allclose([r[2] for r in two], [r[2] for r in one], rtol=TOLERANCE)
 
 
 @pytest.mark.parametrize(
