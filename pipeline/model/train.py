@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import faults
 from pipeline.configs.model import TrainModelConfig
 from pipeline.errors import PipelineError
 from pipeline.model.checkpoints import (
@@ -54,6 +53,7 @@ from pipeline.model.steps import (
     to_device,
 )
 from pipeline.model.tokenizer import MissionTokenizer
+from pipeline.runtime import faults
 from pipeline.runtime.executor_train import DataParallelRequest, TrainWorker, run_data_parallel
 from pipeline.runtime.progress import Bars
 from pipeline.suites import get_suite, suite_names

@@ -23,8 +23,8 @@ import pytest
 from test_s3 import s3_server  # noqa: F401 (the moto S3 server fixture)
 
 from pipeline.errors import PipelineError
-from pipeline.faults import FAULTS_ENV
 from pipeline.model.train import TrainModelConfig, train_model
+from pipeline.runtime.faults import FAULTS_ENV
 
 TOLERANCE = 1e-4
 
