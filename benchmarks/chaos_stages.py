@@ -57,7 +57,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "experts
 
 from chaos import KindReport, _print  # noqa: E402
 
-KINDS = ("train-sf", "train-sb3", "import")
+KINDS = ("train-sf", "train-sb3", "import", "train-rllib")
 CONFIG = "mujoco-hopper"
 RUN_TIMEOUT_S = 300
 
@@ -79,6 +79,10 @@ def train_args(kind: str) -> list[str]:
             "2500",
             *_sets({**TINY_SF, "save_every_sec": 1}),
         ]
+    if kind == "train-rllib":
+        from chaos_rllib import rllib_args
+
+        return [*common, *rllib_args()]
     return [*common, "--backend", "sb3", "--steps", "3072", *_sets(TINY_SB3_PPO)]
 
 
@@ -123,6 +127,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def identity(path: Path) -> str:
+    """The file itself, not only its bytes: a resume that trains again from no checkpoint with the same
+    seed may write a snapshot byte for byte the killed run's, and that one is not a survivor."""
+    stat = path.stat()
+    return f"{sha256(path)}:{stat.st_ino}:{stat.st_mtime_ns}"
+
+
 def evaluate(out: Path) -> int:
     """`pipeline evaluate-experts` on the store, in this process (its table goes to a log, not here)."""
     from pipeline.cli import main
@@ -137,6 +148,10 @@ def evaluate(out: Path) -> int:
 def _checkpoints(expert: Path, kind: str) -> dict[int, Path]:
     import re
 
+    if kind == "train-rllib":
+        from chaos_rllib import rllib_checkpoints
+
+        return rllib_checkpoints(expert)
     if kind == "train-sf":
         found = (expert / "checkpoints" / "sf" / "checkpoint_p0").glob("checkpoint_*.pth")
         pattern = r"checkpoint_\d+_(\d+)\.pth"
@@ -148,6 +163,10 @@ def _checkpoints(expert: Path, kind: str) -> dict[int, Path]:
 
 def _loads(path: Path, kind: str) -> str:
     """'' when the checkpoint or snapshot file loads, else why not."""
+    if kind == "train-rllib":
+        from chaos_rllib import rllib_loads
+
+        return rllib_loads(path)
     try:
         if path.suffix == ".zip":
             from stable_baselines3 import PPO
@@ -204,13 +223,13 @@ class TrainBench:
         while process.poll() is None and not expert.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(self.rng.uniform(0, self.duration_s))
-        struck = _kill(process)
+        struck = self.strike(process)
         report.exit_codes[str(process.returncode)] = report.exit_codes.get(str(process.returncode), 0) + 1
         checkpoints = _checkpoints(expert, self.kind)
         newest = max(checkpoints, default=0)
         self.said = f"newest checkpoint at the kill {newest}" if struck else ""
         killed_curve = _curve(expert / "checkpoints" / "learning_curve.csv")
-        killed_snapshots = {path: sha256(path) for path in self._snapshot_files(expert)}
+        killed_snapshots = {path: identity(path) for path in self._snapshot_files(expert)}
         finished = (expert / "metadata.json").exists()
         for path in [*checkpoints.values(), *self._snapshot_files(expert)]:
             self._bad(report, "invalid", _loads(path, self.kind), "at the kill")
@@ -239,8 +258,12 @@ class TrainBench:
         self.check(index, report, out, newest, killed_curve, killed_snapshots)
         return struck
 
+    def strike(self, process: subprocess.Popen) -> bool:
+        """The kill (of the driver and its process group); whether it came before the process ended."""
+        return _kill(process)
+
     def _snapshot_files(self, expert: Path) -> list[Path]:
-        name = "model.pth" if self.kind == "train-sf" else "model.zip"
+        name = {"train-sf": "model.pth", "train-rllib": "module/module_state.pkl"}.get(self.kind, "model.zip")
         return [expert / "history" / f"{step:012d}" / name for step in _snapshots(expert)[0]]
 
     @staticmethod
@@ -300,9 +323,11 @@ class TrainBench:
         self._bad(report, "missing", f"run {index}: curve rows lost {lost}", count=len(lost))
         snapshots, others = _snapshots(expert)
         stale = [  # the killed run's own file (a resumed run writes its own under the same step)
-            int(path.parent.name)
+            int(path.relative_to(expert / "history").parts[0])
             for path, digest in killed_snapshots.items()
-            if int(path.parent.name) > resumed_from and path.exists() and sha256(path) == digest
+            if int(path.relative_to(expert / "history").parts[0]) > resumed_from
+            and path.exists()
+            and identity(path) == digest
         ]
         self._bad(
             report, "duplicated", f"run {index}: snapshots of undone training {stale}", count=len(stale)
@@ -322,6 +347,12 @@ def import_bench(scratch: Path, rng: random.Random):
     from chaos_import import ImportBench
 
     return ImportBench(scratch, rng)
+
+
+def rllib_bench(scratch: Path, rng: random.Random):
+    from chaos_rllib import RLlibBench
+
+    return RLlibBench("train-rllib", scratch, rng)
 
 
 def main() -> int:
@@ -349,6 +380,8 @@ def main() -> int:
             benches[kind] = (
                 import_bench(scratch / kind, rng)
                 if kind == "import"
+                else rllib_bench(scratch / kind, rng)
+                if kind == "train-rllib"
                 else TrainBench(kind, scratch / kind, rng)
             )
         for index in range(args.runs):
