@@ -45,8 +45,8 @@ from chaos_stages import (
     identity,
 )
 
-STEPS = 8192
-CHECKPOINT_EVERY = 1024
+STEPS = 4096
+CHECKPOINT_EVERY = 512
 RUNNER = "ray::SingleAgentEnvRunner"
 GONE_S = 20.0
 

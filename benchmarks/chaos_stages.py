@@ -9,6 +9,12 @@ command (the serial reference) and against what was on disk at the kill:
              within the reference's duration counted from the moment the expert's folder appears
              (training, checkpoints, snapshots, evaluation and metadata; not the imports before);
 - train-sb3: the same with stable-baselines3's PPO (a checkpoint every 512 steps);
+- train-rllib: the same with RLlib's PPO (`--backend rllib`, 2 env runners as Ray actors of the
+             driver's local Ray, a checkpoint every 512 steps; benchmarks/chaos_rllib.py); in
+             half the runs the kill strikes one env runner process instead of the driver, uniform
+             within the reference's env-runner lifetime: the run must end by itself, exit 0 with
+             the full budget and no resume, or non-zero with one line, completed by `--resume`;
+             after a driver kill every process it started must be gone within 20 s (else hung);
 - import:    `import-experts --tasks mujoco-hopper` from the tests' Hub server (tests/hub_server.py,
              in this process) serving a released layout built as tests/experts/expert_helpers.py
              does from a tiny sample-factory training, its files sent at 32 kB/s so that the kill
@@ -21,17 +27,20 @@ of the killed runs, re-runs, and the bad cells, each with its note:
               stopped the run before it finished or not telling the truth (steps, status), a re-run
               that exits non-zero, `pipeline evaluate-experts` refusing the result; import: a cached
               file whose sha256 is not the release's;
-- duplicated: learning-curve rows whose steps do not increase, rows (or snapshots) of the training a
-              kill undid that survive the resume; import: a file complete at the kill fetched again;
+- duplicated: learning-curve rows whose steps do not increase, rows (or snapshots: the killed run's
+              own files) of the training a kill undid that survive the resume; import: a file
+              complete at the kill fetched again;
 - missing:    curve rows at or below the checkpoint resumed from, written before the kill, gone;
               import: a needed file absent from the metadata;
 - differing:  `resumed_from_step` other than the newest checkpoint at the kill (0 with none), final
               steps other than the reference's; import: metadata or model sha256 other than the
               release's;
-- hung:       a process past its bound (300 s).
+- hung:       a process past its bound (300 s); train-rllib: a process of a killed run still alive
+              20 s after.
 
     .venv/bin/python benchmarks/chaos_stages.py --runs 30                          # every kind
     .venv/bin/python benchmarks/chaos_stages.py --runs 5 --kinds import --json out.json
+    .venv/bin/python benchmarks/chaos_stages.py --runs 30 --kinds train-rllib --seed 3
 """
 
 from __future__ import annotations

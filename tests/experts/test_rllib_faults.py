@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -45,7 +46,8 @@ def test_an_env_runner_killed_while_the_algorithm_is_built_is_met_by_building_it
         return get_spaces(group)
 
     monkeypatch.setattr(EnvRunnerGroup, "get_spaces", first_runner_dies)
-    result = train_expert(tiny_plan(CONFIG, "rllib", 256), str(tmp_path / "experts"))
+    plan = replace(tiny_plan(CONFIG, "rllib", 256), evaluate=False)
+    result = train_expert(plan, str(tmp_path / "experts"))
     assert killed
     assert result.status != FAILED, result.error
     meta = json.loads((tmp_path / "experts" / CONFIG / "metadata.json").read_text())
