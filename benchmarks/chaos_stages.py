@@ -12,6 +12,12 @@ command (the serial reference) and against what was on disk at the kill:
 - train-node: `train-experts --address <3-node local cluster> --out s3://…` (moto) with sb3's PPO,
              uploading every second; the node running the training task is removed at a random
              moment and the driver must finish the expert on the survivor (chaos_node.py);
+- train-rllib: the same with RLlib's PPO (`--backend rllib`, 2 env runners as Ray actors of the
+             driver's local Ray, a checkpoint every 512 steps; benchmarks/chaos_rllib.py); in
+             half the runs the kill strikes one env runner process instead of the driver, uniform
+             within the reference's env-runner lifetime: the run must end by itself, exit 0 with
+             the full budget and no resume, or non-zero with one line, completed by `--resume`;
+             after a driver kill every process it started must be gone within 120 s (else hung);
 - import:    `import-experts --tasks mujoco-hopper` from the tests' Hub server (tests/hub_server.py,
              in this process) serving a released layout built as tests/experts/expert_helpers.py
              does from a tiny sample-factory training, its files sent at 32 kB/s so that the kill
@@ -24,17 +30,20 @@ of the killed runs, re-runs, and the bad cells, each with its note:
               stopped the run before it finished or not telling the truth (steps, status), a re-run
               that exits non-zero, `pipeline evaluate-experts` refusing the result; import: a cached
               file whose sha256 is not the release's;
-- duplicated: learning-curve rows whose steps do not increase, rows (or snapshots) of the training a
-              kill undid that survive the resume; import: a file complete at the kill fetched again;
+- duplicated: learning-curve rows whose steps do not increase, rows (or snapshots: the killed run's
+              own files) of the training a kill undid that survive the resume; import: a file
+              complete at the kill fetched again;
 - missing:    curve rows at or below the checkpoint resumed from, written before the kill, gone;
               import: a needed file absent from the metadata;
 - differing:  `resumed_from_step` other than the newest checkpoint at the kill (0 with none), final
               steps other than the reference's; import: metadata or model sha256 other than the
               release's;
-- hung:       a process past its bound (300 s).
+- hung:       a process past its bound (300 s); train-rllib: a process of a killed run still alive
+              120 s after.
 
     .venv/bin/python benchmarks/chaos_stages.py --runs 30                          # every kind
     .venv/bin/python benchmarks/chaos_stages.py --runs 5 --kinds import --json out.json
+    .venv/bin/python benchmarks/chaos_stages.py --runs 30 --kinds train-rllib --seed 3
 """
 
 from __future__ import annotations
@@ -60,7 +69,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "experts
 
 from chaos import KindReport, _print  # noqa: E402
 
-KINDS = ("train-sf", "train-sb3", "import", "train-node")
+KINDS = ("train-sf", "train-sb3", "import", "train-node", "train-rllib")
 CONFIG = "mujoco-hopper"
 RUN_TIMEOUT_S = 300
 
@@ -82,6 +91,10 @@ def train_args(kind: str) -> list[str]:
             "2500",
             *_sets({**TINY_SF, "save_every_sec": 1}),
         ]
+    if kind == "train-rllib":
+        from chaos_rllib import rllib_args
+
+        return [*common, *rllib_args()]
     return [*common, "--backend", "sb3", "--steps", "3072", *_sets(TINY_SB3_PPO)]
 
 
@@ -126,6 +139,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def identity(path: Path) -> str:
+    """The file itself, not only its bytes: a resume that trains again from no checkpoint with the same
+    seed may write a snapshot byte for byte the killed run's, and that one is not a survivor."""
+    stat = path.stat()
+    return f"{sha256(path)}:{stat.st_ino}:{stat.st_mtime_ns}"
+
+
 def evaluate(out: Path) -> int:
     """`pipeline evaluate-experts` on the store, in this process (its table goes to a log, not here)."""
     from pipeline.cli import main
@@ -140,6 +160,10 @@ def evaluate(out: Path) -> int:
 def _checkpoints(expert: Path, kind: str) -> dict[int, Path]:
     import re
 
+    if kind == "train-rllib":
+        from chaos_rllib import rllib_checkpoints
+
+        return rllib_checkpoints(expert)
     if kind == "train-sf":
         found = (expert / "checkpoints" / "sf" / "checkpoint_p0").glob("checkpoint_*.pth")
         pattern = r"checkpoint_\d+_(\d+)\.pth"
@@ -151,6 +175,10 @@ def _checkpoints(expert: Path, kind: str) -> dict[int, Path]:
 
 def _loads(path: Path, kind: str) -> str:
     """'' when the checkpoint or snapshot file loads, else why not."""
+    if kind == "train-rllib":
+        from chaos_rllib import rllib_loads
+
+        return rllib_loads(path)
     try:
         if path.suffix == ".zip":
             from stable_baselines3 import PPO
@@ -207,13 +235,13 @@ class TrainBench:
         while process.poll() is None and not expert.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(self.rng.uniform(0, self.duration_s))
-        struck = _kill(process)
+        struck = self.strike(process)
         report.exit_codes[str(process.returncode)] = report.exit_codes.get(str(process.returncode), 0) + 1
         checkpoints = _checkpoints(expert, self.kind)
         newest = max(checkpoints, default=0)
         self.said = f"newest checkpoint at the kill {newest}" if struck else ""
         killed_curve = _curve(expert / "checkpoints" / "learning_curve.csv")
-        killed_snapshots = {path: sha256(path) for path in self._snapshot_files(expert)}
+        killed_snapshots = {path: identity(path) for path in self._snapshot_files(expert)}
         finished = (expert / "metadata.json").exists()
         for path in [*checkpoints.values(), *self._snapshot_files(expert)]:
             self._bad(report, "invalid", _loads(path, self.kind), "at the kill")
@@ -242,8 +270,12 @@ class TrainBench:
         self.check(index, report, out, newest, killed_curve, killed_snapshots)
         return struck
 
+    def strike(self, process: subprocess.Popen) -> bool:
+        """The kill (of the driver and its process group); whether it came before the process ended."""
+        return _kill(process)
+
     def _snapshot_files(self, expert: Path) -> list[Path]:
-        name = "model.pth" if self.kind == "train-sf" else "model.zip"
+        name = {"train-sf": "model.pth", "train-rllib": "module/module_state.pkl"}.get(self.kind, "model.zip")
         return [expert / "history" / f"{step:012d}" / name for step in _snapshots(expert)[0]]
 
     @staticmethod
@@ -303,9 +335,11 @@ class TrainBench:
         self._bad(report, "missing", f"run {index}: curve rows lost {lost}", count=len(lost))
         snapshots, others = _snapshots(expert)
         stale = [  # the killed run's own file (a resumed run writes its own under the same step)
-            int(path.parent.name)
+            int(path.relative_to(expert / "history").parts[0])
             for path, digest in killed_snapshots.items()
-            if int(path.parent.name) > resumed_from and path.exists() and sha256(path) == digest
+            if int(path.relative_to(expert / "history").parts[0]) > resumed_from
+            and path.exists()
+            and identity(path) == digest
         ]
         self._bad(
             report, "duplicated", f"run {index}: snapshots of undone training {stale}", count=len(stale)
@@ -336,6 +370,12 @@ def node_bench(scratch: Path, rng: random.Random):
     return NodeBench(scratch, rng)
 
 
+def rllib_bench(scratch: Path, rng: random.Random):
+    from chaos_rllib import RLlibBench
+
+    return RLlibBench("train-rllib", scratch, rng)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -363,6 +403,8 @@ def main() -> int:
                 if kind == "import"
                 else node_bench(scratch / kind, rng)
                 if kind == "train-node"
+                else rllib_bench(scratch / kind, rng)
+                if kind == "train-rllib"
                 else TrainBench(kind, scratch / kind, rng)
             )
         for index in range(args.runs):

@@ -69,6 +69,7 @@ CHECKPOINTS = "rllib"
 RUNNER_NODES = "env_runner_nodes.json"
 TRUE_EPISODES = "jat_true_episodes"
 POLL_S = 1.0
+BUILD_ATTEMPTS = 2
 
 
 class RLlibEnv(gym.Wrapper):
@@ -181,9 +182,7 @@ class RLlibBackend:
         timeout = float(settings.pop("placement_timeout_s", 120.0))
         settings.pop("algo", None)
         config = _algorithm_config(spec, algo, settings, job)
-        ray = _ray(job)
-        _wait_for_room(ray, config, timeout, spec.config)
-        algorithm = config.build_algo()
+        algorithm = _build(_ray(job), config, timeout, spec.config)
         try:
             return _train(algorithm, job, algo, every, config)
         finally:
@@ -278,6 +277,34 @@ def _wait_for_room(ray: Any, config: Any, timeout: float, where: str) -> None:
                 "them, or lower num_env_runners, or raise expert.rllib.placement_timeout_s"
             )
         time.sleep(POLL_S)
+
+
+def _build(ray: Any, config: Any, timeout: float, where: str) -> Any:
+    """RLlib's Algorithm, once its env runners and learners have room; built again once if the build
+    fails. An env runner that dies while the Algorithm is built is restarted by Ray, but RLlib's
+    setup asks the first runner for the spaces, its fault tolerance drops the dead runner's error,
+    and the setup fails on an empty list (IndexError): a passing failure the next build does not
+    meet. A second failure is reported in one line."""
+    import gc
+
+    attempt = 1
+    while True:
+        _wait_for_room(ray, config, timeout, where)  # the failed build's actors may still hold CPUs
+        try:
+            return config.build_algo()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()
+            why = f"{type(exc).__name__}: {first[0][:200]}" if first else type(exc).__name__
+            log.debug("%s: building RLlib's algorithm failed", where, exc_info=True)
+            if attempt == BUILD_ATTEMPTS:
+                raise PipelineError(
+                    f"{where}: RLlib's algorithm could not be built in {BUILD_ATTEMPTS} attempts ({why}); "
+                    "if an env runner died meanwhile (the log above says so), run again, else check "
+                    "expert.rllib in env_configs/"
+                ) from exc
+            log.warning("%s: building RLlib's algorithm failed (%s); building it again", where, why)
+        attempt += 1
+        gc.collect()  # the failed build's env runners go with their last handle
 
 
 def _checkpoints(directory: str) -> list[tuple[int, str]]:

@@ -19,13 +19,23 @@ TINY_SF = {
     "save_every_sec": 5,
 }
 TINY_SB3_PPO = {"algo": "ppo", "n_steps": 256, "batch_size": 64, "n_epochs": 2, "checkpoint_every": 512}
+# RLlib's PPO with 2 env runners (Ray actors) and 256-step batches: two batches in a few seconds.
+TINY_RLLIB = {
+    "num_env_runners": 2,
+    "num_envs_per_env_runner": 1,
+    "rollout_fragment_length": 128,
+    "train_batch_size_per_learner": 256,
+    "minibatch_size": 64,
+    "num_epochs": 2,
+    "checkpoint_every": 256,
+}
 
 
 def tiny_plan(
     config: str, backend: str, steps: int, resume: bool = False, history_every: int = 0, **overrides
 ) -> ExpertPlan:
     spec = get_task(config)
-    base = TINY_SF if backend == "sample-factory" else TINY_SB3_PPO if backend == "sb3" else {}
+    base = {"sample-factory": TINY_SF, "sb3": TINY_SB3_PPO, "rllib": TINY_RLLIB}.get(backend, {})
     hyperparameters = {**spec.expert.settings(backend), **base} if backend != "sb3" else dict(base)
     return ExpertPlan(
         config=config,

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from expert_helpers import TINY_RLLIB
 from test_s3 import s3_server  # noqa: F401  (the module's real moto server fixture)
 
 from experts.base import get_backend, read_curve
@@ -34,19 +35,10 @@ from pipeline.tasks.registry import get_task
 pytestmark = pytest.mark.ray
 CONFIG = "mujoco-pendulum"
 PENDULUM = get_task(CONFIG)
-TINY = {
-    "num_env_runners": 2,
-    "num_envs_per_env_runner": 1,
-    "rollout_fragment_length": 128,
-    "train_batch_size_per_learner": 256,
-    "minibatch_size": 64,
-    "num_epochs": 2,
-    "checkpoint_every": 256,
-}
 
 
 def _plan(steps: int, resume: bool = False, **overrides) -> ExpertPlan:
-    settings = {**PENDULUM.expert.settings("rllib"), **TINY, **overrides}
+    settings = {**PENDULUM.expert.settings("rllib"), **TINY_RLLIB, **overrides}
     return ExpertPlan(
         config=CONFIG,
         backend="rllib",
@@ -165,7 +157,7 @@ def three_raylets():
 def test_env_runners_spread_over_the_nodes_of_a_multi_node_cluster(three_raylets, tmp_path):
     cluster, nodes = three_raylets
     out = tmp_path / "experts"
-    sets = [item for k, v in TINY.items() for item in ("--set", f"{k}={v}")]
+    sets = [item for k, v in TINY_RLLIB.items() for item in ("--set", f"{k}={v}")]
     command = [sys.executable, "-m", "pipeline.cli", "train-experts", "--tasks", CONFIG, "--backend", "rllib",
                "--steps", "256", "--workers", "0", "--no-eval", "--no-progress", "--out", str(out),
                *sets]  # fmt: skip
