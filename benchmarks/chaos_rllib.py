@@ -33,7 +33,6 @@ import psutil
 from chaos import KindReport
 from chaos_stages import (
     CONFIG,
-    RUN_TIMEOUT_S,
     TrainBench,
     _checkpoints,
     _curve,
@@ -186,12 +185,7 @@ class RLlibBench(TrainBench):
         return struck
 
     def run_actor(self, index: int, report: KindReport) -> bool:
-        out = self.scratch / str(index) / "experts"
-        out.parent.mkdir(parents=True)
-        expert = out / CONFIG
-        log = out.parent / "killed.log"
-        process = _start([*self.argv, "--out", str(out)], log, _env())
-        deadline = time.monotonic() + RUN_TIMEOUT_S
+        out, expert, log, process, deadline = self.launch(index)
         while process.poll() is None and not _runners(process.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(self.rng.uniform(0, self.runners_s))

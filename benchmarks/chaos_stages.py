@@ -225,13 +225,17 @@ class TrainBench:
             flush=True,
         )
 
-    def run(self, index: int, report: KindReport) -> bool:
+    def launch(self, index: int) -> tuple[Path, Path, Path, subprocess.Popen, float]:
+        """Run `index`'s command into its own folder: (out, the expert's folder, its log, the
+        process, the deadline of its bound)."""
         out = self.scratch / str(index) / "experts"
         out.parent.mkdir(parents=True)
-        expert = out / CONFIG
         log = out.parent / "killed.log"
         process = _start([*self.argv, "--out", str(out)], log, _env())
-        deadline = time.monotonic() + RUN_TIMEOUT_S
+        return out, out / CONFIG, log, process, time.monotonic() + RUN_TIMEOUT_S
+
+    def run(self, index: int, report: KindReport) -> bool:
+        out, expert, _log, process, deadline = self.launch(index)
         while process.poll() is None and not expert.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(self.rng.uniform(0, self.duration_s))
