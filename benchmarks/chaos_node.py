@@ -46,7 +46,7 @@ from chaos_stages import (
 )
 
 STEPS = 3072
-TASK_TITLE = f"ray::task-{CONFIG}"  # the process title of the training task (`executor.run_tasks`)
+TASK_TITLE = f"ray::task-{CONFIG}"  # the process title of the training task (`executor_tasks.run_tasks`)
 
 
 def node_args(address: str) -> list[str]:

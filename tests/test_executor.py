@@ -160,7 +160,7 @@ def test_run_tasks_keeps_at_most_max_running_tasks_in_flight(ray_cluster):
 
     from ray import cloudpickle
 
-    from pipeline.runtime.executor import TaskRequest, run_tasks
+    from pipeline.runtime.executor_tasks import TaskRequest, run_tasks
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     progress: list[int] = []
@@ -194,7 +194,7 @@ def test_run_tasks_runs_a_lost_task_again_as_on_lost_says_and_at_most_retries_ti
 
     from ray import cloudpickle
 
-    from pipeline.runtime.executor import TaskRequest, is_lost, run_tasks
+    from pipeline.runtime.executor_tasks import TaskRequest, is_lost, run_tasks
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     lost: list[tuple[str, tuple[int, int], str]] = []

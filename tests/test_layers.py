@@ -141,7 +141,8 @@ def test_the_scan_sees_the_imports_it_checks():
 
 
 RAY_ALLOWED = {
-    "pipeline.runtime.executor": "owns Ray: connection, actors, tasks",
+    "pipeline.runtime.executor": "owns Ray: connection, actors",
+    "pipeline.runtime.executor_tasks": "one Ray task per long job (an expert training) on the executor's Ray",
     "experts.device": "reads, inside a training task, what Ray gave it (runtime context)",
     "pipeline.runtime.submit": "the Jobs API client: HTTP to a cluster's job server, it schedules nothing",
     "experts.rllib": "RLlib trains on the cluster it is given; scheduling stays in the executor",

@@ -36,14 +36,8 @@ from experts.training import FAILED, ExpertPlan, ExpertResult, train_expert
 from pipeline.configs.experts import TrainExpertsConfig
 from pipeline.errors import PipelineError
 from pipeline.format.schema import TMP_DIR
-from pipeline.runtime.executor import (
-    TaskRequest,
-    alive_nodes,
-    cluster_cpus,
-    lost_what,
-    require_shared_storage,
-    run_tasks,
-)
+from pipeline.runtime.executor import require_shared_storage
+from pipeline.runtime.executor_tasks import TaskRequest, alive_nodes, cluster_cpus, lost_what, run_tasks
 from pipeline.runtime.progress import Bars
 from pipeline.runtime.storage import check_writable
 from pipeline.tasks.registry import TaskSpec, all_tasks, resolve_tasks
@@ -252,7 +246,7 @@ def check_gpus(nodes: list[dict[str, float]], plans: list[ExpertPlan]) -> None:
     """Refuse at once GPU requests no node of the cluster can ever meet (Ray would wait forever).
 
     A task runs on one node, so it needs one node with its GPUs and CPUs; GPUs that exist but are
-    busy are the placement timeout's business (`executor.run_tasks`).
+    busy are the placement timeout's business (`executor_tasks.run_tasks`).
     """
     wanting = [p for p in plans if p.num_gpus > 0]
     if not wanting:
@@ -378,7 +372,7 @@ def rounded_up(plans: list[ExpertPlan], results: list[ExpertResult]) -> list[str
 def _train_on_worker(
     store_uri: str, plan: ExpertPlan, report: Callable[[TrainProgress], None]
 ) -> ExpertResult:
-    """One expert in a Ray task (executor.run_tasks), recording what Ray gave it."""
+    """One expert in a Ray task (executor_tasks.run_tasks), recording what Ray gave it."""
     return train_expert(plan, store_uri, report, RayPlacement.current())
 
 
