@@ -77,7 +77,7 @@ def _tasks_table(specs: list, width: int) -> tuple[Table, str]:
     headers = ("config", "env id", "obs", "action", "expert", "random")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     keep = [i for i in range(len(headers)) if i != 1 or sum(widths) + 2 * (len(headers) - 1) <= width]
-    table = narrow_table(f"{len(specs)} JAT tasks")
+    table = narrow_table(f"{len(specs)} tasks")
     for i in keep:
         table.add_column(headers[i], no_wrap=True, justify="right" if i >= 4 else "left")
     for row in rows:

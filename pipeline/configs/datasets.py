@@ -17,10 +17,10 @@ DEFAULT_BOOTSTRAP_REPS = 2000
 
 @dataclass(frozen=True)
 class TasksConfig:
-    """List the registered JAT tasks.
+    """List the registered tasks.
 
-    The 157 tasks of JAT's dataset with their env ids, observation and action spaces and the
-    reference scores of JAT's experts and of a random policy.
+    The 157 tasks of JAT's dataset, and those of the suites added since (DeepMind Control), with their
+    env ids, observation and action spaces and reference scores (JAT's experts, a random policy).
     """
 
     suite: str | None = None

@@ -27,7 +27,6 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.runtime import faults, noise
-from pipeline.runtime.storage import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ def require_shared_storage(
     address = address or os.environ.get("RAY_ADDRESS")
     if workers > 0 and address:
         check_ray_address(address)  # before anything is written, also for s3:// outputs
+    from pipeline.runtime.storage import is_uri  # here: the CLI imports this module, storage imports pyarrow
+
     local = {flag: path for flag, path in paths.items() if path and not is_uri(path)}
     if workers <= 0 or shared_fs or not local or not address:
         return
