@@ -13,6 +13,7 @@ MuJoCo's renderer), the most common kind; a suite overrides what differs.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,7 +29,7 @@ Grab = Callable[[Any, Any], Any]
 """(env, its latest observation as the env returned it) -> an RGB frame of that state."""
 
 
-class Suite:
+class Suite(ABC):
     """One suite's code. A subclass sets `name` and overrides what differs from a vector suite."""
 
     name: ClassVar[str]
@@ -58,10 +59,11 @@ class Suite:
 
     def register_envs(self) -> None:
         """Register the suite's env ids with gymnasium (called once per process, before any make)."""
+        return None  # gymnasium registers its own envs (MuJoCo's) when imported
 
+    @abstractmethod
     def make_env(self, spec: TaskSpec, max_episode_steps: int | None) -> gym.Env:
         """The task's env, returning observations in JAT's stored form (`layout`)."""
-        raise NotImplementedError
 
     def step_success(
         self, spec: TaskSpec, terminated: bool, reward: float, info: dict[str, Any]
