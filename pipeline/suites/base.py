@@ -82,7 +82,7 @@ class Suite(ABC):
 
     def frame_grabber(self, spec: TaskSpec, env: Any, size: int) -> Grab:
         """A function drawing the env's current state as an RGB frame, `size` pixels a side where
-        the suite draws at a chosen size; raises `pipeline.browse.render`'s NoGL when it cannot draw here."""
+        the suite draws at a chosen size; raises `pipeline.suites.drawing.NoGL` when it cannot draw here."""
         from pipeline.suites.drawing import mujoco_grabber
 
         return mujoco_grabber(spec, env, size)
