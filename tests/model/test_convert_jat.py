@@ -86,7 +86,8 @@ def test_converted_checkpoint_computes_what_jat_computes(converted, reference):
     assert config["text_encoding"] == "gpt2"
     assert not config["predict_discrete_observations"] and config["image_decoder_attention"]
     # JAT's eval contexts (16 / 128 steps), capped by the fixture's 64 positions
-    assert config["context_steps"] == {"atari": 16, "babyai": 32, "metaworld": 32, "mujoco": 32}
+    # JAT's four suites at its eval contexts (capped by its positions); a suite JAT never had at the default
+    assert config["context_steps"] == {"atari": 16, "babyai": 32, "dmc": 32, "metaworld": 32, "mujoco": 32}
     _check_against_reference(converted, reference)
 
 
