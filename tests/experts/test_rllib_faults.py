@@ -18,7 +18,7 @@ from expert_helpers import tiny_plan
 
 from experts.training import FAILED, train_expert
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # 70-230 s: it builds an RLlib Algorithm twice
 CONFIG = "mujoco-pendulum"
 
 
