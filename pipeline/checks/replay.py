@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,7 @@ from pipeline.format.shards import EpisodeRecord, ShardRecord
 from pipeline.rollout.recorder import Recording
 from pipeline.runtime.storage import Location, open_location
 from pipeline.suites import get_suite
+from pipeline.suites.base import Grab
 from pipeline.suites.layouts import Observed
 from pipeline.tasks.envs import make_env
 from pipeline.tasks.episodes import play
@@ -49,9 +50,6 @@ from pipeline.tasks.policies import EpisodeFailed
 from pipeline.tasks.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
-Grab = Callable[[object, object], np.ndarray]
-"""(env, its latest observation as the env returned it) -> an RGB frame of that state
-(`pipeline.browse.render`)."""
 
 
 @dataclass(frozen=True)
