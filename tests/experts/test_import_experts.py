@@ -100,11 +100,15 @@ def test_best_is_the_checkpoint_sample_factory_would_load(sf_released_hopper, tm
 
 class _Recorded(gym.Wrapper):
     """Our env as sample-factory's `enjoy` plays it (images channels first, as in training): seeded
-    like our episodes, every observation it sees and every action it sends recorded."""
+    like our episodes, every observation it sees and every action it sends recorded.
 
-    def __init__(self, env: gym.Env, seed: int, log: dict) -> None:
+    The episode is truncated after `limit` steps, so that it always ends: `enjoy` divides by the
+    number of finished episodes, and a sampled Breakout policy trained in the fixture sometimes
+    keeps its lives past any frame cap (a ZeroDivisionError in CI)."""
+
+    def __init__(self, env: gym.Env, seed: int, log: dict, limit: int = 300) -> None:
         super().__init__(env)
-        self.seed, self.log = seed, log
+        self.seed, self.log, self.limit = seed, log, limit
 
     def reset(self, **kwargs):
         torch.manual_seed(self.seed)  # what our policy's reset does for a sampled episode
@@ -116,12 +120,13 @@ class _Recorded(gym.Wrapper):
         self.log["actions"].append(np.array(action))
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.log["obs"].append(np.array(obs))
+        truncated = truncated or len(self.log["actions"]) >= self.limit
         return obs, reward, terminated, truncated, info
 
 
 def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, monkeypatch) -> dict:
-    """One episode of sample-factory's own evaluation on the released folder, recorded (Atari: cut
-    at 300 frames).
+    """One episode of sample-factory's own evaluation on the released folder, recorded (cut at 300
+    steps by `_Recorded`).
 
     `sample_factory.enjoy` imports its Hub helpers, which import `huggingface_hub.Repository`, gone
     since huggingface_hub 1.0; evaluation never calls them, so a placeholder lets the module load."""
@@ -144,7 +149,7 @@ def _enjoy(release: Path, env_name: str, spec, deterministic: bool, seed: int, m
     monkeypatch.setitem(global_env_registry(), env_name, make)
     argv = [
         f"--env={env_name}", f"--train_dir={release.parent}", f"--experiment={release.name}",
-        "--no_render", "--max_num_episodes=1", "--max_num_frames=300", "--device=cpu",
+        "--no_render", "--max_num_episodes=1", "--max_num_frames=1000", "--device=cpu",
         f"--eval_deterministic={deterministic}",
     ]  # fmt: skip
     parser, _ = parse_sf_args(argv=argv, evaluation=True)
