@@ -354,7 +354,7 @@ class Bench:
             struck = kill_after(process, None, delay, group=target == "driver")
         code, output = _wait(process)
         reference.seconds = reference.seconds if struck else time.monotonic() - began  # load changed
-        left = reap(process.pid)
+        left, gone_s = reap(process.pid)
         last = (output.strip().splitlines() or [""])[-1]
         if target == "worker" and struck and code != 0:  # no retry configured: one line naming --resume
             if code != 2 or not last.startswith("error: ") or "--resume" not in last:
@@ -362,12 +362,18 @@ class Bench:
             report.notes.append(f"run {index}: worker killed, exit {code}: {last[:300]}")
         problems += self._checkpoint_problems(out, "after the kill")
         code2, output = _wait(resumed := _start([*argv, "--resume"]))
-        left += reap(resumed.pid)
+        left_after, gone_after_s = reap(resumed.pid)
+        left += left_after
         report.resumed += 1
         report.hung += code2 is None
         if left:
             report.leaked += 1
             report.notes.append(f"run {index}: alive {REAP_GRACE_S:g} s after the driver: {left[:3]}")
+        elif max(gone_s, gone_after_s) > 1:
+            report.notes.append(
+                f"run {index}: the run's last process went {gone_s:.1f} s after the killed driver, "
+                f"{gone_after_s:.1f} s after the resumed one"
+            )
         if code2 != 0:
             problems.append(f"--resume exited {code2}: {output.strip().splitlines()[-1:]}")
         else:
