@@ -200,18 +200,52 @@ def test_the_registry_key_is_typed_and_checked():
         registry.parse_suite("atari", bad)
 
 
-@pytest.fixture
-def envpool_registry(monkeypatch):
-    """The registry with `atari_semantics: envpool` in atari.yaml's env section (cache cleared around)."""
+def _registry_with(monkeypatch, semantics: str) -> None:
+    """The registry with `atari_semantics: <semantics>` in atari.yaml's env section (cache cleared)."""
     original = registry._load_suite
 
     def load(suite: str):
-        return registry.parse_suite(suite, _yaml_with("envpool")) if suite == "atari" else original(suite)
+        return registry.parse_suite(suite, _yaml_with(semantics)) if suite == "atari" else original(suite)
 
     registry.all_tasks.cache_clear()
     monkeypatch.setattr(registry, "_load_suite", load)
+
+
+@pytest.fixture
+def envpool_registry(monkeypatch):
+    """The registry with `atari_semantics: envpool` in atari.yaml's env section (cache cleared around)."""
+    _registry_with(monkeypatch, "envpool")
     yield
     registry.all_tasks.cache_clear()
+
+
+def test_data_replays_with_the_semantics_it_was_recorded_with(monkeypatch, rollout, tmp_path):
+    """Recorded with gymnasium's semantics, replayed after the registry's default became envpool's:
+    the manifest's plan names the semantics, replay builds that env, and `--resume` under the other
+    semantics is refused naming it (the same seeds would give other episodes)."""
+    from pipeline.checks.replay import replay_config
+    from pipeline.format.manifest import read_manifest
+    from pipeline.runtime.storage import open_location
+
+    data = tmp_path / "data"
+    with monkeypatch.context() as patched:
+        _registry_with(patched, "gymnasium")
+        rollout(data, ("atari-breakout",), "random", episodes=3)
+    registry.all_tasks.cache_clear()
+    assert get_task("atari-breakout").env.atari_semantics == "envpool"
+    location = open_location(str(data))
+    assert read_manifest(location, "atari-breakout").plan["atari_semantics"] == "gymnasium"
+    result = replay_config(location, "atari-breakout")
+    assert result.ok, [m.line("atari-breakout") for m in result.mismatches]
+    assert result.exact == len(result.episodes) == 3
+    from pipeline.rollout.run import RolloutConfig
+    from pipeline.rollout.run import rollout as run_rollout
+
+    again = RolloutConfig(
+        out=str(data), tasks=("atari-breakout",), episodes=3, policy="random", progress=False, resume=True
+    )
+    with pytest.raises(PipelineError, match="atari_semantics: was 'gymnasium', now 'envpool'"):
+        run_rollout(again)
 
 
 def test_recorded_episodes_replay_bit_for_bit(envpool_registry, rollout, tmp_path):

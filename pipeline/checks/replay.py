@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -178,11 +178,22 @@ def read_episodes(
 
 # --- re-simulation ------------------------------------------------------------------------------
 def replay_env(spec: TaskSpec, manifest: Manifest):
-    """The env the rollout recorded with: `make_env` with the plan's horizon.
+    """The env the rollout recorded with: `make_env` with the plan's horizon and Atari semantics.
 
     The rollout passed `--max-episode-steps` only when given; the plan stores it, else the task's
-    horizon, so the override is passed again only where it differs from the task's.
+    horizon, so the override is passed again only where it differs from the task's. Atari data
+    replays with the semantics it was recorded with (gymnasium's or envpool's), not the registry's
+    default of the day.
     """
+    recorded = manifest.plan.get("atari_semantics")
+    if recorded is not None and recorded != spec.env.atari_semantics:
+        try:
+            spec = replace(spec, env=replace(spec.env, atari_semantics=recorded))
+        except ValueError as exc:
+            raise PipelineError(
+                f"{spec.config} was recorded with atari_semantics {recorded}, which this registry's "
+                f"env section cannot build ({exc}): use the jat-pipeline version that recorded it"
+            ) from None
     horizon = manifest.plan.get("max_episode_steps")
     return make_env(spec, max_episode_steps=None if horizon == spec.max_episode_steps else horizon)
 

@@ -159,6 +159,10 @@ class RunPlan:
     """Learning histories: the expert snapshots that play, in training order."""
     envs_per_worker: int | None = None
     """Trained experts only: envs per forward pass, which fixes how their actions round."""
+    atari_semantics: str | None = None
+    """Atari only: how its envs acted (`EnvSection.atari_semantics`), so that replay builds the env
+    that recorded, whatever the registry's default is by then. None in plans from before it was
+    recorded: unknown, so neither compared by `--resume` nor replaced by replay."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (keys as plan.json always had them; optional ones only when set)."""
@@ -173,6 +177,8 @@ class RunPlan:
         }
         if self.envs_per_worker is not None:
             out["envs_per_worker"] = self.envs_per_worker
+        if self.atari_semantics is not None:
+            out["atari_semantics"] = self.atari_semantics
         if self.history is not None:
             out["history"] = {
                 "snapshots": list(self.history.snapshots),
@@ -197,6 +203,7 @@ class RunPlan:
                 if history
                 else None,
                 envs_per_worker=data.get("envs_per_worker"),
+                atari_semantics=data.get("atari_semantics"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PipelineError(
@@ -205,8 +212,9 @@ class RunPlan:
 
     def differences(self, other: RunPlan) -> list[str]:
         """'field: was X, now Y' for every field where `other` (the command's) differs from this one."""
+        unknown = {"atari_semantics"} if self.atari_semantics is None else set()  # not recorded then
         return [
             f"{f.name}: was {getattr(self, f.name)!r}, now {getattr(other, f.name)!r}"
             for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in unknown and getattr(self, f.name) != getattr(other, f.name)
         ]

@@ -139,6 +139,7 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             split_rule=SPLIT_RULE,
             history=history,
             envs_per_worker=int(width) if kind == "expert" else None,  # fixes how expert actions round
+            atari_semantics=spec.env.atari_semantics if spec.suite == "atari" else None,
         )
         per_unit = config.episodes_per_shard or spec.rollout.episodes_per_shard
         runs[spec.config] = ConfigRun(spec, run_plan, per_unit)
