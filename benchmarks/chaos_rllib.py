@@ -137,7 +137,8 @@ def _gone(processes: list[psutil.Process], within: float) -> tuple[list[str], fl
 
 
 class RLlibBench(TrainBench):
-    def __init__(self, kind: str, scratch: Path, rng) -> None:
+    def __init__(self, kind: str, scratch: Path, rng, driver_in_training: bool = False) -> None:
+        self.driver_in_training = driver_in_training
         watch = _RunnerWatch(str(scratch / "reference"))
         watch.start()
         try:
@@ -153,7 +154,7 @@ class RLlibBench(TrainBench):
 
     def run(self, index: int, report: KindReport) -> bool:
         self.leaked = []
-        if self.rng.random() < 0.5:
+        if self.driver_in_training or self.rng.random() < 0.5:
             struck = super().run(index, report)
             self.said = f"driver: {self.phase}, {self.said}" if struck else "driver: not struck"
             self.said += f"; its processes gone {self.gone_s:.1f} s after the kill" if struck else ""
@@ -163,6 +164,15 @@ class RLlibBench(TrainBench):
             report.hung += len(self.leaked)
             report.notes.append(f"run {index}: still running {GONE_S:.0f} s after the kill: {self.leaked}")
         return struck
+
+    def await_moment(self, process, expert: Path, deadline: float) -> None:
+        """`--rllib-driver-in-training`: uniform over the reference's env-runner lifetime from the
+        first runner, where the default's start-up-heavy window rarely lands (2 of 20 driver kills)."""
+        if not self.driver_in_training:
+            return super().await_moment(process, expert, deadline)
+        while process.poll() is None and not _runners(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(self.rng.uniform(0, self.runners_s))
 
     def strike(self, process) -> bool:
         """SIGKILL of the driver's group; every process it started must then go (env runners are

@@ -236,9 +236,7 @@ class TrainBench:
 
     def run(self, index: int, report: KindReport) -> bool:
         out, expert, _log, process, deadline = self.launch(index)
-        while process.poll() is None and not expert.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(self.rng.uniform(0, self.duration_s))
+        self.await_moment(process, expert, deadline)
         struck = self.strike(process)
         report.exit_codes[str(process.returncode)] = report.exit_codes.get(str(process.returncode), 0) + 1
         checkpoints = _checkpoints(expert, self.kind)
@@ -273,6 +271,12 @@ class TrainBench:
             newest, killed_curve, killed_snapshots = 0, [], {}
         self.check(index, report, out, newest, killed_curve, killed_snapshots)
         return struck
+
+    def await_moment(self, process: subprocess.Popen, expert: Path, deadline: float) -> None:
+        """Until the kill: uniform over the reference's run from the moment the expert's folder appears."""
+        while process.poll() is None and not expert.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(self.rng.uniform(0, self.duration_s))
 
     def strike(self, process: subprocess.Popen) -> bool:
         """The kill (of the driver and its process group); whether it came before the process ended."""
@@ -374,10 +378,10 @@ def node_bench(scratch: Path, rng: random.Random):
     return NodeBench(scratch, rng)
 
 
-def rllib_bench(scratch: Path, rng: random.Random):
+def rllib_bench(scratch: Path, rng: random.Random, driver_in_training: bool = False):
     from chaos_rllib import RLlibBench
 
-    return RLlibBench("train-rllib", scratch, rng)
+    return RLlibBench("train-rllib", scratch, rng, driver_in_training)
 
 
 def main() -> int:
@@ -389,6 +393,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the reports here too")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (its path is printed)")
+    parser.add_argument(
+        "--rllib-driver-in-training",
+        action="store_true",
+        help="train-rllib: every run kills the driver, uniform over the reference's env-runner lifetime "
+        "from the first runner (training, between checkpoints), instead of the mixed default",
+    )
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if sorted(set(kinds) - set(KINDS)):
@@ -407,7 +417,7 @@ def main() -> int:
                 if kind == "import"
                 else node_bench(scratch / kind, rng)
                 if kind == "train-node"
-                else rllib_bench(scratch / kind, rng)
+                else rllib_bench(scratch / kind, rng, args.rllib_driver_in_training)
                 if kind == "train-rllib"
                 else TrainBench(kind, scratch / kind, rng)
             )
