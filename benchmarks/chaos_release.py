@@ -90,6 +90,8 @@ class TrainReference:
     """Its wall time, start-up included (then that of any run that ended before its kill: load changes)."""
     workers_at: float
     """Seconds from its start to its first Ray Train worker (0: one process)."""
+    checkpoints_at: tuple[float, float] = (0.0, 0.0)
+    """Seconds from its start to its first and to its last checkpoint in Ray Train's storage."""
 
 
 @dataclass
@@ -234,9 +236,17 @@ def kill_after(
     return running
 
 
+def _ray_checkpoints(out: Path) -> list[Path]:
+    """The checkpoint folders Ray Train has registered in a run's storage so far."""
+    return sorted(p for p in (out / "ray-checkpoints").glob("checkpoint_*") if p.is_dir())
+
+
 class Bench:
-    def __init__(self, work: Path, scratch: Path, kinds: list[str], seed: int) -> None:
+    def __init__(
+        self, work: Path, scratch: Path, kinds: list[str], seed: int, worker_in_training: bool = False
+    ) -> None:
         self.work, self.scratch, self.rng = work, scratch, random.Random(seed)
+        self.worker_in_training = worker_in_training
         self.names = {"ds": work / "ds", "experts": work / "experts", "model": work / "model", "repo": REPO}
         self.names["folder"] = work / "experts-folder"
         self._prepare({part for kind in kinds for part in NEEDS.get(kind, ("ds",))})
@@ -267,16 +277,20 @@ class Bench:
     def _train_reference(self, kind: str) -> TrainReference:
         """The uninterrupted run: its losses, wall time and (data-parallel) when its workers appeared."""
         out, started, workers_at = self.scratch / kind / "reference", time.monotonic(), 0.0
-        process = _start(self._train_argv(out, kind))
-        while TRAIN_KINDS[kind] and not workers_at and process.poll() is None:
-            workers_at = (time.monotonic() - started) * bool(train_workers(process.pid))
-            time.sleep(0.2)
+        process, seen = _start(self._train_argv(out, kind)), {}  # checkpoint name -> when first seen
+        while TRAIN_KINDS[kind] and process.poll() is None:
+            workers_at = workers_at or (time.monotonic() - started) * bool(train_workers(process.pid))
+            for folder in _ray_checkpoints(out):  # Ray Train keeps the newest few: names, not a count
+                seen.setdefault(folder.name, time.monotonic() - started)
+            time.sleep(0.1)
         code, output = _wait(process)
         reap(process.pid)
         if code != 0:
             raise RuntimeError(f"{kind} reference exited {code}: {output[-2000:]}")
         losses = {file: read_csv(out / file) for file in (LOSSES, TEST_LOSSES)}
-        return TrainReference(losses, time.monotonic() - started, workers_at)
+        span = (min(seen.values()), max(seen.values())) if seen else (0.0, 0.0)
+        print(f"{kind}: reference's checkpoints at {span[0]:.1f}-{span[1]:.1f} s ({len(seen)})", flush=True)
+        return TrainReference(losses, time.monotonic() - started, workers_at, span)
 
     def _run_folder(self, kind: str, index: int | str) -> tuple[Path, Hub, list[str]]:
         folder = self.scratch / kind / str(index)
@@ -346,9 +360,10 @@ class Bench:
         reference, out = self.train[kind], self.scratch / kind / str(index)
         argv, problems, began = self._train_argv(out, kind), [], time.monotonic()
         target = self.rng.choice(("driver", "worker")) if TRAIN_KINDS[kind] else ""
+        target = "worker" if TRAIN_KINDS[kind] and self.worker_in_training else target
         process = _start(argv)
         if target == "worker":
-            struck = self._kill_worker(process, reference)
+            struck = self._kill_worker(process, reference, out)
         else:
             delay = self.rng.uniform(0, reference.seconds)
             struck = kill_after(process, None, delay, group=target == "driver")
@@ -390,12 +405,20 @@ class Bench:
             report.notes.append(f"run {index}: {problems[:2]}")
         return struck, f"{target} {code}".strip()
 
-    def _kill_worker(self, process: subprocess.Popen, reference: TrainReference) -> bool:
-        """SIGKILL one Ray Train worker at a moment uniform over the reference's time with workers."""
+    def _kill_worker(self, process: subprocess.Popen, reference: TrainReference, out: Path) -> bool:
+        """SIGKILL one Ray Train worker at a moment uniform over the reference's time with workers;
+        `--ddp-worker-in-training`: uniform between its first and last checkpoint, counted from the
+        run's own first checkpoint (mid-training, where the default window rarely lands)."""
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while process.poll() is None and not train_workers(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        end = time.monotonic() + self.rng.uniform(0, max(reference.seconds - reference.workers_at, 1.0))
+        if self.worker_in_training:
+            while process.poll() is None and not _ray_checkpoints(out) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            first, last = reference.checkpoints_at
+            end = time.monotonic() + self.rng.uniform(0, max(last - first, 0.1))
+        else:
+            while process.poll() is None and not train_workers(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            end = time.monotonic() + self.rng.uniform(0, max(reference.seconds - reference.workers_at, 1.0))
         while process.poll() is None and time.monotonic() < end:
             time.sleep(0.01)
         workers = train_workers(process.pid) if process.poll() is None else []
@@ -441,13 +464,20 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/jat-chaos-release", help="inputs are made once, kept here")
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop starting runs after this")
     parser.add_argument("--json", help="write the reports here too")
+    parser.add_argument(
+        "--ddp-worker-in-training",
+        action="store_true",
+        help="train-model-ddp: every run kills one worker between its first and last checkpoint "
+        "(mid-training) instead of the mixed default",
+    )
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if set(kinds) - set(KINDS):
         parser.error(f"unknown kinds {sorted(set(kinds) - set(KINDS))}; choose from {', '.join(KINDS)}")
     (work := Path(args.work)).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    bench = Bench(work, work / f"runs-{time.strftime('%H%M%S')}", kinds, args.seed)
+    runs = work / f"runs-{time.strftime('%H%M%S')}"
+    bench = Bench(work, runs, kinds, args.seed, args.ddp_worker_in_training)
     print(f"inputs and references ready in {time.monotonic() - started:.0f} s", flush=True)
     reports = {kind: ReleaseReport(kind) for kind in kinds}
     try:
