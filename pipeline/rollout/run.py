@@ -29,6 +29,7 @@ from pipeline.rollout.run_state import SPLIT_RULE, ConfigRun
 from pipeline.runtime.executor import require_shared_storage, run_streaming
 from pipeline.runtime.progress import Bars
 from pipeline.runtime.storage import Location, check_writable, open_location
+from pipeline.suites import get_suite
 from pipeline.tasks.registry import get_task, resolve_tasks, variant_config
 from pipeline.tasks.sections import Budget
 
@@ -139,7 +140,7 @@ def _config_runs(config: RolloutConfig) -> dict[str, ConfigRun]:
             split_rule=SPLIT_RULE,
             history=history,
             envs_per_worker=int(width) if kind == "expert" else None,  # fixes how expert actions round
-            atari_semantics=spec.env.atari_semantics if spec.suite == "atari" else None,
+            atari_semantics=get_suite(spec.suite).atari_semantics(spec),
         )
         per_unit = config.episodes_per_shard or spec.rollout.episodes_per_shard
         runs[spec.config] = ConfigRun(spec, run_plan, per_unit)

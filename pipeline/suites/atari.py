@@ -118,6 +118,9 @@ class Atari(Suite):
         env = FrameStackObservation(env, w.frame_stack)
         return ChannelsLastFrames(env)
 
+    def atari_semantics(self, spec: TaskSpec) -> str | None:
+        return spec.env.atari_semantics
+
     def frame_grabber(self, spec: TaskSpec, env: Any, size: int) -> Grab:
         return _frame
 

@@ -76,6 +76,11 @@ class Suite(ABC):
         where its tasks step at different rates (DeepMind Control: 1 / its control timestep)."""
         return self.fps
 
+    def atari_semantics(self, spec: TaskSpec) -> str | None:
+        """How the task's envs act where the registry offers a choice (Atari's `env.atari_semantics`),
+        recorded in the rollout's plan so that replay builds the env that recorded; None elsewhere."""
+        return None
+
     def scripted_policy(self, spec: TaskSpec) -> Policy | None:
         """The suite's hand-written policy for the task (`--policy scripted`), or None."""
         return None
