@@ -36,10 +36,8 @@ from chaos_stages import (
     TrainBench,
     _checkpoints,
     _curve,
-    _env,
     _kill,
     _sets,
-    _start,
     _wait,
     identity,
 )
@@ -235,15 +233,7 @@ class RLlibBench(TrainBench):
             meta = json.loads((expert / "metadata.json").read_text())
             if meta.get("status") in ("accepted", "rejected"):
                 self._bad(report, "invalid", f"run {index}: a failed run stored status {meta['status']}")
-        report.resumed += 1
-        resumed = _start([*self.argv, "--out", str(out), "--resume"], out.parent / "resumed.log", _env())
-        code = _wait(resumed)
-        if code is None:
-            report.hung += 1
-            report.notes.append(f"run {index}: resume hung")
-        elif code != 0:
-            self._bad(report, "invalid", f"run {index}: resume exited {code}")
-        else:
+        if self.resume(index, report, out):
             self.check(index, report, out, newest, killed_curve, killed_snapshots)
         return bool(runners)
 

@@ -253,24 +253,25 @@ class TrainBench:
                 self._bad(
                     report, "invalid", f"metadata says {meta['steps_trained']} steps, newest is {newest}"
                 )
-        code = 0 if not struck else None
-        if struck:
-            report.resumed += 1
-            resumed = _start([*self.argv, "--out", str(out), "--resume"], out.parent / "resumed.log", _env())
-            code = _wait(resumed)
-            if code is None:
-                report.hung += 1
-                report.notes.append(f"run {index}: resume hung")
-                return struck
-            if code != 0:
-                self._bad(
-                    report, "invalid", f"resume exited {code}: {_last_line(out.parent / 'resumed.log')}"
-                )
-                return struck
+        if struck and not self.resume(index, report, out):
+            return struck
         if not struck:  # the run ended before the kill: nothing was undone
             newest, killed_curve, killed_snapshots = 0, [], {}
         self.check(index, report, out, newest, killed_curve, killed_snapshots)
         return struck
+
+    def resume(self, index: int, report: KindReport, out: Path) -> bool:
+        """The same command with `--resume`, counted (hung, or invalid when it exits non-zero);
+        whether it exited 0, so that its result is to be checked."""
+        report.resumed += 1
+        log = out.parent / "resumed.log"
+        code = _wait(_start([*self.argv, "--out", str(out), "--resume"], log, _env()))
+        if code is None:
+            report.hung += 1
+            report.notes.append(f"run {index}: resume hung")
+        elif code != 0:
+            self._bad(report, "invalid", f"run {index}: resume exited {code}: {_last_line(log)}")
+        return code == 0
 
     def await_moment(self, process: subprocess.Popen, expert: Path, deadline: float) -> None:
         """Until the kill: uniform over the reference's run from the moment the expert's folder appears."""
